@@ -1,0 +1,3 @@
+"""mailhelpdesk: an email-first support ticket daemon."""
+
+__version__ = "0.1.0"

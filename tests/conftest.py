@@ -1,0 +1,28 @@
+"""Fixtures shared by the whole suite: the mail corpus and a private daemon per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def corpus_path() -> Path | None:
+    """Where the shared real-world mail corpus lives, or None when it is not on this machine."""
+    configured = os.environ.get("MAILHELPDESK_CORPUS")
+    path = Path(configured) if configured else ROOT.parent / "shared" / "corpus"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The corpus folder; corpus tests may skip only when it is absent and CI is not set."""
+    path = corpus_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("the mail corpus is required under CI (set MAILHELPDESK_CORPUS)")
+        pytest.skip("mail corpus not present (set MAILHELPDESK_CORPUS)")
+    return path
