@@ -26,3 +26,16 @@ def corpus_dir() -> Path:
             pytest.fail("the mail corpus is required under CI (set MAILHELPDESK_CORPUS)")
         pytest.skip("mail corpus not present (set MAILHELPDESK_CORPUS)")
     return path
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A running `mailhelpdesk serve` on free loopback ports, stopped after the test."""
+    from tests.helpers import Daemon
+
+    proc = Daemon(tmp_path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

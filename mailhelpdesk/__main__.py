@@ -1,0 +1,5 @@
+"""`python -m mailhelpdesk` runs the CLI."""
+
+from mailhelpdesk.cli import main
+
+main()

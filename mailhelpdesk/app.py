@@ -1,0 +1,213 @@
+"""The composition root: builds the daemon from a Config and runs it on one asyncio loop.
+
+Nothing imports this module but the CLI and the tests. All database work happens on one
+executor thread, so SQLite sees a single writer and the loop never blocks on a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from mailhelpdesk.clock import Clock, SystemClock
+from mailhelpdesk.config import Config
+from mailhelpdesk.http.app import create_api
+from mailhelpdesk.ingest import worker
+from mailhelpdesk.ingest.pipeline import IngestSettings
+from mailhelpdesk.store import schema, spool
+from mailhelpdesk.store.db import make_engine, read_scope
+from mailhelpdesk.store.setup import sync_config
+from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn on our loop; signals are the daemon's, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.kept = Counter("mailhelpdesk_inbound_kept", "Messages kept in the spool", ["source"], registry=self.registry)
+        self.applied = Counter(
+            "mailhelpdesk_inbound_processed", "Messages processed, by outcome", ["outcome"], registry=self.registry
+        )
+        self.pending = Gauge("mailhelpdesk_inbound_pending", "Messages kept, not yet processed", registry=self.registry)
+        self.batch_seconds = Histogram(
+            "mailhelpdesk_ingest_batch_seconds", "Time to apply one ingest batch", registry=self.registry
+        )
+
+
+class App:
+    """The daemon. `run()` serves until `stop()` (or SIGTERM/SIGINT) and then shuts down cleanly."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.engine: Engine = make_engine(config.database.url, sqlite_synchronous=config.database.sqlite_synchronous)
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self.metrics = Metrics()
+        self.settings: IngestSettings | None = None
+        self.started_at = time.time()
+        self.last_ingest_at: float | None = None
+        self.ingest_errors = 0
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.smtp_server: asyncio.AbstractServer | None = None
+        self.http_server: _Server | None = None
+        self.spool_writer: SpoolWriter | None = None
+
+    def prepare(self) -> None:
+        """Schema up to date, config agents and queues in the store, settings loaded."""
+        schema.upgrade(self.engine)
+        sync_config(self.engine, self.config)
+        self.settings = worker.load_settings(self.engine, self.config)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.db, self.prepare)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop)
+        await self.start()
+        log.info("mailhelpdesk serving config=%s database=%s", self.config.source, self.engine.url.render_as_string())
+        await self._stopping.wait()
+        await self.shutdown()
+
+    async def start(self) -> None:
+        listener = self.config.smtp_listener
+        if listener.enabled:
+            self.spool_writer = SpoolWriter(
+                self.engine, self.clock, self.db, window_s=listener.group_commit_window_ms / 1000, on_commit=self._kept
+            )
+            self.spool_writer.start()
+            handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
+            self.smtp_server = await start_listener(listener, handler)
+            log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
+        self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        if self.config.http.enabled:
+            api = create_api(health=self.health, metrics=self.render_metrics)
+            uv = uvicorn.Config(
+                api, host=self.config.http.host, port=self.config.http.port, log_config=None,
+                access_log=False, lifespan="off", h11_max_incomplete_event_size=self.config.http.max_request_bytes,
+            )
+            self.http_server = _Server(uv)
+            self._tasks.append(asyncio.create_task(self.http_server.serve(), name="http"))
+            while not self.http_server.started and not self._tasks[-1].done():
+                await asyncio.sleep(0.01)
+            if self._tasks[-1].done():
+                self._tasks[-1].result()  # raises the bind error
+            log.info("http listening host=%s port=%s", self.config.http.host, self.http_port)
+
+    def stop(self) -> None:
+        log.info("stop requested")
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        """Stop taking mail, let sessions in flight finish, apply what was kept, then exit."""
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.smtp_server.wait_closed(), timeout=5)
+        if self.spool_writer is not None:
+            await self.spool_writer.stop()
+        if self.http_server is not None:
+            self.http_server.should_exit = True
+        self._wakeup.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        self.db.shutdown(wait=True)
+        self.engine.dispose()
+        log.info("mailhelpdesk stopped")
+
+    def _kept(self, count: int) -> None:
+        self.metrics.kept.labels(source="smtp").inc(count)
+        self._wakeup.set()
+
+    async def _ingest_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_reload = time.monotonic()
+        while True:
+            self._wakeup.clear()
+            try:
+                if time.monotonic() - last_reload > 10:  # pick up agents added with the CLI
+                    self.settings = await loop.run_in_executor(self.db, worker.load_settings, self.engine, self.config)
+                    last_reload = time.monotonic()
+                assert self.settings is not None
+                started = time.perf_counter()
+                result = await loop.run_in_executor(
+                    self.db, lambda: worker.process_batch(self.engine, self.settings, self.clock, limit=self.config.ingest.batch_size)  # type: ignore[arg-type]
+                )
+                if result.processed:
+                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                    for outcome, n in result.outcomes.items():
+                        self.metrics.applied.labels(outcome=outcome).inc(n)
+                    self.last_ingest_at = time.time()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end ingest; retry soon
+                self.ingest_errors += 1
+                log.exception("ingest batch failed; retrying")
+                result = worker.BatchResult(0, worker.Counter())
+                await asyncio.sleep(1)
+            if self._stopping.is_set() and result.processed == 0:
+                return
+            if result.processed == 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    # -- what operators see --------------------------------------------------------------------
+
+    @property
+    def smtp_port(self) -> int | None:
+        if self.smtp_server is None or not self.smtp_server.sockets:
+            return None
+        return int(self.smtp_server.sockets[0].getsockname()[1])
+
+    @property
+    def http_port(self) -> int | None:
+        if self.http_server is None or not self.http_server.servers:
+            return None
+        return int(self.http_server.servers[0].sockets[0].getsockname()[1])
+
+    def health(self) -> dict[str, Any]:
+        """Runs on the HTTP worker thread; reads with its own short session."""
+        status, pending, db_error = "ok", None, None
+        try:
+            with read_scope(self.engine) as session:
+                session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+                pending = spool.count_pending(session)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            status, db_error = "degraded", type(exc).__name__
+        return {
+            "status": status,
+            "database": "ok" if db_error is None else db_error,
+            "inbound_pending": pending,
+            "last_ingest_at": self.last_ingest_at,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,
+            "imap_mailboxes": {},
+        }
+
+    def render_metrics(self) -> bytes:
+        with contextlib.suppress(Exception), read_scope(self.engine) as session:
+            self.metrics.pending.set(spool.count_pending(session))
+        return generate_latest(self.metrics.registry)

@@ -1,0 +1,432 @@
+"""The command line (DESIGN.md §4). Errors are one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mailbox
+import socket
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from mailhelpdesk import __version__
+from mailhelpdesk.config import Config, ConfigError, load_config
+from mailhelpdesk.log import configure_logging
+
+NOT_YET = "not available in this version yet"
+
+
+class _State:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._config
+
+
+def _app(ctx: click.Context) -> Any:
+    from mailhelpdesk.app import App
+
+    state: _State = ctx.obj
+    app = App(state.config)
+    try:
+        app.prepare()
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"database {state.config.database.url}: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}") from None
+    return app
+
+
+def _unavailable(what: str) -> NoReturn:
+    raise click.ClickException(f"{what}: {NOT_YET}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $MAILHELPDESK_CONFIG, else ./mailhelpdesk.toml, else embedded defaults).")
+@click.version_option(__version__, prog_name="mailhelpdesk")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """mailhelpdesk: an email-first support ticket daemon."""
+    ctx.obj = _State(config_path)
+
+
+@main.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create or upgrade the database schema (safe to run again)."""
+    from mailhelpdesk.store import schema
+    from mailhelpdesk.store.db import make_engine
+
+    config: Config = ctx.obj.config
+    engine = make_engine(config.database.url)
+    try:
+        before, after = schema.upgrade(engine)
+        from mailhelpdesk.store.setup import sync_config
+
+        sync_config(engine, config)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"database {config.database.url}: {exc}") from None
+    if before == after:
+        click.echo(f"database schema is up to date (revision {after})")
+    else:
+        click.echo(f"database schema upgraded from {before or 'empty'} to {after}")
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the SMTP listener, IMAP pollers, HTTP API and scheduler until SIGTERM/SIGINT."""
+    from mailhelpdesk.app import App
+
+    config: Config = ctx.obj.config
+    configure_logging(config.logging.level, config.logging.format)
+    app = App(config)
+    try:
+        asyncio.run(app.run())
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"database {config.database.url}: {exc}") from None
+
+
+# -- tickets -------------------------------------------------------------------------------------
+
+
+@main.group()
+def ticket() -> None:
+    """Read tickets from the store."""
+
+
+@ticket.command("list")
+@click.option("--status", type=click.Choice(["open", "on-hold", "closed"]), help="Only tickets in this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print an array of ticket headers.")
+@click.pass_context
+def ticket_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List tickets, oldest first."""
+    from mailhelpdesk.services.views import ticket_headers
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        headers = ticket_headers(session, list(store.list_tickets(session, status=status, limit=1_000_000)))
+    if as_json:
+        click.echo(json.dumps(headers, indent=2, ensure_ascii=False))
+        return
+    for h in headers:
+        click.echo(f"{h['number']}  {h['status']:<8} {h['queue']:<12} {h['originator_email']:<32} {h['subject']}")
+    if not headers:
+        click.echo("no tickets", err=True)
+
+
+@ticket.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the ticket object (DESIGN.md §7).")
+@click.pass_context
+def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
+    """Show one ticket with all its messages."""
+    from mailhelpdesk.services.views import ticket_object
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        found = store.get_ticket_by_number(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        data = ticket_object(session, found)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"#{data['number']} {data['subject']}")
+    click.echo(f"status: {data['status']}  queue: {data['queue']}  from: {data['originator_name']} <{data['originator_email']}>")
+    if data["cc"]:
+        click.echo(f"cc: {', '.join(data['cc'])}")
+    for r in data["responses"]:
+        flag = " (internal)" if r["is_internal"] else ""
+        click.echo(f"\n--- {r['created_at']} {r['kind']}{flag} {r['created_by_name']} <{r['created_by_email']}>")
+        click.echo(r["visible_text"])
+        for a in r["attachments"]:
+            click.echo(f"[attachment] {a['name']} ({a['mime_type']}, {a['file_size']} bytes)")
+
+
+# -- inbound ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def inbound() -> None:
+    """Kept messages set aside by the pipeline, and replaying them."""
+
+
+@inbound.command("list")
+@click.option("--failed", is_flag=True, help="Only messages set aside with an error.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def inbound_list(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
+    """Newest kept messages with their state, outcome and reason."""
+    from mailhelpdesk.store import spool
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        rows = spool.list_inbound(session, state="failed" if failed else None, limit=limit)
+        items = [
+            {"id": r.id, "received_at": str(r.received_at), "source": r.source, "state": r.state,
+             "outcome": r.outcome, "reason": r.reason, "message_id": r.message_id, "size": r.size,
+             "ticket_id": r.ticket_id}
+            for r in rows
+        ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for i in items:
+        click.echo(f"{i['id']:>7} {i['state']:<7} {i['outcome'] or '-':<15} {i['source']:<6} {i['reason']}")
+    if not items:
+        click.echo("nothing kept" if not failed else "nothing set aside", err=True)
+
+
+@inbound.command("retry")
+@click.argument("inbound_id", type=int)
+@click.pass_context
+def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
+    """Run a set-aside message through the pipeline again."""
+    from mailhelpdesk.ingest import worker
+
+    app = _app(ctx)
+    if not worker.retry(app.engine, inbound_id):
+        raise click.ClickException(f"inbound message {inbound_id} is not set aside (see `inbound list --failed`)")
+    _drain(app)
+    from mailhelpdesk.domain.models import InboundMessage
+    from mailhelpdesk.store.db import read_scope
+
+    with read_scope(app.engine) as session:
+        row = session.get(InboundMessage, inbound_id)
+        assert row is not None
+        click.echo(f"inbound {inbound_id}: {row.state} {row.outcome} {row.reason}".rstrip())
+        if row.state == "failed":
+            sys.exit(1)
+
+
+def _drain(app: Any) -> Counter[str]:
+    from mailhelpdesk.ingest import worker
+
+    total: Counter[str] = Counter()
+    while True:
+        result = worker.process_batch(app.engine, app.settings, app.clock, limit=app.config.ingest.batch_size)
+        total.update(result.outcomes)
+        if result.processed == 0:
+            return total
+
+
+# -- import ------------------------------------------------------------------------------------------
+
+
+def _messages_at(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(reference, raw bytes) of every message in an mbox, a maildir or a folder of .eml files."""
+    if path.is_dir() and (path / "cur").is_dir():
+        box = mailbox.Maildir(str(path), factory=None, create=False)
+        for key in box.iterkeys():
+            yield f"maildir:{key}", box.get_bytes(key)
+    elif path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".eml", ".msg", ".txt", ".box", "")):
+            yield str(file), file.read_bytes()
+    else:
+        box_m = mailbox.mbox(str(path), factory=None, create=False)
+        for key in box_m.iterkeys():
+            yield f"mbox:{key}", box_m.get_bytes(key)
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--queue", default="", help="Queue for new tickets (default: by recipient, else Inbox).")
+@click.pass_context
+def import_(ctx: click.Context, path: Path, queue: str) -> None:
+    """Import an mbox, a maildir or a folder of .eml files through the ingest pipeline."""
+    from tqdm import tqdm
+
+    from mailhelpdesk.ingest import worker
+    from mailhelpdesk.store import spool
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    items = list(_messages_at(path))
+    if not items:
+        raise click.ClickException(f"no messages found in {path}")
+    total: Counter[str] = Counter()
+    size = app.config.ingest.batch_size
+    with tqdm(total=len(items), unit="msg", desc="importing", disable=None) as bar:
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            with session_scope(app.engine) as session:
+                for ref, raw in chunk:
+                    spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="import", mail_from=None, source_ref=ref[:500], queue_hint=queue), now=app.clock.now())
+            while True:
+                result = worker.process_batch(app.engine, app.settings, app.clock, limit=size)
+                total.update(result.outcomes)
+                if result.processed == 0:
+                    break
+            bar.update(len(chunk))
+    click.echo(", ".join(f"{k}: {v}" for k, v in sorted(total.items())))
+    if total.get("failed"):
+        click.echo("some messages were set aside: see `mailhelpdesk inbound list --failed`", err=True)
+
+
+# -- agents ------------------------------------------------------------------------------------------
+
+
+@main.group()
+def agent() -> None:
+    """Agents beyond those in the config."""
+
+
+@agent.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.option("--alternate", multiple=True, help="Another address of this agent (repeatable).")
+@click.pass_context
+def agent_add(ctx: click.Context, email: str, name: str, alternate: tuple[str, ...]) -> None:
+    """Add (or update) an agent."""
+    from email.utils import parseaddr
+
+    from mailhelpdesk.domain.models import Agent
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import session_scope
+
+    address = parseaddr(email)[1].lower()
+    if "@" not in address or "\n" in email or "\r" in email:
+        raise click.ClickException(f"not an email address: {email!r}")
+    app = _app(ctx)
+    with session_scope(app.engine) as session:
+        row = store.get_agent_by_email(session, address) or Agent(email=address, origin="cli")
+        row.name = name or row.name
+        row.alternate_addresses = " ".join(sorted({*row.alternate_addresses.split(), *(a.lower() for a in alternate)}))
+        session.add(row)
+    click.echo(f"agent {address} saved")
+
+
+@agent.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def agent_list(ctx: click.Context, as_json: bool) -> None:
+    """All agents (from the config and the CLI)."""
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        items = [{"email": a.email, "name": a.name, "alternate_addresses": a.alternate_addresses.split(), "origin": a.origin} for a in store.list_agents(session)]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for a in items:
+        click.echo(f"{a['email']:<32} {a['name']:<24} {a['origin']:<6} {' '.join(a['alternate_addresses'])}")
+
+
+@agent.command("remove")
+@click.argument("email")
+@click.pass_context
+def agent_remove(ctx: click.Context, email: str) -> None:
+    """Remove an agent added with the CLI (config agents are removed by editing the config)."""
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    with session_scope(app.engine) as session:
+        row = store.get_agent_by_email(session, email)
+        if row is None:
+            raise click.ClickException(f"no agent {email}")
+        if row.origin == "config":
+            raise click.ClickException(f"{email} comes from the config file {app.config.source}: remove it there")
+        session.delete(row)
+    click.echo(f"agent {email} removed")
+
+
+# -- later features ----------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """API tokens (stored hashed)."""
+
+
+@token.command("create")
+@click.option("--name", required=True)
+@click.option("--ability", multiple=True, required=True)
+def token_create(name: str, ability: tuple[str, ...]) -> None:
+    """Mint an API token; it is printed once, as the last line."""
+    _unavailable("token create (the HTTP API's tokens)")
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens (names, abilities, last use; never the secret)."""
+    _unavailable("token list (the HTTP API's tokens)")
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke a token by name."""
+    _unavailable("token revoke (the HTTP API's tokens)")
+
+
+@main.command()
+@click.argument("template")
+@click.option("--data", default="{}", help="Template data as a JSON object.")
+def render(template: str, data: str) -> None:
+    """Render a notice template."""
+    _unavailable("render (notice templates)")
+
+
+@main.group()
+def outbox() -> None:
+    """Outbound mail and its delivery state."""
+
+
+@outbox.command("list")
+@click.option("--state", default=None)
+def outbox_list(state: str | None) -> None:
+    """Outbound mail with its state."""
+    _unavailable("outbox list (outbound notices)")
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the config and probe the database, the listener address and the mailboxes."""
+    config: Config = ctx.obj.config
+    click.echo(f"config: ok ({config.source})")
+    problems = 0
+    try:
+        app = _app(ctx)
+        from mailhelpdesk.store import schema
+
+        click.echo(f"database: ok ({config.database.url}, schema {schema.current_revision(app.engine)})")
+    except click.ClickException as exc:
+        click.echo(f"database: FAILED {exc.message}")
+        problems += 1
+    if config.smtp_listener.enabled:
+        try:
+            with socket.create_server((config.smtp_listener.host, config.smtp_listener.port)):
+                pass
+            click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} is free")
+        except OSError as exc:
+            click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} in use or not bindable ({exc.strerror})")
+    for box in config.imap_mailboxes:
+        click.echo(f"imap {box.name}: probing mailboxes is {NOT_YET}")
+    click.echo(f"smtp relay: {'maildir ' + config.smtp_relay.maildir if not config.smtp_relay.host else config.smtp_relay.host}")
+    if problems:
+        raise click.ClickException(f"{problems} problem(s) found")

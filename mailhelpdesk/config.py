@@ -1,0 +1,263 @@
+"""Configuration: one TOML file (or none) turned into frozen dataclasses.
+
+The table and key names are the user-facing contract of DESIGN.md §5. Every error names the
+key (`smtp_listener.port: expected an integer`) so an operator never sees a traceback. There is
+no module-level config object: `load_config` returns one and the composition root passes it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "MAILHELPDESK_CONFIG"
+DEFAULT_FILE = "mailhelpdesk.toml"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the key at fault."""
+
+
+@dataclass(frozen=True)
+class HelpdeskConfig:
+    name: str = "Helpdesk"
+    address: str = "support@localhost"
+    secret: str = ""
+    secret_file: str = ""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///mailhelpdesk.db"
+    # SQLite: PRAGMA synchronous; FULL makes a commit survive power loss, NORMAL only a crash
+    sqlite_synchronous: str = "FULL"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8025
+    max_request_bytes: int = 30_000_000
+
+
+@dataclass(frozen=True)
+class SmtpListenerConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_bytes: int = 26_214_400
+    # how long SMTP sessions wait together so their messages share one commit
+    group_commit_window_ms: int = 2
+    # hostname announced in the greeting; empty: the machine's FQDN
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class ImapMailboxConfig:
+    name: str
+    host: str
+    username: str
+    port: int = 993
+    security: str = "ssl"
+    password: str = ""
+    password_file: str = ""
+    auth: str = "login"
+    oauth2_token_command: str = ""
+    ca_file: str = ""
+    verify_tls: bool = True
+    folder: str = "INBOX"
+    processed_folder: str = ""
+    idle: bool = True
+    poll_interval_s: int = 60
+    queue: str = "Inbox"
+
+
+@dataclass(frozen=True)
+class SmtpRelayConfig:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    maildir: str = "outbound-mail"
+    timeout_s: int = 30
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    address: str = ""
+    acknowledge: bool = True
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    email: str
+    name: str = ""
+    alternate_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"  # text | json
+
+
+@dataclass(frozen=True)
+class Config:
+    helpdesk: HelpdeskConfig = field(default_factory=HelpdeskConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    smtp_listener: SmtpListenerConfig = field(default_factory=SmtpListenerConfig)
+    imap_mailboxes: tuple[ImapMailboxConfig, ...] = ()
+    smtp_relay: SmtpRelayConfig = field(default_factory=SmtpRelayConfig)
+    queues: tuple[QueueConfig, ...] = ()
+    agents: tuple[AgentConfig, ...] = ()
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
+
+    def inbound_addresses(self) -> dict[str, str]:
+        """Lower-cased address -> queue name, for every address mail is accepted for."""
+        found = {self.helpdesk.address.lower(): "Inbox"}
+        for queue in self.queues:
+            if queue.address:
+                found[queue.address.lower()] = queue.name
+        return found
+
+
+_CHOICES = {
+    ("imap_mailboxes", "security"): ("ssl", "starttls", "none"),
+    ("imap_mailboxes", "auth"): ("login", "xoauth2"),
+    ("smtp_relay", "security"): ("ssl", "starttls", "none"),
+    ("logging", "format"): ("text", "json"),
+    ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("database", "sqlite_synchronous"): ("OFF", "NORMAL", "FULL", "EXTRA"),
+}
+
+
+def resolve_path(explicit: str | None) -> Path | None:
+    """The config file DESIGN.md §4 says to use: PATH, else $MAILHELPDESK_CONFIG, else ./mailhelpdesk.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_FILE)
+    return local if local.is_file() else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Read and validate the config file (or return the embedded defaults)."""
+    path = resolve_path(explicit)
+    if path is None:
+        return Config()
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    config = config_from_dict(data)
+    return dataclasses.replace(config, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML, naming the first key that is wrong."""
+    return _build(Config, data, prefix="")
+
+
+def _build(cls: type[Any], data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key")
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        key = f"{prefix}{name}"
+        if name not in data:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: required key is missing")
+            continue
+        values[name] = _coerce(hints[name], data[name], key, table=prefix.rstrip(".").split("[")[0])
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, table: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=f"{key}.")
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected an array")
+        return tuple(_coerce(item, v, f"{key}[{i}]", table) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer")
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative")
+        if key.endswith("port") and not 0 <= value <= 65535:
+            raise ConfigError(f"{key}: expected a port number (0-65535)")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string")
+        short = key.rsplit(".", 1)[-1]
+        choices = _CHOICES.get((table, short))
+        if choices is not None:
+            normalised = value.upper() if table in ("logging", "database") and short != "format" else value
+            if short == "format":
+                normalised = value.lower()
+            if normalised not in choices:
+                raise ConfigError(f"{key}: expected one of {', '.join(choices)}")
+            return normalised
+        return value
+    raise ConfigError(f"{key}: unsupported value")  # pragma: no cover - schema bug
+
+
+def read_secret(config: Config) -> bytes | None:
+    """The configured HMAC key for reply addresses, or None (the store then keeps a generated one,
+    so that several daemons on one database agree on it)."""
+    helpdesk = config.helpdesk
+    if helpdesk.secret_file:
+        try:
+            return Path(helpdesk.secret_file).read_text().strip().encode()
+        except OSError as exc:
+            raise ConfigError(f"helpdesk.secret_file: cannot read {helpdesk.secret_file}: {exc.strerror}") from None
+    return helpdesk.secret.encode() if helpdesk.secret else None
+
+
+def read_password(password: str, password_file: str, key: str) -> str:
+    """A password given inline or in a file (the file wins; it keeps secrets out of the config)."""
+    if password_file:
+        try:
+            return Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}.password_file: cannot read {password_file}: {exc.strerror}") from None
+    return password

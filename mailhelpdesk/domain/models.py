@@ -1,0 +1,179 @@
+"""The tables. Nothing here is SQLite-only: the same schema runs on PostgreSQL.
+
+Times are stored as timezone-aware UTC (`utc_datetime` columns); SQLite hands them back
+naive, so readers go through `as_utc`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for what was stored as UTC: make them aware again."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Setting(SQLModel, table=True):
+    """Small durable values shared by every daemon on the database (e.g. the reply-address key)."""
+
+    __tablename__ = "settings"
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Counter(SQLModel, table=True):
+    """Monotonic counters; ticket numbers come from here so they are never reused."""
+
+    __tablename__ = "counters"
+    name: str = Field(primary_key=True, max_length=50)
+    value: int
+
+
+class Queue(SQLModel, table=True):
+    __tablename__ = "queues"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    address: str = Field(default="", max_length=320)
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    alternate_addresses: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    origin: str = Field(default="cli", max_length=20)  # config | cli
+
+
+class InboundMessage(SQLModel, table=True):
+    """The spool: raw bytes exactly as received, kept before the sender is told 250."""
+
+    __tablename__ = "inbound_messages"
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(sa_column=utc_column(index=True))
+    source: str = Field(max_length=20)  # smtp | imap | import | api
+    source_ref: str = Field(default="", max_length=500)
+    envelope_from: str | None = Field(default=None, max_length=998)
+    envelope_to: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    queue_hint: str = Field(default="", max_length=200)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int
+    state: str = Field(default="new", max_length=20, index=True)
+    attempts: int = 0
+    outcome: str = Field(default="", max_length=30)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    fingerprint: str | None = Field(default=None, max_length=64, index=True)
+    ticket_id: int | None = Field(default=None, index=True)
+    processed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "tickets"
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="open", max_length=20, index=True)
+    priority: int = 20
+    queue_id: int = Field(foreign_key="queues.id", index=True)
+    originator_email: str = Field(max_length=320, index=True)
+    originator_name: str = Field(default="", max_length=400)
+    assigned_to_email: str | None = Field(default=None, max_length=320)
+    resolved_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    on_hold_until: date | None = None
+    created_at: datetime = Field(sa_column=utc_column(index=True))
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class TicketCC(SQLModel, table=True):
+    __tablename__ = "ticket_ccs"
+    __table_args__ = (UniqueConstraint("ticket_id", "email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=400)
+
+
+class TicketTag(SQLModel, table=True):
+    __tablename__ = "ticket_tags"
+    __table_args__ = (UniqueConstraint("ticket_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    name: str = Field(max_length=100)
+
+
+class Response(SQLModel, table=True):
+    """One message on a ticket: a customer's mail, an agent's answer, a note or a system event."""
+
+    __tablename__ = "responses"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    kind: str = Field(max_length=20)
+    is_internal: bool = False
+    is_pinned: bool = False
+    staff_response: bool = False
+    is_email_sourced: bool = False
+    created_by_email: str | None = Field(default=None, max_length=320)
+    created_by_name: str = Field(default="", max_length=400)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message_id: str | None = Field(default=None, max_length=998)
+    plain_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    visible_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    verified: str | None = Field(default=None, max_length=40)
+    inbound_id: int | None = Field(default=None, foreign_key="inbound_messages.id")
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class Blob(SQLModel, table=True):
+    """Attachment bytes, stored once per content (sha256)."""
+
+    __tablename__ = "blobs"
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+    id: int | None = Field(default=None, primary_key=True)
+    response_id: int = Field(foreign_key="responses.id", index=True)
+    name: str = Field(max_length=500)
+    mime_type: str = Field(max_length=200)
+    file_size: int
+    is_inline: bool = False
+    content_id: str | None = Field(default=None, max_length=998)
+    sha256: str = Field(foreign_key="blobs.sha256", max_length=64)
+
+
+class KnownMessageId(SQLModel, table=True):
+    """Every Message-ID we stored or sent, with its ticket: what In-Reply-To/References thread on.
+
+    Not unique: a reused Message-ID is recorded again, and the first row wins for threading.
+    """
+
+    __tablename__ = "known_message_ids"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=998, index=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    direction: str = Field(max_length=3)  # in | out
+
+
+class AppliedMessage(SQLModel, table=True):
+    """One row per message content applied: the database refuses a second apply of the same mail,
+    even from two daemons at once."""
+
+    __tablename__ = "applied_messages"
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    inbound_id: int = Field(foreign_key="inbound_messages.id")

@@ -1,0 +1,126 @@
+"""The ingest worker: takes kept messages in batches and runs the pipeline on each.
+
+One transaction per batch (so SQLite sees one writer and one fsync per batch) and a savepoint
+per message (so one bad message sets only itself aside, with its error, and the rest go on).
+After a crash nothing is half-done: a message is either applied with its batch or still `new`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.config import Config, read_secret
+from mailhelpdesk.domain.enums import InboundState, Outcome
+from mailhelpdesk.domain.models import InboundMessage
+from mailhelpdesk.ingest.pipeline import AgentIdentity, IngestContext, IngestSettings, run_pipeline
+from mailhelpdesk.ingest.steps import STEPS
+from mailhelpdesk.store import spool
+from mailhelpdesk.store import tickets as store
+from mailhelpdesk.store.db import is_sqlite, session_scope
+
+log = logging.getLogger(__name__)
+
+SECRET_SETTING = "reply_secret"
+
+
+@dataclass
+class BatchResult:
+    processed: int
+    outcomes: Counter[str]
+
+
+def load_settings(engine: Engine, config: Config) -> IngestSettings:
+    """Settings for a batch: the reply secret (configured, or generated once and kept in the
+    database so every daemon on it agrees) and the agents."""
+    with session_scope(engine) as session:
+        secret = read_secret(config)
+        if secret is None:
+            stored = store.get_setting(session, SECRET_SETTING)
+            if stored is None:
+                stored = secrets.token_hex(32)
+                store.put_setting(session, SECRET_SETTING, stored)
+            secret = stored.encode()
+        agents = tuple(
+            AgentIdentity(
+                id=a.id or 0,
+                email=a.email,
+                name=a.name,
+                addresses=frozenset([a.email, *(x for x in a.alternate_addresses.split() if x)]),
+            )
+            for a in store.list_agents(session)
+        )
+    return IngestSettings(secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents)
+
+
+def process_batch(engine: Engine, settings: IngestSettings, clock: Clock, *, limit: int) -> BatchResult:
+    """Apply up to `limit` pending messages in one transaction."""
+    outcomes: Counter[str] = Counter()
+    with session_scope(engine) as session:
+        rows = spool.claim_pending(session, limit=limit, postgres=not is_sqlite(str(engine.url)))
+        for row in rows:
+            outcomes[_process_one(session, row, settings, clock)] += 1
+    return BatchResult(processed=len(rows), outcomes=outcomes)
+
+
+def _process_one(session: Session, row: InboundMessage, settings: IngestSettings, clock: Clock) -> str:
+    row.attempts += 1
+    ctx = IngestContext(session=session, clock=clock, settings=settings, inbound=row, envelope=spool.envelope_of(row))
+    savepoint = session.begin_nested()
+    try:
+        run_pipeline(STEPS, ctx)
+        savepoint.commit()
+    except IntegrityError as exc:
+        savepoint.rollback()
+        if "applied_messages" in str(exc.orig) or "fingerprint" in str(exc.orig):
+            ctx.outcome, ctx.reason = Outcome.duplicate, "same message applied concurrently"
+        else:
+            return _set_aside(session, row, clock, exc)
+    except Exception as exc:  # noqa: BLE001 - the worker boundary: set aside, never crash
+        savepoint.rollback()
+        return _set_aside(session, row, clock, exc)
+    row.state = InboundState.done
+    row.outcome = (ctx.outcome or Outcome.classified).value
+    row.reason = ctx.reason[:2000]
+    row.ticket_id = ctx.ticket.id if ctx.ticket else None
+    row.processed_at = clock.now()
+    session.add(row)
+    session.flush()
+    log.info(
+        "inbound applied inbound_id=%s outcome=%s ticket=%s reason=%s",
+        row.id, row.outcome, ctx.ticket.number if ctx.ticket else "-", row.reason,
+    )
+    return row.outcome
+
+
+def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: BaseException) -> str:
+    row.state = InboundState.failed
+    row.outcome = ""
+    row.reason = f"{type(exc).__name__}: {exc}"[:2000]
+    row.processed_at = clock.now()
+    session.add(row)
+    session.flush()
+    log.error(
+        "inbound set aside inbound_id=%s error=%s\n%s", row.id, row.reason, "".join(traceback.format_exception(exc))
+    )
+    return "failed"
+
+
+def retry(engine: Engine, inbound_id: int) -> bool:
+    """Put a set-aside message back in line; True when it was failed and now is pending."""
+    with session_scope(engine) as session:
+        row = session.get(InboundMessage, inbound_id)
+        if row is None or row.state != InboundState.failed:
+            return False
+        row.state = InboundState.new
+        row.reason = ""
+        session.add(row)
+    return True

@@ -1,0 +1,90 @@
+"""The ticket object of DESIGN.md §7: one shape for the CLI's --json and the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from mailhelpdesk.domain.models import Ticket, as_utc
+from mailhelpdesk.store import tickets as store
+
+
+def _iso(value: datetime | None) -> str | None:
+    aware = as_utc(value)
+    return aware.isoformat() if aware else None
+
+
+def ticket_header(ticket: Ticket, *, queue_name: str, tags: list[str], cc: list[str]) -> dict[str, Any]:
+    return {
+        "id": str(ticket.id),
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "priority": str(ticket.priority),
+        "queue_id": str(ticket.queue_id),
+        "originator_email": ticket.originator_email,
+        "assigned_to_email": ticket.assigned_to_email,
+        "resolved": _iso(ticket.resolved_at),
+        "on_hold_until": ticket.on_hold_until.isoformat() if ticket.on_hold_until else None,
+        "created_at": _iso(ticket.created_at),
+        "updated_at": _iso(ticket.updated_at),
+        "queue": queue_name,
+        "originator_name": ticket.originator_name,
+        "tags": tags,
+        "cc": cc,
+    }
+
+
+def ticket_headers(session: Session, tickets: list[Ticket]) -> list[dict[str, Any]]:
+    names = store.queue_names(session)
+    return [
+        ticket_header(
+            t,
+            queue_name=names.get(t.queue_id, ""),
+            tags=store.tags_of(session, t.id or 0),
+            cc=[c.email for c in store.ccs_of(session, t.id or 0)],
+        )
+        for t in tickets
+    ]
+
+
+def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
+    """Header plus every response (internal notes included), pinned first, then oldest first."""
+    (data,) = ticket_headers(session, [ticket])
+    responses = store.responses_of(session, ticket.id or 0)
+    attachments = store.attachments_of(session, [r.id for r in responses if r.id is not None])
+    data["responses"] = [
+        {
+            "id": str(r.id),
+            "is_internal": r.is_internal,
+            "is_pinned": r.is_pinned,
+            "staff_response": r.staff_response,
+            "created_by_email": r.created_by_email,
+            "created_at": _iso(r.created_at),
+            "updated_at": _iso(r.updated_at),
+            "is_email_sourced": r.is_email_sourced,
+            "html": r.html,
+            "plain_text": r.plain_text,
+            "attachments": [
+                {
+                    "id": str(a.id),
+                    "name": a.name,
+                    "mime_type": a.mime_type,
+                    "file_size": a.file_size,
+                    "is_inline": a.is_inline,
+                    "sha256": a.sha256,
+                }
+                for a in attachments.get(r.id or 0, [])
+            ],
+            "created_by_name": r.created_by_name,
+            "kind": r.kind,
+            "visible_text": r.visible_text,
+            "subject": r.subject,
+            "message_id": r.message_id,
+            "verified": r.verified,
+        }
+        for r in responses
+    ]
+    return data

@@ -1,0 +1,34 @@
+"""Bringing the configured queues and agents into the store at start-up."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from mailhelpdesk.config import Config
+from mailhelpdesk.domain.models import Agent
+from mailhelpdesk.store import tickets as store
+from mailhelpdesk.store.db import session_scope
+
+
+def sync_config(engine: Engine, config: Config) -> None:
+    """Queues and `[[agents]]` from the config exist in the store. Agents added with the CLI stay;
+    config agents removed from the file are removed from the store."""
+    with session_scope(engine) as session:
+        store.get_or_create_queue(session, "Inbox", config.helpdesk.address)
+        for queue in config.queues:
+            row = store.get_or_create_queue(session, queue.name, queue.address)
+            row.address = queue.address
+            session.add(row)
+        configured = {a.email.lower(): a for a in config.agents}
+        for agent in session.exec(select(Agent)):
+            if agent.origin == "config" and agent.email not in configured:
+                session.delete(agent)
+        session.flush()
+        for email, item in configured.items():
+            row = store.get_agent_by_email(session, email)
+            if row is None:
+                row = Agent(email=email, origin="config")
+            row.name = item.name
+            row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
+            session.add(row)

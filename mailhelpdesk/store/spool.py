@@ -1,0 +1,99 @@
+"""The inbound spool: raw messages kept before they are acknowledged, and their processing state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from mailhelpdesk.domain.enums import InboundState
+from mailhelpdesk.domain.models import AppliedMessage, InboundMessage
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the transport knows beyond the bytes: who sent it to whom, and from where."""
+
+    source: str  # smtp | imap | import
+    mail_from: str | None = None  # "" is the null reverse-path <>; None: unknown
+    rcpt_tos: tuple[str, ...] = ()
+    source_ref: str = ""
+    queue_hint: str = ""
+
+
+def add_inbound(session: Session, *, raw: bytes, envelope: Envelope, now: datetime) -> InboundMessage:
+    """Keep one raw message; the caller commits before acknowledging it."""
+    row = InboundMessage(
+        received_at=now,
+        source=envelope.source,
+        source_ref=envelope.source_ref[:500],
+        envelope_from=envelope.mail_from,
+        envelope_to="\n".join(envelope.rcpt_tos),
+        queue_hint=envelope.queue_hint,
+        raw=raw,
+        size=len(raw),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def envelope_of(row: InboundMessage) -> Envelope:
+    return Envelope(
+        source=row.source,
+        mail_from=row.envelope_from,
+        rcpt_tos=tuple(a for a in row.envelope_to.split("\n") if a),
+        source_ref=row.source_ref,
+        queue_hint=row.queue_hint,
+    )
+
+
+def claim_pending(session: Session, *, limit: int, postgres: bool) -> list[InboundMessage]:
+    """The oldest messages still to process. On PostgreSQL rows are locked with SKIP LOCKED, so
+    several daemons on one database share the work without processing a message twice."""
+    query = (
+        select(InboundMessage)
+        .where(InboundMessage.state == InboundState.new)
+        .order_by(col(InboundMessage.id))
+        .limit(limit)
+    )
+    if postgres:
+        query = query.with_for_update(skip_locked=True)
+    return list(session.exec(query))
+
+
+def count_pending(session: Session) -> int:
+    return session.exec(
+        select(func.count()).select_from(InboundMessage).where(InboundMessage.state == InboundState.new)
+    ).one()
+
+
+def list_inbound(
+    session: Session, *, state: str | None = None, limit: int = 100
+) -> Sequence[InboundMessage]:
+    query = select(InboundMessage).order_by(col(InboundMessage.id).desc()).limit(limit)
+    if state:
+        query = query.where(InboundMessage.state == state)
+    return session.exec(query).all()
+
+
+def counts_by_outcome(session: Session) -> dict[str, int]:
+    rows = session.exec(
+        select(InboundMessage.state, InboundMessage.outcome, func.count()).group_by(
+            InboundMessage.state, InboundMessage.outcome
+        )
+    ).all()
+    return {f"{state}:{outcome}" if outcome else state: n for state, outcome, n in rows}
+
+
+def find_applied(session: Session, fingerprint: str) -> AppliedMessage | None:
+    return session.get(AppliedMessage, fingerprint)
+
+
+def mark_applied(session: Session, *, fingerprint: str, inbound_id: int) -> None:
+    """Claim the fingerprint; the primary key makes a concurrent second claim fail."""
+    session.add(AppliedMessage(fingerprint=fingerprint, inbound_id=inbound_id))
+    session.flush()

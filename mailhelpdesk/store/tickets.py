@@ -1,0 +1,163 @@
+"""Queries and small writers for tickets and what hangs off them. They flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from mailhelpdesk.domain.models import (
+    Agent,
+    Attachment,
+    Blob,
+    Counter,
+    KnownMessageId,
+    Queue,
+    Response,
+    Setting,
+    Ticket,
+    TicketCC,
+    TicketTag,
+)
+
+TICKET_NUMBER_COUNTER = "ticket_number"
+FIRST_TICKET_NUMBER = 100001
+
+
+def next_ticket_number(session: Session) -> int:
+    """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers."""
+    counter = session.exec(
+        select(Counter).where(Counter.name == TICKET_NUMBER_COUNTER).with_for_update()
+    ).first()
+    if counter is None:
+        counter = Counter(name=TICKET_NUMBER_COUNTER, value=FIRST_TICKET_NUMBER - 1)
+        session.add(counter)
+    counter.value += 1
+    session.flush()
+    return counter.value
+
+
+def get_setting(session: Session, key: str) -> str | None:
+    row = session.get(Setting, key)
+    return row.value if row else None
+
+
+def put_setting(session: Session, key: str, value: str) -> None:
+    session.merge(Setting(key=key, value=value))
+    session.flush()
+
+
+def get_or_create_queue(session: Session, name: str, address: str = "") -> Queue:
+    queue = session.exec(select(Queue).where(Queue.name == name)).first()
+    if queue is None:
+        queue = Queue(name=name, address=address)
+        session.add(queue)
+        session.flush()
+    return queue
+
+
+def queue_names(session: Session) -> dict[int, str]:
+    return {q.id: q.name for q in session.exec(select(Queue)) if q.id is not None}
+
+
+def get_ticket_by_number(session: Session, number: int) -> Ticket | None:
+    return session.exec(select(Ticket).where(Ticket.number == number)).first()
+
+
+def list_tickets(session: Session, *, status: str | None = None, limit: int = 1000) -> Sequence[Ticket]:
+    query = select(Ticket).order_by(col(Ticket.number)).limit(limit)
+    if status:
+        query = query.where(Ticket.status == status)
+    return session.exec(query).all()
+
+
+def count_tickets(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Ticket)).one()
+
+
+def find_ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> tuple[Ticket, str] | None:
+    """The ticket of the first of `message_ids` we know (the first row recorded wins)."""
+    if not message_ids:
+        return None
+    rows = session.exec(
+        select(KnownMessageId).where(col(KnownMessageId.message_id).in_(list(message_ids)))
+        .order_by(col(KnownMessageId.id))
+    ).all()
+    by_id: dict[str, int] = {}
+    for row in rows:
+        by_id.setdefault(row.message_id, row.ticket_id)
+    for message_id in message_ids:
+        if message_id in by_id:
+            ticket = session.get(Ticket, by_id[message_id])
+            if ticket is not None:
+                return ticket, message_id
+    return None
+
+
+def record_message_id(session: Session, *, message_id: str, ticket_id: int, direction: str) -> None:
+    session.add(KnownMessageId(message_id=message_id, ticket_id=ticket_id, direction=direction))
+
+
+def responses_of(session: Session, ticket_id: int) -> Sequence[Response]:
+    return session.exec(
+        select(Response)
+        .where(Response.ticket_id == ticket_id)
+        .order_by(col(Response.is_pinned).desc(), col(Response.created_at), col(Response.id))
+    ).all()
+
+
+def attachments_of(session: Session, response_ids: Sequence[int]) -> dict[int, list[Attachment]]:
+    found: dict[int, list[Attachment]] = {}
+    if not response_ids:
+        return found
+    rows = session.exec(
+        select(Attachment).where(col(Attachment.response_id).in_(list(response_ids))).order_by(col(Attachment.id))
+    )
+    for row in rows:
+        found.setdefault(row.response_id, []).append(row)
+    return found
+
+
+def ccs_of(session: Session, ticket_id: int) -> list[TicketCC]:
+    return list(session.exec(select(TicketCC).where(TicketCC.ticket_id == ticket_id).order_by(col(TicketCC.id))))
+
+
+def tags_of(session: Session, ticket_id: int) -> list[str]:
+    return [t.name for t in session.exec(select(TicketTag).where(TicketTag.ticket_id == ticket_id).order_by(col(TicketTag.name)))]
+
+
+def add_cc(session: Session, *, ticket_id: int, email: str, name: str) -> bool:
+    """Add a CC unless it is already there; True when added."""
+    exists = session.exec(select(TicketCC).where(TicketCC.ticket_id == ticket_id, TicketCC.email == email)).first()
+    if exists:
+        return False
+    session.add(TicketCC(ticket_id=ticket_id, email=email, name=name))
+    session.flush()
+    return True
+
+
+def participant_emails(session: Session, ticket: Ticket) -> set[str]:
+    """Addresses that are on the ticket: originator, CCs and everyone who wrote publicly on it."""
+    emails = {ticket.originator_email.lower()}
+    emails.update(cc.email for cc in ccs_of(session, ticket.id or 0))
+    writers = session.exec(
+        select(Response.created_by_email).where(Response.ticket_id == ticket.id, Response.is_internal == False)  # noqa: E712
+    )
+    emails.update(w.lower() for w in writers if w)
+    return emails
+
+
+def store_blob(session: Session, *, sha256: str, data: bytes) -> None:
+    """Keep attachment bytes once per content."""
+    if session.get(Blob, sha256) is None:
+        session.add(Blob(sha256=sha256, size=len(data), data=data))
+        session.flush()
+
+
+def list_agents(session: Session) -> Sequence[Agent]:
+    return session.exec(select(Agent).order_by(col(Agent.email))).all()
+
+
+def get_agent_by_email(session: Session, email: str) -> Agent | None:
+    return session.exec(select(Agent).where(Agent.email == email.lower())).first()

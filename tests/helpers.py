@@ -1,0 +1,170 @@
+"""Test helpers: a real daemon in its own process, free ports, SMTP sends, reading the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def crlf(raw: bytes) -> bytes:
+    """Line endings as SMTP wants them (smtplib sends bytes unchanged)."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def make_mail(
+    *,
+    subject: str = "Help please",
+    sender: str = "Priya Sharma <priya@customer.test>",
+    to: str = "support@helpdesk.test",
+    body: str = "My printer is on fire.\n",
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
+    msg["Message-ID"] = message_id or f"<{time.time_ns()}.{os.getpid()}@customer.test>"
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg.as_bytes(policy=SMTP_POLICY)
+
+
+def write_config(tmp: Path, *, smtp_port: int, http_port: int, extra: str = "") -> Path:
+    path = tmp / "mailhelpdesk.toml"
+    path.write_text(
+        f"""
+[helpdesk]
+name = "Test Support"
+address = "support@helpdesk.test"
+secret = "test-secret-not-for-production"
+
+[database]
+url = "sqlite:///{tmp / 'helpdesk.db'}"
+
+[http]
+host = "127.0.0.1"
+port = {http_port}
+
+[smtp_listener]
+host = "127.0.0.1"
+port = {smtp_port}
+max_message_bytes = 2000000
+
+[smtp_relay]
+maildir = "{tmp / 'outbound-mail'}"
+
+[[queues]]
+name = "Billing"
+address = "billing@helpdesk.test"
+
+[[agents]]
+email = "alice@helpdesk.test"
+name = "Alice Agent"
+
+{extra}
+"""
+    )
+    return path
+
+
+class Daemon:
+    """`mailhelpdesk serve` in a child process, on free loopback ports."""
+
+    def __init__(self, tmp: Path, *, extra_config: str = "") -> None:
+        self.tmp = tmp
+        self.smtp_port = free_port()
+        self.http_port = free_port()
+        self.config = write_config(tmp, smtp_port=self.smtp_port, http_port=self.http_port, extra=extra_config)
+        self.db_url = f"sqlite:///{tmp / 'helpdesk.db'}"
+        self.log = tmp / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailhelpdesk", "--config", str(self.config), "serve"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if self.health()["ok"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not start:\n{self.log.read_text()[-3000:]}")
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as resp:
+            return dict(json.loads(resp.read()))
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until every kept message is processed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.health()["data"]["inbound_pending"] == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("ingest did not finish")
+
+    def send(self, raw: bytes, *, mail_from: str = "priya@customer.test", rcpt: Iterable[str] = ("support@helpdesk.test",)) -> None:
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as smtp:
+            smtp.sendmail(mail_from, list(rcpt), crlf(raw))
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "mailhelpdesk", "--config", str(self.config), *args],
+            capture_output=True, text=True, cwd=self.tmp, timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"mailhelpdesk {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def tickets(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.cli("ticket", "list", "--json").stdout))
+
+    def ticket(self, number: int) -> dict[str, Any]:
+        return dict(json.loads(self.cli("ticket", "show", str(number), "--json").stdout))

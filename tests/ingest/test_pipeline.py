@@ -1,0 +1,292 @@
+"""The ingest pipeline end to end on a real SQLite file: threading, dedupe, loops, party rule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from mailhelpdesk.clock import FrozenClock
+from mailhelpdesk.config import config_from_dict
+from mailhelpdesk.domain.models import InboundMessage, Response, Ticket
+from mailhelpdesk.ingest import worker
+from mailhelpdesk.ingest.steps import STEPS
+from mailhelpdesk.mail.tokens import ReplyToken, reply_address
+from mailhelpdesk.store import schema, spool
+from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from mailhelpdesk.store.setup import sync_config
+from tests.helpers import make_mail
+
+
+class Desk:
+    """A store plus the worker, without any network: feed raw mail, read what it became."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.config = config_from_dict(
+            {
+                "helpdesk": {"address": "support@helpdesk.test", "secret": "s3cret"},
+                "database": {"url": f"sqlite:///{tmp / 'h.db'}"},
+                "queues": [{"name": "Billing", "address": "billing@helpdesk.test"}],
+                "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
+            }
+        )
+        self.engine = make_engine(self.config.database.url)
+        schema.upgrade(self.engine)
+        sync_config(self.engine, self.config)
+        self.settings = worker.load_settings(self.engine, self.config)
+        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+
+    def feed(self, raw: bytes, *, rcpt: tuple[str, ...] = ("support@helpdesk.test",), mail_from: str | None = "x@customer.test") -> InboundMessage:
+        with session_scope(self.engine) as session:
+            row = spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp", mail_from=mail_from, rcpt_tos=rcpt), now=self.clock.now()
+            )
+        worker.process_batch(self.engine, self.settings, self.clock, limit=100)
+        self.clock.advance(seconds=1)
+        with read_scope(self.engine) as session:
+            done = session.get(InboundMessage, row.id)
+            assert done is not None
+            return done
+
+    def tickets(self) -> list[Ticket]:
+        with read_scope(self.engine) as session:
+            return list(session.exec(select(Ticket).order_by(Ticket.number)))
+
+    def responses(self, ticket: Ticket) -> list[Response]:
+        with read_scope(self.engine) as session:
+            return list(session.exec(select(Response).where(Response.ticket_id == ticket.id).order_by(Response.id)))
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Desk:
+    return Desk(tmp_path)
+
+
+def test_steps_are_one_ordered_table() -> None:
+    """The pipeline reads top to bottom in the order DESIGN.md gives."""
+    assert [name for name, _ in STEPS] == ["parse", "dedupe", "classify", "thread", "identify-sender", "apply"]
+
+
+def test_new_mail_opens_ticket_with_6_digit_number(desk: Desk) -> None:
+    row = desk.feed(make_mail(subject="Printer on fire"))
+    assert row.state == "done" and row.outcome == "ticket_created"
+    (ticket,) = desk.tickets()
+    assert ticket.number == 100001
+    assert ticket.subject == "Printer on fire"
+    assert ticket.originator_email == "priya@customer.test"
+    assert ticket.originator_name == "Priya Sharma"
+    assert ticket.status == "open"
+
+
+def test_queue_follows_recipient_address(desk: Desk) -> None:
+    desk.feed(make_mail(to="billing@helpdesk.test"), rcpt=("billing@helpdesk.test",))
+    (ticket,) = desk.tickets()
+    with read_scope(desk.engine) as session:
+        from mailhelpdesk.store.tickets import queue_names
+
+        assert queue_names(session)[ticket.queue_id] == "Billing"
+
+
+def test_reply_by_in_reply_to_lands_on_ticket(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<first@customer.test>"))
+    row = desk.feed(make_mail(subject="Re: Help please", message_id="<second@customer.test>",
+                              headers={"In-Reply-To": "<first@customer.test>"}))
+    assert row.outcome == "reply_added"
+    (ticket,) = desk.tickets()
+    assert [r.kind for r in desk.responses(ticket)] == ["customer", "customer"]
+
+
+def test_reply_by_references_only(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<root@customer.test>"))
+    row = desk.feed(make_mail(subject="something else", headers={"References": "<unknown@x.test> <root@customer.test>"}))
+    assert row.outcome == "reply_added"
+    assert len(desk.tickets()) == 1
+
+
+def test_reply_to_signed_address_lands_on_ticket(desk: Desk) -> None:
+    desk.feed(make_mail())
+    address = reply_address(desk.settings.secret, "support@helpdesk.test", ReplyToken(100001))
+    row = desk.feed(make_mail(subject="no tag, no references", to=address), rcpt=(address,))
+    assert row.outcome == "reply_added" and "signed_address" in row.reason
+    assert len(desk.tickets()) == 1
+
+
+def test_forged_reply_token_does_not_thread(desk: Desk) -> None:
+    desk.feed(make_mail())
+    forged = "support+t100001-aaaaaaaaaaaaaaaa@helpdesk.test"
+    row = desk.feed(make_mail(subject="hello", to=forged), rcpt=(forged,))
+    assert row.outcome == "ticket_created"
+    assert len(desk.tickets()) == 2
+
+
+def test_subject_tag_from_party_is_public_reply(desk: Desk) -> None:
+    desk.feed(make_mail())
+    row = desk.feed(make_mail(subject="Re: [#100001] Help please"))
+    assert row.outcome == "reply_added"
+    (ticket,) = desk.tickets()
+    assert not desk.responses(ticket)[-1].is_internal
+
+
+def test_party_rule_stranger_with_subject_tag_is_held_internal(desk: Desk) -> None:
+    """A subject tag alone never makes a stranger's mail a public reply."""
+    desk.feed(make_mail())
+    row = desk.feed(make_mail(subject="Re: [#100001] I want in", sender="Mallory <mallory@evil.test>"))
+    assert row.outcome == "held"
+    (ticket,) = desk.tickets()
+    last = desk.responses(ticket)[-1]
+    assert last.is_internal is True
+    assert last.created_by_email == "mallory@evil.test"
+
+
+def test_party_rule_does_not_apply_to_references(desk: Desk) -> None:
+    """A colleague answering a forwarded thread (In-Reply-To known) is a public reply."""
+    desk.feed(make_mail(message_id="<orig@customer.test>"))
+    row = desk.feed(make_mail(sender="colleague@customer.test", headers={"In-Reply-To": "<orig@customer.test>"}))
+    assert row.outcome == "reply_added"
+
+
+def test_unverified_agent_address_is_held(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<orig2@customer.test>"))
+    row = desk.feed(make_mail(sender="Alice <alice@helpdesk.test>", headers={"In-Reply-To": "<orig2@customer.test>"}))
+    assert row.outcome == "held"
+    (ticket,) = desk.tickets()
+    assert desk.responses(ticket)[-1].is_internal
+
+
+def test_agent_reply_to_signed_agent_address_is_verified(desk: Desk) -> None:
+    desk.feed(make_mail())
+    alice = next(a for a in desk.settings.agents if a.email == "alice@helpdesk.test")
+    address = reply_address(desk.settings.secret, "support@helpdesk.test", ReplyToken(100001, alice.id))
+    row = desk.feed(make_mail(sender="Alice <alice@helpdesk.test>", to=address, body="We are on it.\n"), rcpt=(address,))
+    assert row.outcome == "reply_added"
+    (ticket,) = desk.tickets()
+    last = desk.responses(ticket)[-1]
+    assert (last.kind, last.verified, last.staff_response) == ("agent", "signed_address", True)
+
+
+def test_same_message_twice_is_applied_once(desk: Desk) -> None:
+    raw = make_mail(message_id="<dup@customer.test>")
+    desk.feed(raw)
+    second = desk.feed(raw)
+    assert second.outcome == "duplicate"
+    assert len(desk.tickets()) == 1
+
+
+def test_same_message_by_smtp_and_imap_copy_is_applied_once(desk: Desk) -> None:
+    """An IMAP copy carries extra trace headers and other line endings: still the same message."""
+    raw = make_mail(message_id="<both@customer.test>")
+    desk.feed(raw)
+    imap_copy = b"Return-Path: <priya@customer.test>\r\nDelivered-To: support@helpdesk.test\r\nReceived: from mx by imap; Mon, 23 Nov 2026 10:00:01 +0000\r\n" + raw
+    second = desk.feed(imap_copy.replace(b"\r\n", b"\n"))
+    assert second.outcome == "duplicate"
+    assert len(desk.tickets()) == 1
+
+
+def test_reused_message_id_with_other_content_is_not_dropped(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<same@customer.test>", subject="First problem", body="one\n"))
+    second = desk.feed(make_mail(message_id="<same@customer.test>", subject="Second problem", body="two\n", sender="bob@other.test"))
+    assert second.outcome in ("ticket_created", "reply_added")
+    assert second.outcome != "duplicate"
+    texts = [r.plain_text for t in desk.tickets() for r in desk.responses(t)]
+    assert any("two" in text for text in texts)
+
+
+def test_own_mail_coming_back_is_a_loop(desk: Desk) -> None:
+    row = desk.feed(make_mail(sender="Test Support <support@helpdesk.test>", subject="[#100001] Your ticket"))
+    assert row.outcome == "classified" and row.reason.startswith("loop")
+    assert desk.tickets() == []
+
+
+def test_auto_reply_never_opens_ticket(desk: Desk) -> None:
+    row = desk.feed(make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}))
+    assert row.outcome == "classified" and "auto_reply" in row.reason
+    assert desk.tickets() == []
+
+
+def test_auto_reply_on_ticket_is_recorded_as_system_event(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<asked@customer.test>"))
+    row = desk.feed(make_mail(subject="Automatic reply: Help", headers={"Auto-Submitted": "auto-replied", "In-Reply-To": "<asked@customer.test>"}))
+    assert row.outcome == "recorded"
+    (ticket,) = desk.tickets()
+    last = desk.responses(ticket)[-1]
+    assert last.kind == "system" and last.is_internal
+
+
+def test_bounce_never_opens_ticket(desk: Desk) -> None:
+    row = desk.feed(
+        make_mail(sender="MAILER-DAEMON@mx.customer.test", subject="Undelivered Mail Returned to Sender"), mail_from=""
+    )
+    assert row.outcome == "classified" and "bounce" in row.reason
+    assert desk.tickets() == []
+
+
+def test_customer_reply_reopens_closed_ticket(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<c1@customer.test>"))
+    with session_scope(desk.engine) as session:
+        ticket = session.exec(select(Ticket)).one()
+        ticket.status = "closed"
+        session.add(ticket)
+    desk.feed(make_mail(headers={"In-Reply-To": "<c1@customer.test>"}))
+    assert desk.tickets()[0].status == "open"
+
+
+def test_customer_cc_becomes_ticket_cc_and_reply_all_threads(desk: Desk) -> None:
+    desk.feed(make_mail(message_id="<cc1@customer.test>", headers={"Cc": "Boss <boss@customer.test>"}))
+    row = desk.feed(make_mail(sender="boss@customer.test", subject="Re: Help please", headers={"In-Reply-To": "<cc1@customer.test>"}))
+    assert row.outcome == "reply_added"
+    (ticket,) = desk.tickets()
+    with read_scope(desk.engine) as session:
+        from mailhelpdesk.store.tickets import ccs_of
+
+        assert [c.email for c in ccs_of(session, ticket.id or 0)] == ["boss@customer.test"]
+
+
+def test_failing_message_is_set_aside_and_others_continue(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mailhelpdesk.ingest.steps as steps
+
+    real = steps.visible_text
+
+    def explode(text: str) -> str:
+        if "EXPLODE" in text:
+            raise RuntimeError("boom in reply text")
+        return real(text)
+
+    monkeypatch.setattr(steps, "visible_text", explode)
+    with session_scope(desk.engine) as session:
+        for body in ("fine one\n", "EXPLODE\n", "fine two\n"):
+            spool.add_inbound(session, raw=make_mail(body=body), envelope=spool.Envelope(source="smtp"), now=desk.clock.now())
+    worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
+    with read_scope(desk.engine) as session:
+        rows = list(session.exec(select(InboundMessage).order_by(InboundMessage.id)))
+    assert [r.state for r in rows] == ["done", "failed", "done"]
+    assert "boom in reply text" in rows[1].reason
+    assert len(desk.tickets()) == 2
+    monkeypatch.setattr(steps, "visible_text", real)
+    assert worker.retry(desk.engine, rows[1].id or 0)
+    worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
+    assert len(desk.tickets()) == 3
+
+
+def test_attachments_are_stored_content_addressed(desk: Desk) -> None:
+    from email.message import EmailMessage
+    import hashlib
+
+    msg = EmailMessage()
+    msg["From"] = "priya@customer.test"
+    msg["To"] = "support@helpdesk.test"
+    msg["Subject"] = "screenshot"
+    msg["Message-ID"] = "<att@customer.test>"
+    msg.set_content("see attached")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    msg.add_attachment(png, maintype="image", subtype="png", filename="shot.png")
+    desk.feed(msg.as_bytes())
+    (ticket,) = desk.tickets()
+    with read_scope(desk.engine) as session:
+        from mailhelpdesk.services.views import ticket_object
+
+        data = ticket_object(session, ticket)
+    (att,) = data["responses"][0]["attachments"]
+    assert att["name"] == "shot.png" and att["mime_type"] == "image/png"
+    assert att["sha256"] == hashlib.sha256(png).hexdigest() and att["file_size"] == len(png)
