@@ -73,6 +73,7 @@ class App:
         self.smtp_server: asyncio.AbstractServer | None = None
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
+        self.pollers: list[Any] = []
 
     def prepare(self) -> None:
         """Schema up to date, config agents and queues in the store, settings loaded."""
@@ -104,6 +105,13 @@ class App:
             self.smtp_server = await start_listener(listener, handler)
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        if self.config.imap_mailboxes:
+            from mailhelpdesk.transports.imap_poller import IMAPPoller
+
+            for box in self.config.imap_mailboxes:
+                poller = IMAPPoller(box, engine=self.engine, clock=self.clock, executor=self.db, on_kept=self._kept_imap)
+                self.pollers.append(poller)
+                poller.start()
         if self.config.http.enabled:
             api = create_api(health=self.health, metrics=self.render_metrics)
             uv = uvicorn.Config(
@@ -130,6 +138,8 @@ class App:
                 await asyncio.wait_for(self.smtp_server.wait_closed(), timeout=5)
         if self.spool_writer is not None:
             await self.spool_writer.stop()
+        for poller in self.pollers:
+            await poller.stop()
         if self.http_server is not None:
             self.http_server.should_exit = True
         self._wakeup.set()
@@ -139,6 +149,10 @@ class App:
         self.db.shutdown(wait=True)
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
+
+    def _kept_imap(self, count: int) -> None:
+        self.metrics.kept.labels(source="imap").inc(count)
+        self._wakeup.set()
 
     def _kept(self, count: int) -> None:
         self.metrics.kept.labels(source="smtp").inc(count)
@@ -204,7 +218,7 @@ class App:
             "last_ingest_at": self.last_ingest_at,
             "uptime_s": round(time.time() - self.started_at, 1),
             "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,
-            "imap_mailboxes": {},
+            "imap_mailboxes": {p.name: p.status() for p in self.pollers},
         }
 
     def render_metrics(self) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -177,3 +177,44 @@ class AppliedMessage(SQLModel, table=True):
     __tablename__ = "applied_messages"
     fingerprint: str = Field(primary_key=True, max_length=64)
     inbound_id: int = Field(foreign_key="inbound_messages.id")
+
+
+class MailboxCursor(SQLModel, table=True):
+    """How far an IMAP mailbox has been read: UIDVALIDITY plus the last UID kept."""
+
+    __tablename__ = "mailbox_cursors"
+    mailbox: str = Field(primary_key=True, max_length=200)
+    uidvalidity: int = Field(default=0, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    last_sync_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class OutboxItem(SQLModel, table=True):
+    """One outgoing message, written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(sa_column=utc_column(index=True))
+    kind: str = Field(max_length=50)  # notice name, or "send_email"
+    ticket_id: int | None = Field(default=None, index=True)
+    message_id: str = Field(max_length=998, unique=True)
+    mail_from: str = Field(max_length=320)
+    rcpt_tos: str = Field(sa_column=Column(Text, nullable=False))
+    primary_rcpt: str = Field(max_length=320, index=True)
+    is_automatic: bool = True
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: str = Field(default="queued", max_length=20, index=True)  # queued | sent | failed | suppressed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=utc_column(index=True))
+    deadline_at: datetime = Field(sa_column=utc_column())
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class SuppressedAddress(SQLModel, table=True):
+    """An address that bounced: automatic notices to it are held back until `until_at`."""
+
+    __tablename__ = "suppressed_addresses"
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    until_at: datetime = Field(sa_column=utc_column())
