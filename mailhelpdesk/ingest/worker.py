@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass
@@ -61,14 +62,23 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
     return IngestSettings(secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents)
 
 
-def process_batch(engine: Engine, settings: IngestSettings, clock: Clock, *, limit: int) -> BatchResult:
-    """Apply up to `limit` pending messages in one transaction."""
+def process_batch(
+    engine: Engine, settings: IngestSettings, clock: Clock, *, limit: int, budget_s: float | None = None
+) -> BatchResult:
+    """Apply up to `limit` pending messages in one transaction. With `budget_s`, stop early once
+    that much time is spent, so the SMTP listener's commits (and their 250s) are not held up
+    behind a long batch; the messages not reached stay pending for the next batch."""
     outcomes: Counter[str] = Counter()
+    started = time.perf_counter()
+    done = 0
     with session_scope(engine) as session:
         rows = spool.claim_pending(session, limit=limit, postgres=not is_sqlite(str(engine.url)))
         for row in rows:
             outcomes[_process_one(session, row, settings, clock)] += 1
-    return BatchResult(processed=len(rows), outcomes=outcomes)
+            done += 1
+            if budget_s is not None and time.perf_counter() - started > budget_s:
+                break
+    return BatchResult(processed=done, outcomes=outcomes)
 
 
 def _process_one(session: Session, row: InboundMessage, settings: IngestSettings, clock: Clock) -> str:
