@@ -29,6 +29,7 @@ from mailhelpdesk.store import schema, spool
 from mailhelpdesk.store.db import make_engine, read_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
+from mailhelpdesk.transports.smtp_sender import SMTPSender
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class Metrics:
             "mailhelpdesk_inbound_processed", "Messages processed, by outcome", ["outcome"], registry=self.registry
         )
         self.pending = Gauge("mailhelpdesk_inbound_pending", "Messages kept, not yet processed", registry=self.registry)
+        self.outbox = Counter(
+            "mailhelpdesk_outbox_attempts", "Outbound delivery attempts, by result", ["result"], registry=self.registry
+        )
         self.batch_seconds = Histogram(
             "mailhelpdesk_ingest_batch_seconds", "Time to apply one ingest batch", registry=self.registry
         )
@@ -74,6 +78,7 @@ class App:
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
+        self.sender: SMTPSender | None = None
 
     def prepare(self) -> None:
         """Schema up to date, config agents and queues in the store, settings loaded."""
@@ -105,6 +110,11 @@ class App:
             self.smtp_server = await start_listener(listener, handler)
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        self.sender = SMTPSender.from_config(
+            self.config.smtp_relay, self.engine, self.clock, self.db,
+            on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
+        )
+        self.sender.start()
         if self.config.imap_mailboxes:
             from mailhelpdesk.transports.imap_poller import IMAPPoller
 
@@ -146,6 +156,8 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+        if self.sender is not None:  # after ingest: what is still queued stays for the next start
+            await self.sender.stop()
         self.db.shutdown(wait=True)
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
@@ -176,6 +188,8 @@ class App:
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
                     for outcome, n in result.outcomes.items():
                         self.metrics.applied.labels(outcome=outcome).inc(n)
+                    if self.sender is not None:
+                        self.sender.wake()
                     self.last_ingest_at = time.time()
             except Exception:  # noqa: BLE001 - a database hiccup must not end ingest; retry soon
                 self.ingest_errors += 1

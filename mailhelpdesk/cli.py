@@ -386,9 +386,26 @@ def token_revoke(name: str) -> None:
 @main.command()
 @click.argument("template")
 @click.option("--data", default="{}", help="Template data as a JSON object.")
-def render(template: str, data: str) -> None:
-    """Render a notice template."""
-    _unavailable("render (notice templates)")
+@click.option("--json", "as_json", is_flag=True, help="Print {subject, text, html} as JSON.")
+@click.pass_context
+def render(ctx: click.Context, template: str, data: str, as_json: bool) -> None:
+    """Render a notice template (notices/TEMPLATE.subject.txt, .txt, .html), as the daemon does."""
+    from mailhelpdesk.mail.render import NoticeRenderError, render_notice
+
+    try:
+        context = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--data: not valid JSON: {exc}") from None
+    if not isinstance(context, dict):
+        raise click.ClickException("--data: expected a JSON object")
+    try:
+        rendered = render_notice(template, context, template_dir=ctx.obj.config.templates.dir)
+    except NoticeRenderError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"subject": rendered.subject, "text": rendered.text, "html": rendered.html}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"Subject: {rendered.subject}\n\n{rendered.text.rstrip()}\n\n--- text/html ---\n{rendered.html.rstrip()}")
 
 
 @main.group()
@@ -397,10 +414,32 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--state", default=None)
-def outbox_list(state: str | None) -> None:
-    """Outbound mail with its state."""
-    _unavailable("outbox list (outbound notices)")
+@click.option("--state", type=click.Choice(["queued", "sent", "failed", "suppressed"]), default=None, help="Only mail in this state.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def outbox_list(ctx: click.Context, state: str | None, limit: int, as_json: bool) -> None:
+    """Outbound mail with its state, newest first."""
+    from mailhelpdesk.store import outbox as outbox_store
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        items = [
+            {"id": r.id, "created_at": str(r.created_at), "kind": r.kind, "ticket_id": r.ticket_id,
+             "message_id": r.message_id, "to": r.rcpt_tos, "automatic": r.is_automatic, "state": r.state,
+             "attempts": r.attempts, "next_attempt_at": str(r.next_attempt_at),
+             "sent_at": str(r.sent_at) if r.sent_at else None, "last_error": r.last_error}
+            for r in outbox_store.list_items(session, state=state, limit=limit)
+        ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    for i in items:
+        note = i["last_error"] if i["state"] != "sent" else ""
+        click.echo(f"{i['id']:>7} {i['state']:<10} {i['kind']:<16} {i['to']:<32} attempts={i['attempts']} {note}".rstrip())
+    if not items:
+        click.echo("no outbound mail", err=True)
 
 
 @main.command()

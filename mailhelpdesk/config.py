@@ -89,6 +89,11 @@ class SmtpRelayConfig:
     password_file: str = ""
     maildir: str = "outbound-mail"
     timeout_s: int = 30
+    # temporary failures (4xx, connection errors) are retried after retry_base_s, doubling up to
+    # retry_max_s, until deadline_s after the message was queued; then the message is failed
+    retry_base_s: int = 30
+    retry_max_s: int = 3600
+    deadline_s: int = 172800
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,19 @@ class AgentConfig:
     email: str
     name: str = ""
     alternate_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    # automatic notices to one recipient (customers; agents are exempt) within the sliding window
+    max_auto_notices_per_window: int = 10
+    auto_notice_window_s: int = 3600
+
+
+@dataclass(frozen=True)
+class TemplatesConfig:
+    # a folder searched before the shipped templates (notices/<name>.subject.txt, .txt, .html)
+    dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,8 @@ class Config:
     queues: tuple[QueueConfig, ...] = ()
     agents: tuple[AgentConfig, ...] = ()
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 

@@ -52,7 +52,7 @@ def make_mail(
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
-def write_config(tmp: Path, *, smtp_port: int, http_port: int, extra: str = "") -> Path:
+def write_config(tmp: Path, *, smtp_port: int, http_port: int, extra: str = "", relay: str = "") -> Path:
     path = tmp / "mailhelpdesk.toml"
     path.write_text(
         f"""
@@ -75,6 +75,7 @@ max_message_bytes = 2000000
 
 [smtp_relay]
 maildir = "{tmp / 'outbound-mail'}"
+{relay}
 
 [[queues]]
 name = "Billing"
@@ -93,11 +94,11 @@ name = "Alice Agent"
 class Daemon:
     """`mailhelpdesk serve` in a child process, on free loopback ports."""
 
-    def __init__(self, tmp: Path, *, extra_config: str = "") -> None:
+    def __init__(self, tmp: Path, *, extra_config: str = "", relay_config: str = "") -> None:
         self.tmp = tmp
         self.smtp_port = free_port()
         self.http_port = free_port()
-        self.config = write_config(tmp, smtp_port=self.smtp_port, http_port=self.http_port, extra=extra_config)
+        self.config = write_config(tmp, smtp_port=self.smtp_port, http_port=self.http_port, extra=extra_config, relay=relay_config)
         self.db_url = f"sqlite:///{tmp / 'helpdesk.db'}"
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None

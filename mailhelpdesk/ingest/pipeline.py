@@ -20,6 +20,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Outcome
 from mailhelpdesk.domain.models import InboundMessage, Ticket
 from mailhelpdesk.mail.parsed import Classification, ParsedMail
+from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store.spool import Envelope
 
 
@@ -38,6 +39,7 @@ class IngestSettings:
     secret: bytes
     inbound_addresses: dict[str, str]  # lower-case address -> queue name
     agents: tuple[AgentIdentity, ...] = ()
+    notify: NotifySettings | None = None  # None: the pipeline schedules no notices
 
     @property
     def own_addresses(self) -> frozenset[str]:

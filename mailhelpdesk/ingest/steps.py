@@ -13,6 +13,7 @@ from mailhelpdesk.mail.parse import parse_message
 from mailhelpdesk.mail.parsed import ParsedMail, Verdict
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus, verify_token
+from mailhelpdesk.services import notify
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
 from mailhelpdesk.store import spool
@@ -148,6 +149,34 @@ def apply(ctx: IngestContext) -> None:
     ctx.outcome, ctx.reason = Outcome.reply_added, f"reply on ticket {ctx.ticket.number} via {ctx.thread_via}"
 
 
+def schedule_notices(ctx: IngestContext) -> None:
+    """Notices the change causes, written to the outbox in this message's transaction: on a new
+    ticket the acknowledgement (customer) and `new_ticket` (agents); on a customer's reply
+    `customer_reply` (agents). Held, recorded, classified and duplicate mail causes none, and so
+    does mail brought in with `mailhelpdesk import`."""
+    settings = ctx.settings.notify
+    if settings is None or ctx.ticket is None or ctx.parsed is None:
+        return
+    if ctx.envelope.source == "import":  # archives: never mail customers about old messages
+        return
+    if ctx.classification is not None and ctx.classification.verdict != Verdict.normal:
+        return
+    parsed = ctx.parsed
+    agents = [notify.Recipient(a.email, a.name, a.id) for a in ctx.settings.agents]
+    message_id = parsed.message_id[:998] if parsed.message_id else None
+    references = [r[:998] for r in parsed.references[-20:]]
+    if ctx.outcome == Outcome.ticket_created:
+        notify.notify_ticket_created(
+            ctx.session, ctx.ticket, settings=settings, clock=ctx.clock, agents=agents,
+            customer_message_id=message_id, customer_references=references, message_text=parsed.text,
+        )
+    elif ctx.outcome == Outcome.reply_added and ctx.sender_role == "customer":
+        notify.notify_customer_reply(
+            ctx.session, ctx.ticket, settings=settings, clock=ctx.clock, agents=agents,
+            customer_message_id=message_id, customer_references=references, message_text=visible_text(parsed.text),
+        )
+
+
 STEPS: tuple[tuple[str, Step], ...] = (
     ("parse", parse),
     ("dedupe", dedupe),
@@ -155,6 +184,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("thread", thread),
     ("identify-sender", identify_sender),
     ("apply", apply),
+    ("schedule-notices", schedule_notices),
 )
 
 

@@ -24,6 +24,7 @@ from mailhelpdesk.domain.enums import InboundState, Outcome
 from mailhelpdesk.domain.models import InboundMessage
 from mailhelpdesk.ingest.pipeline import AgentIdentity, IngestContext, IngestSettings, run_pipeline
 from mailhelpdesk.ingest.steps import STEPS
+from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store.db import is_sqlite, session_scope
@@ -59,7 +60,10 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
             )
             for a in store.list_agents(session)
         )
-    return IngestSettings(secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents)
+    return IngestSettings(
+        secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents,
+        notify=NotifySettings.from_config(config, secret),
+    )
 
 
 def process_batch(

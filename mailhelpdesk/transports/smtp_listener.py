@@ -108,6 +108,12 @@ class SpoolWriter:
         return [row.id or 0 for row in rows]
 
 
+def _clean_address(address: str) -> str:
+    """aiosmtpd hands over raw 8-bit envelope addresses as surrogate escapes: decode them as UTF-8
+    (SMTPUTF8), replacing what is not, so the address can be stored and compared."""
+    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class SMTPHandler:
     """aiosmtpd hooks: which recipients we take, and keeping the message before 250."""
 
@@ -118,6 +124,7 @@ class SMTPHandler:
     async def handle_RCPT(
         self, server: SMTP, session: SMTPSession, envelope: SMTPEnvelope, address: str, rcpt_options: list[str]
     ) -> str:
+        address = _clean_address(address)
         base, _tag = split_plus(address)
         if base not in self._addresses:
             return "550 5.1.1 Recipient address rejected: not a helpdesk address"
@@ -135,7 +142,7 @@ class SMTPHandler:
                 break
         kept = spool.Envelope(
             source="smtp",
-            mail_from=envelope.mail_from if envelope.mail_from not in (None, "<>") else "",
+            mail_from=_clean_address(envelope.mail_from) if envelope.mail_from not in (None, "<>") else "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             source_ref=f"{session.peer[0] if session.peer else ''}",
             queue_hint=queue,

@@ -1,0 +1,335 @@
+"""Which notices a change causes, and writing them to the outbox in the change's transaction.
+
+A notice is rendered (mail/render.py), composed (mail/compose.py) and written as an OutboxItem
+with the session of the change, so a rolled-back change sends nothing; the sender drains the
+outbox later. Its Message-ID is recorded on the ticket so replies to it thread.
+
+Loop safety lives in one pure function, `auto_reply_refusal`: no automatic notice to our own
+addresses, to `noreply`/`mailer-daemon`/`postmaster`-style addresses, to a suppressed (bouncing)
+address, or to a customer who already got `max_auto_notices_per_window` automatic notices within
+the sliding window. A refused notice is still written, with state `suppressed` and the reason in
+`last_error`, so `mailhelpdesk outbox list --state suppressed` shows what was held back and why;
+it is never sent and its Message-ID is not recorded. (Bounces, auto-replies, lists and our own
+mail never reach this module: the pipeline stops them before `schedule_notices`.)
+
+Agents are exempt from the per-recipient rate limit (a busy queue legitimately sends an agent
+many `new_ticket` notices an hour); the other rules apply to them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import Message
+from typing import Any
+
+from sqlmodel import Session
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
+from mailhelpdesk.errors import InvalidInputError
+from mailhelpdesk.mail.compose import (
+    AUTO_GENERATED,
+    AUTO_REPLIED,
+    Outgoing,
+    as_bytes,
+    compose,
+    domain_of,
+    is_message_id,
+    make_message_id,
+)
+from mailhelpdesk.mail.render import render_notice
+from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
+from mailhelpdesk.store import outbox
+from mailhelpdesk.store import tickets as ticket_store
+
+log = logging.getLogger(__name__)
+
+_ROBOT_LOCAL = re.compile(
+    r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|mailer[-_.]?daemon|postmaster|"
+    r"bounces?|listserv|majordomo|autoresponder|auto[-_.]?reply|.+-(request|bounces?|owner)|owner-.+)$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """What notices need to know about this helpdesk."""
+
+    helpdesk_name: str
+    helpdesk_address: str
+    secret: bytes
+    own_addresses: frozenset[str]
+    no_ack_queues: frozenset[str] = frozenset()
+    max_auto_notices_per_window: int = 10
+    auto_notice_window_s: int = 3600
+    deadline_s: int = 172800
+    template_dir: str = ""
+
+    @classmethod
+    def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
+        return cls(
+            helpdesk_name=config.helpdesk.name,
+            helpdesk_address=config.helpdesk.address.lower(),
+            secret=secret,
+            own_addresses=frozenset(config.inbound_addresses()),
+            no_ack_queues=frozenset(q.name for q in config.queues if not q.acknowledge),
+            max_auto_notices_per_window=config.outbound.max_auto_notices_per_window,
+            auto_notice_window_s=config.outbound.auto_notice_window_s,
+            deadline_s=config.smtp_relay.deadline_s,
+            template_dir=config.templates.dir,
+        )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str = ""
+    agent_id: int | None = None  # set for agents: their Reply-To is signed for them
+
+
+def is_robot_address(address: str) -> bool:
+    """noreply@, mailer-daemon@, postmaster@, list -request/-bounces addresses and the like."""
+    local = split_plus(address)[0].rpartition("@")[0]
+    return bool(_ROBOT_LOCAL.match(local))
+
+
+def auto_reply_refusal(
+    address: str,
+    *,
+    own_addresses: frozenset[str],
+    suppressed: str | None,
+    recent_automatic: int,
+    max_per_window: int,
+    rate_limited: bool = True,
+) -> str | None:
+    """May we send an automatic notice to `address`? None if yes, else the reason why not."""
+    email = address.strip().lower()
+    if not email or "@" not in email:
+        return "no usable address"
+    if email in own_addresses or split_plus(email)[0] in own_addresses:
+        return f"{email} is one of our own addresses"
+    if is_robot_address(email):
+        return f"{email} is an automatic (no-reply) address"
+    if suppressed is not None:
+        return f"{email} is suppressed: {suppressed}"
+    if rate_limited and recent_automatic >= max_per_window:
+        return f"rate limit: {recent_automatic} automatic notices to {email} within the window"
+    return None
+
+
+def ticket_tag(ticket: Ticket) -> str:
+    return f"[#{ticket.number}]"
+
+
+def notice_context(
+    session: Session, ticket: Ticket, *, settings: NotifySettings, message_text: str = "", agent_name: str = ""
+) -> dict[str, Any]:
+    """The data every notice template gets (plain values, never ORM objects)."""
+    queue = session.get(Queue, ticket.queue_id)
+    return {
+        "helpdesk_name": settings.helpdesk_name,
+        "helpdesk_address": settings.helpdesk_address,
+        "ticket_number": ticket.number,
+        "ticket_tag": ticket_tag(ticket),
+        "ticket_subject": ticket.subject,
+        "ticket_status": ticket.status,
+        "queue": queue.name if queue else "",
+        "customer_name": ticket.originator_name,
+        "customer_email": ticket.originator_email,
+        "message_text": message_text[:50_000],
+        "agent_name": agent_name,
+    }
+
+
+def schedule_notice(
+    session: Session,
+    *,
+    notice: str,
+    ticket: Ticket,
+    recipient: Recipient,
+    context: Mapping[str, Any],
+    settings: NotifySettings,
+    clock: Clock,
+    auto_submitted: str | None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+) -> OutboxItem:
+    """Render, compose and write one notice to one recipient (state queued, or suppressed).
+
+    `auto_submitted` is `auto-replied`/`auto-generated` for automatic notices and None for an
+    agent's own answer (human mail: no Auto-Submitted, no rate limit). Raises NoticeRenderError
+    for a broken template and InvalidInputError for a value that would break a header.
+    """
+    now = clock.now()
+    automatic = auto_submitted is not None
+    refusal: str | None = None
+    if automatic:
+        since = now - timedelta(seconds=settings.auto_notice_window_s)
+        refusal = auto_reply_refusal(
+            recipient.email,
+            own_addresses=settings.own_addresses,
+            suppressed=outbox.suppressed_reason(session, email=recipient.email, now=now),
+            recent_automatic=outbox.count_recent_automatic(session, rcpt=recipient.email, since=since),
+            max_per_window=settings.max_auto_notices_per_window,
+            rate_limited=recipient.agent_id is None,
+        )
+    # a customer's malformed Message-ID must not cost the notice its threading, or the notice
+    in_reply_to = in_reply_to if is_message_id(in_reply_to) else None
+    references = [r for r in references if is_message_id(r)]
+    rendered = render_notice(notice, context, template_dir=settings.template_dir)
+    signed = reply_address(settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id))
+    try:
+        message = _compose_notice(
+            settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
+            references, auto_submitted, ticket, now,
+        )
+    except InvalidInputError as exc:
+        if not automatic:
+            raise
+        # an automatic notice must never undo the change that caused it: keep it, unsendable
+        return outbox.enqueue(
+            session, kind=notice, ticket_id=ticket.id, message_id=make_message_id(domain_of(settings.helpdesk_address)),
+            mail_from=settings.helpdesk_address, rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True,
+            raw=b"", now=now, deadline_at=now, state=outbox.OutboxState.suppressed, last_error=f"cannot compose: {exc}",
+        )
+    message_id = str(message["Message-ID"])
+    item = outbox.enqueue(
+        session,
+        kind=notice,
+        ticket_id=ticket.id,
+        message_id=message_id,
+        mail_from=settings.helpdesk_address,
+        rcpt_tos=[recipient.email.lower()],
+        is_automatic=automatic,
+        raw=as_bytes(message),
+        now=now,
+        deadline_at=now + timedelta(seconds=settings.deadline_s),
+        state=outbox.OutboxState.suppressed if refusal else outbox.OutboxState.queued,
+        last_error=refusal or "",
+    )
+    if refusal:
+        log.warning("notice suppressed notice=%s ticket=%s rcpt=%s reason=%s", notice, ticket.number, recipient.email, refusal)
+    else:
+        ticket_store.record_message_id(session, message_id=message_id, ticket_id=ticket.id or 0, direction="out")
+    return item
+
+
+def _compose_notice(
+    settings: NotifySettings, recipient: Recipient, subject: str, text: str, html: str, signed: str,
+    in_reply_to: str | None, references: Sequence[str], auto_submitted: str | None, ticket: Ticket, now: Any,
+) -> Message:
+    return compose(
+        Outgoing(
+            from_name=settings.helpdesk_name,
+            from_address=settings.helpdesk_address,
+            to=[(recipient.name, recipient.email)],
+            subject=subject,
+            text=text,
+            html=html,
+            reply_to=signed,
+            in_reply_to=in_reply_to,
+            references=tuple(references),
+            auto_submitted=auto_submitted,
+            ticket_number=ticket.number,
+            thread_topic=ticket.subject,
+            date=now,
+        )
+    )
+
+
+def notify_ticket_created(
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    agents: Sequence[Recipient],
+    customer_message_id: str | None,
+    customer_references: Sequence[str] = (),
+    message_text: str = "",
+) -> list[OutboxItem]:
+    """A new ticket from a customer's mail: the acknowledgement to the customer (unless the
+    queue says not to) and `new_ticket` to every agent, all threaded on the customer's mail."""
+    items: list[OutboxItem] = []
+    context = notice_context(session, ticket, settings=settings, message_text=message_text)
+    references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
+    if context["queue"] not in settings.no_ack_queues:
+        items.append(
+            schedule_notice(
+                session, notice="acknowledgement", ticket=ticket,
+                recipient=Recipient(ticket.originator_email, ticket.originator_name),
+                context=context, settings=settings, clock=clock, auto_submitted=AUTO_REPLIED,
+                in_reply_to=customer_message_id, references=references,
+            )
+        )
+    for agent in agents:
+        items.append(
+            schedule_notice(
+                session, notice="new_ticket", ticket=ticket, recipient=agent, context=context, settings=settings,
+                clock=clock, auto_submitted=AUTO_GENERATED, in_reply_to=customer_message_id, references=references,
+            )
+        )
+    return items
+
+
+def notify_customer_reply(
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    agents: Sequence[Recipient],
+    customer_message_id: str | None,
+    customer_references: Sequence[str] = (),
+    message_text: str = "",
+) -> list[OutboxItem]:
+    """A customer's reply on a ticket: `customer_reply` to the assigned agent, else to every agent."""
+    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
+    context = notice_context(session, ticket, settings=settings, message_text=message_text)
+    references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
+    return [
+        schedule_notice(
+            session, notice="customer_reply", ticket=ticket, recipient=agent, context=context, settings=settings,
+            clock=clock, auto_submitted=AUTO_GENERATED, in_reply_to=customer_message_id, references=references,
+        )
+        for agent in (assigned or agents)
+    ]
+
+
+def notify_agent_response(
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    agent_name: str,
+    message_text: str,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+) -> OutboxItem:
+    """An agent's public answer, mailed to the customer: human mail, so no Auto-Submitted and no
+    rate limit."""
+    context = notice_context(session, ticket, settings=settings, message_text=message_text, agent_name=agent_name)
+    return schedule_notice(
+        session, notice="agent_response", ticket=ticket,
+        recipient=Recipient(ticket.originator_email, ticket.originator_name),
+        context=context, settings=settings, clock=clock, auto_submitted=None,
+        in_reply_to=in_reply_to, references=references,
+    )
+
+
+def notify_status_change(
+    session: Session, ticket: Ticket, *, notice: str, settings: NotifySettings, clock: Clock
+) -> OutboxItem:
+    """`ticket_closed` or `ticket_reopened` to the customer (automatic, auto-generated)."""
+    if notice not in ("ticket_closed", "ticket_reopened"):
+        raise ValueError(f"not a status notice: {notice}")
+    context = notice_context(session, ticket, settings=settings)
+    return schedule_notice(
+        session, notice=notice, ticket=ticket, recipient=Recipient(ticket.originator_email, ticket.originator_name),
+        context=context, settings=settings, clock=clock, auto_submitted=AUTO_GENERATED,
+    )

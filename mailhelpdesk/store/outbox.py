@@ -1,0 +1,172 @@
+"""The outbox: outgoing mail as rows, written in the transaction of the change that caused it.
+
+Life of a row: `queued` → `sent` (after the relay's 250), or `failed` (5xx, or the deadline
+passed), or `suppressed` (written but never to be sent: loop safety, see services/notify.py).
+A sender claims due rows by pushing `next_attempt_at` one lease ahead, so two senders on one
+database do not send the same row, and a row claimed by a sender that crashed is sent again
+once the lease runs out. These functions flush, never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress, as_utc
+
+
+class OutboxState:
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+    suppressed = "suppressed"
+
+
+STATES = (OutboxState.queued, OutboxState.sent, OutboxState.failed, OutboxState.suppressed)
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    ticket_id: int | None,
+    message_id: str,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    is_automatic: bool,
+    raw: bytes,
+    now: datetime,
+    deadline_at: datetime,
+    state: str = OutboxState.queued,
+    last_error: str = "",
+) -> OutboxItem:
+    item = OutboxItem(
+        created_at=now,
+        kind=kind,
+        ticket_id=ticket_id,
+        message_id=message_id,
+        mail_from=mail_from,
+        rcpt_tos=" ".join(rcpt_tos),
+        primary_rcpt=rcpt_tos[0].lower(),
+        is_automatic=is_automatic,
+        raw=raw,
+        state=state,
+        next_attempt_at=now,
+        deadline_at=deadline_at,
+        last_error=last_error,
+    )
+    session.add(item)
+    session.flush()
+    return item
+
+
+def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:
+    """Queued rows whose time has come, oldest first; each is leased to the caller."""
+    rows = list(
+        session.exec(
+            select(OutboxItem)
+            .where(OutboxItem.state == OutboxState.queued, col(OutboxItem.next_attempt_at) <= now)
+            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
+            .limit(limit)
+        )
+    )
+    for row in rows:
+        row.attempts += 1
+        row.next_attempt_at = now + timedelta(seconds=lease_s)
+        session.add(row)
+    session.flush()
+    return rows
+
+
+def next_due_at(session: Session) -> datetime | None:
+    found = session.exec(
+        select(func.min(OutboxItem.next_attempt_at)).where(OutboxItem.state == OutboxState.queued)
+    ).one()
+    return as_utc(found)
+
+
+def mark_sent(session: Session, item_id: int, *, now: datetime, reply: str = "") -> None:
+    row = session.get(OutboxItem, item_id)
+    if row is not None:
+        row.state, row.sent_at, row.last_error = OutboxState.sent, now, reply[:2000]
+        session.add(row)
+        session.flush()
+
+
+def mark_failed(session: Session, item_id: int, *, now: datetime, error: str) -> None:
+    row = session.get(OutboxItem, item_id)
+    if row is not None:
+        row.state, row.last_error = OutboxState.failed, error[:2000]
+        session.add(row)
+        session.flush()
+
+
+def schedule_retry(
+    session: Session, item_id: int, *, now: datetime, error: str, base_s: float, max_s: float
+) -> str:
+    """Try again later (base_s doubling per attempt, capped at max_s), or fail the row if the
+    next try would fall after its deadline. Returns the row's new state."""
+    row = session.get(OutboxItem, item_id)
+    if row is None:
+        return ""
+    delay = min(base_s * 2 ** max(row.attempts - 1, 0), max_s)
+    when = now + timedelta(seconds=delay)
+    deadline = as_utc(row.deadline_at)
+    if deadline is not None and when > deadline:
+        row.state = OutboxState.failed
+        row.last_error = f"gave up after {row.attempts} attempts (deadline passed): {error}"[:2000]
+    else:
+        row.next_attempt_at = when
+        row.last_error = error[:2000]
+    session.add(row)
+    session.flush()
+    return row.state
+
+
+def count_recent_automatic(session: Session, *, rcpt: str, since: datetime) -> int:
+    """Automatic notices written for `rcpt` since `since` (suppressed ones do not count)."""
+    return session.exec(
+        select(func.count())
+        .select_from(OutboxItem)
+        .where(
+            OutboxItem.primary_rcpt == rcpt.lower(),
+            OutboxItem.is_automatic == True,  # noqa: E712 - SQL expression
+            OutboxItem.state != OutboxState.suppressed,
+            col(OutboxItem.created_at) >= since,
+        )
+    ).one()
+
+
+def suppressed_reason(session: Session, *, email: str, now: datetime) -> str | None:
+    """Why automatic mail to `email` is held back (it bounced), or None."""
+    row = session.get(SuppressedAddress, email.lower())
+    if row is None:
+        return None
+    until = as_utc(row.until_at)
+    return row.reason or "bouncing" if until is not None and until > now else None
+
+
+def list_items(session: Session, *, state: str | None = None, limit: int = 100) -> Sequence[OutboxItem]:
+    query = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(limit)
+    if state:
+        query = query.where(OutboxItem.state == state)
+    return session.exec(query).all()
+
+
+def next_attempt_of(session: Session, item_id: int) -> datetime | None:
+    row = session.get(OutboxItem, item_id)
+    return as_utc(row.next_attempt_at) if row is not None and row.state == OutboxState.queued else None
+
+
+def release(session: Session, item_id: int, *, at: datetime) -> None:
+    """Give back a claimed row that was not tried (the relay went away first): due again at `at`,
+    without counting an attempt."""
+    row = session.get(OutboxItem, item_id)
+    if row is not None and row.state == OutboxState.queued:
+        row.attempts = max(row.attempts - 1, 0)
+        row.next_attempt_at = at
+        session.add(row)
+        session.flush()

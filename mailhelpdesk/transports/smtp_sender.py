@@ -1,0 +1,275 @@
+"""The sender: drains due outbox rows through the SMTP relay (or into a Maildir).
+
+One task on the daemon's loop. Database work runs on the daemon's single DB executor thread;
+the network work on the loop. A row is marked `sent` only after the relay's 250 to DATA.
+
+Failures are split in two (Mailman's outgoing runner):
+
+    DeliveryError(permanent=False)  4xx, 421, connection/TLS/auth problems, timeouts
+                                    → retried after retry_base_s, doubling up to retry_max_s,
+                                      until the row's deadline; then `failed`
+    DeliveryError(permanent=True)   5xx to MAIL FROM, RCPT TO or DATA
+                                    → `failed` at once, the reply text kept in last_error
+
+aiosmtplib's exceptions are translated into DeliveryError in one place (`_map_smtp_error`).
+A row is leased while it is being sent (its next_attempt_at pushed ahead), so a crash between
+the 250 and the commit means that row is sent again after the lease: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mailbox
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+from sqlalchemy.engine import Engine
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.config import SmtpRelayConfig, read_password
+from mailhelpdesk.store import outbox
+from mailhelpdesk.store.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A message the relay did not take; `permanent` says whether trying again can help."""
+
+    def __init__(self, message: str, *, permanent: bool, connection: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.connection = connection  # the connection is unusable: stop this batch
+
+
+class Relay(Protocol):
+    """The seam to the outside: deliver one message, or raise DeliveryError."""
+
+    async def deliver(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class SMTPRelay:
+    """aiosmtplib client that keeps one connection open across messages and reconnects as needed."""
+
+    def __init__(self, config: SmtpRelayConfig) -> None:
+        self.config = config
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        cfg = self.config
+        password = read_password(cfg.password, cfg.password_file, "smtp_relay") if cfg.username else None
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            username=cfg.username or None,
+            password=password,
+            timeout=cfg.timeout_s,
+            use_tls=cfg.security == "ssl",
+            start_tls=True if cfg.security == "starttls" else False,
+        )
+        await client.connect()
+        return client
+
+    async def deliver(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> str:
+        try:
+            if self._client is None or not self._client.is_connected:
+                self._client = await self._connect()
+            errors, reply = await self._client.sendmail(mail_from, rcpt_tos, raw)
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            await self.close()
+            raise _map_smtp_error(exc) from exc
+        if errors:  # some recipients refused (we send one recipient per row, so rarely seen)
+            await self.close()
+            code, text = next(iter(errors.values()))
+            raise DeliveryError(f"{code} {text}", permanent=500 <= code < 600)
+        return reply
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), timeout=5)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _map_smtp_error(exc: BaseException) -> DeliveryError:
+    """The one table from aiosmtplib's exceptions to temporary / permanent."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = exc.recipients[0] if exc.recipients else None
+        code = refused.code if refused else 0
+        text = f"{code} {refused.message}" if refused else str(exc)
+        return DeliveryError(f"RCPT refused: {text}", permanent=500 <= code < 600, connection=code == 421)
+    if isinstance(exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError)):
+        return DeliveryError(f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True)
+    if isinstance(exc, (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPNotSupported)):
+        # the relay or our credentials, not this message: keep trying until someone fixes it
+        return DeliveryError(f"relay refused the session: {type(exc).__name__}: {exc}", permanent=False, connection=True)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        stage = {aiosmtplib.SMTPSenderRefused: "MAIL FROM", aiosmtplib.SMTPDataError: "DATA"}.get(type(exc), "SMTP")
+        return DeliveryError(
+            f"{stage} refused: {exc.code} {exc.message}", permanent=500 <= exc.code < 600, connection=exc.code == 421
+        )
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):
+        return DeliveryError(f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True)
+    return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False, connection=True)
+
+
+class MaildirRelay:
+    """No relay host configured: each message becomes a file in a Maildir (for development,
+    or for another program to pick up). A write error is temporary."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def _write(self, raw: bytes) -> str:
+        box = mailbox.Maildir(str(self.path), factory=None, create=True)
+        return str(box.add(raw))
+
+    async def deliver(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> str:
+        try:
+            key = await asyncio.get_running_loop().run_in_executor(None, self._write, raw)
+        except OSError as exc:
+            raise DeliveryError(f"maildir {self.path}: {exc.strerror or exc}", permanent=False) from exc
+        return f"stored in maildir as {key}"
+
+    async def close(self) -> None:
+        return None
+
+
+def relay_for(config: SmtpRelayConfig) -> Relay:
+    return SMTPRelay(config) if config.host else MaildirRelay(config.maildir)
+
+
+@dataclass
+class _Result:
+    item_id: int
+    state: str  # sent | retry | failed | release
+    text: str
+
+
+class SMTPSender:
+    """Drains the outbox: `start()` a task on the running loop, `wake()` it after a commit that
+    queued mail, `await stop()` to end it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        executor: Executor,
+        relay: Relay,
+        *,
+        retry_base_s: float = 30,
+        retry_max_s: float = 3600,
+        lease_s: float = 300,
+        batch_size: int = 50,
+        poll_s: float = 1.0,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine, self.clock, self.executor, self.relay = engine, clock, executor, relay
+        self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
+        self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: SmtpRelayConfig, engine: Engine, clock: Clock, executor: Executor, **kw: object) -> SMTPSender:
+        return cls(
+            engine, clock, executor, relay_for(config),
+            retry_base_s=config.retry_base_s, retry_max_s=config.retry_max_s,
+            lease_s=max(4 * config.timeout_s, 60), **kw,  # type: ignore[arg-type]
+        )
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name="smtp-sender")
+        return self._task
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def stop(self, timeout: float = 10) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=timeout)
+        await self.relay.close()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                done = await self.drain_once()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end sending
+                log.exception("outbox drain failed; retrying")
+                done = 0
+                await asyncio.sleep(1)
+            if done == 0 or self._stopping.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_s)
+            if done == 0:
+                await self.relay.close()  # idle: do not hold the relay's connection open
+
+    async def drain_once(self) -> int:
+        """Send one batch of due rows; returns how many were claimed."""
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(self.executor, self._claim)
+        if not items:
+            return 0
+        results: list[_Result] = []
+        broken: DeliveryError | None = None
+        for item_id, mail_from, rcpt_tos, raw in items:
+            if broken is not None:  # the relay is down: leave the rest for the next try
+                results.append(_Result(item_id, "release", str(broken)))
+                continue
+            if not raw:
+                results.append(_Result(item_id, "failed", "nothing to send (empty message)"))
+                continue
+            try:
+                reply = await self.relay.deliver(mail_from, rcpt_tos, raw)
+            except DeliveryError as exc:
+                results.append(_Result(item_id, "failed" if exc.permanent else "retry", str(exc)))
+                if exc.connection and not exc.permanent:
+                    broken = exc
+                continue
+            results.append(_Result(item_id, "sent", reply))
+        await loop.run_in_executor(self.executor, self._record, results)
+        return len(items)
+
+    def _claim(self) -> list[tuple[int, str, list[str], bytes]]:
+        with session_scope(self.engine) as session:
+            rows = outbox.claim_due(session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s)
+            return [(r.id or 0, r.mail_from, r.rcpt_tos.split(), r.raw) for r in rows]
+
+    def _record(self, results: list[_Result]) -> None:
+        now = self.clock.now()
+        retry_at = None
+        with session_scope(self.engine) as session:
+            for res in results:
+                if res.state == "sent":
+                    outbox.mark_sent(session, res.item_id, now=now, reply=res.text)
+                    log.info("outbox sent id=%s", res.item_id)
+                elif res.state == "failed":
+                    outbox.mark_failed(session, res.item_id, now=now, error=res.text)
+                    log.warning("outbox failed id=%s error=%s", res.item_id, res.text)
+                elif res.state == "retry":
+                    state = outbox.schedule_retry(
+                        session, res.item_id, now=now, error=res.text, base_s=self.retry_base_s, max_s=self.retry_max_s
+                    )
+                    retry_at = outbox.next_attempt_of(session, res.item_id) or retry_at
+                    log.warning("outbox temporary failure id=%s state=%s error=%s", res.item_id, state, res.text)
+                else:
+                    outbox.release(session, res.item_id, at=retry_at or now)
+        if self.on_result is not None:
+            for res in results:
+                self.on_result(res.state)

@@ -1,0 +1,126 @@
+"""Outbound message building: threading headers, loop markers, encoding, header injection."""
+
+from __future__ import annotations
+
+import base64
+import email
+from datetime import datetime, timezone
+from email.policy import default as default_policy
+
+import pytest
+
+from mailhelpdesk.errors import InvalidInputError
+from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, as_bytes, compose, thread_topic
+
+WHEN = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+
+
+def make(**kw: object) -> Outgoing:
+    base: dict[str, object] = {
+        "from_name": "Example Support",
+        "from_address": "support@helpdesk.test",
+        "to": [("Priya Sharma", "priya@customer.test")],
+        "subject": "Printer on fire",
+        "text": "Hello",
+        "html": "<p>Hello</p>",
+        "reply_to": "support+t100001-abcdefghijklmnop@helpdesk.test",
+        "in_reply_to": "<first@customer.test>",
+        "references": ["<root@customer.test>"],
+        "ticket_number": 100001,
+        "date": WHEN,
+    }
+    base.update(kw)
+    return Outgoing(**base)  # type: ignore[arg-type]
+
+
+def reparse(out: Outgoing) -> email.message.EmailMessage:
+    return email.message_from_bytes(as_bytes(compose(out)), policy=default_policy)  # type: ignore[return-value]
+
+
+def test_threading_and_identity_headers() -> None:
+    msg = reparse(make(auto_submitted=AUTO_REPLIED))
+    assert msg["Subject"] == "[#100001] Printer on fire"
+    assert msg["Message-ID"].endswith("@helpdesk.test>")
+    assert msg["In-Reply-To"] == "<first@customer.test>"
+    assert msg["References"] == "<root@customer.test> <first@customer.test>"
+    assert msg["Reply-To"].addresses[0].addr_spec == "support+t100001-abcdefghijklmnop@helpdesk.test"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["X-Loop"] == "support@helpdesk.test" and msg["X-Mailhelpdesk-Loop"]
+    assert msg["Thread-Topic"] == "Printer on fire"
+    assert len(base64.b64decode(msg["Thread-Index"])) == 27
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_message_ids_are_unique() -> None:
+    assert len({str(compose(make())["Message-ID"]) for _ in range(200)}) == 200
+
+
+def test_thread_index_shares_the_ticket_header() -> None:
+    one = base64.b64decode(str(compose(make())["Thread-Index"]))
+    two = base64.b64decode(str(compose(make(subject="Re: other"))["Thread-Index"]))
+    three = base64.b64decode(str(compose(make(ticket_number=100002))["Thread-Index"]))
+    assert one[:22] == two[:22] != three[:22]
+
+
+def test_automatic_notices_are_marked_and_human_mail_is_not() -> None:
+    assert reparse(make(auto_submitted=AUTO_GENERATED))["Auto-Submitted"] == "auto-generated"
+    human = reparse(make(auto_submitted=None))
+    assert human["Auto-Submitted"] is None and human["Precedence"] is None
+    assert human["X-Mailhelpdesk-Loop"]  # still ours: never opens a ticket if it comes back
+
+
+def test_tag_is_added_once() -> None:
+    assert reparse(make(subject="Re: [#100001] Printer"))["Subject"] == "Re: [#100001] Printer"
+    assert thread_topic("RE: Fwd: [#100001] Printer") == "Printer"
+
+
+def test_any_script_is_encoded_and_survives() -> None:
+    out = make(subject="Помощь 帮助 مساعدة", to=[("Шарма, Прия", "priya@customer.test")], text="Привет ✓")
+    raw = as_bytes(compose(out))
+    assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"")
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert msg["Subject"] == "[#100001] Помощь 帮助 مساعدة"
+    assert msg["To"].addresses[0].display_name == "Шарма, Прия"
+    assert "Привет ✓" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_idn_domain_is_punycoded() -> None:
+    msg = reparse(make(to=[("", "user@bücher.example")]))
+    assert msg["To"].addresses[0].domain == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"subject": "Hello\r\nBcc: victim@evil.test"},
+        {"subject": "Hello\nX-Injected: 1"},
+        {"subject": "nul\x00byte"},
+        {"to": [("", "priya@customer.test\r\nBcc: victim@evil.test")]},
+        {"to": [("Priya\r\nBcc: victim@evil.test", "priya@customer.test")]},
+        {"to": [("", "a@b.test, victim@evil.test")]},
+        {"to": [("", "not-an-address")]},
+        {"from_name": "Support\nBcc: x@y.test"},
+        {"reply_to": "support@helpdesk.test\r\nBcc: x@y.test"},
+        {"in_reply_to": "<a@b>\r\nBcc: x@y.test"},
+        {"references": ["<a@b>\nBcc: x@y.test"]},
+        {"to": []},
+    ],
+)
+def test_header_injection_is_refused(field: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        compose(make(**field))
+
+
+@pytest.mark.parametrize("subject", ["Помощь, 帮助 и مساعدة " * 12, "A fairly long plain ASCII subject line " * 8, "ok"])
+def test_long_subjects_fold_and_round_trip(subject: str) -> None:
+    raw = as_bytes(compose(make(subject=subject.strip())))
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert msg["Subject"] == f"[#100001] {subject.strip()}"
+
+
+def test_display_names_with_specials_round_trip() -> None:
+    msg = reparse(make(to=[('Sharma, "Priya" (Ops)', "priya@customer.test")], from_name="Support; Team"))
+    assert msg["To"].addresses[0].display_name == 'Sharma, "Priya" (Ops)'
+    assert msg["From"].addresses[0].display_name == "Support; Team"
