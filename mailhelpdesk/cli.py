@@ -363,24 +363,71 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--name", required=True)
-@click.option("--ability", multiple=True, required=True)
-def token_create(name: str, ability: tuple[str, ...]) -> None:
-    """Mint an API token; it is printed once, as the last line."""
-    _unavailable("token create (the HTTP API's tokens)")
+@click.option("--name", required=True, help="A unique description of the token's user.")
+@click.option("--ability", multiple=True, required=True, help="An ability to grant (repeat); `all` grants every ability.")
+@click.pass_context
+def token_create(ctx: click.Context, name: str, ability: tuple[str, ...]) -> None:
+    """Mint an API token; it is printed once, as the last line (`id|secret`)."""
+    from mailhelpdesk.errors import HelpdeskError
+    from mailhelpdesk.services import api_tokens
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    try:
+        with session_scope(app.engine) as session:
+            plaintext = api_tokens.create_token(session, name=name, abilities=list(ability), clock=app.clock)
+            granted = api_tokens.normalise_abilities(list(ability))
+    except HelpdeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"token {name!r} created with abilities: {' '.join(granted)}")
+    click.echo("store it now: it is shown only once")
+    click.echo(plaintext)
 
 
 @token.command("list")
-def token_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print an array of tokens.")
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
     """List tokens (names, abilities, last use; never the secret)."""
-    _unavailable("token list (the HTTP API's tokens)")
+    from mailhelpdesk.services import api_tokens
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        tokens = api_tokens.list_tokens(session)
+    rows = [
+        {"name": t.name, "abilities": list(t.abilities),
+         "created_at": t.created_at.isoformat() if t.created_at else None,
+         "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+         "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+        for t in tokens
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else f"last used {r['last_used_at'] or 'never'}"
+        click.echo(f"{r['name']:<24} {state:<40} {' '.join(r['abilities'])}")
+    if not rows:
+        click.echo("no tokens", err=True)
 
 
 @token.command("revoke")
 @click.argument("name")
-def token_revoke(name: str) -> None:
-    """Revoke a token by name."""
-    _unavailable("token revoke (the HTTP API's tokens)")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke a token by name (effective on its next request)."""
+    from mailhelpdesk.errors import HelpdeskError
+    from mailhelpdesk.services import api_tokens
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    try:
+        with session_scope(app.engine) as session:
+            api_tokens.revoke_token(session, name=name, clock=app.clock)
+    except HelpdeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"token {name!r} revoked")
 
 
 @main.command()
@@ -464,8 +511,21 @@ def check(ctx: click.Context) -> None:
             click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} is free")
         except OSError as exc:
             click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} in use or not bindable ({exc.strerror})")
-    for box in config.imap_mailboxes:
-        click.echo(f"imap {box.name}: probing mailboxes is {NOT_YET}")
+    if config.imap_mailboxes:
+        from mailhelpdesk.transports.imap_poller import probe
+
+        for box in config.imap_mailboxes:
+            found = asyncio.run(probe(box))
+            if found.get("ok"):
+                click.echo(
+                    f"imap {box.name}: ok ({box.host}:{box.port} {box.security}, folder {found.get('folder')}: "
+                    f"{found.get('messages')} messages, {found.get('unseen')} unseen; "
+                    f"IDLE {'yes' if found.get('idle') else 'no'}, MOVE {'yes' if found.get('move') else 'no'}; "
+                    f"capabilities {' '.join(found.get('capabilities') or [])})"
+                )
+            else:
+                click.echo(f"imap {box.name}: FAILED {found.get('error')}")
+                problems += 1
     click.echo(f"smtp relay: {'maildir ' + config.smtp_relay.maildir if not config.smtp_relay.host else config.smtp_relay.host}")
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")

@@ -33,5 +33,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # third-party chatter stays at WARNING unless we debug
+    # aioimaplib at DEBUG logs every byte, XOAUTH2 tokens included: never below WARNING
+    logging.getLogger("aioimaplib").setLevel("WARNING")
     for name in ("mail.log", "aiosmtpd", "uvicorn.access", "apscheduler", "sqlalchemy"):
         logging.getLogger(name).setLevel("WARNING" if level != "DEBUG" else "INFO")
