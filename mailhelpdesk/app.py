@@ -25,8 +25,10 @@ from mailhelpdesk.config import Config
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.pipeline import IngestSettings
+from mailhelpdesk.services.api_requests import ApiSettings
+from mailhelpdesk.store import idempotency
 from mailhelpdesk.store import schema, spool
-from mailhelpdesk.store.db import make_engine, read_scope
+from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
 from mailhelpdesk.transports.smtp_sender import SMTPSender
@@ -123,7 +125,12 @@ class App:
                 self.pollers.append(poller)
                 poller.start()
         if self.config.http.enabled:
-            api = create_api(health=self.health, metrics=self.render_metrics)
+            assert self.settings is not None and self.settings.notify is not None
+            api = create_api(
+                health=self.health, metrics=self.render_metrics, engine=self.engine, clock=self.clock,
+                settings=ApiSettings.from_config(self.config, self.settings.notify), api_config=self.config.api,
+            )
+            self._tasks.append(asyncio.create_task(self._purge_idempotency_loop(), name="idempotency-purge"))
             uv = uvicorn.Config(
                 api, host=self.config.http.host, port=self.config.http.port, log_config=None,
                 access_log=False, lifespan="off", h11_max_incomplete_event_size=self.config.http.max_request_bytes,
@@ -161,6 +168,24 @@ class App:
         self.db.shutdown(wait=True)
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
+
+    async def _purge_idempotency_loop(self, every_s: float = 300) -> None:
+        """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""
+        loop = asyncio.get_running_loop()
+
+        def purge() -> int:
+            with session_scope(self.engine) as session:
+                return idempotency.purge(session, now=self.clock.now())
+
+        while not self._stopping.is_set():
+            try:
+                purged = await loop.run_in_executor(self.db, purge)
+                if purged:
+                    log.info("idempotency keys purged count=%s", purged)
+            except Exception:  # noqa: BLE001 - retried on the next round
+                log.exception("idempotency purge failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=every_s)
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)

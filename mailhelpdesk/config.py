@@ -30,6 +30,11 @@ class HelpdeskConfig:
     address: str = "support@localhost"
     secret: str = ""
     secret_file: str = ""
+    # sender name of an agent's answer to a customer ({agent}, {helpdesk}); From is our address
+    agent_name_format: str = "{agent} via {helpdesk}"
+    # authserv-ids of our own receiving MTA(s) whose topmost Authentication-Results header is
+    # believed (DKIM/DMARC pass verifies an agent's mail); empty: only signed reply addresses do
+    trusted_authserv_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ class OutboundConfig:
     # automatic notices to one recipient (customers; agents are exempt) within the sliding window
     max_auto_notices_per_window: int = 10
     auto_notice_window_s: int = 3600
+    # an address whose mail bounced for good gets no automatic notices for this long
+    suppress_bouncing_s: int = 604800
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,19 @@ class TemplatesConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    # how long a completed Idempotency-Key is remembered (replayed) before it is purged
+    idempotency_ttl_s: int = 86400
+    # how long an in-progress claim is leased before a retry may take it over
+    idempotency_lease_s: int = 60
+    # sliding-window rate limit per token (per client IP for the unauthenticated endpoint)
+    rate_limit_requests: int = 100
+    rate_limit_window_s: int = 60
+    # largest request body accepted (413 above)
+    max_body_bytes: int = 10_485_760
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 

@@ -110,7 +110,19 @@ def test_agent_add_list_remove(cfg: Path) -> None:
     assert bad.exit_code != 0 and "not an email address" in bad.output
 
 
-@pytest.mark.parametrize("args", [["token", "list"]])
-def test_later_features_say_what_they_cannot_do(cfg: Path, args: list[str]) -> None:
-    result = CliRunner().invoke(main, ["--config", str(cfg), *args])
-    assert result.exit_code != 0 and "not available in this version yet" in result.output
+
+def test_token_create_list_revoke(cfg: Path) -> None:
+    """The token is printed once, last, as id|secret; list never shows it; revoke marks it."""
+    runner = CliRunner()
+    created = runner.invoke(main, ["--config", str(cfg), "token", "create", "--name", "shop", "--ability", "create-ticket"])
+    assert created.exit_code == 0, created.output
+    token = created.output.strip().splitlines()[-1]
+    number, _, secret = token.partition("|")
+    assert number.isdigit() and len(secret) >= 32
+    listed = json.loads(runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output)
+    assert [(t["name"], t["abilities"], t["last_used_at"]) for t in listed] == [("shop", ["create-ticket"], None)]
+    assert secret not in runner.invoke(main, ["--config", str(cfg), "token", "list"]).output
+    assert runner.invoke(main, ["--config", str(cfg), "token", "revoke", "shop"]).exit_code == 0
+    assert json.loads(runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output)[0]["revoked_at"]
+    bad = runner.invoke(main, ["--config", str(cfg), "token", "create", "--name", "x", "--ability", "nope"])
+    assert bad.exit_code != 0 and "unknown ability nope" in bad.output

@@ -218,3 +218,38 @@ class SuppressedAddress(SQLModel, table=True):
     email: str = Field(primary_key=True, max_length=320)
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     until_at: datetime = Field(sa_column=utc_column())
+
+
+class ApiToken(SQLModel, table=True):
+    """An HTTP API token. Only the SHA-256 of its secret is stored; the plaintext is shown once."""
+
+    __tablename__ = "api_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    secret_sha256: str = Field(max_length=64)
+    abilities: str = Field(sa_column=Column(Text, nullable=False))  # space-separated ability names
+    created_at: datetime = Field(sa_column=utc_column())
+    last_used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """One keyed API operation (api-contract.md §3): claimed `in_progress` under a lease, then
+    `completed` with the exact response, in the transaction of the work. `minted` rows come from
+    POST /api/idempotency_key and have no token until their first use."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("token_id", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int | None = Field(default=None, index=True)
+    key: str = Field(max_length=255, index=True)
+    action: str = Field(default="", max_length=50)  # the endpoint the key is bound to ('' = any)
+    fingerprint: str = Field(default="", max_length=64)
+    state: str = Field(max_length=20)  # minted | in_progress | completed
+    lease: str = Field(default="", max_length=64)
+    locked_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    status: int | None = None
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    completed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    expires_at: datetime = Field(sa_column=utc_column(index=True))

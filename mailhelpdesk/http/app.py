@@ -1,4 +1,4 @@
-"""The FastAPI application: health, metrics and (with the API issue) the Tickiti endpoints.
+"""The FastAPI application: health, metrics and the Tickiti-compatible API.
 
 Routes stay thin. They ask the daemon's `Health` object or call services; every answer, errors
 included, uses the `{ok, data}` / `{ok: false, error}` envelope.
@@ -6,18 +6,39 @@ included, uses the `{ok, data}` / `{ok: false, error}` envelope.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailhelpdesk import __version__
+from mailhelpdesk.clock import Clock, SystemClock
+from mailhelpdesk.config import ApiConfig
+from mailhelpdesk.http import tickiti, v1
+from mailhelpdesk.http.auth import Authenticator, RateLimiter
+from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint
+from mailhelpdesk.http.errors import JSON_TYPE
+from mailhelpdesk.http.idempotency import KeyedRunner
+from mailhelpdesk.services.api_requests import ApiSettings
+
+log = logging.getLogger(__name__)
 
 
-def create_api(*, health: Callable[[], dict[str, Any]], metrics: Callable[[], bytes]) -> FastAPI:
+def create_api(
+    *,
+    health: Callable[[], dict[str, Any]],
+    metrics: Callable[[], bytes],
+    engine: Engine | None = None,
+    settings: ApiSettings | None = None,
+    api_config: ApiConfig | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The app. Without an engine and settings only /healthz and /metrics are served."""
     api = FastAPI(title="mailhelpdesk", version=__version__, docs_url=None, redoc_url=None)
 
     @api.get("/healthz")
@@ -32,18 +53,36 @@ def create_api(*, health: Callable[[], dict[str, Any]], metrics: Callable[[], by
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"ok": False, "error": code, "message": str(exc.detail)}, status_code=exc.status_code)
+        code, message = {
+            404: ("not_found", "No such endpoint."),
+            405: ("method_not_allowed", "This endpoint does not accept that method."),
+        }.get(exc.status_code, ("http_error", str(exc.detail)))
+        return JSONResponse({"ok": False, "error": code, "message": message}, status_code=exc.status_code,
+                            headers=dict(exc.headers or {}), media_type=JSON_TYPE)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"ok": False, "error": "validation_error", "message": "invalid request", "details": exc.errors()},
-            status_code=422,
-        )
+        errors: dict[str, list[str]] = {}
+        for err in exc.errors():
+            errors.setdefault(".".join(str(p) for p in err.get("loc", ())) or "request", []).append(str(err.get("msg")))
+        return JSONResponse({"ok": False, "error": "validation_failed", "message": "The request is invalid.",
+                             "errors": errors}, status_code=422, media_type=JSON_TYPE)
 
     @api.exception_handler(Exception)
     async def internal(_request: Request, _exc: Exception) -> JSONResponse:
         return JSONResponse({"ok": False, "error": "internal_error", "message": "internal error"}, status_code=500)
 
+    cfg = api_config or ApiConfig()
+    limiter = RateLimiter(cfg.rate_limit_requests, cfg.rate_limit_window_s)
+    api.add_middleware(RateHeaders, limiter=limiter)
+    if engine is not None and settings is not None:
+        clock = clock or SystemClock()
+        rt = Runtime(
+            engine=engine, clock=clock, settings=settings, auth=Authenticator(engine, clock), limiter=limiter,
+            runner=KeyedRunner(engine, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s),
+            max_body_bytes=cfg.max_body_bytes,
+        )
+        for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt)]:
+            add_endpoint(api, rt, ep)
+        api.state.runtime = rt
     return api

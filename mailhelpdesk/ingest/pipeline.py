@@ -19,6 +19,7 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Outcome
 from mailhelpdesk.domain.models import InboundMessage, Ticket
+from mailhelpdesk.mail.forwarded import ForwardedOriginal
 from mailhelpdesk.mail.parsed import Classification, ParsedMail
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store.spool import Envelope
@@ -40,6 +41,9 @@ class IngestSettings:
     inbound_addresses: dict[str, str]  # lower-case address -> queue name
     agents: tuple[AgentIdentity, ...] = ()
     notify: NotifySettings | None = None  # None: the pipeline schedules no notices
+    # lower-case authserv-ids whose topmost Authentication-Results header verifies an agent
+    trusted_authserv_ids: frozenset[str] = frozenset()
+    suppress_bouncing_s: int = 604800
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -68,7 +72,8 @@ class IngestContext:
     signed_agent_id: int | None = None
     sender_role: str | None = None  # customer | agent | stranger
     agent: AgentIdentity | None = None
-    verified: str | None = None
+    verified: str | None = None  # signed_address | authentication_results
+    forwarded: ForwardedOriginal | None = None  # an agent's forward: the ticket is the original sender's
     outcome: Outcome | None = None
     reason: str = ""
     notes: list[str] = field(default_factory=list)

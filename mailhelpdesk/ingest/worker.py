@@ -63,6 +63,8 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
     return IngestSettings(
         secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents,
         notify=NotifySettings.from_config(config, secret),
+        trusted_authserv_ids=frozenset(a.strip().lower() for a in config.helpdesk.trusted_authserv_ids if a.strip()),
+        suppress_bouncing_s=config.outbound.suppress_bouncing_s,
     )
 
 

@@ -68,6 +68,7 @@ class NotifySettings:
     auto_notice_window_s: int = 3600
     deadline_s: int = 172800
     template_dir: str = ""
+    agent_name_format: str = "{agent} via {helpdesk}"
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -81,6 +82,7 @@ class NotifySettings:
             auto_notice_window_s=config.outbound.auto_notice_window_s,
             deadline_s=config.smtp_relay.deadline_s,
             template_dir=config.templates.dir,
+            agent_name_format=config.helpdesk.agent_name_format,
         )
 
 
@@ -157,6 +159,7 @@ def schedule_notice(
     auto_submitted: str | None,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
+    from_name: str | None = None,
 ) -> OutboxItem:
     """Render, compose and write one notice to one recipient (state queued, or suppressed).
 
@@ -185,7 +188,7 @@ def schedule_notice(
     try:
         message = _compose_notice(
             settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
-            references, auto_submitted, ticket, now,
+            references, auto_submitted, ticket, now, from_name,
         )
     except InvalidInputError as exc:
         if not automatic:
@@ -221,10 +224,11 @@ def schedule_notice(
 def _compose_notice(
     settings: NotifySettings, recipient: Recipient, subject: str, text: str, html: str, signed: str,
     in_reply_to: str | None, references: Sequence[str], auto_submitted: str | None, ticket: Ticket, now: Any,
+    from_name: str | None = None,
 ) -> Message:
     return compose(
         Outgoing(
-            from_name=settings.helpdesk_name,
+            from_name=settings.helpdesk_name if from_name is None else from_name,
             from_address=settings.helpdesk_address,
             to=[(recipient.name, recipient.email)],
             subject=subject,
@@ -300,6 +304,16 @@ def notify_customer_reply(
     ]
 
 
+def agent_display_name(settings: NotifySettings, agent_name: str) -> str:
+    """The From name of an agent's answer: `[helpdesk] agent_name_format` filled in (plain
+    replacement, not str.format: a name is data, never a format spec)."""
+    if not agent_name:
+        return settings.helpdesk_name
+    return " ".join(
+        settings.agent_name_format.replace("{agent}", agent_name).replace("{helpdesk}", settings.helpdesk_name).split()
+    )
+
+
 def notify_agent_response(
     session: Session,
     ticket: Ticket,
@@ -310,15 +324,48 @@ def notify_agent_response(
     message_text: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
+    include_ccs: bool = True,
 ) -> OutboxItem:
-    """An agent's public answer, mailed to the customer: human mail, so no Auto-Submitted and no
-    rate limit."""
+    """An agent's public answer, mailed to the customer and (one copy each) to the ticket's CCs:
+    human mail, so no Auto-Submitted and no rate limit. From the helpdesk's address, named after
+    the agent (`agent_name_format`). Returns the customer's copy."""
     context = notice_context(session, ticket, settings=settings, message_text=message_text, agent_name=agent_name)
+    from_name = agent_display_name(settings, agent_name)
+    recipients = [Recipient(ticket.originator_email, ticket.originator_name)]
+    if include_ccs:
+        recipients += [
+            Recipient(cc.email, cc.name) for cc in ticket_store.ccs_of(session, ticket.id or 0)
+            if cc.email.lower() != ticket.originator_email.lower()
+        ]
+    items = [
+        schedule_notice(
+            session, notice="agent_response", ticket=ticket, recipient=recipient,
+            context=context, settings=settings, clock=clock, auto_submitted=None,
+            in_reply_to=in_reply_to, references=references, from_name=from_name,
+        )
+        for recipient in recipients
+    ]
+    return items[0]
+
+
+def notify_command_error(
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    agent: Recipient,
+    error: str,
+    line: str,
+    in_reply_to: str | None = None,
+) -> OutboxItem:
+    """`command_error` to the (verified) agent whose mail command failed: which line, and why.
+    An automatic answer to their mail (`auto-replied`); agents are exempt from the rate limit."""
+    context = {**notice_context(session, ticket, settings=settings), "error": error, "error_line": line}
     return schedule_notice(
-        session, notice="agent_response", ticket=ticket,
-        recipient=Recipient(ticket.originator_email, ticket.originator_name),
-        context=context, settings=settings, clock=clock, auto_submitted=None,
-        in_reply_to=in_reply_to, references=references,
+        session, notice="command_error", ticket=ticket, recipient=agent, context=context, settings=settings,
+        clock=clock, auto_submitted=AUTO_REPLIED, in_reply_to=in_reply_to,
+        references=[in_reply_to] if in_reply_to else (),
     )
 
 

@@ -170,3 +170,23 @@ def release(session: Session, item_id: int, *, at: datetime) -> None:
         row.next_attempt_at = at
         session.add(row)
         session.flush()
+
+
+def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[OutboxItem]:
+    """Our outgoing mail carrying any of these Message-IDs (what a bounce refers to)."""
+    if not message_ids:
+        return []
+    return list(session.exec(select(OutboxItem).where(col(OutboxItem.message_id).in_(list(message_ids)))))
+
+
+def suppress(session: Session, *, email: str, reason: str, until: datetime) -> None:
+    """Hold back automatic mail to `email` until `until` (extending an earlier hold)."""
+    row = session.get(SuppressedAddress, email.lower())
+    if row is None:
+        row = SuppressedAddress(email=email.lower(), reason=reason[:2000], until_at=until)
+    else:
+        current = as_utc(row.until_at)
+        row.until_at = max(current, until) if current else until
+        row.reason = reason[:2000]
+    session.add(row)
+    session.flush()

@@ -66,7 +66,7 @@ def desk(tmp_path: Path) -> Desk:
 
 def test_steps_are_one_ordered_table() -> None:
     """The pipeline reads top to bottom in the order DESIGN.md gives."""
-    assert [name for name, _ in STEPS] == ["parse", "dedupe", "classify", "thread", "identify-sender", "apply", "schedule-notices"]
+    assert [name for name, _ in STEPS] == ["parse", "dedupe", "classify", "record-bounce", "thread", "identify-sender", "apply", "schedule-notices"]
 
 
 def test_new_mail_opens_ticket_with_6_digit_number(desk: Desk) -> None:

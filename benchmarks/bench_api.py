@@ -1,0 +1,116 @@
+"""API throughput: POST /api/create_ticket on a real daemon (auth, idempotency claim, ticket,
+notices to the outbox, completion; durable SQLite commits) next to a bare FastAPI endpoint on
+uvicorn doing one SQLite insert per request (same pragmas: WAL, synchronous=FULL), at 1, 16
+and 64 concurrent clients, same run.
+
+    python benchmarks/bench_api.py [--requests 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from tests.helpers import Daemon, free_port  # noqa: E402
+
+
+def bare_app(db: Path) -> FastAPI:
+    app = FastAPI()
+    local = threading.local()
+
+    def conn() -> sqlite3.Connection:
+        if not hasattr(local, "c"):
+            c = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            local.c = c
+        return local.c
+
+    conn().execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT)")
+
+    @app.post("/insert")
+    def insert(body: dict) -> dict:  # type: ignore[type-arg]
+        c = conn()
+        c.execute("BEGIN IMMEDIATE")
+        cur = c.execute("INSERT INTO t (body) VALUES (?)", (str(body),))
+        c.execute("COMMIT")
+        return {"ok": True, "data": {"id": cur.lastrowid}}
+
+    return app
+
+
+async def drive(url: str, bodies: list[dict], headers_for, clients: int) -> tuple[float, list[float], int]:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as client:
+        async def worker() -> None:
+            nonlocal errors
+            while not queue.empty():
+                i = queue.get_nowait()
+                started = time.perf_counter()
+                resp = await client.post(url, json=bodies[i], headers=headers_for(i))
+                latencies.append(time.perf_counter() - started)
+                errors += resp.status_code != 200
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.perf_counter() - started, latencies, errors
+
+
+def report(name: str, clients: int, n: int, elapsed: float, lat: list[float], errors: int) -> None:
+    lat.sort()
+    p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+    print(f"{name:<22} clients={clients:<3} {n / elapsed:8.0f} req/s  p50={p50:6.1f} ms  p99={p99:7.1f} ms  errors={errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(Path(tmp), extra_config="[api]\nrate_limit_requests = 100000000\n")
+        daemon.start()
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(bare_app(Path(tmp) / "bare.db"), host="127.0.0.1", port=port,
+                                               log_level="warning", access_log=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        try:
+            token = daemon.cli("token", "create", "--name", "bench", "--ability", "all").stdout.strip().splitlines()[-1]
+            for clients in (1, 16, 64):
+                n = args.requests
+                bodies = [{"originator_email_address": f"c{i % 50}@customer.test",
+                           "data": {"subject": f"Bench {i}", "content": "<p>hello</p>"}} for i in range(n)]
+                keys = [str(uuid.uuid4()) for _ in range(n)]
+                elapsed, lat, errors = asyncio.run(drive(
+                    f"http://127.0.0.1:{daemon.http_port}/api/create_ticket", bodies,
+                    lambda i: {"Authorization": f"Bearer {token}", "Idempotency-Key": keys[i]}, clients))
+                report("mailhelpdesk create", clients, n, elapsed, lat, errors)
+                elapsed, lat, errors = asyncio.run(drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients))
+                report("bare fastapi insert", clients, n, elapsed, lat, errors)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            daemon.stop()
+
+
+if __name__ == "__main__":
+    main()

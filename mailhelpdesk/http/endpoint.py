@@ -1,0 +1,202 @@
+"""One request through the checks of api-contract.md §2.3, in their order:
+
+route → method (FastAPI) → auth 401 → rate limit 429 → ability 403 → content type 415 →
+size 413 → JSON 400 → Idempotency-Key presence/format 400 → claim/replay/conflict 409 →
+schema 422 → handler.
+
+An `Endpoint` names its path, ability, key policy, request model, a `check` that turns the
+validated model into the handler's arguments (shape rules; raises 422) and the handler, which
+calls a service inside the request's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.http.auth import Authenticator, RateLimiter, RateState, require
+from mailhelpdesk.http.errors import JSON_TYPE, ApiError, dumps, validation_failed
+from mailhelpdesk.http.idempotency import KeyedRunner, Outcome, fingerprint, parse_key
+from mailhelpdesk.services.api_requests import ApiSettings
+
+log = logging.getLogger(__name__)
+
+RATE_SCOPE_KEY = "mailhelpdesk.rate"
+
+
+@dataclass
+class Runtime:
+    """What every endpoint needs, built once by create_api."""
+
+    engine: Engine
+    clock: Clock
+    settings: ApiSettings
+    auth: Authenticator
+    limiter: RateLimiter
+    runner: KeyedRunner
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    action: str
+    ability: str | None  # None: no authentication at all
+    key: str  # required | optional | ignored
+    model: type[BaseModel]
+    check: Callable[[Any, dict[str, Any]], Any]
+    handle: Callable[[Session, Any], Any]
+    summary: str = ""
+
+
+def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
+    async def route(request: Request) -> Response:
+        try:
+            outcome = await _run(rt, ep, request)
+        except ApiError as exc:
+            outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
+        except Exception:  # noqa: BLE001 - the envelope, never a traceback
+            log.exception("api request failed path=%s", request.url.path)
+            outcome = Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred; "
+                                                  "it is safe to retry with the same key.").body()))
+        return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+
+    route.__name__ = ep.action
+    api.add_api_route(
+        ep.path, route, methods=["POST"], summary=ep.summary or ep.action, response_model=None,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema_of(ep.model)}}}},
+    )
+
+
+async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
+    token = None
+    if ep.ability is not None:
+        token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
+        allowed, rate = rt.limiter.hit(f"token:{token.id}")
+    else:
+        allowed, rate = rt.limiter.hit(f"ip:{client_ip(request.scope)}")
+    request.scope[RATE_SCOPE_KEY] = rate
+    if not allowed:
+        wait = max(1, rate.reset - int(time.time()))
+        raise ApiError(429, "rate_limited", f"Too many requests; retry in {wait} s.", headers={"Retry-After": str(wait)})
+    if token is not None and ep.ability is not None:
+        require(token, ep.ability)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the request body as Content-Type: application/json.")
+    raw = await _read_body(request, rt.max_body_bytes)
+    payload = _parse_json(raw)
+    key = None
+    if ep.key in ("required", "optional"):
+        key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")
+    params = dict(request.path_params)
+
+    def validate() -> Any:
+        try:
+            model = ep.model.model_validate(payload)
+        except ValidationError as exc:
+            raise validation_failed(pydantic_errors(exc)) from None
+        return ep.check(model, params)
+
+    if key is not None and token is not None:
+        fp = fingerprint("POST", request.url.path, payload)
+        return await run_in_threadpool(
+            rt.runner.run, token_id=token.id, key=key, action=ep.action, fp=fp, validate=validate, handle=ep.handle
+        )
+    return await run_in_threadpool(rt.runner.run_unkeyed, validate=validate, handle=ep.handle)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    too_large = ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "The request body is not valid UTF-8 JSON.") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return payload
+
+
+def pydantic_errors(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in err["loc"]) or "request"
+        message = "is required" if err["type"] == "missing" else str(err["msg"])
+        errors.setdefault(path, []).append(message)
+    return errors
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class RateHeaders:
+    """ASGI middleware: X-RateLimit-* on every response (the token's window when the endpoint
+    counted one, else the caller's IP window, not counted)."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app, self.limiter = app, limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                rate: RateState | None = scope.get(RATE_SCOPE_KEY)
+                if rate is None:
+                    rate = self.limiter.peek(f"ip:{client_ip(scope)}")
+                message["headers"] = [*message.get("headers", []), *rate.headers()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined (OpenAPI resolves refs from the root)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return dict(inline(schema))

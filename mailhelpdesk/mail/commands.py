@@ -1,0 +1,150 @@
+"""Agents' mail commands (DESIGN.md §3): lines of their own at the top of an agent's reply.
+
+    #note                          the reply is a private note (internal, mailed to no customer)
+    #status open|closed            set the status
+    #status on-hold YYYY-MM-DD     put the ticket on hold until that date
+    #assign <email|me|none>        assign to an agent, to the sender, or to nobody
+    #priority <name>               Low, Normal, High or Urgent
+    #tag <name> / #untag <name>    add or remove a tag
+
+Pure: text in, a `CommandBlock` out. Commands are read from the top of the text: blank lines
+are skipped, every line that starts with `#` followed by a letter is a command, and the first
+other line ends the block (a `#tag` further down is text, never a command). A line in the block
+that is not a valid command makes the whole block an error (`CommandBlock.error`): the caller
+applies nothing and tells the agent which line failed. Whether an assignee is a known agent is
+the service layer's question (`services/ticket_changes.py`), not this module's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date
+
+from mailhelpdesk.domain.enums import Priority, TicketStatus
+
+MAX_COMMAND_LINES = 20  # a "block" longer than this is not a command block but an error
+MAX_TAG_CHARS = 100
+
+_COMMAND_LINE = re.compile(r"^#[A-Za-z]")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # note | status | assign | priority | tag | untag
+    argument: str = ""  # normalised: status value, lower-case email / "me" / "none", priority name, tag
+    on_hold_until: date | None = None
+    line: str = ""  # the line as written
+    line_number: int = 0  # 1-based, in the text given
+
+
+@dataclass(frozen=True)
+class CommandError:
+    line_number: int  # 1-based, in the text given
+    line: str
+    message: str
+
+    def describe(self) -> str:
+        return f"line {self.line_number} ({self.line!r}): {self.message}"
+
+
+@dataclass(frozen=True)
+class CommandBlock:
+    commands: tuple[Command, ...] = field(default_factory=tuple)
+    body: str = ""  # the text with the command lines (and the blank lines among them) removed
+    error: CommandError | None = None
+
+    @property
+    def is_note(self) -> bool:
+        return any(c.name == "note" for c in self.commands)
+
+    @property
+    def changes(self) -> tuple[Command, ...]:
+        """The commands that change the ticket (everything but #note)."""
+        return tuple(c for c in self.commands if c.name != "note")
+
+
+class _Bad(Exception):
+    pass
+
+
+def parse_commands(text: str) -> CommandBlock:
+    """Split `text` into its leading command lines and the rest."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    commands: list[Command] = []
+    index = 0
+    while index < len(lines):
+        raw = lines[index]
+        stripped = raw.strip().lstrip("\ufeff")
+        if not stripped:
+            index += 1
+            continue
+        if not _COMMAND_LINE.match(stripped):
+            break
+        if len(commands) >= MAX_COMMAND_LINES:
+            return CommandBlock(error=CommandError(index + 1, stripped[:200], f"more than {MAX_COMMAND_LINES} command lines"))
+        try:
+            commands.append(replace(_parse_line(stripped), line_number=index + 1))
+        except _Bad as bad:
+            return CommandBlock(error=CommandError(index + 1, stripped[:200], str(bad)))
+        index += 1
+    if not commands:
+        return CommandBlock(body=text)
+    body = "\n".join(lines[index:])
+    return CommandBlock(commands=tuple(commands), body=body)
+
+
+def _parse_line(line: str) -> Command:
+    name, _, rest = line[1:].partition(" ")
+    name = name.strip().lower()
+    args = rest.split()
+    if name == "note":
+        if args:
+            raise _Bad("#note takes no argument (write the note below it)")
+        return Command("note", line=line)
+    if name == "status":
+        return _status(args, line)
+    if name == "assign":
+        if len(args) != 1:
+            raise _Bad("expected #assign <email|me|none>")
+        who = args[0].strip("<>").lower()
+        if who not in ("me", "none") and not _EMAIL.match(who):
+            raise _Bad(f"{args[0]!r} is not an email address, 'me' or 'none'")
+        return Command("assign", who, line=line)
+    if name == "priority":
+        if len(args) != 1:
+            raise _Bad("expected #priority Low|Normal|High|Urgent")
+        try:
+            priority = Priority.from_name(args[0])
+        except ValueError:
+            raise _Bad(f"unknown priority {args[0]!r} (Low, Normal, High, Urgent)") from None
+        return Command("priority", priority.name, line=line)
+    if name in ("tag", "untag"):
+        tag = " ".join(args)
+        if not tag:
+            raise _Bad(f"expected #{name} <name>")
+        if len(tag) > MAX_TAG_CHARS:
+            raise _Bad(f"a tag is at most {MAX_TAG_CHARS} characters")
+        return Command(name, tag, line=line)
+    raise _Bad(f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag)")
+
+
+def _status(args: list[str], line: str) -> Command:
+    if not args:
+        raise _Bad("expected #status open|closed|on-hold YYYY-MM-DD")
+    value = args[0].lower()
+    if value in (TicketStatus.open.value, TicketStatus.closed.value):
+        if len(args) != 1:
+            raise _Bad(f"#status {value} takes no date")
+        return Command("status", value, line=line)
+    if value in ("on-hold", "onhold", "on_hold", "hold"):
+        if len(args) != 2 or not _DATE.match(args[1]):
+            raise _Bad("expected #status on-hold YYYY-MM-DD")
+        try:
+            until = date.fromisoformat(args[1])
+        except ValueError:
+            raise _Bad(f"{args[1]!r} is not a valid date") from None
+        return Command("status", TicketStatus.on_hold.value, on_hold_until=until, line=line)
+    raise _Bad(f"unknown status {args[0]!r} (open, closed, on-hold YYYY-MM-DD)")

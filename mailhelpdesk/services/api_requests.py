@@ -1,0 +1,290 @@
+"""What the Tickiti-compatible API does (api-contract.md §4–5), behind the HTTP layer.
+
+Each function takes the session of the request's transaction, changes tickets only through
+services/tickets.py and writes notices and mail to the outbox through services/notify.py and
+store/outbox.py in that same transaction, exactly as mail-created tickets do. The HTTP layer has
+already checked types and shapes; what needs the store (queue, template, mailbox, ticket) is
+checked here and raised as FieldError / NotFoundError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+from sqlmodel import Session
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
+from mailhelpdesk.errors import InvalidInputError, NotFoundError
+from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, as_bytes, compose
+from mailhelpdesk.mail.html_text import html_to_text, sanitize_html
+from mailhelpdesk.mail.render import NoticeRenderError, available_notices, environment, render_notice
+from mailhelpdesk.services import notify
+from mailhelpdesk.services import tickets as ticket_service
+from mailhelpdesk.services.notify import NotifySettings, Recipient
+from mailhelpdesk.services.views import ticket_headers, ticket_object
+from mailhelpdesk.store import outbox
+from mailhelpdesk.store import ticket_query
+from mailhelpdesk.store import tickets as store
+
+_LOOKS_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
+PERSPECTIVES = {1: "All", 2: "Open", 3: "On hold", 4: "Closed", 5: "Unassigned"}
+CRITERIA_MODES = ("subject", "assigned", "raised", "priority", "queue", "status", "ticket_number",
+                  "created_from", "created_to", "updated_from", "updated_to")
+
+
+class FieldError(InvalidInputError):
+    """Input that names something the store does not have (a queue, a template, a mailbox)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    notify: NotifySettings
+    mailboxes: Mapping[str, str]  # mailbox (queue) name -> from address
+    default_mailbox: str = "Inbox"
+
+    @classmethod
+    def from_config(cls, config: Any, notify_settings: NotifySettings) -> ApiSettings:
+        boxes = {"Inbox": config.helpdesk.address}
+        boxes.update({q.name: q.address for q in config.queues if q.address})
+        return cls(notify=notify_settings, mailboxes=boxes)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A message body given directly or by a template."""
+
+    subject: str = ""
+    content: str = ""
+    template_identifier: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+    missing: tuple[str, ...] = ()
+
+
+def text_and_html(content: str) -> tuple[str, str | None]:
+    """Plain text plus sanitised HTML when `content` is HTML, else the text alone."""
+    if _LOOKS_HTML.search(content):
+        return html_to_text(content), sanitize_html(content)
+    return content, None
+
+
+def render_template(identifier: str, data: Mapping[str, Any], *, template_dir: str) -> Rendered:
+    """Render a template with `data`; placeholders `data` lacks render empty and are listed."""
+    if identifier not in available_notices(template_dir):
+        raise FieldError("template_identifier", f"Template '{identifier}' not found.")
+    env = environment(template_dir)
+    missing: set[str] = set()
+    for suffix in (".subject.txt", ".txt", ".html"):
+        try:
+            source = env.loader.get_source(env, f"notices/{identifier}{suffix}")[0]  # type: ignore[union-attr]
+            missing |= meta.find_undeclared_variables(env.parse(source))
+        except jinja2.TemplateSyntaxError as exc:
+            raise FieldError("template_identifier", f"Template '{identifier}' has a syntax error: {exc.message}") from None
+    missing -= set(data)
+    context = {**{name: "" for name in missing}, **data}
+    try:
+        notice = render_notice(identifier, context, template_dir=template_dir)
+    except NoticeRenderError as exc:
+        raise FieldError("template_identifier", str(exc)) from None
+    return Rendered(notice.subject, notice.text, notice.html or None, tuple(sorted(missing)))
+
+
+def _body(body: Body, settings: ApiSettings, extra: Mapping[str, Any] | None = None) -> Rendered:
+    if body.template_identifier is not None:
+        return render_template(body.template_identifier, {**(extra or {}), **body.data},
+                               template_dir=settings.notify.template_dir)
+    text, html = text_and_html(body.content)
+    return Rendered(body.subject, text, html)
+
+
+def _agents(session: Session) -> list[Recipient]:
+    return [Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
+
+
+def secure_id(settings: ApiSettings, ticket_id: int) -> str:
+    """An unguessable id for customer-facing links: keyed with the helpdesk secret, not derivable
+    from the ticket number without it."""
+    return hmac.new(settings.notify.secret, f"secure-id:{ticket_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def create_ticket(
+    session: Session, *, settings: ApiSettings, clock: Clock, originator_email: str, body: Body,
+    queue_name: str | None, is_public: bool, originator_as_responder: bool, intervention: str | None = None,
+    actor: str = "API",
+) -> dict[str, Any]:
+    """A ticket from the API, with the same notices a ticket from mail gets."""
+    if intervention is not None:
+        raise FieldError("intervention", f"Intervention '{intervention}' is not configured.")
+    queue = queue_name or ticket_service.DEFAULT_QUEUE
+    if not ticket_query.queue_exists(session, queue):
+        raise FieldError("data.queue_name", f"Queue '{queue}' not found.")
+    rendered = _body(body, settings, {"customer_email": originator_email})
+    first = ticket_service.NewResponse(
+        kind=ResponseKind.customer if is_public else ResponseKind.note,
+        plain_text=rendered.text,
+        html=rendered.html,
+        is_internal=not is_public,
+        created_by_email=originator_email if originator_as_responder else None,
+        created_by_name="" if originator_as_responder else actor,
+        subject=rendered.subject,
+    )
+    ticket = ticket_service.create_ticket(
+        session, subject=rendered.subject, originator_email=originator_email, queue_name=queue, first=first,
+        clock=clock,
+    )
+    agents = _agents(session)
+    if is_public:
+        notify.notify_ticket_created(session, ticket, settings=settings.notify, clock=clock, agents=agents,
+                                     customer_message_id=None, message_text=rendered.text)
+    else:  # a staff-only opening: the agents hear of it, the customer does not
+        context = notify.notice_context(session, ticket, settings=settings.notify, message_text=rendered.text)
+        for agent in agents:
+            notify.schedule_notice(session, notice="new_ticket", ticket=ticket, recipient=agent, context=context,
+                                   settings=settings.notify, clock=clock, auto_submitted=AUTO_GENERATED)
+    return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
+
+
+def respond(
+    session: Session, *, settings: ApiSettings, clock: Clock, ticket_number: int, from_email: str,
+    content: str | None, is_internal: bool, status: str | None, on_hold_until: date | None,
+) -> dict[str, Any]:
+    """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold."""
+    ticket = store.get_ticket_by_number(session, ticket_number)
+    if ticket is None:
+        raise NotFoundError(f"Ticket {ticket_number} not found.")
+    agent = store.get_agent_by_email(session, from_email)
+    kind = ResponseKind.note if is_internal else (ResponseKind.agent if agent else ResponseKind.customer)
+    if content:
+        text, html = text_and_html(content)
+    else:
+        kind, is_internal = ResponseKind.note, True
+        text, html = f"Status set to {status}" + (f" until {on_hold_until.isoformat()}" if on_hold_until else "") + ".", None
+    response = ticket_service.add_response(
+        session, ticket,
+        ticket_service.NewResponse(kind=kind, plain_text=text, html=html, is_internal=is_internal,
+                                   created_by_email=from_email, created_by_name=agent.name if agent else "",
+                                   subject=ticket.subject),
+        clock=clock, reopen=False,
+    )
+    before = ticket.status
+    if status == TicketStatus.on_hold:
+        ticket.status, ticket.on_hold_until = TicketStatus.on_hold, on_hold_until
+    elif ticket.status != TicketStatus.open:
+        ticket.status, ticket.on_hold_until, ticket.resolved_at = TicketStatus.open, None, None
+    session.add(ticket)
+    session.flush()
+    if kind == ResponseKind.customer:
+        ticket_service.add_ccs(session, ticket, [(from_email, "")], exclude=set())
+        notify.notify_customer_reply(session, ticket, settings=settings.notify, clock=clock, agents=_agents(session),
+                                     customer_message_id=None, message_text=text)
+    elif kind == ResponseKind.agent:
+        notify.notify_agent_response(session, ticket, settings=settings.notify, clock=clock,
+                                     agent_name=agent.name if agent else "", message_text=text)
+    return {"ticket_id": ticket.id, "response_id": response.id,
+            "reopened": before != TicketStatus.open and ticket.status == TicketStatus.open}
+
+
+def send_email(
+    session: Session, *, settings: ApiSettings, clock: Clock, to_address: str, body: Body, mailbox: str | None,
+) -> dict[str, Any]:
+    """One message through the outbox (sent later, with retries); never a ticket."""
+    name = mailbox or settings.default_mailbox
+    address = settings.mailboxes.get(name)
+    if address is None:
+        raise FieldError("mailbox", f"Mailbox '{name}' not found.")
+    rendered = _body(body, settings, {"to_address": to_address})
+    now = clock.now()
+    try:
+        message = compose(Outgoing(
+            from_name=settings.notify.helpdesk_name, from_address=address, to=[("", to_address)],
+            subject=rendered.subject, text=rendered.text, html=rendered.html, auto_submitted=AUTO_GENERATED, date=now,
+        ))
+    except InvalidInputError as exc:
+        field_name = "to_address" if "to " in str(exc) or str(exc).startswith("to") else "subject"
+        raise FieldError(field_name, str(exc)) from None
+    message_id = str(message["Message-ID"])
+    outbox.enqueue(
+        session, kind="send_email", ticket_id=None, message_id=message_id, mail_from=address,
+        rcpt_tos=[to_address.lower()], is_automatic=False, raw=as_bytes(message), now=now,
+        deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
+    )
+    return {"message_id": message_id, "mailbox": name, "to_address": to_address, "status": "queued"}
+
+
+def render(settings: ApiSettings, *, template_identifier: str, data: Mapping[str, Any], to_address: str | None) -> dict[str, Any]:
+    extra = {"to_address": to_address} if to_address else {}
+    rendered = render_template(template_identifier, {**extra, **data}, template_dir=settings.notify.template_dir)
+    return {"template_identifier": template_identifier, "subject": rendered.subject, "html": rendered.html,
+            "text": rendered.text, "missing": list(rendered.missing)}
+
+
+def show(session: Session, *, ticket_number: int) -> dict[str, Any]:
+    ticket = store.get_ticket_by_number(session, ticket_number)
+    if ticket is None:
+        raise NotFoundError(f"Ticket {ticket_number} not found.")
+    return ticket_object(session, ticket)
+
+
+def responses(session: Session, *, ticket_number: int) -> dict[str, Any]:
+    shown = show(session, ticket_number=ticket_number)
+    return {"ticket_number": ticket_number, "responses": shown["responses"]}
+
+
+def query(
+    session: Session, *, perspective: str, criteria: Sequence[tuple[str, Sequence[str]]], page: int, per_page: int,
+) -> dict[str, Any]:
+    """Run a built-in perspective plus criteria (same mode OR-ed, different modes AND-ed)."""
+    names = {v.lower(): v for v in PERSPECTIVES.values()}
+    if perspective.lower() not in names:
+        raise FieldError("search_object.search_perspective", f"Perspective '{perspective}' not found.")
+    perspective = names[perspective.lower()]
+    by_mode: dict[str, list[str]] = {}
+    for mode, tokens in criteria:
+        if mode not in CRITERIA_MODES:
+            raise FieldError("search_object.criteria", f"Unknown criteria mode '{mode}'.")
+        by_mode.setdefault(mode, []).extend(str(t) for t in tokens)
+    statuses = {"Open": ["open"], "On hold": ["on-hold"], "Closed": ["closed"]}.get(perspective, [])
+    if "status" in by_mode:
+        wanted = by_mode["status"]
+        if any(s not in ("open", "on-hold", "closed") for s in wanted):
+            raise FieldError("search_object.criteria", "status tokens are open, on-hold or closed.")
+        statuses = [s for s in wanted if not statuses or s in statuses] or ["-none-"]
+    try:
+        numbers = [int(n) for n in by_mode.get("ticket_number", [])]
+        priorities = [int(Priority.from_name(p)) for p in by_mode.get("priority", [])]
+        dates = {m: _day(by_mode[m][0], end=m.endswith("_to")) for m in
+                 ("created_from", "created_to", "updated_from", "updated_to") if by_mode.get(m)}
+    except ValueError as exc:
+        raise FieldError("search_object.criteria", str(exc)) from None
+    flt = ticket_query.TicketFilter(
+        statuses=statuses, queues=by_mode.get("queue", []), raised=by_mode.get("raised", []), numbers=numbers,
+        priorities=priorities, assigned=by_mode.get("assigned", []), subject_words=by_mode.get("subject", []),
+        unassigned=perspective == "Unassigned", **dates,
+    )
+    rows, total = ticket_query.query_tickets(session, flt, offset=(page - 1) * per_page, limit=per_page)
+    return {"tickets": ticket_headers(session, rows),
+            "meta": {"total": total, "page": page, "per_page": per_page, "perspective": perspective}}
+
+
+def _day(value: str, *, end: bool) -> datetime:
+    day = date.fromisoformat(value)
+    return datetime.combine(day, time.max if end else time.min, tzinfo=timezone.utc)

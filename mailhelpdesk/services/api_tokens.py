@@ -1,0 +1,128 @@
+"""API tokens (api-contract.md §2): minted by the CLI, shown once as `id|secret`, stored as the
+SHA-256 of the secret and compared in constant time. A token is never logged.
+
+Abilities are the four legacy Tickiti abilities plus the v1 `family:read|write` pairs. Two
+equivalences hold (§2.2): `tickets:write` satisfies `create-ticket` and `ticket-respond`, and
+`tickets:read` satisfies `ticket-index`; every `x:write` satisfies `x:read`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.models import as_utc
+from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
+from mailhelpdesk.store import api_tokens as store
+
+LEGACY_ABILITIES = ("create-ticket", "ticket-respond", "send-email", "ticket-index")
+_FAMILIES = ("tickets", "mail", "templates", "settings", "workflow", "administration", "supervisor")
+V1_ABILITIES = tuple(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")) + ("reports:read",)
+ABILITIES = LEGACY_ABILITIES + V1_ABILITIES
+ALL = "all"
+
+_IMPLIED = {
+    "tickets:write": ("tickets:read", "create-ticket", "ticket-respond", "ticket-index"),
+    "tickets:read": ("ticket-index",),
+    **{f"{f}:write": (f"{f}:read",) for f in _FAMILIES if f != "tickets"},
+}
+
+
+@dataclass(frozen=True)
+class AuthenticatedToken:
+    id: int
+    name: str
+    abilities: frozenset[str]
+
+    def allows(self, ability: str) -> bool:
+        return ability in self.abilities
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    abilities: tuple[str, ...]
+    created_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def normalise_abilities(requested: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The abilities to store, in table order; `all` expands to every ability."""
+    names = [a.strip() for a in requested if a.strip()]
+    if not names:
+        raise InvalidInputError("at least one --ability is required")
+    unknown = [a for a in names if a != ALL and a not in ABILITIES]
+    if unknown:
+        raise InvalidInputError(f"unknown ability {', '.join(unknown)} (known: {ALL}, {', '.join(ABILITIES)})")
+    if ALL in names:
+        return ABILITIES
+    return tuple(a for a in ABILITIES if a in names)
+
+
+def effective(abilities: str) -> frozenset[str]:
+    granted = set(abilities.split())
+    for ability in list(granted):
+        granted.update(_IMPLIED.get(ability, ()))
+    return frozenset(granted)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, *, name: str, abilities: list[str] | tuple[str, ...], clock: Clock) -> str:
+    """Store a new token and return its plaintext `id|secret` (the only time it exists)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInputError("token name: 1-200 characters required")
+    granted = normalise_abilities(abilities)
+    if store.get_by_name(session, name) is not None:
+        raise ConflictError(f"a token named {name!r} already exists")
+    secret = secrets.token_urlsafe(32)
+    try:
+        with session.begin_nested():
+            row = store.add(session, name=name, secret_sha256=_digest(secret), abilities=granted, now=clock.now())
+    except IntegrityError:
+        raise ConflictError(f"a token named {name!r} already exists") from None
+    return f"{row.id}|{secret}"
+
+
+def list_tokens(session: Session) -> list[TokenInfo]:
+    return [
+        TokenInfo(t.name, tuple(t.abilities.split()), as_utc(t.created_at), as_utc(t.last_used_at), as_utc(t.revoked_at))
+        for t in store.list_all(session)
+    ]
+
+
+def revoke_token(session: Session, *, name: str, clock: Clock) -> None:
+    row = store.get_by_name(session, name)
+    if row is None:
+        raise NotFoundError(f"no token named {name!r}")
+    if row.revoked_at is None:
+        store.revoke(session, row, now=clock.now())
+
+
+def verify(session: Session, presented: str) -> AuthenticatedToken | None:
+    """The token for a presented `id|secret`, or None when unknown, wrong or revoked."""
+    token_id, bar, secret = presented.partition("|")
+    if not bar or not token_id.isdigit() or len(token_id) > 18 or not secret:
+        return None
+    row = store.get(session, int(token_id))
+    # compare even when the row is missing, so timing does not reveal which ids exist
+    expected = row.secret_sha256 if row is not None else "0" * 64
+    matches = hmac.compare_digest(expected, _digest(secret))
+    if row is None or not matches or row.revoked_at is not None:
+        return None
+    return AuthenticatedToken(row.id or 0, row.name, effective(row.abilities))
+
+
+def touch(session: Session, token_id: int, *, clock: Clock) -> None:
+    store.touch(session, token_id, now=clock.now())

@@ -1,0 +1,114 @@
+"""Idempotency-Key rows (api-contract.md §3.3). These functions flush, never commit.
+
+The unique index on (token_id, key) decides which of several concurrent requests owns a key:
+`INSERT … ON CONFLICT DO NOTHING` on SQLite ≥ 3.35 and PostgreSQL alike. A claim carries a
+random `lease`; only the holder of the current lease can complete or release it, so a request
+whose lease ran out and was taken over cannot overwrite the new owner's outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from mailhelpdesk.domain.models import IdempotencyKey
+
+
+class KeyState:
+    minted = "minted"
+    in_progress = "in_progress"
+    completed = "completed"
+
+
+def insert_claim(
+    session: Session, *, token_id: int, key: str, action: str, fingerprint: str, lease: str,
+    now: datetime, locked_until: datetime, expires_at: datetime,
+) -> bool:
+    """Try to claim (token_id, key); True if this call inserted the row."""
+    values = dict(
+        token_id=token_id, key=key, action=action, fingerprint=fingerprint, state=KeyState.in_progress,
+        lease=lease, locked_until=locked_until, created_at=now, expires_at=expires_at,
+    )
+    table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["token_id", "key"])
+    result = session.execute(stmt.returning(table.c.id))
+    inserted = result.first() is not None
+    session.flush()
+    return inserted
+
+
+def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
+    return session.exec(
+        select(IdempotencyKey).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
+    ).first()
+
+
+def take_minted(session: Session, *, key: str) -> IdempotencyKey | None:
+    """A minted, never-used key with this value (removed: its first use becomes a normal claim)."""
+    row = session.exec(
+        select(IdempotencyKey).where(
+            col(IdempotencyKey.token_id).is_(None), IdempotencyKey.key == key,
+            IdempotencyKey.state == KeyState.minted,
+        )
+    ).first()
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    return row
+
+
+def take_over(session: Session, *, row_id: int, lease: str, now: datetime, locked_until: datetime) -> bool:
+    """Take an in-progress claim whose lease expired; True for the one winner."""
+    result = session.execute(
+        update(IdempotencyKey)
+        .where(
+            col(IdempotencyKey.id) == row_id, col(IdempotencyKey.state) == KeyState.in_progress,
+            col(IdempotencyKey.locked_until) < now,
+        )
+        .values(lease=lease, locked_until=locked_until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete(
+    session: Session, *, row_id: int, lease: str, status: int, body: bytes, now: datetime, expires_at: datetime
+) -> bool:
+    """Store the outcome; False if the lease is no longer ours (then the caller must roll back)."""
+    result = session.execute(
+        update(IdempotencyKey)
+        .where(col(IdempotencyKey.id) == row_id, col(IdempotencyKey.lease) == lease,
+               col(IdempotencyKey.state) == KeyState.in_progress)
+        .values(state=KeyState.completed, status=status, body=body, completed_at=now, expires_at=expires_at,
+                locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, *, row_id: int, lease: str) -> None:
+    """Forget a claim (schema error or handler fault): the key may be used again."""
+    session.execute(
+        delete(IdempotencyKey).where(
+            col(IdempotencyKey.id) == row_id, col(IdempotencyKey.lease) == lease,
+            col(IdempotencyKey.state) == KeyState.in_progress,
+        ).execution_options(synchronize_session=False)
+    )
+
+
+def mint(session: Session, *, key: str, action: str, now: datetime, expires_at: datetime) -> None:
+    session.add(IdempotencyKey(token_id=None, key=key, action=action, state=KeyState.minted, created_at=now,
+                               expires_at=expires_at))
+    session.flush()
+
+
+def purge(session: Session, *, now: datetime) -> int:
+    """Delete completed and minted rows past their expiry, and abandoned claims long expired."""
+    result = session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.expires_at) < now).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
