@@ -15,6 +15,7 @@ def sync_config(engine: Engine, config: Config) -> None:
     """Queues and `[[agents]]` from the config exist in the store. Agents added with the CLI stay;
     config agents removed from the file are removed from the store."""
     with session_scope(engine) as session:
+        store.ensure_counters(session)
         store.get_or_create_queue(session, "Inbox", config.helpdesk.address)
         for queue in config.queues:
             row = store.get_or_create_queue(session, queue.name, queue.address)

@@ -25,6 +25,14 @@ TICKET_NUMBER_COUNTER = "ticket_number"
 FIRST_TICKET_NUMBER = 100001
 
 
+def ensure_counters(session: Session) -> None:
+    """Create the counter rows up front (at start-up), so concurrent first tickets on PostgreSQL
+    lock one existing row instead of racing to insert it."""
+    if session.get(Counter, TICKET_NUMBER_COUNTER) is None:
+        session.add(Counter(name=TICKET_NUMBER_COUNTER, value=FIRST_TICKET_NUMBER - 1))
+        session.flush()
+
+
 def next_ticket_number(session: Session) -> int:
     """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers."""
     counter = session.exec(

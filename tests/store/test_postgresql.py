@@ -1,0 +1,121 @@
+"""The same schema and pipeline on a real PostgreSQL: nothing SQLite-only, and two workers on one
+database share the kept mail without applying anything twice (SKIP LOCKED + the fingerprint key)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from mailhelpdesk.clock import FrozenClock
+from mailhelpdesk.config import config_from_dict
+from mailhelpdesk.domain.models import InboundMessage, Response, Ticket
+from mailhelpdesk.ingest import worker
+from mailhelpdesk.store import schema, spool
+from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from mailhelpdesk.store.setup import sync_config
+from tests.helpers import Daemon, make_mail
+from tests.postgres import Postgres, pg_bin
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    if pg_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is required under CI (scripts/test installs it)")
+        pytest.skip("PostgreSQL server not installed")
+    server = Postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _setup(url: str):  # type: ignore[no-untyped-def]
+    config = config_from_dict({"helpdesk": {"address": "support@helpdesk.test", "secret": "s"}, "database": {"url": url}})
+    engine = make_engine(url)
+    schema.upgrade(engine)
+    sync_config(engine, config)
+    return config, engine, worker.load_settings(engine, config)
+
+
+def test_migrations_run_and_repeat_on_postgresql(postgres: Postgres) -> None:
+    engine = make_engine(postgres.create_database())
+    before, after = schema.upgrade(engine)
+    assert before is None and after == schema.head_revision()
+    assert schema.upgrade(engine) == (after, after)
+
+
+def test_pipeline_outcomes_match_on_postgresql(postgres: Postgres) -> None:
+    _config, engine, settings = _setup(postgres.create_database())
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
+    mails = [
+        make_mail(message_id="<pg1@c.test>", subject="first"),
+        make_mail(message_id="<pg2@c.test>", subject="Re: first", headers={"In-Reply-To": "<pg1@c.test>"}),
+        make_mail(message_id="<pg1@c.test>", subject="first"),  # the same message again
+        make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),
+    ]
+    with session_scope(engine) as session:
+        for raw in mails:
+            spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="smtp", mail_from="x@c.test"), now=clock.now())
+    worker.process_batch(engine, settings, clock, limit=10)
+    with read_scope(engine) as session:
+        outcomes = [r.outcome for r in session.exec(select(InboundMessage).order_by(InboundMessage.id))]
+        tickets = session.exec(select(Ticket)).all()
+        responses = session.exec(select(Response)).all()
+    assert outcomes == ["ticket_created", "reply_added", "duplicate", "classified"]
+    assert [t.number for t in tickets] == [100001]
+    assert len(responses) == 2
+
+
+def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None:
+    _config, engine, settings = _setup(postgres.create_database())
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
+    with session_scope(engine) as session:
+        for i in range(200):
+            raw = make_mail(message_id=f"<w{i % 150}@c.test>", subject=f"m{i % 150}", sender=f"c{i}@c.test" if i < 150 else f"c{i - 150}@c.test")
+            spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="smtp"), now=clock.now())
+    done: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            result = worker.process_batch(engine, settings, clock, limit=7)
+            with lock:
+                done.update(result.outcomes)
+            if result.processed == 0:
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    with read_scope(engine) as session:
+        rows = session.exec(select(InboundMessage)).all()
+        tickets = session.exec(select(Ticket)).all()
+    assert all(r.state == "done" for r in rows)
+    assert done["ticket_created"] == 150 and done["duplicate"] == 50
+    assert len(tickets) == 150 and len({t.number for t in tickets}) == 150
+
+
+def test_daemon_serves_on_postgresql(postgres: Postgres, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    daemon = Daemon(tmp_path)
+    daemon.config.write_text(daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"'))
+    daemon.start()
+    try:
+        for i in range(20):
+            daemon.send(make_mail(subject=f"pg {i}", sender=f"p{i}@customer.test"))
+        daemon.wait_idle()
+        tickets = daemon.tickets()
+    finally:
+        daemon.stop()
+    assert sorted(t["subject"] for t in tickets) == sorted(f"pg {i}" for i in range(20))
+    assert not (tmp_path / "helpdesk.db").exists()
