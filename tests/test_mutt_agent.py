@@ -94,6 +94,9 @@ def test_agent_answers_from_mutt_and_the_customer_gets_a_clean_answer(tmp_path: 
         assert answer["From"].addresses[0].addr_spec == "support@helpdesk.test"
         assert answer["From"].addresses[0].display_name == "Alice Agent via Test Support"
         assert answer["In-Reply-To"] == "<first@customer.test>" and answer["Auto-Submitted"] is None
+        (sent_file,) = list(answer.iter_attachments())  # the agent's attachment reaches the customer
+        assert sent_file.get_filename() == "steps.txt"
+        assert sent_file.get_content().replace("\r\n", "\n") == "1. unplug\n2. wait\n"  # MIME text is CRLF
         wait_for(lambda: any("Closed" in m["Subject"] for m in to(sink, "priya@customer.test")), what="closed notice")
 
         (ticket,) = daemon.tickets()

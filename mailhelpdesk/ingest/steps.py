@@ -13,6 +13,7 @@ from mailhelpdesk.ingest.pipeline import Discard, IngestContext, Step
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.authres_check import check_authentication_results
 from mailhelpdesk.mail.classify import classify as classify_mail
+from mailhelpdesk.mail.compose import OutgoingAttachment
 from mailhelpdesk.mail.dsn import bounce_details
 from mailhelpdesk.mail.commands import Command, CommandBlock, CommandError, parse_commands
 from mailhelpdesk.mail.forwarded import find_forwarded
@@ -297,6 +298,10 @@ def _apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
             notify.notify_agent_response(
                 ctx.session, ticket, settings=settings, clock=ctx.clock, agent_name=agent.name or agent.email,
                 message_text=visible, in_reply_to=last_id, references=references,
+                attachments=[
+                    OutgoingAttachment(a.filename, a.content_type, a.data)
+                    for a in _parsed(ctx).attachments if not a.is_inline
+                ],
             )
         what = "answer"
     for command in block.changes:

@@ -26,7 +26,9 @@ from datetime import datetime, timezone
 from email import charset as _charset
 from email.header import Header
 from email.headerregistry import Address
+from email.encoders import encode_base64
 from email.message import Message
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -49,6 +51,15 @@ _QP_UTF8.body_encoding = _charset.QP
 
 
 @dataclass(frozen=True)
+class OutgoingAttachment:
+    """A file sent with a message (an agent's attachments, passed on to the customer)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """Everything needed to build one outbound message."""
 
@@ -66,6 +77,7 @@ class Outgoing:
     thread_topic: str | None = None  # the ticket's subject, for Outlook's conversation view
     message_id: str | None = None
     date: datetime | None = None
+    attachments: Sequence[OutgoingAttachment] = field(default_factory=tuple)
 
 
 def check_header_value(value: str, what: str) -> str:
@@ -157,6 +169,11 @@ def compose(out: Outgoing) -> Message:
         msg.attach(_text_part(out.html, "html"))
     else:
         msg = _text_part(text, "plain")
+    if out.attachments:
+        body, msg = msg, MIMEMultipart("mixed")
+        msg.attach(body)
+        for item in out.attachments:
+            msg.attach(_attachment_part(item))
     headers: list[tuple[str, str | Header]] = [
         ("From", _format_address(sender)),
         ("To", ", ".join(_format_address(r) for r in recipients)),
@@ -204,6 +221,20 @@ def _text_part(body: str, subtype: str) -> MIMEText:
     part = MIMEText("", subtype, "utf-8")
     del part["Content-Transfer-Encoding"]
     part.set_payload(body.encode("utf-8"), _QP_UTF8)
+    return part
+
+
+def _attachment_part(item: OutgoingAttachment) -> MIMEBase:
+    """Base64, with the file name as RFC 2231 when it is not ASCII; control characters in a name
+    that came in with mail are replaced, never passed into a header."""
+    maintype, _, subtype = (item.content_type.lower() if "/" in item.content_type else "application/octet-stream").partition("/")
+    if _CONTROL.search(maintype + subtype) or not maintype or not subtype:
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(item.data)
+    encode_base64(part)
+    name = _CONTROL.sub("_", item.filename).strip() or "attachment.bin"
+    part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
     return part
 
 

@@ -35,6 +35,7 @@ from mailhelpdesk.mail.compose import (
     AUTO_GENERATED,
     AUTO_REPLIED,
     Outgoing,
+    OutgoingAttachment,
     as_bytes,
     compose,
     domain_of,
@@ -160,6 +161,7 @@ def schedule_notice(
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
     from_name: str | None = None,
+    attachments: Sequence[OutgoingAttachment] = (),
 ) -> OutboxItem:
     """Render, compose and write one notice to one recipient (state queued, or suppressed).
 
@@ -188,7 +190,7 @@ def schedule_notice(
     try:
         message = _compose_notice(
             settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
-            references, auto_submitted, ticket, now, from_name,
+            references, auto_submitted, ticket, now, from_name, attachments,
         )
     except InvalidInputError as exc:
         if not automatic:
@@ -224,7 +226,7 @@ def schedule_notice(
 def _compose_notice(
     settings: NotifySettings, recipient: Recipient, subject: str, text: str, html: str, signed: str,
     in_reply_to: str | None, references: Sequence[str], auto_submitted: str | None, ticket: Ticket, now: Any,
-    from_name: str | None = None,
+    from_name: str | None = None, attachments: Sequence[OutgoingAttachment] = (),
 ) -> Message:
     return compose(
         Outgoing(
@@ -241,6 +243,7 @@ def _compose_notice(
             ticket_number=ticket.number,
             thread_topic=ticket.subject,
             date=now,
+            attachments=tuple(attachments),
         )
     )
 
@@ -325,6 +328,7 @@ def notify_agent_response(
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
     include_ccs: bool = True,
+    attachments: Sequence[OutgoingAttachment] = (),
 ) -> OutboxItem:
     """An agent's public answer, mailed to the customer and (one copy each) to the ticket's CCs:
     human mail, so no Auto-Submitted and no rate limit. From the helpdesk's address, named after
@@ -342,6 +346,7 @@ def notify_agent_response(
             session, notice="agent_response", ticket=ticket, recipient=recipient,
             context=context, settings=settings, clock=clock, auto_submitted=None,
             in_reply_to=in_reply_to, references=references, from_name=from_name,
+            attachments=attachments,
         )
         for recipient in recipients
     ]

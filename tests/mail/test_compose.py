@@ -124,3 +124,29 @@ def test_display_names_with_specials_round_trip() -> None:
     msg = reparse(make(to=[('Sharma, "Priya" (Ops)', "priya@customer.test")], from_name="Support; Team"))
     assert msg["To"].addresses[0].display_name == 'Sharma, "Priya" (Ops)'
     assert msg["From"].addresses[0].display_name == "Support; Team"
+
+
+def test_attachments_ride_along_in_multipart_mixed() -> None:
+    """An agent's files reach the customer; a hostile file name never reaches a header raw."""
+    from email import message_from_bytes
+    from email.policy import default
+
+    from mailhelpdesk.mail.compose import Outgoing, OutgoingAttachment, as_bytes, compose
+
+    msg = compose(
+        Outgoing(
+            from_name="Helpdesk", from_address="support@helpdesk.test", to=[("", "c@customer.test")],
+            subject="Re: files", text="see attached", html="<p>see attached</p>", auto_submitted=None,
+            attachments=(
+                OutgoingAttachment("Grüße.pdf", "application/pdf", b"%PDF-1.4 fake"),
+                OutgoingAttachment("evil\r\nBcc: x@evil.test.txt", "text/plain", b"hi"),
+            ),
+        )
+    )
+    parsed = message_from_bytes(as_bytes(msg), policy=default)
+    assert parsed.get_content_type() == "multipart/mixed"
+    files = list(parsed.iter_attachments())
+    assert [f.get_filename() for f in files] == ["Grüße.pdf", "evil__Bcc: x@evil.test.txt"]
+    assert files[0].get_content() == b"%PDF-1.4 fake"
+    assert parsed["Bcc"] is None
+    assert parsed.get_body(("html",)) is not None
