@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +25,7 @@ from mailhelpdesk.config import Config
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.pipeline import IngestSettings
+from mailhelpdesk.services import lifecycle
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.store import idempotency
 from mailhelpdesk.store import schema, spool
@@ -112,6 +113,7 @@ class App:
             self.smtp_server = await start_listener(listener, handler)
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self._periodic("on-hold wake-up", 60, self._wake_on_hold)))
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay, self.engine, self.clock, self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
@@ -130,7 +132,7 @@ class App:
                 health=self.health, metrics=self.render_metrics, engine=self.engine, clock=self.clock,
                 settings=ApiSettings.from_config(self.config, self.settings.notify), api_config=self.config.api,
             )
-            self._tasks.append(asyncio.create_task(self._purge_idempotency_loop(), name="idempotency-purge"))
+            self._tasks.append(asyncio.create_task(self._periodic("idempotency purge", 300, self._purge_keys)))
             uv = uvicorn.Config(
                 api, host=self.config.http.host, port=self.config.http.port, log_config=None,
                 access_log=False, lifespan="off", h11_max_incomplete_event_size=self.config.http.max_request_bytes,
@@ -169,23 +171,29 @@ class App:
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
 
-    async def _purge_idempotency_loop(self, every_s: float = 300) -> None:
-        """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""
+    async def _periodic(self, name: str, every_s: float, job: Callable[[], object]) -> None:
+        """Run `job` on the DB thread now and every `every_s` until stop; a failure is logged and
+        retried on the next round. The state lives in the database, so a restart loses nothing."""
         loop = asyncio.get_running_loop()
-
-        def purge() -> int:
-            with session_scope(self.engine) as session:
-                return idempotency.purge(session, now=self.clock.now())
-
         while not self._stopping.is_set():
             try:
-                purged = await loop.run_in_executor(self.db, purge)
-                if purged:
-                    log.info("idempotency keys purged count=%s", purged)
+                await loop.run_in_executor(self.db, job)
             except Exception:  # noqa: BLE001 - retried on the next round
-                log.exception("idempotency purge failed")
+                log.exception("%s failed", name)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=every_s)
+
+    def _purge_keys(self) -> None:
+        """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""
+        with session_scope(self.engine) as session:
+            purged = idempotency.purge(session, now=self.clock.now())
+        if purged:
+            log.info("idempotency keys purged count=%s", purged)
+
+    def _wake_on_hold(self) -> None:
+        """On-hold tickets whose date has come are opened and their assignee told."""
+        with session_scope(self.engine) as session:
+            lifecycle.wake_on_hold(session, clock=self.clock, settings=self.settings.notify if self.settings else None)
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)

@@ -20,7 +20,10 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailhelpdesk.errors import HelpdeskError
 
-NOTICES = ("acknowledgement", "new_ticket", "customer_reply", "agent_response", "ticket_closed", "ticket_reopened")
+NOTICES = (
+    "acknowledgement", "new_ticket", "customer_reply", "agent_response", "ticket_closed", "ticket_reopened",
+    "command_error", "on_hold_woke",
+)
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 # the wheel carries them inside the package; a source checkout has them at the repository root

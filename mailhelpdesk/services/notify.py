@@ -385,3 +385,20 @@ def notify_status_change(
         session, notice=notice, ticket=ticket, recipient=Recipient(ticket.originator_email, ticket.originator_name),
         context=context, settings=settings, clock=clock, auto_submitted=AUTO_GENERATED,
     )
+
+
+def notify_on_hold_woke(
+    session: Session, ticket: Ticket, *, settings: NotifySettings, clock: Clock, agents: Sequence[Recipient],
+    was_on_hold_until: str,
+) -> list[OutboxItem]:
+    """An on-hold ticket whose date came: `on_hold_woke` (subject `[reopened] [#N] …`) to the
+    assignee, else to every agent, so the ticket is looked at again."""
+    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
+    context = {**notice_context(session, ticket, settings=settings), "on_hold_until": was_on_hold_until}
+    return [
+        schedule_notice(
+            session, notice="on_hold_woke", ticket=ticket, recipient=agent, context=context, settings=settings,
+            clock=clock, auto_submitted=AUTO_GENERATED,
+        )
+        for agent in (assigned or agents)
+    ]

@@ -21,6 +21,9 @@ CONTEXT: dict[str, Any] = {
     "customer_email": "priya@customer.test",
     "message_text": "It <b>burns</b>.",
     "agent_name": "Alice",
+    "error_line": "#status someday",  # command_error
+    "error": "unknown status",
+    "on_hold_until": "2026-11-25",  # on_hold_woke
 }
 
 
