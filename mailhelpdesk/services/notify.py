@@ -178,7 +178,11 @@ def schedule_notice(
             recipient.email,
             own_addresses=settings.own_addresses,
             suppressed=outbox.suppressed_reason(session, email=recipient.email, now=now),
-            recent_automatic=outbox.count_recent_automatic(session, rcpt=recipient.email, since=since),
+            # agents are exempt from the rate limit: skip the count (a query per notice) for them
+            recent_automatic=(
+                outbox.count_recent_automatic(session, rcpt=recipient.email, since=since)
+                if recipient.agent_id is None else 0
+            ),
             max_per_window=settings.max_auto_notices_per_window,
             rate_limited=recipient.agent_id is None,
         )
