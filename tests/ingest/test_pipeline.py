@@ -244,7 +244,7 @@ def test_customer_cc_becomes_ticket_cc_and_reply_all_threads(desk: Desk) -> None
 
 
 def test_failing_message_is_set_aside_and_others_continue(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mailhelpdesk.ingest.steps as steps
+    import mailhelpdesk.ingest.facts as steps  # where the response text is made
 
     real = steps.visible_text
 

@@ -1,0 +1,199 @@
+"""Mail from agents: mail commands, answers relayed to the customer, and forwards that open a
+ticket for the original sender. Called from the `apply` step."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import replace
+
+from mailhelpdesk.domain.enums import Outcome, ResponseKind
+from mailhelpdesk.errors import InvalidInputError
+from mailhelpdesk.ingest.facts import (
+    customer_thread,
+    notify_settings_of,
+    parsed_of,
+    queue_for,
+    response_from,
+    sender_email,
+)
+from mailhelpdesk.ingest.pipeline import IngestContext
+from mailhelpdesk.mail.commands import Command, CommandBlock, CommandError, parse_commands
+from mailhelpdesk.mail.compose import OutgoingAttachment
+from mailhelpdesk.mail.forwarded import find_forwarded
+from mailhelpdesk.mail.parsed import ParsedMail
+from mailhelpdesk.mail.reply_text import visible_text
+from mailhelpdesk.mail.tokens import split_plus
+from mailhelpdesk.services import notify, ticket_changes
+from mailhelpdesk.services import tickets as ticket_service
+from mailhelpdesk.services.tickets import NewAttachment, NewResponse
+from mailhelpdesk.store import tickets as store
+
+log = logging.getLogger(__name__)
+
+
+def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
+    """A verified agent's mail on a ticket: mail commands at the top (mail/commands.py), then the
+    answer. All commands are checked before anything is applied: one bad line and nothing
+    happens (no response, no change) except one `command_error` notice to the agent. Otherwise
+    the answer is stored (`agent`, public, mailed to the customer and CCs) or, with `#note`, kept
+    as an internal note; then the commands change the ticket (services/ticket_changes.py).
+    A forward that reached the ticket other than through a signed reply address is kept as an
+    internal note too (an agent passing ticket mail on is not answering the customer).
+
+    The command lines are removed from what is stored and shown: `plain_text` is the text
+    without them, `visible_text` that without quoted history, and the HTML part (which still
+    holds them) is not kept when there were commands (the raw message stays reachable)."""
+    assert ctx.ticket is not None and ctx.agent is not None
+    ticket, agent = ctx.ticket, ctx.agent
+    block = parse_commands(parsed.text)
+    error = block.error or _check_commands(ctx, block)
+    if error is not None:
+        settings = notify_settings_of(ctx)
+        if settings is not None:
+            notify.notify_command_error(
+                ctx.session, ticket, settings=settings, clock=ctx.clock,
+                agent=notify.Recipient(agent.email, agent.name, agent.id),
+                error=error.message, line=f"line {error.line_number}: {error.line}",
+                in_reply_to=parsed.message_id[:998] if parsed.message_id else None,
+            )
+        log.warning("agent mail command refused agent=%s ticket=%s %s", agent.email, ticket.number, error.describe())
+        ctx.outcome = Outcome.held
+        ctx.reason = f"mail command refused, nothing applied on ticket {ticket.number}: {error.describe()}"
+        return
+    visible = parse_commands(visible_text(parsed.text)).body.strip() if block.commands else visible_text(parsed.text).strip()
+    body = block.body if block.commands else parsed.text
+    html = None if block.commands else parsed.html
+    base = response_from(ctx, parsed, ResponseKind.agent)
+    # a verified agent forwarding ticket mail to the support address (linked by References or
+    # the subject tag, not by answering a notice) is passing it on, not answering the customer
+    forward_of_ticket_mail = ctx.thread_via != "signed_address" and find_forwarded(parsed) is not None
+    if block.is_note or not visible or forward_of_ticket_mail:
+        if body.strip():
+            text = body.strip()
+        elif block.commands:
+            text = "Mail commands: " + "; ".join(c.line for c in block.commands)
+        else:
+            text = "(no text)"
+        note = replace(base, kind=ResponseKind.note, plain_text=text, visible_text=visible or text, html=html, is_internal=True)
+        ticket_service.add_response(ctx.session, ticket, note, clock=ctx.clock, reopen=False)
+        what = "note"
+    else:
+        answer = replace(base, plain_text=body, visible_text=visible, html=html)
+        ticket_service.add_response(ctx.session, ticket, answer, clock=ctx.clock, reopen=False)
+        settings = notify_settings_of(ctx)
+        if settings is not None:
+            last_id, references = customer_thread(ctx)
+            notify.notify_agent_response(
+                ctx.session, ticket, settings=settings, clock=ctx.clock, agent_name=agent.name or agent.email,
+                message_text=visible, in_reply_to=last_id, references=references,
+                attachments=[
+                    OutgoingAttachment(a.filename, a.content_type, a.data)
+                    for a in parsed_of(ctx).attachments if not a.is_inline
+                ],
+            )
+        what = "answer"
+    for command in block.changes:
+        _run_command(ctx, command)
+    done = "; ".join(c.line for c in block.commands)
+    ctx.outcome = Outcome.reply_added
+    ctx.reason = f"agent {what} on ticket {ticket.number} ({ctx.verified})" + (f", commands: {done}" if done else "")
+
+
+def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
+    """What the parser cannot know: is the assignee an agent? (The rest is checked again by the
+    services, which refuse what they cannot apply.)"""
+    for command in block.changes:
+        try:
+            if command.name == "assign" and command.argument != "none":
+                ticket_changes.check_assignee(ctx.session, _assignee(ctx, command.argument))
+            elif command.name == "status":
+                ticket_changes.check_status(command.argument, command.on_hold_until)
+            elif command.name == "priority":
+                ticket_changes.check_priority(command.argument)
+            elif command.name in ("tag", "untag"):
+                ticket_changes.check_tag(command.argument)
+        except InvalidInputError as exc:
+            return CommandError(command.line_number, command.line, str(exc))
+    return None
+
+
+def _assignee(ctx: IngestContext, argument: str) -> str | None:
+    if argument == "none":
+        return None
+    if argument == "me":
+        return ctx.agent.email if ctx.agent else None
+    return argument
+
+
+def _run_command(ctx: IngestContext, command: Command) -> None:
+    assert ctx.ticket is not None
+    ticket, clock = ctx.ticket, ctx.clock
+    if command.name == "status":
+        ticket_changes.set_status(
+            ctx.session, ticket, command.argument, on_hold_until=command.on_hold_until, clock=clock,
+            notify_settings=notify_settings_of(ctx),
+        )
+    elif command.name == "assign":
+        ticket_changes.assign(ctx.session, ticket, _assignee(ctx, command.argument), clock=clock)
+    elif command.name == "priority":
+        ticket_changes.set_priority(ctx.session, ticket, command.argument, clock=clock)
+    elif command.name == "tag":
+        ticket_changes.tag(ctx.session, ticket, command.argument, clock=clock)
+    elif command.name == "untag":
+        ticket_changes.untag(ctx.session, ticket, command.argument, clock=clock)
+
+
+def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
+    """An agent's forward: a ticket for the original sender, whose message is the first (public,
+    customer) response; the forwarder's own text above it becomes an internal note."""
+    forwarded = ctx.forwarded
+    assert forwarded is not None
+    sender = forwarded.sender
+    agent_addresses = {a for agent in ctx.settings.agents for a in agent.addresses}
+    subject = _FORWARD_PREFIX.sub("", forwarded.subject or parsed.subject) or parsed.subject
+    attachments = forwarded.attachments if forwarded.shape == "rfc822" else parsed.attachments
+    first = NewResponse(
+        kind=ResponseKind.customer,
+        plain_text=forwarded.text,
+        visible_text=visible_text(forwarded.text),
+        created_by_email=sender.email,
+        created_by_name=sender.name,
+        subject=subject,
+        message_id=parsed.message_id[:998] if parsed.message_id else None,
+        is_email_sourced=True,
+        inbound_id=ctx.inbound.id,
+        attachments=[NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id) for a in attachments],
+    )
+    ticket = ticket_service.create_ticket(
+        ctx.session,
+        subject=subject,
+        originator_email=sender.email,
+        originator_name=sender.name,
+        queue_name=queue_for(ctx, parsed),
+        first=first,
+        cc=[(a.email, a.name) for a in forwarded.cc
+            if a.email not in agent_addresses and split_plus(a.email)[0] not in ctx.settings.own_addresses],
+        clock=ctx.clock,
+    )
+    if forwarded.message_id:
+        store.record_message_id(ctx.session, message_id=forwarded.message_id[:998], ticket_id=ticket.id or 0, direction="in")
+    forwarder = sender_email(parsed)
+    if forwarded.note:
+        ticket_service.add_response(
+            ctx.session, ticket,
+            NewResponse(
+                kind=ResponseKind.note, plain_text=forwarded.note, visible_text=forwarded.note, is_internal=True,
+                created_by_email=forwarder, created_by_name=ctx.agent.name if ctx.agent else (parsed.from_.name if parsed.from_ else ""),
+                subject=parsed.subject, is_email_sourced=True, verified=ctx.verified, inbound_id=ctx.inbound.id,
+            ),
+            clock=ctx.clock, reopen=False,
+        )
+    ctx.ticket, ctx.outcome = ticket, Outcome.ticket_created
+    ctx.reason = (f"ticket {ticket.number} for {sender.email}, forwarded ({forwarded.shape}) by {forwarder}"
+                  f" ({ctx.verified or 'unverified'})")
+
+
+_FORWARD_PREFIX = re.compile(r"^\s*((fwd?|fw|tr|wg|rv|doorst)\s*:\s*)+", re.IGNORECASE)
+
+

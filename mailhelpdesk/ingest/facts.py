@@ -1,0 +1,90 @@
+"""What the ingest steps read off a message and its context, shared by steps.py and agent_mail.py."""
+
+from __future__ import annotations
+
+import logging
+from email.utils import getaddresses
+
+from mailhelpdesk.domain.enums import ResponseKind
+from mailhelpdesk.ingest.pipeline import IngestContext
+from mailhelpdesk.mail.parsed import ParsedMail
+from mailhelpdesk.mail.reply_text import visible_text
+from mailhelpdesk.mail.tokens import split_plus
+from mailhelpdesk.services import notify
+from mailhelpdesk.services import tickets as ticket_service
+from mailhelpdesk.services.tickets import NewAttachment, NewResponse
+from mailhelpdesk.store import tickets as store
+
+log = logging.getLogger(__name__)
+
+
+def parsed_of(ctx: IngestContext) -> ParsedMail:
+    assert ctx.parsed is not None, "parse must run first"
+    return ctx.parsed
+
+
+def sender_email(parsed: ParsedMail) -> str | None:
+    if parsed.from_ and parsed.from_.email:
+        return parsed.from_.email
+    if parsed.reply_to:
+        return parsed.reply_to[0].email
+    return None
+
+
+def recipient_addresses(ctx: IngestContext, parsed: ParsedMail) -> list[str]:
+    """Where the message was sent: the envelope first, then the headers that name recipients."""
+    found = [a.lower() for a in ctx.envelope.rcpt_tos]
+    found += [a.email for a in parsed.to + parsed.cc]
+    for name in ("delivered-to", "x-original-to", "envelope-to"):
+        found += [addr.lower() for _n, addr in getaddresses(parsed.header_all(name)) if addr]
+    return list(dict.fromkeys(found))
+
+
+def queue_for(ctx: IngestContext, parsed: ParsedMail) -> str:
+    if ctx.envelope.queue_hint:
+        return ctx.envelope.queue_hint
+    for address in recipient_addresses(ctx, parsed):
+        queue = ctx.settings.inbound_addresses.get(split_plus(address)[0])
+        if queue:
+            return queue
+    return ticket_service.DEFAULT_QUEUE
+
+
+def response_from(ctx: IngestContext, parsed: ParsedMail, kind: ResponseKind, *, internal: bool = False) -> NewResponse:
+    sender = sender_email(parsed)
+    return NewResponse(
+        kind=kind,
+        plain_text=parsed.text,
+        visible_text=visible_text(parsed.text) if kind != ResponseKind.system else parsed.text,
+        html=parsed.html,
+        is_internal=internal,
+        created_by_email=sender,
+        created_by_name=ctx.agent.name if ctx.agent else (parsed.from_.name if parsed.from_ else ""),
+        subject=parsed.subject,
+        message_id=parsed.message_id[:998] if parsed.message_id else None,
+        is_email_sourced=True,
+        verified=ctx.verified,
+        inbound_id=ctx.inbound.id,
+        attachments=[
+            NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id) for a in parsed.attachments
+        ],
+    )
+def notify_settings_of(ctx: IngestContext) -> notify.NotifySettings | None:
+    """Notice settings when this message may cause mail (not for imported archives)."""
+    if ctx.envelope.source == "import":
+        return None
+    return ctx.settings.notify
+
+
+def customer_thread(ctx: IngestContext) -> tuple[str | None, list[str]]:
+    """In-Reply-To and References for an answer to the customer: their last public message and
+    the ones before it (at most 20), so it threads in the customer's own client."""
+    assert ctx.ticket is not None
+    ids = [
+        r.message_id for r in store.responses_of(ctx.session, ctx.ticket.id or 0)
+        if r.kind == ResponseKind.customer and not r.is_internal and r.message_id
+    ]
+    ids = list(dict.fromkeys(ids))[-20:]
+    return (ids[-1] if ids else None), ids
+
+
