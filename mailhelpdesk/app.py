@@ -215,7 +215,7 @@ class App:
                 assert self.settings is not None
                 started = time.perf_counter()
                 result = await loop.run_in_executor(
-                    self.db, lambda: worker.process_batch(self.engine, self.settings, self.clock, limit=self.config.ingest.batch_size, budget_s=0.05)  # type: ignore[arg-type]
+                    self.db, lambda: worker.process_batch(self.engine, self.settings, self.clock, limit=self.config.ingest.batch_size, budget_s=self.config.ingest.batch_budget_ms / 1000)  # type: ignore[arg-type]
                 )
                 if result.processed:
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
