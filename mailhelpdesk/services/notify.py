@@ -299,7 +299,6 @@ def notify_customer_reply(
     message_text: str = "",
 ) -> list[OutboxItem]:
     """A customer's reply on a ticket: `customer_reply` to the assigned agent, else to every agent."""
-    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
     context = notice_context(session, ticket, settings=settings, message_text=message_text)
     references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
     return [
@@ -307,8 +306,14 @@ def notify_customer_reply(
             session, notice="customer_reply", ticket=ticket, recipient=agent, context=context, settings=settings,
             clock=clock, auto_submitted=AUTO_GENERATED, in_reply_to=customer_message_id, references=references,
         )
-        for agent in (assigned or agents)
+        for agent in assignee_or_all(ticket, agents)
     ]
+
+
+def assignee_or_all(ticket: Ticket, agents: Sequence[Recipient]) -> Sequence[Recipient]:
+    """Who hears about a ticket's news: its assignee, or every agent while nobody has it."""
+    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
+    return assigned or agents
 
 
 def agent_display_name(settings: NotifySettings, agent_name: str) -> str:
@@ -397,12 +402,11 @@ def notify_on_hold_woke(
 ) -> list[OutboxItem]:
     """An on-hold ticket whose date came: `on_hold_woke` (subject `[reopened] [#N] …`) to the
     assignee, else to every agent, so the ticket is looked at again."""
-    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
     context = {**notice_context(session, ticket, settings=settings), "on_hold_until": was_on_hold_until}
     return [
         schedule_notice(
             session, notice="on_hold_woke", ticket=ticket, recipient=agent, context=context, settings=settings,
             clock=clock, auto_submitted=AUTO_GENERATED,
         )
-        for agent in (assigned or agents)
+        for agent in assignee_or_all(ticket, agents)
     ]
