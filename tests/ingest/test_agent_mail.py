@@ -18,12 +18,12 @@ from sqlmodel import select
 
 from mailhelpdesk.clock import FrozenClock
 from mailhelpdesk.config import config_from_dict
-from mailhelpdesk.domain.models import OutboxItem, Response, Ticket
+from mailhelpdesk.domain.models import OutboxItem, Ticket
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
 from mailhelpdesk.store import schema
 from mailhelpdesk.store import tickets as store
-from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from mailhelpdesk.store.db import make_engine, read_scope
 from mailhelpdesk.store.setup import sync_config
 from tests.helpers import make_mail
 from tests.ingest.test_pipeline import Desk
