@@ -12,10 +12,12 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Generator
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -81,6 +83,7 @@ class App:
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self.sender: SMTPSender | None = None
 
     def prepare(self) -> None:
@@ -113,7 +116,8 @@ class App:
             self.smtp_server = await start_listener(listener, handler)
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
-        self._tasks.append(asyncio.create_task(self._periodic("on-hold wake-up", 60, self._wake_on_hold)))
+        self.scheduler.start()
+        self._schedule("on-hold wake-up", 60, self._wake_on_hold)
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay, self.engine, self.clock, self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
@@ -132,7 +136,7 @@ class App:
                 health=self.health, metrics=self.render_metrics, engine=self.engine, clock=self.clock,
                 settings=ApiSettings.from_config(self.config, self.settings.notify), api_config=self.config.api,
             )
-            self._tasks.append(asyncio.create_task(self._periodic("idempotency purge", 300, self._purge_keys)))
+            self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(
                 api, host=self.config.http.host, port=self.config.http.port, log_config=None,
                 access_log=False, lifespan="off", h11_max_incomplete_event_size=self.config.http.max_request_bytes,
@@ -161,6 +165,8 @@ class App:
             await poller.stop()
         if self.http_server is not None:
             self.http_server.should_exit = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self._wakeup.set()
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -171,17 +177,21 @@ class App:
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
 
-    async def _periodic(self, name: str, every_s: float, job: Callable[[], object]) -> None:
-        """Run `job` on the DB thread now and every `every_s` until stop; a failure is logged and
-        retried on the next round. The state lives in the database, so a restart loses nothing."""
-        loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
+    def _schedule(self, name: str, every_s: float, job: Callable[[], object]) -> None:
+        """Run `job` on the DB thread now and every `every_s` (APScheduler, in-memory job store:
+        the state the jobs act on lives in the database, so a restart loses nothing). One run at a
+        time, missed runs coalesced; a failure is logged and retried on the next round."""
+
+        async def run() -> None:
             try:
-                await loop.run_in_executor(self.db, job)
+                await asyncio.get_running_loop().run_in_executor(self.db, job)
             except Exception:  # noqa: BLE001 - retried on the next round
                 log.exception("%s failed", name)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=every_s)
+
+        self.scheduler.add_job(
+            run, "interval", seconds=every_s, id=name, name=name, max_instances=1, coalesce=True,
+            next_run_time=datetime.now(timezone.utc),
+        )
 
     def _purge_keys(self) -> None:
         """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""
