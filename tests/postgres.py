@@ -41,7 +41,8 @@ class Postgres:
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]
         if self._as_root:
-            command = ["runuser", "-u", "postgres", "--", *command]
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"  # /usr/sbin may be off PATH
+            command = [runuser, "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def create_database(self) -> str:
