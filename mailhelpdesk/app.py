@@ -7,6 +7,7 @@ executor thread, so SQLite sees a single writer and the loop never blocks on a c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -237,7 +238,7 @@ class App:
             except Exception:  # noqa: BLE001 - a database hiccup must not end ingest; retry soon
                 self.ingest_errors += 1
                 log.exception("ingest batch failed; retrying")
-                result = worker.BatchResult(0, worker.Counter())
+                result = worker.BatchResult(0, collections.Counter())
                 await asyncio.sleep(1)
             if self._stopping.is_set() and result.processed == 0:
                 return

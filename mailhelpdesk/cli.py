@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,7 +19,6 @@ from mailhelpdesk import __version__
 from mailhelpdesk.config import Config, ConfigError, load_config
 from mailhelpdesk.log import configure_logging
 
-NOT_YET = "not available in this version yet"
 
 
 class _State:
@@ -47,10 +46,6 @@ def _app(ctx: click.Context) -> Any:
     except SQLAlchemyError as exc:
         raise click.ClickException(f"database {state.config.database.url}: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}") from None
     return app
-
-
-def _unavailable(what: str) -> NoReturn:
-    raise click.ClickException(f"{what}: {NOT_YET}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

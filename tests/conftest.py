@@ -20,11 +20,11 @@ def corpus_path() -> Path | None:
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     """The corpus folder; corpus tests may skip only when it is absent and CI is not set."""
+    from tests.helpers import require
+
     path = corpus_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("the mail corpus is required under CI (set MAILHELPDESK_CORPUS)")
-        pytest.skip("mail corpus not present (set MAILHELPDESK_CORPUS)")
+    require(path is not None, "the mail corpus (../shared/corpus or $MAILHELPDESK_CORPUS)")
+    assert path is not None
     return path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, make_mail
+from tests.helpers import Daemon, make_mail, require
 from tests.test_roundtrip import relay, to, wait_for
 from tests.transports.test_smtp_sender import Sink
 
@@ -25,10 +25,8 @@ from tests.transports.test_smtp_sender import Sink
 @pytest.fixture
 def mutt() -> str:
     path = shutil.which("mutt")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("mutt is not installed (scripts/test installs it: apt-get install mutt)")
-        pytest.skip("mutt is not installed (apt-get install mutt)")
+    require(path is not None, "mutt (apt-get install mutt)")
+    assert path is not None
     return path
 
 

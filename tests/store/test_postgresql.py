@@ -3,7 +3,6 @@ database share the kept mail without applying anything twice (SKIP LOCKED + the 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -20,16 +19,13 @@ from mailhelpdesk.ingest import worker
 from mailhelpdesk.store import schema, spool
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
-from tests.helpers import Daemon, make_mail
+from tests.helpers import Daemon, make_mail, require
 from tests.postgres import Postgres, pg_bin
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    if pg_bin() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is required under CI (scripts/test installs it)")
-        pytest.skip("PostgreSQL server not installed")
+    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
     server = Postgres()
     try:
         yield server

@@ -27,7 +27,7 @@ from mailhelpdesk.clock import SystemClock
 from mailhelpdesk.config import ImapMailboxConfig
 from mailhelpdesk.transports.imap_poller import IMAPPoller, probe
 from tests.dovecot import Dovecot, ImapUser, crlf, dovecot_binary
-from tests.helpers import Daemon, make_mail
+from tests.helpers import Daemon, make_mail, require
 
 BOX = "support"
 _users = itertools.count(1)
@@ -35,10 +35,7 @@ _users = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[Dovecot]:
-    if dovecot_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("dovecot is required under CI (apt-get install dovecot-imapd)")
-        pytest.skip("dovecot not installed (apt-get install dovecot-imapd)")
+    require(dovecot_binary() is not None, "dovecot (apt-get install dovecot-imapd)")
     server = Dovecot()
     server.start()
     try:
