@@ -231,6 +231,10 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column())
     last_used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # a token stops working at this time (None: never); api-contract.md §2.1
+    expires_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # the agent the v1 family acts as ("For my attention"); None: the system user
+    owner_email: str | None = Field(default=None, max_length=320)
 
 
 class IdempotencyKey(SQLModel, table=True):
