@@ -9,6 +9,7 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -360,21 +361,35 @@ def token() -> None:
 @token.command("create")
 @click.option("--name", required=True, help="A unique description of the token's user.")
 @click.option("--ability", multiple=True, required=True, help="An ability to grant (repeat); `all` grants every ability.")
+@click.option("--expires-in", "expires_in", default=None, metavar="DURATION",
+              help="The token stops working after this long, e.g. 90d, 12h, 30m (default: never).")
+@click.option("--owner", default=None, metavar="EMAIL",
+              help="The agent the v1 endpoints act as (e.g. for the 'For my attention' perspective).")
 @click.pass_context
-def token_create(ctx: click.Context, name: str, ability: tuple[str, ...]) -> None:
+def token_create(ctx: click.Context, name: str, ability: tuple[str, ...], expires_in: str | None,
+                 owner: str | None) -> None:
     """Mint an API token; it is printed once, as the last line (`id|secret`)."""
+    from mailhelpdesk.config import parse_duration_s
     from mailhelpdesk.errors import HelpdeskError
     from mailhelpdesk.services import api_tokens
     from mailhelpdesk.store.db import session_scope
 
     app = _app(ctx)
+    expires_at = None
+    if expires_in is not None:
+        try:
+            expires_at = app.clock.now() + timedelta(seconds=parse_duration_s(expires_in, "--expires-in"))
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expires-in") from None
     try:
         with session_scope(app.engine) as session:
-            plaintext = api_tokens.create_token(session, name=name, abilities=list(ability), clock=app.clock)
+            plaintext = api_tokens.create_token(session, name=name, abilities=list(ability), clock=app.clock,
+                                                expires_at=expires_at, owner_email=owner)
             granted = api_tokens.normalise_abilities(list(ability))
     except HelpdeskError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"token {name!r} created with abilities: {' '.join(granted)}")
+    until = f", expires {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+    click.echo(f"token {name!r} created with abilities: {' '.join(granted)}{until}")
     click.echo("store it now: it is shown only once")
     click.echo(plaintext)
 
@@ -394,14 +409,21 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
         {"name": t.name, "abilities": list(t.abilities),
          "created_at": t.created_at.isoformat() if t.created_at else None,
          "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-         "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+         "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+         "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+         "owner_email": t.owner_email,
+         "expired": bool(t.expires_at and t.expires_at <= app.clock.now())}
         for t in tokens
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else f"last used {r['last_used_at'] or 'never'}"
+        state = f"last used {r['last_used_at'] or 'never'}"
+        if r["revoked_at"]:
+            state = f"revoked {r['revoked_at']}"
+        elif r["expired"]:
+            state = f"expired {r['expires_at']}"
         click.echo(f"{r['name']:<24} {state:<40} {' '.join(r['abilities'])}")
     if not rows:
         click.echo("no tokens", err=True)

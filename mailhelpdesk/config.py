@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -142,6 +143,8 @@ class IngestConfig:
 class ApiConfig:
     # how long a completed Idempotency-Key is remembered (replayed) before it is purged
     idempotency_ttl_s: int = 86400
+    # the same as a duration string ("24h", "2d"; api-contract.md §3.2); wins when set; minimum 1 h
+    idempotency_ttl: str = ""
     # how long an in-progress claim is leased before a retry may take it over
     idempotency_lease_s: int = 60
     # sliding-window rate limit per token (per client IP for the unauthenticated endpoint)
@@ -149,6 +152,53 @@ class ApiConfig:
     rate_limit_window_s: int = 60
     # largest request body accepted (413 above)
     max_body_bytes: int = 10_485_760
+
+
+@dataclass(frozen=True)
+class HttpDeliveriesConfig:
+    # outgoing HTTP calls (webhooks, intervention epilogs): a try without a 2xx answer within
+    # timeout_s is retried after retry_base_s, doubling up to retry_max_s, max_attempts tries in all
+    retry_base_s: int = 60
+    retry_max_s: int = 21600
+    max_attempts: int = 10
+    timeout_s: int = 10
+
+
+WEBHOOK_EVENTS = ("ticket.created", "response.created", "ticket.status_changed", "ticket.assigned")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    # the events POSTed to url (WEBHOOK_EVENTS); empty: all of them
+    events: tuple[str, ...] = ()
+    # HMAC-SHA256 key for the X-Mailhelpdesk-Signature header (empty, and no secret_file: unsigned)
+    secret: str = ""
+    secret_file: str = ""
+
+
+@dataclass(frozen=True)
+class InterventionFieldConfig:
+    name: str
+    type: str = "text"  # text | checkbox
+    label: str = ""  # may use {{placeholders}} from the data bag
+
+
+@dataclass(frozen=True)
+class InterventionConfig:
+    """One `[[interventions]]` entry (api-contract.md §4.9; services/interventions.py)."""
+
+    name: str
+    title: str = ""
+    queue: str = "Inbox"
+    remote_enabled: bool = True
+    remote_epilog_url: str = ""
+    remote_timeout_s: int = 10
+    # the per-intervention secret: sent as `Authorization: Bearer …` and the HMAC key of the signature
+    token: str = ""
+    token_file: str = ""
+    fields: tuple[InterventionFieldConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +221,10 @@ class Config:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    interventions: tuple[InterventionConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    http_deliveries: HttpDeliveriesConfig = field(default_factory=HttpDeliveriesConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 
     def inbound_addresses(self) -> dict[str, str]:
@@ -190,6 +243,7 @@ _CHOICES = {
     ("logging", "format"): ("text", "json"),
     ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("database", "sqlite_synchronous"): ("OFF", "NORMAL", "FULL", "EXTRA"),
+    ("interventions", "type"): ("text", "checkbox"),
 }
 
 
@@ -224,7 +278,7 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _build(Config, data, prefix="")
+    return _check_interventions(_check_webhooks(_check_api(_build(Config, data, prefix=""))))
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
@@ -283,6 +337,95 @@ def _coerce(hint: Any, value: Any, key: str, table: str) -> Any:
             return normalised
         return value
     raise ConfigError(f"{key}: unsupported value")  # pragma: no cover - schema bug
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration_s(text: str, key: str) -> int:
+    """Seconds in a duration such as `90s`, `30m`, `24h`, `7d`, `2w` (a bare number is seconds)."""
+    value = text.strip().lower()
+    number, unit = (value[:-1], value[-1]) if value and value[-1] in _UNITS else (value, "s")
+    if not number.isdigit() or int(number) <= 0:
+        raise ConfigError(f"{key}: expected a duration such as 90s, 30m, 24h or 7d, not {text!r}")
+    return int(number) * _UNITS[unit]
+
+
+def _check_api(config: Config) -> Config:
+    api = config.api
+    if not api.idempotency_ttl:
+        return config
+    ttl = parse_duration_s(api.idempotency_ttl, "api.idempotency_ttl")
+    if ttl < 3600:
+        raise ConfigError("api.idempotency_ttl: must be at least 1h")
+    return dataclasses.replace(config, api=dataclasses.replace(api, idempotency_ttl_s=ttl))
+
+
+def _check_webhooks(config: Config) -> Config:
+    seen: set[str] = set()
+    for i, hook in enumerate(config.webhooks):
+        key = f"webhooks[{i}]"
+        if not hook.name or hook.name in seen:
+            raise ConfigError(f"{key}.name: expected a unique, non-empty name")
+        seen.add(hook.name)
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.url: expected an http:// or https:// URL")
+        for j, event in enumerate(hook.events):
+            if event not in WEBHOOK_EVENTS:
+                raise ConfigError(f"{key}.events[{j}]: expected one of {', '.join(WEBHOOK_EVENTS)}")
+    return config
+
+
+def webhook_secret(hook: WebhookConfig, index: int = 0) -> bytes | None:
+    """The HMAC key of one `[[webhooks]]` entry (the file wins), or None when it is unsigned."""
+    if hook.secret_file:
+        try:
+            return Path(hook.secret_file).read_text().strip().encode()
+        except OSError as exc:
+            raise ConfigError(f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: {exc.strerror}") from None
+    return hook.secret.encode() if hook.secret else None
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def _check_interventions(config: Config) -> Config:
+    """Unique, file-name-safe intervention and field names; a remote call needs a URL and a token."""
+    seen: set[str] = set()
+    for i, item in enumerate(config.interventions):
+        key = f"interventions[{i}]"
+        if not _NAME.match(item.name) or ".." in item.name:
+            raise ConfigError(f"{key}.name: letters, digits, '_', '-' and '.' only (it names template files)")
+        if item.name in seen:
+            raise ConfigError(f"{key}.name: intervention {item.name!r} is defined twice")
+        seen.add(item.name)
+        if not item.queue.strip():
+            raise ConfigError(f"{key}.queue: must not be empty")
+        url = item.remote_epilog_url
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.remote_epilog_url: expected an http:// or https:// URL")
+        if item.remote_enabled and url and not (item.token or item.token_file):
+            raise ConfigError(f"{key}.token: required (or token_file) when remote_enabled and remote_epilog_url are set")
+        if item.remote_timeout_s < 1:
+            raise ConfigError(f"{key}.remote_timeout_s: must be at least 1")
+        names: set[str] = set()
+        for j, fld in enumerate(item.fields):
+            if not _NAME.match(fld.name):
+                raise ConfigError(f"{key}.fields[{j}].name: letters, digits, '_', '-' and '.' only")
+            if fld.name.lower() in names:
+                raise ConfigError(f"{key}.fields[{j}].name: field {fld.name!r} is defined twice")
+            names.add(fld.name.lower())
+    return config
+
+
+def read_intervention_token(item: InterventionConfig) -> str:
+    """The intervention's bearer/HMAC secret, inline or from `token_file` (the file wins)."""
+    if item.token_file:
+        try:
+            return Path(item.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"intervention {item.name!r}: token_file: cannot read {item.token_file}: {exc.strerror}") from None
+    return item.token
 
 
 def read_secret(config: Config) -> bytes | None:

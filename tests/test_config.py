@@ -78,3 +78,11 @@ def test_example_config_documents_every_key_and_loads() -> None:
 
     keys(Config, "")
     assert data["helpdesk"]["address"]
+
+
+def test_idempotency_ttl_as_a_duration_string() -> None:
+    assert config_from_dict({"api": {"idempotency_ttl": "2d"}}).api.idempotency_ttl_s == 172800
+    assert config_from_dict({"api": {"idempotency_ttl": "24h"}}).api.idempotency_ttl_s == 86400
+    for bad, why in (("30m", "at least 1h"), ("soon", "expected a duration")):
+        with pytest.raises(ConfigError, match=f"api.idempotency_ttl: .*{why}"):
+            config_from_dict({"api": {"idempotency_ttl": bad}})

@@ -35,9 +35,9 @@ class Authenticator:
         if scheme.lower() != "bearer" or not presented:
             raise ApiError(401, "unauthenticated", "A valid bearer token is required (Authorization: Bearer <token>).")
         with read_scope(self.engine) as session:
-            token = api_tokens.verify(session, presented)
+            token = api_tokens.verify(session, presented, now=self.clock.now())
         if token is None:
-            raise ApiError(401, "unauthenticated", "The bearer token is unknown or revoked.")
+            raise ApiError(401, "unauthenticated", "The bearer token is unknown, revoked or expired.")
         self._touch(token.id)
         return token
 

@@ -40,6 +40,7 @@ class AuthenticatedToken:
     id: int
     name: str
     abilities: frozenset[str]
+    owner_email: str | None = None  # the agent the v1 family acts as; None: the system user
 
     def allows(self, ability: str) -> bool:
         return ability in self.abilities
@@ -52,6 +53,8 @@ class TokenInfo:
     created_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    owner_email: str | None = None
 
 
 def normalise_abilities(requested: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -78,18 +81,28 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, *, name: str, abilities: list[str] | tuple[str, ...], clock: Clock) -> str:
+def create_token(
+    session: Session, *, name: str, abilities: list[str] | tuple[str, ...], clock: Clock,
+    expires_at: datetime | None = None, owner_email: str | None = None,
+) -> str:
     """Store a new token and return its plaintext `id|secret` (the only time it exists)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInputError("token name: 1-200 characters required")
     granted = normalise_abilities(abilities)
+    if expires_at is not None and expires_at <= clock.now():
+        raise InvalidInputError("the expiry must be in the future")
+    if owner_email is not None:
+        owner_email = owner_email.strip().lower()
+        if "@" not in owner_email or len(owner_email) > 320:
+            raise InvalidInputError(f"owner {owner_email!r} is not an email address")
     if store.get_by_name(session, name) is not None:
         raise ConflictError(f"a token named {name!r} already exists")
     secret = secrets.token_urlsafe(32)
     try:
         with session.begin_nested():
-            row = store.add(session, name=name, secret_sha256=_digest(secret), abilities=granted, now=clock.now())
+            row = store.add(session, name=name, secret_sha256=_digest(secret), abilities=granted, now=clock.now(),
+                            expires_at=expires_at, owner_email=owner_email)
     except IntegrityError:
         raise ConflictError(f"a token named {name!r} already exists") from None
     return f"{row.id}|{secret}"
@@ -97,7 +110,8 @@ def create_token(session: Session, *, name: str, abilities: list[str] | tuple[st
 
 def list_tokens(session: Session) -> list[TokenInfo]:
     return [
-        TokenInfo(t.name, tuple(t.abilities.split()), as_utc(t.created_at), as_utc(t.last_used_at), as_utc(t.revoked_at))
+        TokenInfo(t.name, tuple(t.abilities.split()), as_utc(t.created_at), as_utc(t.last_used_at),
+                  as_utc(t.revoked_at), as_utc(t.expires_at), t.owner_email)
         for t in store.list_all(session)
     ]
 
@@ -110,8 +124,8 @@ def revoke_token(session: Session, *, name: str, clock: Clock) -> None:
         store.revoke(session, row, now=clock.now())
 
 
-def verify(session: Session, presented: str) -> AuthenticatedToken | None:
-    """The token for a presented `id|secret`, or None when unknown, wrong or revoked."""
+def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedToken | None:
+    """The token for a presented `id|secret`, or None when unknown, wrong, revoked or expired."""
     token_id, bar, secret = presented.partition("|")
     if not bar or not token_id.isdigit() or len(token_id) > 18 or not secret:
         return None
@@ -121,7 +135,10 @@ def verify(session: Session, presented: str) -> AuthenticatedToken | None:
     matches = hmac.compare_digest(expected, _digest(secret))
     if row is None or not matches or row.revoked_at is not None:
         return None
-    return AuthenticatedToken(row.id or 0, row.name, effective(row.abilities))
+    expires = as_utc(row.expires_at)
+    if expires is not None and expires <= now:
+        return None
+    return AuthenticatedToken(row.id or 0, row.name, effective(row.abilities), row.owner_email)
 
 
 def touch(session: Session, token_id: int, *, clock: Clock) -> None:

@@ -10,8 +10,12 @@ from sqlmodel import Session, col, select
 from mailhelpdesk.domain.models import ApiToken
 
 
-def add(session: Session, *, name: str, secret_sha256: str, abilities: Sequence[str], now: datetime) -> ApiToken:
-    row = ApiToken(name=name, secret_sha256=secret_sha256, abilities=" ".join(abilities), created_at=now)
+def add(
+    session: Session, *, name: str, secret_sha256: str, abilities: Sequence[str], now: datetime,
+    expires_at: datetime | None = None, owner_email: str | None = None,
+) -> ApiToken:
+    row = ApiToken(name=name, secret_sha256=secret_sha256, abilities=" ".join(abilities), created_at=now,
+                   expires_at=expires_at, owner_email=owner_email)
     session.add(row)
     session.flush()
     return row

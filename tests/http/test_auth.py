@@ -124,3 +124,27 @@ def test_token_cli_errors(api: Api) -> None:
 def test_write_implies_read_but_not_the_reverse(api: Api, tokens: dict[str, str]) -> None:
     assert api.post("/api/v1/tickets/show", {"ticket_number": 100001}, token=tokens["tickets:write"]).status_code == 200
     assert_error(api.post("/api/v1/tickets", ENDPOINTS["/api/v1/tickets"][0], token=tokens["create-ticket"]), 403, "forbidden")
+
+
+def test_expired_token_is_401_and_listed_as_expired(api: Api) -> None:
+    import time
+
+    created = api.daemon.cli("token", "create", "--name", "short-lived", "--ability", "tickets:read",
+                             "--expires-in", "3s", "--owner", "Alice@Helpdesk.test")
+    token = created.stdout.strip().splitlines()[-1]
+    assert "expires 20" in created.stdout
+    started = time.monotonic()
+    assert api.post("/api/v1/tickets/query", {}, token=token).status_code == 200
+    while time.monotonic() - started < 3.5:
+        time.sleep(0.2)
+    assert_error(api.post("/api/v1/tickets/query", {}, token=token), 401, "unauthenticated")
+    import json
+
+    rows = {r["name"]: r for r in json.loads(api.daemon.cli("token", "list", "--json").stdout)}
+    assert rows["short-lived"]["expired"] is True and rows["short-lived"]["owner_email"] == "alice@helpdesk.test"
+    assert "expired 20" in [line for line in api.daemon.cli("token", "list").stdout.splitlines()
+                            if line.startswith("short-lived")][0]
+    for bad in ("soon", "0h", "-5m"):
+        result = api.daemon.cli("token", "create", "--name", f"bad-{bad}", "--ability", "all", "--expires-in", bad,
+                                check=False)
+        assert result.returncode != 0 and "--expires-in" in result.stderr and "Traceback" not in result.stderr
