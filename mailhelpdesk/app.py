@@ -36,6 +36,9 @@ from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
 from mailhelpdesk.transports.smtp_sender import SMTPSender
+from mailhelpdesk.config import webhook_secret
+from mailhelpdesk.store.webhooks import secret_ref_for
+from mailhelpdesk.transports.http_sender import DeliveryHandler, HttpSender
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,10 @@ class Metrics:
         self.pending = Gauge("mailhelpdesk_inbound_pending", "Messages kept, not yet processed", registry=self.registry)
         self.outbox = Counter(
             "mailhelpdesk_outbox_attempts", "Outbound delivery attempts, by result", ["result"], registry=self.registry
+        )
+        self.http_deliveries = Counter(
+            "mailhelpdesk_http_delivery_attempts", "Outgoing HTTP delivery attempts, by result", ["result"],
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "mailhelpdesk_ingest_batch_seconds", "Time to apply one ingest batch", registry=self.registry
@@ -86,6 +93,9 @@ class App:
         self.pollers: list[Any] = []
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self.sender: SMTPSender | None = None
+        self.http_sender: HttpSender | None = None
+        # secret_ref -> HMAC key for signed HTTP deliveries (read once, at start)
+        self._delivery_secrets: dict[str, bytes] = {}
 
     def prepare(self) -> None:
         """Schema up to date, config agents and queues in the store, settings loaded."""
@@ -124,6 +134,13 @@ class App:
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
         )
         self.sender.start()
+        self._delivery_secrets = self.delivery_secrets()
+        self.http_sender = HttpSender.from_config(
+            self.config.http_deliveries, self.engine, self.clock, self.db,
+            secrets=self.delivery_secret, handlers=self.delivery_handlers(),
+            on_result=lambda result: self.metrics.http_deliveries.labels(result=result).inc(),
+        )
+        self.http_sender.start()
         if self.config.imap_mailboxes:
             from mailhelpdesk.transports.imap_poller import IMAPPoller
 
@@ -174,6 +191,8 @@ class App:
                 await asyncio.wait_for(task, timeout=10)
         if self.sender is not None:  # after ingest: what is still queued stays for the next start
             await self.sender.stop()
+        if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
+            await self.http_sender.stop()
         self.db.shutdown(wait=True)
         self.engine.dispose()
         log.info("mailhelpdesk stopped")
@@ -193,6 +212,27 @@ class App:
             run, "interval", seconds=every_s, id=name, name=name, max_instances=1, coalesce=True,
             next_run_time=datetime.now(timezone.utc),
         )
+
+    def delivery_handlers(self) -> dict[str, DeliveryHandler]:
+        """What an HTTP delivery's outcome means, by row kind (transports/http_sender.py calls
+        these in the transaction that records the outcome). A kind without a handler is only
+        recorded: webhooks need nothing more. Interventions register "epilog" here."""
+        handlers: dict[str, DeliveryHandler] = {}
+        return handlers
+
+    def delivery_secret(self, secret_ref: str) -> bytes | None:
+        """The sender's secret resolver: the HMAC key a row's secret_ref names, or None.
+        "webhook:<name>" comes from [[webhooks]]; other prefixes (interventions) go here too."""
+        return self._delivery_secrets.get(secret_ref)
+
+    def delivery_secrets(self) -> dict[str, bytes]:
+        """HMAC keys of signed HTTP deliveries, by the secret_ref their rows carry."""
+        found: dict[str, bytes] = {}
+        for index, hook in enumerate(self.config.webhooks):
+            key = webhook_secret(hook, index)
+            if key:
+                found[secret_ref_for(hook.name)] = key
+        return found
 
     def _purge_keys(self) -> None:
         """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""

@@ -257,3 +257,49 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column())
     completed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     expires_at: datetime = Field(sa_column=utc_column(index=True))
+
+class HttpDelivery(SQLModel, table=True):
+    """One outgoing HTTP POST (a webhook event, an intervention's epilog), written in the same
+    transaction as the change that caused it and drained by transports/http_sender.py.
+
+    `body` is the exact bytes POSTed, so a signature computed at send time covers what the
+    receiver reads. `secret_ref` names the HMAC key ("" = unsigned); the key itself is resolved
+    by the sender and never stored here.
+    """
+
+    __tablename__ = "http_deliveries"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(sa_column=utc_column(index=True))
+    kind: str = Field(max_length=20, index=True)  # webhook | epilog
+    ref: str = Field(max_length=200, index=True)  # "intervention:<id>" | "webhook:<subscription id>"
+    ticket_id: int | None = Field(default=None, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON object
+    secret_ref: str = Field(default="", max_length=200)
+    timeout_s: float = 10.0
+    state: str = Field(default="queued", max_length=20, index=True)  # queued | delivered | failed
+    attempts: int = 0
+    max_attempts: int = 10
+    next_attempt_at: datetime = Field(sa_column=utc_column(index=True))
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    last_status: int | None = None
+    response_body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    delivered_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """A `[[webhooks]]` entry of the config, copied into the store at start so the service layer
+    finds subscribers inside its transaction. The HMAC key stays in the config
+    (secret_ref "webhook:<name>")."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # space-separated; "" = all
+    signed: bool = False
+    # copied from [http_deliveries] at sync, so emitting needs no config
+    timeout_s: float = 10.0
+    max_attempts: int = 10
+    origin: str = Field(default="config", max_length=20)

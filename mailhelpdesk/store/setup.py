@@ -8,11 +8,12 @@ from sqlmodel import select
 from mailhelpdesk.config import Config
 from mailhelpdesk.domain.models import Agent
 from mailhelpdesk.store import tickets as store
+from mailhelpdesk.store import webhooks
 from mailhelpdesk.store.db import session_scope
 
 
 def sync_config(engine: Engine, config: Config) -> None:
-    """Queues and `[[agents]]` from the config exist in the store. Agents added with the CLI stay;
+    """Queues, `[[agents]]` and `[[webhooks]]` from the config exist in the store. Agents added with the CLI stay;
     config agents removed from the file are removed from the store."""
     with session_scope(engine) as session:
         store.ensure_counters(session)
@@ -33,3 +34,7 @@ def sync_config(engine: Engine, config: Config) -> None:
             row.name = item.name
             row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
             session.add(row)
+        webhooks.sync_subscriptions(
+            session, config.webhooks,
+            timeout_s=config.http_deliveries.timeout_s, max_attempts=config.http_deliveries.max_attempts,
+        )

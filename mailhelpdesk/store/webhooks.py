@@ -1,0 +1,79 @@
+"""Webhook subscriptions: the `[[webhooks]]` of the config, kept in a table so the service layer
+finds subscribers inside its own transaction, with no config passed down to it.
+
+Synced at start (`mailhelpdesk serve`, `mailhelpdesk init`) like the config's agents: entries
+removed from the file are removed from the store. The HMAC keys stay in the config; a row only
+says whether it is signed. These functions flush, never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from mailhelpdesk.config import WebhookConfig
+from mailhelpdesk.domain.models import WebhookSubscription
+
+
+def secret_ref_for(name: str) -> str:
+    """The name under which the sender asks for a subscription's HMAC key."""
+    return f"webhook:{name}"
+
+
+def sync_subscriptions(
+    session: Session, hooks: Sequence[WebhookConfig], *, timeout_s: float = 10, max_attempts: int = 10
+) -> None:
+    configured = {h.name: h for h in hooks}
+    for row in session.exec(select(WebhookSubscription)):
+        if row.origin == "config" and row.name not in configured:
+            session.delete(row)
+    session.flush()
+    for name, hook in configured.items():
+        row = session.exec(select(WebhookSubscription).where(WebhookSubscription.name == name)).first()
+        if row is None:
+            row = WebhookSubscription(name=name, url=hook.url, origin="config")
+        row.url = hook.url
+        row.events = " ".join(hook.events)
+        row.signed = bool(hook.secret or hook.secret_file)
+        row.timeout_s, row.max_attempts = float(timeout_s), int(max_attempts)
+        session.add(row)
+    session.flush()
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    name: str
+    url: str
+    events: frozenset[str]  # empty: every event
+    signed: bool
+    timeout_s: float
+    max_attempts: int
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+_CACHE_KEY = "webhook_subscribers"
+
+
+def subscribers(session: Session, event: str) -> list[Subscriber]:
+    """Subscriptions that want `event`. One small SELECT per transaction (cached on the session
+    for the rest of it), so a write that emits several events pays for it once, and a helpdesk
+    without webhooks pays one query that finds nothing."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CACHE_KEY)
+    if cached is None or cached[0] is not transaction:
+        rows = session.exec(select(WebhookSubscription).order_by(WebhookSubscription.id)).all()
+        found = [
+            Subscriber(r.id or 0, r.name, r.url, frozenset(r.events.split()), r.signed, r.timeout_s, r.max_attempts) for r in rows
+        ]
+        cached = (transaction, found)
+        session.info[_CACHE_KEY] = cached
+    return [s for s in cached[1] if s.wants(event)]
+
+
+def list_subscriptions(session: Session) -> Sequence[WebhookSubscription]:
+    return session.exec(select(WebhookSubscription).order_by(WebhookSubscription.id)).all()
