@@ -28,7 +28,7 @@ from mailhelpdesk.config import Config
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.pipeline import IngestSettings
-from mailhelpdesk.services import lifecycle
+from mailhelpdesk.services import interventions, lifecycle
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.store import idempotency
 from mailhelpdesk.store import schema, spool
@@ -117,6 +117,7 @@ class App:
         await self.shutdown()
 
     async def start(self) -> None:
+        interventions.check_templates(self.config)  # ConfigError: a missing .private stops the start
         listener = self.config.smtp_listener
         if listener.enabled:
             self.spool_writer = SpoolWriter(
@@ -218,6 +219,8 @@ class App:
         these in the transaction that records the outcome). A kind without a handler is only
         recorded: webhooks need nothing more. Interventions register "epilog" here."""
         handlers: dict[str, DeliveryHandler] = {}
+        handlers[interventions.EPILOG_KIND] = interventions.EpilogHandler(
+            lambda: self.settings.notify if self.settings else None, self.clock)
         return handlers
 
     def delivery_secret(self, secret_ref: str) -> bytes | None:
@@ -232,6 +235,7 @@ class App:
             key = webhook_secret(hook, index)
             if key:
                 found[secret_ref_for(hook.name)] = key
+        found.update(interventions.delivery_secrets(self.config))
         return found
 
     def _purge_keys(self) -> None:

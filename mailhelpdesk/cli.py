@@ -91,6 +91,8 @@ def serve(ctx: click.Context) -> None:
     app = App(config)
     try:
         asyncio.run(app.run())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None
     except SQLAlchemyError as exc:
@@ -513,6 +515,15 @@ def check(ctx: click.Context) -> None:
     config: Config = ctx.obj.config
     click.echo(f"config: ok ({config.source})")
     problems = 0
+    if config.interventions:
+        from mailhelpdesk.services.interventions import check_templates
+
+        try:
+            check_templates(config)
+            click.echo(f"interventions: ok ({', '.join(i.name for i in config.interventions)})")
+        except ConfigError as exc:
+            click.echo(f"interventions: FAILED {exc}")
+            problems += 1
     try:
         app = _app(ctx)
         from mailhelpdesk.store import schema

@@ -258,6 +258,7 @@ class IdempotencyKey(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     expires_at: datetime = Field(sa_column=utc_column(index=True))
 
+
 class HttpDelivery(SQLModel, table=True):
     """One outgoing HTTP POST (a webhook event, an intervention's epilog), written in the same
     transaction as the change that caused it and drained by transports/http_sender.py.
@@ -303,3 +304,23 @@ class WebhookSubscription(SQLModel, table=True):
     timeout_s: float = 10.0
     max_attempts: int = 10
     origin: str = Field(default="config", max_length=20)
+
+
+class InterventionInstance(SQLModel, table=True):
+    """One intervention started by a remote system (api-contract.md §4.9): its data bag, the
+    ticket it opened and where it stands. UNIQUE(name, uid) is what makes a second create with
+    the same pair lose, even when two arrive at once (services/interventions.py)."""
+
+    __tablename__ = "intervention_instances"
+    __table_args__ = (UniqueConstraint("name", "uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    uid: str = Field(max_length=255)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON object
+    state: str = Field(default="open", max_length=20, index=True)  # open | submitted | completed | failed
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    submitted_by_email: str | None = Field(default=None, max_length=320)
+    submitted_response_id: int | None = None
+    submitted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
-from mailhelpdesk.http import tickiti, v1
+from mailhelpdesk.http import interventions, tickiti, v1
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint
 from mailhelpdesk.http.errors import JSON_TYPE
@@ -82,7 +82,7 @@ def create_api(
             runner=KeyedRunner(engine, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s),
             max_body_bytes=cfg.max_body_bytes,
         )
-        for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt)]:
+        for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
         api.state.runtime = rt
     return api

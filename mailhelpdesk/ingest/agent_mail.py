@@ -8,7 +8,7 @@ import re
 from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
-from mailhelpdesk.errors import InvalidInputError
+from mailhelpdesk.errors import ConflictError, InvalidInputError
 from mailhelpdesk.ingest.facts import (
     customer_thread,
     notify_settings_of,
@@ -24,7 +24,7 @@ from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import notify, ticket_changes
+from mailhelpdesk.services import interventions, notify, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
 from mailhelpdesk.store import tickets as store
@@ -68,7 +68,14 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     # a verified agent forwarding ticket mail to the support address (linked by References or
     # the subject tag, not by answering a notice) is passing it on, not answering the customer
     forward_of_ticket_mail = ctx.thread_via != "signed_address" and find_forwarded(parsed) is not None
-    if block.is_note or not visible or forward_of_ticket_mail:
+    if block.intervention and ctx.settings.notify is not None:  # #set / #submit: one staff note, no mail out
+        interventions.submit(
+            ctx.session, settings=ctx.settings.notify, clock=ctx.clock, ticket=ticket, agent_email=agent.email,
+            agent_name=agent.name, values={c.argument: c.value for c in block.intervention if c.name == "set"},
+            content=visible, final=block.is_submit, base=base, mail=notify_settings_of(ctx) is not None,
+        )
+        what = "intervention " + ("submit" if block.is_submit else "edit")
+    elif block.is_note or not visible or forward_of_ticket_mail:
         if body.strip():
             text = body.strip()
         elif block.commands:
@@ -103,6 +110,14 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
 def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
     """What the parser cannot know: is the assignee an agent? (The rest is checked again by the
     services, which refuse what they cannot apply.)"""
+    for command in block.intervention:
+        try:
+            if ctx.settings.notify is None:
+                raise InvalidInputError("interventions are not available here")
+            interventions.check_command(ctx.session, ctx.settings.notify, ctx.ticket, command.name,  # type: ignore[arg-type]
+                                        command.argument, command.value)
+        except (InvalidInputError, ConflictError) as exc:
+            return CommandError(command.line_number, command.line, str(exc))
     for command in block.changes:
         try:
             if command.name == "assign" and command.argument != "none":

@@ -6,13 +6,18 @@
     #assign <email|me|none>        assign to an agent, to the sender, or to nobody
     #priority <name>               Low, Normal, High or Urgent
     #tag <name> / #untag <name>    add or remove a tag
+    #set <field> <value>           set a field of the ticket's intervention (repeatable; the value
+                                   is the rest of the line; checkbox: true/false, yes/no, 1/0)
+    #submit                        submit the intervention's decision (the text below is added
+                                   to the staff note; nothing is mailed to the customer)
 
 Pure: text in, a `CommandBlock` out. Commands are read from the top of the text: blank lines
 are skipped, every line that starts with `#` followed by a letter is a command, and the first
 other line ends the block (a `#tag` further down is text, never a command). A line in the block
 that is not a valid command makes the whole block an error (`CommandBlock.error`): the caller
 applies nothing and tells the agent which line failed. Whether an assignee is a known agent is
-the service layer's question (`services/ticket_changes.py`), not this module's.
+the service layer's question (`services/ticket_changes.py`), not this module's; so are an
+intervention's field names and types (`services/interventions.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from mailhelpdesk.domain.enums import Priority, TicketStatus
 
 MAX_COMMAND_LINES = 20  # a "block" longer than this is not a command block but an error
 MAX_TAG_CHARS = 100
+MAX_VALUE_CHARS = 2000
+INTERVENTION_COMMANDS = ("set", "submit")
 
 _COMMAND_LINE = re.compile(r"^#[A-Za-z]")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -33,8 +40,9 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # note | status | assign | priority | tag | untag
-    argument: str = ""  # normalised: status value, lower-case email / "me" / "none", priority name, tag
+    name: str  # note | status | assign | priority | tag | untag | set | submit
+    argument: str = ""  # normalised: status value, lower-case email / "me" / "none", priority name, tag, field
+    value: str = ""  # #set: the value as written (the rest of the line, stripped)
     on_hold_until: date | None = None
     line: str = ""  # the line as written
     line_number: int = 0  # 1-based, in the text given
@@ -62,8 +70,17 @@ class CommandBlock:
 
     @property
     def changes(self) -> tuple[Command, ...]:
-        """The commands that change the ticket (everything but #note)."""
-        return tuple(c for c in self.commands if c.name != "note")
+        """The commands that change the ticket (everything but #note, #set and #submit)."""
+        return tuple(c for c in self.commands if c.name not in ("note",) + INTERVENTION_COMMANDS)
+
+    @property
+    def intervention(self) -> tuple[Command, ...]:
+        """The #set and #submit lines (they act on the ticket's intervention)."""
+        return tuple(c for c in self.commands if c.name in INTERVENTION_COMMANDS)
+
+    @property
+    def is_submit(self) -> bool:
+        return any(c.name == "submit" for c in self.commands)
 
 
 class _Bad(Exception):
@@ -128,7 +145,18 @@ def _parse_line(line: str) -> Command:
         if len(tag) > MAX_TAG_CHARS:
             raise _Bad(f"a tag is at most {MAX_TAG_CHARS} characters")
         return Command(name, tag, line=line)
-    raise _Bad(f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag)")
+    if name == "set":
+        field_name, _, value = rest.strip().partition(" ")
+        if not field_name:
+            raise _Bad("expected #set <field> <value>")
+        if len(value) > MAX_VALUE_CHARS:
+            raise _Bad(f"a value is at most {MAX_VALUE_CHARS} characters")
+        return Command("set", field_name, value=value.strip(), line=line)
+    if name == "submit":
+        if args:
+            raise _Bad("#submit takes no argument (set fields with #set <field> <value>)")
+        return Command("submit", line=line)
+    raise _Bad(f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, #submit)")
 
 
 def _status(args: list[str], line: str) -> Command:

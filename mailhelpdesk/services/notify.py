@@ -70,6 +70,10 @@ class NotifySettings:
     deadline_s: int = 172800
     template_dir: str = ""
     agent_name_format: str = "{agent} via {helpdesk}"
+    # [[interventions]] (config.InterventionConfig) and the tries an epilog call gets
+    # (services/interventions.py renders their templates from template_dir like the notices)
+    interventions: tuple[Any, ...] = ()
+    epilog_max_attempts: int = 10
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -84,6 +88,8 @@ class NotifySettings:
             deadline_s=config.smtp_relay.deadline_s,
             template_dir=config.templates.dir,
             agent_name_format=config.helpdesk.agent_name_format,
+            interventions=tuple(config.interventions),
+            epilog_max_attempts=config.http_deliveries.max_attempts,
         )
 
 

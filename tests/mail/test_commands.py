@@ -82,3 +82,34 @@ def test_crlf_and_html_converted_text() -> None:
 def test_too_many_command_lines() -> None:
     block = parse_commands("#tag a\n" * 30)
     assert block.error is not None and "more than" in block.error.message
+
+
+# -- interventions: #set and #submit --------------------------------------------------------------
+
+
+def test_set_and_submit() -> None:
+    block = parse_commands("#set accept yes\n#SET comment  ten  percent, from  Monday \n#submit\n\nOk by me.\n")
+    assert block.error is None
+    first, second, submit = block.commands
+    assert (first.name, first.argument, first.value) == ("set", "accept", "yes")
+    assert (second.name, second.argument, second.value) == ("set", "comment", "ten  percent, from  Monday")
+    assert submit.name == "submit" and block.is_submit
+    assert block.intervention == block.commands and block.changes == ()
+    assert block.body.strip() == "Ok by me."
+
+
+def test_set_with_an_empty_value_and_set_without_submit() -> None:
+    block = parse_commands("#set comment\n#tag vip\n")
+    assert block.error is None and not block.is_submit
+    assert [(c.name, c.argument, c.value) for c in block.intervention] == [("set", "comment", "")]
+    assert [c.name for c in block.changes] == ["tag"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("#set\n", "expected #set <field> <value>"), ("#submit now\n", "#submit takes no argument"),
+     ("#set x " + "v" * 2001 + "\n", "at most 2000 characters"), ("#sumbit\n", "unknown command #sumbit")],
+)
+def test_bad_set_or_submit(text: str, message: str) -> None:
+    block = parse_commands(text)
+    assert block.error is not None and message in block.error.message and block.commands == ()

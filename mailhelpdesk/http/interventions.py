@@ -1,0 +1,55 @@
+"""POST /api/v1/tickets/intervention/submit (EXT, api-contract.md §4.9): staff submit an
+intervention's decision by API, as they can by mail with `#set` / `#submit`.
+
+Body: `ticket_number`, `from_email` (a known agent, else 422), `data` (field values by field
+name; unknown field or a value of the wrong type → 422 on `data.<field>`), optional `content`
+(added to the staff note). A ticket without an intervention → 422 on `ticket_number`; one whose
+intervention is already submitted or completed → 409 `intervention_not_open`. Ability
+`tickets:write`; Idempotency-Key optional, as on the v1 writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session
+
+from mailhelpdesk.http.endpoint import Endpoint, Runtime
+from mailhelpdesk.http.tickiti import _email
+from mailhelpdesk.services import interventions
+
+PATH = "/api/v1/tickets/intervention/submit"
+
+
+class SubmitIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    from_email: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    content: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitArgs:
+    ticket_number: int
+    from_email: str
+    values: dict[str, Any]
+    content: str | None
+
+
+def check_submit(m: SubmitIn, _params: dict[str, Any]) -> SubmitArgs:
+    return SubmitArgs(m.ticket_number, _email(m.from_email, "from_email"), dict(m.data), m.content)
+
+
+def endpoints(rt: Runtime) -> list[Endpoint]:
+    def submit(session: Session, a: SubmitArgs) -> dict[str, Any]:
+        return interventions.submit_api(session, settings=rt.settings.notify, clock=rt.clock,
+                                        ticket_number=a.ticket_number, from_email=a.from_email, values=a.values,
+                                        content=a.content)
+
+    return [
+        Endpoint(PATH, "v1_intervention_submit", "tickets:write", "optional", SubmitIn, check_submit, submit,
+                 "Submit a ticket's intervention (field values; queues the epilog call)"),
+    ]
