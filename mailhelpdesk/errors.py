@@ -2,8 +2,13 @@
 
     HelpdeskError
     ├── NotFoundError            a ticket, message or token that does not exist
+    │   └── AttachmentNotFoundError    no such attachment on that ticket
     ├── InvalidInputError        input that can never succeed as given (4xx / usage error)
-    └── ConflictError            a write that clashes with the current state
+    ├── ConflictError            a write that clashes with the current state
+    └── AttachmentRefusedError   the attachment policy will not hand the file out
+        ├── AttachmentReviewRequiredError   only with intent "review_ok"
+        ├── AttachmentBlockedError          never
+        └── AttachmentTooLargeError         not inline (base64 in JSON)
 """
 
 from __future__ import annotations
@@ -22,4 +27,24 @@ class InvalidInputError(HelpdeskError):
 
 
 class ConflictError(HelpdeskError):
+    pass
+
+
+class AttachmentNotFoundError(NotFoundError):
+    pass
+
+
+class AttachmentRefusedError(HelpdeskError):
+    pass
+
+
+class AttachmentReviewRequiredError(AttachmentRefusedError):
+    pass
+
+
+class AttachmentBlockedError(AttachmentRefusedError):
+    pass
+
+
+class AttachmentTooLargeError(AttachmentRefusedError):
     pass

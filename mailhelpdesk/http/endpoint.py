@@ -6,7 +6,8 @@ schema 422 → handler.
 
 An `Endpoint` names its path, ability, key policy, request model, a `check` that turns the
 validated model into the handler's arguments (shape rules; raises 422) and the handler, which
-calls a service inside the request's transaction.
+calls a service inside the request's transaction. `check` gets the path parameters and, under
+TOKEN_PARAM, the request's AuthenticatedToken (for handlers that act as the token's owner).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from mailhelpdesk.services.api_requests import ApiSettings
 log = logging.getLogger(__name__)
 
 RATE_SCOPE_KEY = "mailhelpdesk.rate"
+# the request's AuthenticatedToken, handed to `check` in its params (never a path parameter name)
+TOKEN_PARAM = "@token"
 
 
 @dataclass
@@ -103,6 +106,8 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     if ep.key in ("required", "optional"):
         key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")
     params = dict(request.path_params)
+    if token is not None:
+        params[TOKEN_PARAM] = token
 
     def validate() -> Any:
         try:

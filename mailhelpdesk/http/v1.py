@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from mailhelpdesk.http import tickiti
-from mailhelpdesk.http.endpoint import Endpoint, Runtime
+from mailhelpdesk.http.endpoint import TOKEN_PARAM, Endpoint, Runtime
 from mailhelpdesk.http.errors import validation_failed
-from mailhelpdesk.services import api_requests
+from mailhelpdesk.services import ticket_reads
+from mailhelpdesk.services.api_tokens import AuthenticatedToken
+
+Id = Annotated[int, Field(ge=1, le=2**62)]
 
 
 class _In(BaseModel):
@@ -40,25 +44,90 @@ class NumberIn(_In):
     ticket_number: int = Field(ge=1, le=999_999_999_999)
 
 
+class CursorIn(_In):
+    created_at: datetime
+    id: Id
+
+
+class ResponsesQueryIn(_In):
+    created_from: str | None = None
+    created_to: str | None = None
+    is_internal: bool | None = None
+    staff_response: bool | None = None
+    queue: list[str] | str | None = None
+    queue_id: list[Id] | Id | None = None
+    ticket_number: list[Id] | Id | None = None
+    include_deleted: bool = False  # responses are never deleted: accepted and ignored
+    fields: list[Literal["html", "plain_text", "attachments"]] | None = None
+    limit: int = Field(default=ticket_reads.DEFAULT_LIMIT, ge=1, le=ticket_reads.MAX_LIMIT)
+    cursor: CursorIn | None = None
+
+
+class AttachmentIn(_In):
+    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    response_attachment_id: Id
+    intent: str | None = None
+
+
 @dataclass(frozen=True)
 class QueryArgs:
     perspective: str
     criteria: list[tuple[str, list[str]]]
     page: int
     per_page: int
+    owner_email: str | None = None
 
 
-def check_query(m: QueryIn, _params: dict[str, Any]) -> QueryArgs:
+@dataclass(frozen=True)
+class AttachmentArgs:
+    ticket_number: int
+    attachment_id: int
+    intent: str | None
+
+
+def check_query(m: QueryIn, params: dict[str, Any]) -> QueryArgs:
     so = m.search_object or SearchObject()
     pid = m.perspective_id if m.perspective_id is not None else so.search_perspective_id
     if pid is not None:
-        if pid not in api_requests.PERSPECTIVES:
+        if pid not in ticket_reads.PERSPECTIVES:
             raise validation_failed({"perspective_id": [f"perspective {pid} not found"]})
-        name = api_requests.PERSPECTIVES[pid]
+        name = ticket_reads.PERSPECTIVES[pid]
     else:
         name = so.search_perspective or "All"
     criteria = [(c.mode, [str(t) for t in c.tokens]) for c in so.criteria]
-    return QueryArgs(name, criteria, m.page, m.per_page)
+    token = params.get(TOKEN_PARAM)
+    owner = token.owner_email if isinstance(token, AuthenticatedToken) else None
+    return QueryArgs(name, criteria, m.page, m.per_page, owner)
+
+
+def _listed(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+
+def check_responses_query(m: ResponsesQueryIn, _params: dict[str, Any]) -> ticket_reads.ResponseQuery:
+    bounds: dict[str, datetime | None] = {}
+    for name in ("created_from", "created_to"):
+        raw = getattr(m, name)
+        try:
+            bounds[name] = None if raw is None else ticket_reads.moment(raw, end=name == "created_to")
+        except ValueError as exc:
+            raise validation_failed({name: [str(exc)]}) from None
+    cursor = None
+    if m.cursor is not None:
+        at = m.cursor.created_at
+        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+        cursor = (at, m.cursor.id)
+    return ticket_reads.ResponseQuery(
+        created_from=bounds["created_from"], created_to=bounds["created_to"], is_internal=m.is_internal,
+        staff_response=m.staff_response, queues=_listed(m.queue), queue_ids=_listed(m.queue_id),
+        ticket_numbers=_listed(m.ticket_number),
+        fields=ticket_reads.RESPONSE_FIELDS if m.fields is None else tuple(m.fields),
+        limit=m.limit, cursor=cursor, include_deleted=m.include_deleted,
+    )
+
+
+def check_attachment(m: AttachmentIn, _params: dict[str, Any]) -> AttachmentArgs:
+    return AttachmentArgs(m.ticket_number, m.response_attachment_id, m.intent)
 
 
 def check_number(m: NumberIn, _params: dict[str, Any]) -> int:
@@ -69,13 +138,21 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     legacy = {ep.action: ep for ep in tickiti.endpoints(rt)}
 
     def query(session: Session, a: QueryArgs) -> dict[str, Any]:
-        return api_requests.query(session, perspective=a.perspective, criteria=a.criteria, page=a.page, per_page=a.per_page)
+        return ticket_reads.query(session, perspective=a.perspective, criteria=a.criteria, page=a.page,
+                                  per_page=a.per_page, owner_email=a.owner_email)
 
     def show(session: Session, number: int) -> dict[str, Any]:
-        return api_requests.show(session, ticket_number=number)
+        return ticket_reads.show(session, ticket_number=number)
 
     def responses(session: Session, number: int) -> dict[str, Any]:
-        return api_requests.responses(session, ticket_number=number)
+        return ticket_reads.responses(session, ticket_number=number)
+
+    def responses_query(session: Session, q: ticket_reads.ResponseQuery) -> dict[str, Any]:
+        return ticket_reads.query_responses(session, q, clock=rt.clock)
+
+    def attachment(session: Session, a: AttachmentArgs) -> dict[str, Any]:
+        return ticket_reads.attachment(session, ticket_number=a.ticket_number, attachment_id=a.attachment_id,
+                                       intent=a.intent)
 
     create, respond = legacy["create_ticket"], legacy["ticket_respond"]
     return [
@@ -91,4 +168,9 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
                  "One ticket with all its responses"),
         Endpoint("/api/v1/tickets/responses", "v1_tickets_responses", "tickets:read", "ignored", NumberIn,
                  check_number, responses, "The responses of one ticket"),
+        Endpoint("/api/v1/tickets/responses/query", "v1_tickets_responses_query", "tickets:read", "ignored",
+                 ResponsesQueryIn, check_responses_query, responses_query,
+                 "Responses across tickets, oldest first, keyset-paged by next_cursor"),
+        Endpoint("/api/v1/tickets/attachment", "v1_tickets_attachment", "tickets:read", "ignored", AttachmentIn,
+                 check_attachment, attachment, "One attachment's bytes (base64), review-gated by type"),
     ]

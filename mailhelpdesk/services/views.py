@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from mailhelpdesk.domain.models import Ticket, as_utc
+from mailhelpdesk.domain.models import Attachment, Response, Ticket, as_utc
+from mailhelpdesk.store import interventions as intervention_store
 from mailhelpdesk.store import tickets as store
 
 
@@ -50,41 +51,46 @@ def ticket_headers(session: Session, tickets: list[Ticket]) -> list[dict[str, An
     ]
 
 
+def response_object(r: Response, attachments: list[Attachment]) -> dict[str, Any]:
+    """One response as api-contract.md §5.2 shows it, plus the EXT fields of DESIGN.md §7."""
+    return {
+        "id": str(r.id),
+        "is_internal": r.is_internal,
+        "is_pinned": r.is_pinned,
+        "staff_response": r.staff_response,
+        "created_by_email": r.created_by_email,
+        "created_at": _iso(r.created_at),
+        "updated_at": _iso(r.updated_at),
+        "is_email_sourced": r.is_email_sourced,
+        "html": r.html,
+        "plain_text": r.plain_text,
+        "attachments": [
+            {
+                "id": str(a.id),
+                "name": a.name,
+                "mime_type": a.mime_type,
+                "file_size": a.file_size,
+                "is_inline": a.is_inline,
+                "sha256": a.sha256,
+            }
+            for a in attachments
+        ],
+        "created_by_name": r.created_by_name,
+        "kind": r.kind,
+        "visible_text": r.visible_text,
+        "subject": r.subject,
+        "message_id": r.message_id,
+        "verified": r.verified,
+    }
+
+
 def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
     """Header plus every response (internal notes included), pinned first, then oldest first."""
     (data,) = ticket_headers(session, [ticket])
     responses = store.responses_of(session, ticket.id or 0)
     attachments = store.attachments_of(session, [r.id for r in responses if r.id is not None])
-    data["responses"] = [
-        {
-            "id": str(r.id),
-            "is_internal": r.is_internal,
-            "is_pinned": r.is_pinned,
-            "staff_response": r.staff_response,
-            "created_by_email": r.created_by_email,
-            "created_at": _iso(r.created_at),
-            "updated_at": _iso(r.updated_at),
-            "is_email_sourced": r.is_email_sourced,
-            "html": r.html,
-            "plain_text": r.plain_text,
-            "attachments": [
-                {
-                    "id": str(a.id),
-                    "name": a.name,
-                    "mime_type": a.mime_type,
-                    "file_size": a.file_size,
-                    "is_inline": a.is_inline,
-                    "sha256": a.sha256,
-                }
-                for a in attachments.get(r.id or 0, [])
-            ],
-            "created_by_name": r.created_by_name,
-            "kind": r.kind,
-            "visible_text": r.visible_text,
-            "subject": r.subject,
-            "message_id": r.message_id,
-            "verified": r.verified,
-        }
-        for r in responses
-    ]
+    data["responses"] = [response_object(r, attachments.get(r.id or 0, [])) for r in responses]
+    found = intervention_store.for_ticket(session, ticket.id or 0)  # EXT: api-contract.md §4.9
+    data["intervention"] = ({"name": found.name, "uid": found.uid, "state": found.state,
+                             "data": intervention_store.data_of(found)} if found else None)
     return data
