@@ -1,9 +1,10 @@
 """Keyed requests (api-contract.md §3): fingerprint, claim, replay, conflict, complete.
 
-`run_keyed` is the whole lifecycle of §3.3: a short transaction claims the key (the unique index
-picks one winner); the schema check runs; then the handler's work and the `completed` mark (status
-plus the exact body bytes) commit in one transaction. A schema error or a handler fault deletes
-the claim, so the key can be used again; a 4xx the handler decides is stored and replayed.
+`KeyedRunner.run` is the lifecycle of §3.3 in ONE transaction: claim the key (the unique index
+picks one winner), check the schema, run the handler in a savepoint and mark the key `completed`
+with the status and exact body bytes, then commit once. A schema error or a handler fault rolls
+the whole transaction back, so the key can be used again and nothing half done remains; a 4xx the
+handler decides undoes only the handler's savepoint and is stored and replayed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import math
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.models import as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
-from mailhelpdesk.store.db import session_scope
+from mailhelpdesk.store.db import read_scope, session_scope
 
 MAX_KEY_CHARS = 255
 
@@ -74,46 +76,71 @@ def parse_key(values: list[str], *, required: bool) -> str | None:
 
 
 class KeyedRunner:
+    """Runs keyed requests: the claim, the handler's work and the stored answer share one
+    transaction, so a crash or a fault at any point leaves no key behind (nothing stuck, nothing
+    half done), and the unique index on (token_id, key) lets exactly one execution commit even
+    across daemons. A duplicate that arrives while the first is still running in this process is
+    answered 409 `idempotency_key_in_progress` at once; on PostgreSQL a duplicate on another
+    daemon waits for the first transaction's outcome and then replays it."""
+
     def __init__(self, engine: Engine, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
         self.engine, self.clock, self.ttl, self.lease = engine, clock, timedelta(seconds=ttl_s), timedelta(seconds=lease_s)
+        self._running: set[tuple[int, str]] = set()
+        self._running_lock = threading.Lock()
 
     def run(
         self, *, token_id: int, key: str, action: str, fp: str,
         validate: Callable[[], Any], handle: Callable[[Session, Any], Any],
     ) -> Outcome:
-        lease = secrets.token_hex(16)
-        claimed = self._claim(token_id=token_id, key=key, action=action, fp=fp, lease=lease)
-        if isinstance(claimed, Outcome):
-            return claimed
-        row_id = claimed
+        slot = (token_id, key)
+        with self._running_lock:
+            if slot in self._running:
+                raise _in_progress()
+            self._running.add(slot)
         try:
-            parsed = validate()
-        except ApiError as exc:  # schema error: nothing stored, the key stays usable
-            self._release(row_id, lease)
-            return Outcome(exc.status, dumps(exc.body()), exc.headers)
-        except BaseException:
-            self._release(row_id, lease)
-            raise
+            return self._run_once(token_id=token_id, key=key, action=action, fp=fp, validate=validate, handle=handle)
+        finally:
+            with self._running_lock:
+                self._running.discard(slot)
+
+    def _run_once(
+        self, *, token_id: int, key: str, action: str, fp: str,
+        validate: Callable[[], Any], handle: Callable[[Session, Any], Any],
+    ) -> Outcome:
+        replay = self._replay(token_id=token_id, key=key, fp=fp)
+        if replay is not None:  # a retry of a finished request: no write transaction at all
+            return replay
+        # the schema is checked before the write lock is taken; its answer is given only if the
+        # key turns out to be free (a used key answers replay or conflict first, §2.3)
+        try:
+            parsed, invalid = validate(), None
+        except ApiError as exc:
+            parsed, invalid = None, exc
         try:
             with session_scope(self.engine) as session:
-                body = ok(handle(session, parsed))
-                self._complete(session, row_id, lease, 200, body)
-            return Outcome(200, body)
-        except _LeaseLost:  # our lease ran out and another request owns the key now
-            return Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"})
-        except BaseException as exc:  # noqa: BLE001 - mapped below
-            error = from_exception(exc)
-            if error.status >= 500:  # nothing was done: forget the claim so a retry re-executes
-                self._release(row_id, lease)
-                raise
-            # a 4xx decided by the handler: its work rolled back; the answer is stored and replayed
-            body = dumps(error.body())
-            try:
-                with session_scope(self.engine) as session:
-                    self._complete(session, row_id, lease, error.status, body)
-            except _LeaseLost:
-                return Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"})
-            return Outcome(error.status, body, error.headers)
+                lease = secrets.token_hex(16)
+                claimed = self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease=lease)
+                if isinstance(claimed, Outcome):
+                    return claimed
+                if invalid is not None:  # nothing is stored for a schema error: the key stays usable
+                    raise _Discard(Outcome(invalid.status, dumps(invalid.body()), invalid.headers))
+                status, headers = 200, {}
+                try:
+                    with session.begin_nested():
+                        body = ok(handle(session, parsed))
+                except Exception as exc:  # noqa: BLE001 - mapped below
+                    error = from_exception(exc)
+                    if error.status >= 500:  # nothing was done: the claim rolls back with the rest
+                        raise
+                    # a 4xx the handler decided: its work is undone, the answer is stored and replayed
+                    status, body, headers = error.status, dumps(error.body()), error.headers
+                now = self.clock.now()
+                if not store.complete(session, row_id=claimed, lease=lease, status=status, body=body, now=now,
+                                      expires_at=now + self.ttl):
+                    raise _Discard(Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"}))
+                return Outcome(status, body, headers)
+        except _Discard as discarded:
+            return discarded.outcome
 
     def run_unkeyed(self, *, validate: Callable[[], Any], handle: Callable[[Session, Any], Any]) -> Outcome:
         try:
@@ -129,44 +156,50 @@ class KeyedRunner:
 
     # -- the steps -------------------------------------------------------------------------
 
-    def _claim(self, *, token_id: int, key: str, action: str, fp: str, lease: str) -> int | Outcome:
-        now = self.clock.now()
-        with session_scope(self.engine) as session:
-            minted = store.take_minted(session, key=key)
-            if minted is not None and minted.action and minted.action != action:
-                raise ApiError(409, "idempotency_key_conflict",
-                               f"This Idempotency-Key was minted for {minted.action}, not {action}.")
-            if store.insert_claim(
-                session, token_id=token_id, key=key, action=action, fingerprint=fp, lease=lease, now=now,
-                locked_until=now + self.lease, expires_at=now + self.ttl,
-            ):
-                row = store.get(session, token_id=token_id, key=key)
-                assert row is not None and row.id is not None
-                return row.id
+    def _replay(self, *, token_id: int, key: str, fp: str) -> Outcome | None:
+        with read_scope(self.engine) as session:
             row = store.get(session, token_id=token_id, key=key)
-            if row is None or row.id is None:  # purged between insert and read: retry is fine
-                raise _in_progress()
+            if row is None or row.state != store.KeyState.completed:
+                return None
             if row.fingerprint != fp:
-                raise ApiError(409, "idempotency_key_conflict",
-                               "This Idempotency-Key was already used with a different request.")
-            if row.state == store.KeyState.completed:
-                return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
-            locked = as_utc(row.locked_until)
-            if locked is not None and locked >= now:
-                raise _in_progress()
-            if store.take_over(session, row_id=row.id, lease=lease, now=now, locked_until=now + self.lease):
-                return row.id
-            raise _in_progress()
+                raise _conflict()
+            return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
 
-    def _complete(self, session: Session, row_id: int, lease: str, status: int, body: bytes) -> None:
+    def _claim(self, session: Session, *, token_id: int, key: str, action: str, fp: str, lease: str) -> int | Outcome:
+        """The claimed row's id, or the answer for a key that is taken (replay); raises 409s."""
         now = self.clock.now()
-        if not store.complete(session, row_id=row_id, lease=lease, status=status, body=body, now=now,
-                              expires_at=now + self.ttl):
-            raise _LeaseLost()
+        minted = store.take_minted(session, key=key)
+        if minted is not None and minted.action and minted.action != action:
+            raise ApiError(409, "idempotency_key_conflict",
+                           f"This Idempotency-Key was minted for {minted.action}, not {action}.")
+        if store.insert_claim(
+            session, token_id=token_id, key=key, action=action, fingerprint=fp, lease=lease, now=now,
+            locked_until=now + self.lease, expires_at=now + self.ttl,
+        ):
+            row = store.get(session, token_id=token_id, key=key)
+            assert row is not None and row.id is not None
+            return row.id
+        row = store.get(session, token_id=token_id, key=key)
+        if row is None or row.id is None:  # purged between insert and read: retry is fine
+            raise _in_progress()
+        if row.fingerprint != fp:
+            raise _conflict()
+        if row.state == store.KeyState.completed:
+            return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
+        # an in-progress row on disk: a claim committed by an older version that crashed, or
+        # one made by `claim_for_test`; it is taken over once its lease has run out
+        locked = as_utc(row.locked_until)
+        if locked is not None and locked >= now:
+            raise _in_progress()
+        if store.take_over(session, row_id=row.id, lease=lease, now=now, locked_until=now + self.lease):
+            return row.id
+        raise _in_progress()
 
-    def _release(self, row_id: int, lease: str) -> None:
+    def abandon_claim(self, *, token_id: int, key: str, action: str, fp: str) -> None:
+        """Commit a bare in-progress claim, as a process that died mid-request under the older
+        two-transaction scheme would have left it (tests of the lease takeover use this)."""
         with session_scope(self.engine) as session:
-            store.release(session, row_id=row_id, lease=lease)
+            self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease="abandoned")
 
     def mint(self, session: Session, action: str) -> dict[str, Any]:
         """A fresh UUIDv4 key, stored `minted` and bound to `action` ('' = any)."""
@@ -180,8 +213,16 @@ class KeyedRunner:
             return store.purge(session, now=self.clock.now())
 
 
-class _LeaseLost(Exception):
-    """Our claim expired and another request took it over: this execution must not commit."""
+class _Discard(Exception):
+    """Roll the request's transaction back and answer with `outcome` instead."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
+def _conflict() -> ApiError:
+    return ApiError(409, "idempotency_key_conflict", "This Idempotency-Key was already used with a different request.")
 
 
 def _in_progress() -> ApiError:
