@@ -9,8 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
+from mailhelpdesk.errors import (
+    AttachmentBlockedError,
+    AttachmentNotFoundError,
+    AttachmentReviewRequiredError,
+    AttachmentTooLargeError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from mailhelpdesk.mail.render import NoticeRenderError
+from mailhelpdesk.services.interventions import InterventionNotOpen, InterventionUidExists
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -42,9 +51,15 @@ def validation_failed(errors: dict[str, list[str]], message: str | None = None) 
 
 # the mapping table: service error -> (status, code); the first matching class wins
 _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
+    (AttachmentNotFoundError, 404, "attachment_not_found"),
+    (AttachmentReviewRequiredError, 422, "attachment_review_required"),
+    (AttachmentBlockedError, 403, "attachment_blocked"),
+    (AttachmentTooLargeError, 413, "attachment_too_large"),
     (NotFoundError, 404, "ticket_not_found"),
     (NoticeRenderError, 422, "validation_failed"),
     (InvalidInputError, 422, "validation_failed"),
+    (InterventionUidExists, 409, "intervention_uid_exists"),  # data.ticket_number: the existing ticket
+    (InterventionNotOpen, 409, "intervention_not_open"),  # data.state: submitted | completed
     (ConflictError, 409, "conflict"),
 )
 
@@ -60,7 +75,7 @@ def from_exception(exc: BaseException) -> ApiError:
             errors = {field: [message]} if field and code == "validation_failed" else None
             if code == "validation_failed" and errors is None:
                 errors = {"request": [message]}
-            return ApiError(status, code, message, errors=errors)
+            return ApiError(status, code, message, errors=errors, data=getattr(exc, "data", None))
     return ApiError(500, "internal_error", "An unexpected error occurred; it is safe to retry with the same key.")
 
 
