@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from mailhelpdesk.store import schema
 from mailhelpdesk.store.db import make_engine
 from tests.helpers import Daemon
 from tests.http.conftest import Api, assert_error, unique
+from tests.transports.test_smtp_sender import Sink
 
 BODY = {"originator_email_address": "idem@customer.test", "data": {"subject": "Replay me", "content": "once"},
         "is_public": True}
@@ -133,22 +135,37 @@ def test_fifty_concurrent_requests_one_key_make_one_ticket(api: Api, admin: str,
 
 
 def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path)
+    """A script retries send_email with one key while the relay refuses (451), across a daemon
+    restart: the relay sink receives exactly one message once it accepts mail."""
+    sink = Sink().start()
+    sink.data_reply = "451 4.3.0 try again later"
+    relay = f'host = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_s = 5\nretry_base_s = 1\nretry_max_s = 1\n'
+    daemon = Daemon(tmp_path, relay_config=relay)
     daemon.start()
     try:
         api = Api(daemon)
         token = api.token("send-email")
         mail = {"to_address": "once@customer.test", "subject": "Invoice 7", "content": "attached"}
         first = api.post("/api/send_email", mail, token=token, key="invoice-7")
-        assert first.status_code == 200
+        assert first.status_code == 200 and first.json()["data"]["status"] == "queued"
         assert api.post("/api/send_email", mail, token=token, key="invoice-7").content == first.content
         daemon.stop()
         daemon.start()
-        again = api.post("/api/send_email", mail, token=token, key="invoice-7")
-        assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
-        assert api.rows("SELECT count(*) FROM outbox WHERE primary_rcpt = 'once@customer.test'") == [(1,)]
+        for _ in range(3):
+            again = api.post("/api/send_email", mail, token=token, key="invoice-7")
+            assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+        sink.data_reply = None
+        deadline = time.monotonic() + 30
+        while not sink.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.5)  # longer than the retry interval: a second copy would have arrived by now
+        delivered = [m for m in sink.parsed() if m["To"].addresses[0].addr_spec == "once@customer.test"]
+        assert len(delivered) == 1, [m["Message-ID"] for m in delivered]
+        assert delivered[0]["Message-ID"] == first.json()["data"]["message_id"]
+        assert api.rows("SELECT count(*), max(state) FROM outbox WHERE primary_rcpt = 'once@customer.test'") == [(1, "sent")]
     finally:
         daemon.stop()
+        sink.stop()
 
 
 # -- the runner in-process, with a frozen clock ---------------------------------------------------
