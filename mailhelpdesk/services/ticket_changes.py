@@ -21,7 +21,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Priority, TicketStatus
 from mailhelpdesk.domain.models import Agent, Ticket, TicketTag
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.services import notify
+from mailhelpdesk.services import notify, webhooks
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import tickets as store
 
@@ -62,6 +62,10 @@ def set_status(
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
+    webhooks.emit(
+        session, "ticket.status_changed", webhooks.about(session, ticket, previous_status=before.value),
+        ticket_id=ticket.id, now=now,
+    )
     if notify_settings is not None and before != value:
         if value == TicketStatus.closed:
             notify.notify_status_change(session, ticket, notice="ticket_closed", settings=notify_settings, clock=clock)
@@ -91,8 +95,12 @@ def assign(session: Session, ticket: Ticket, email: str | None, *, clock: Clock)
     new = agent.email.lower() if agent else None
     if ticket.assigned_to_email == new:
         return False
-    ticket.assigned_to_email = new
+    previous, ticket.assigned_to_email = ticket.assigned_to_email, new
     _touch(session, ticket, clock)
+    webhooks.emit(
+        session, "ticket.assigned", webhooks.about(session, ticket, previous_assignee=previous),
+        ticket_id=ticket.id, now=ticket.updated_at,
+    )
     return True
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
 from mailhelpdesk.domain.models import Attachment, Response, Ticket
+from mailhelpdesk.services import webhooks
 from mailhelpdesk.store import tickets as store
 
 DEFAULT_QUEUE = "Inbox"
@@ -80,6 +81,7 @@ def create_ticket(
     for email, name in cc:
         if email and email.lower() != ticket.originator_email:
             store.add_cc(session, ticket_id=ticket.id or 0, email=email.lower(), name=name)
+    webhooks.emit(session, "ticket.created", webhooks.about(session, ticket), ticket_id=ticket.id, now=now)
     add_response(session, ticket, first, clock=clock, reopen=False)
     return ticket
 
@@ -126,14 +128,22 @@ def add_response(
         )
     if new.message_id:
         store.record_message_id(session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in")
+    reopened_from = None
     if reopen and new.kind == ResponseKind.customer and not response.is_internal:
         if ticket.status != TicketStatus.open:
+            reopened_from = ticket.status
             ticket.status = TicketStatus.open
             ticket.on_hold_until = None
             ticket.resolved_at = None
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
+    webhooks.emit(session, "response.created", webhooks.about(session, ticket, response), ticket_id=ticket.id, now=now)
+    if reopened_from is not None:
+        webhooks.emit(
+            session, "ticket.status_changed", webhooks.about(session, ticket, previous_status=str(reopened_from)),
+            ticket_id=ticket.id, now=now,
+        )
     return response
 
 
