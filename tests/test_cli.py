@@ -72,8 +72,8 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
     shown = json.loads(runner.invoke(main, ["--config", str(cfg), "ticket", "show", "100001", "--json"]).output)
     expected_header = {"id", "number", "subject", "status", "priority", "queue_id", "originator_email",
                        "assigned_to_email", "resolved", "on_hold_until", "created_at", "updated_at",
-                       "queue", "originator_name", "tags", "cc", "responses"}
-    assert set(shown) == expected_header
+                       "queue", "originator_name", "tags", "cc", "responses", "intervention"}
+    assert set(shown) == expected_header and shown["intervention"] is None
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
     response_keys = {"id", "is_internal", "is_pinned", "staff_response", "created_by_email", "created_at",
                      "updated_at", "is_email_sourced", "html", "plain_text", "attachments", "created_by_name",
