@@ -111,6 +111,7 @@ class CreateArgs:
     is_public: bool
     originator_as_responder: bool
     intervention: str | None
+    uid: str | None = None  # shape C; its data bag is body.data
 
 
 def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
@@ -155,8 +156,8 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
             raise validation_failed({"intervention": ["intervention, uid and data.data are all required"]})
         if queue is not None:
             raise validation_failed({"data.queue_name": ["is not allowed with an intervention"]})
-        body = Body()
-    return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention)
+        body = Body(data=data["data"])
+    return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention, m.uid)
 
 
 def check_flat_create(m: FlatCreateIn, _params: dict[str, Any]) -> CreateArgs:
@@ -250,7 +251,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         return api_requests.create_ticket(
             session, settings=s, clock=clock, originator_email=a.originator_email, body=a.body,
             queue_name=a.queue_name, is_public=a.is_public, originator_as_responder=a.originator_as_responder,
-            intervention=a.intervention,
+            intervention=a.intervention, uid=a.uid,
         )
 
     def respond(session: Session, a: RespondArgs) -> dict[str, Any]:

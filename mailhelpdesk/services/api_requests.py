@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 import jinja2
@@ -22,23 +22,19 @@ from jinja2 import meta
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
+from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.errors import InvalidInputError, NotFoundError
 from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, as_bytes, compose
 from mailhelpdesk.mail.html_text import html_to_text, sanitize_html
 from mailhelpdesk.mail.render import NoticeRenderError, available_notices, environment, render_notice
-from mailhelpdesk.services import notify
+from mailhelpdesk.services import interventions, notify
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.notify import NotifySettings, Recipient
-from mailhelpdesk.services.views import ticket_headers, ticket_object
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import ticket_query
 from mailhelpdesk.store import tickets as store
 
 _LOOKS_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
-PERSPECTIVES = {1: "All", 2: "Open", 3: "On hold", 4: "Closed", 5: "Unassigned"}
-CRITERIA_MODES = ("subject", "assigned", "raised", "priority", "queue", "status", "ticket_number",
-                  "created_from", "created_to", "updated_from", "updated_to")
 
 
 class FieldError(InvalidInputError):
@@ -129,11 +125,15 @@ def secure_id(settings: ApiSettings, ticket_id: int) -> str:
 def create_ticket(
     session: Session, *, settings: ApiSettings, clock: Clock, originator_email: str, body: Body,
     queue_name: str | None, is_public: bool, originator_as_responder: bool, intervention: str | None = None,
-    actor: str = "API",
+    actor: str = "API", uid: str | None = None,
 ) -> dict[str, Any]:
     """A ticket from the API, with the same notices a ticket from mail gets."""
-    if intervention is not None:
-        raise FieldError("intervention", f"Intervention '{intervention}' is not configured.")
+    if intervention is not None:  # shape C: services/interventions.py
+        ticket = interventions.create(
+            session, settings=settings.notify, clock=clock, originator_email=originator_email, name=intervention,
+            uid=uid or "", data=body.data, agents=_agents(session), actor=actor,
+        )
+        return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
     queue = queue_name or ticket_service.DEFAULT_QUEUE
     if not ticket_query.queue_exists(session, queue):
         raise FieldError("data.queue_name", f"Queue '{queue}' not found.")
@@ -236,55 +236,3 @@ def render(settings: ApiSettings, *, template_identifier: str, data: Mapping[str
     return {"template_identifier": template_identifier, "subject": rendered.subject, "html": rendered.html,
             "text": rendered.text, "missing": list(rendered.missing)}
 
-
-def show(session: Session, *, ticket_number: int) -> dict[str, Any]:
-    ticket = store.get_ticket_by_number(session, ticket_number)
-    if ticket is None:
-        raise NotFoundError(f"Ticket {ticket_number} not found.")
-    return ticket_object(session, ticket)
-
-
-def responses(session: Session, *, ticket_number: int) -> dict[str, Any]:
-    shown = show(session, ticket_number=ticket_number)
-    return {"ticket_number": ticket_number, "responses": shown["responses"]}
-
-
-def query(
-    session: Session, *, perspective: str, criteria: Sequence[tuple[str, Sequence[str]]], page: int, per_page: int,
-) -> dict[str, Any]:
-    """Run a built-in perspective plus criteria (same mode OR-ed, different modes AND-ed)."""
-    names = {v.lower(): v for v in PERSPECTIVES.values()}
-    if perspective.lower() not in names:
-        raise FieldError("search_object.search_perspective", f"Perspective '{perspective}' not found.")
-    perspective = names[perspective.lower()]
-    by_mode: dict[str, list[str]] = {}
-    for mode, tokens in criteria:
-        if mode not in CRITERIA_MODES:
-            raise FieldError("search_object.criteria", f"Unknown criteria mode '{mode}'.")
-        by_mode.setdefault(mode, []).extend(str(t) for t in tokens)
-    statuses = {"Open": ["open"], "On hold": ["on-hold"], "Closed": ["closed"]}.get(perspective, [])
-    if "status" in by_mode:
-        wanted = by_mode["status"]
-        if any(s not in ("open", "on-hold", "closed") for s in wanted):
-            raise FieldError("search_object.criteria", "status tokens are open, on-hold or closed.")
-        statuses = [s for s in wanted if not statuses or s in statuses] or ["-none-"]
-    try:
-        numbers = [int(n) for n in by_mode.get("ticket_number", [])]
-        priorities = [int(Priority.from_name(p)) for p in by_mode.get("priority", [])]
-        dates = {m: _day(by_mode[m][0], end=m.endswith("_to")) for m in
-                 ("created_from", "created_to", "updated_from", "updated_to") if by_mode.get(m)}
-    except ValueError as exc:
-        raise FieldError("search_object.criteria", str(exc)) from None
-    flt = ticket_query.TicketFilter(
-        statuses=statuses, queues=by_mode.get("queue", []), raised=by_mode.get("raised", []), numbers=numbers,
-        priorities=priorities, assigned=by_mode.get("assigned", []), subject_words=by_mode.get("subject", []),
-        unassigned=perspective == "Unassigned", **dates,
-    )
-    rows, total = ticket_query.query_tickets(session, flt, offset=(page - 1) * per_page, limit=per_page)
-    return {"tickets": ticket_headers(session, rows),
-            "meta": {"total": total, "page": page, "per_page": per_page, "perspective": perspective}}
-
-
-def _day(value: str, *, end: bool) -> datetime:
-    day = date.fromisoformat(value)
-    return datetime.combine(day, time.max if end else time.min, tzinfo=timezone.utc)

@@ -431,8 +431,8 @@ def _complete(session: Session, *, settings: NotifySettings, clock: Clock, ticke
     if final is None:
         _staff_note(session, ticket, f"Intervention {defn.name} completed: {how}.", clock=clock)
         return
-    _post_public(session, settings=settings, clock=clock, ticket=ticket, part=final, author=defn.title or defn.name,
-                 mail=mail)
+    author = _render_string(settings.template_dir, defn.title or defn.name, context)
+    _post_public(session, settings=settings, clock=clock, ticket=ticket, part=final, author=author, mail=mail)
 
 
 def _remote_data(body: bytes) -> dict[str, Any]:
