@@ -63,6 +63,7 @@ class Endpoint:
     check: Callable[[Any, dict[str, Any]], Any]
     handle: Callable[[Session, Any], Any]
     summary: str = ""
+    writes: bool = True  # False: the handler only reads (no write lock, runs beside the writers)
 
 
 def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
@@ -121,7 +122,7 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
         return await run_in_threadpool(
             rt.runner.run, token_id=token.id, key=key, action=ep.action, fp=fp, validate=validate, handle=ep.handle
         )
-    return await run_in_threadpool(rt.runner.run_unkeyed, validate=validate, handle=ep.handle)
+    return await run_in_threadpool(rt.runner.run_unkeyed, validate=validate, handle=ep.handle, writes=ep.writes)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -2,7 +2,8 @@
 
 `KeyedRunner.run` is the lifecycle of §3.3 in ONE transaction: claim the key (the unique index
 picks one winner), check the schema, run the handler in a savepoint and mark the key `completed`
-with the status and exact body bytes, then commit once. A schema error or a handler fault rolls
+with the status and exact body bytes, then commit once (on SQLite that commit is shared with the
+other requests of the moment: store/db.py `write`). A schema error or a handler fault rolls
 the whole transaction back, so the key can be used again and nothing half done remains; a 4xx the
 handler decides undoes only the handler's savepoint and is stored and replayed.
 """
@@ -27,7 +28,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.models import as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
-from mailhelpdesk.store.db import read_scope, session_scope
+from mailhelpdesk.store.db import read_scope, session_scope, write
 
 MAX_KEY_CHARS = 255
 
@@ -116,37 +117,44 @@ class KeyedRunner:
             parsed, invalid = validate(), None
         except ApiError as exc:
             parsed, invalid = None, exc
+        def job(session: Session) -> Outcome:
+            lease = secrets.token_hex(16)
+            claimed = self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease=lease)
+            if isinstance(claimed, Outcome):
+                return claimed
+            if invalid is not None:  # nothing is stored for a schema error: the key stays usable
+                raise _Discard(Outcome(invalid.status, dumps(invalid.body()), invalid.headers))
+            status, headers = 200, {}
+            try:
+                with session.begin_nested():
+                    body = ok(handle(session, parsed))
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                error = from_exception(exc)
+                if error.status >= 500:  # nothing was done: the claim rolls back with the rest
+                    raise
+                # a 4xx the handler decided: its work is undone, the answer is stored and replayed
+                status, body, headers = error.status, dumps(error.body()), error.headers
+            now = self.clock.now()
+            if not store.complete(session, row_id=claimed, lease=lease, status=status, body=body, now=now,
+                                  expires_at=now + self.ttl):
+                raise _Discard(Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"}))
+            return Outcome(status, body, headers)
+
         try:
-            with session_scope(self.engine) as session:
-                lease = secrets.token_hex(16)
-                claimed = self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease=lease)
-                if isinstance(claimed, Outcome):
-                    return claimed
-                if invalid is not None:  # nothing is stored for a schema error: the key stays usable
-                    raise _Discard(Outcome(invalid.status, dumps(invalid.body()), invalid.headers))
-                status, headers = 200, {}
-                try:
-                    with session.begin_nested():
-                        body = ok(handle(session, parsed))
-                except Exception as exc:  # noqa: BLE001 - mapped below
-                    error = from_exception(exc)
-                    if error.status >= 500:  # nothing was done: the claim rolls back with the rest
-                        raise
-                    # a 4xx the handler decided: its work is undone, the answer is stored and replayed
-                    status, body, headers = error.status, dumps(error.body()), error.headers
-                now = self.clock.now()
-                if not store.complete(session, row_id=claimed, lease=lease, status=status, body=body, now=now,
-                                      expires_at=now + self.ttl):
-                    raise _Discard(Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"}))
-                return Outcome(status, body, headers)
+            return write(self.engine, job)
         except _Discard as discarded:
             return discarded.outcome
 
-    def run_unkeyed(self, *, validate: Callable[[], Any], handle: Callable[[Session, Any], Any]) -> Outcome:
+    def run_unkeyed(
+        self, *, validate: Callable[[], Any], handle: Callable[[Session, Any], Any], writes: bool = True,
+    ) -> Outcome:
         try:
             parsed = validate()
-            with session_scope(self.engine) as session:
-                body = ok(handle(session, parsed))
+            if writes:
+                body = write(self.engine, lambda session: ok(handle(session, parsed)))
+            else:
+                with read_scope(self.engine) as session:
+                    body = ok(handle(session, parsed))
             return Outcome(200, body)
         except BaseException as exc:  # noqa: BLE001
             error = from_exception(exc)

@@ -6,11 +6,14 @@ SMTP listener says 250. PostgreSQL needs nothing special: its commits are durabl
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -22,6 +25,11 @@ from sqlmodel import Session, create_engine
 # under concurrent API writes. Other processes (the CLI beside the daemon) still meet the busy
 # timeout.
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[Engine, GroupWriter] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_sqlite(url: str) -> bool:
@@ -85,3 +93,74 @@ def read_scope(engine: Engine) -> Iterator[Session]:
         yield session
     finally:
         session.close()  # ends the transaction without expiring what was read
+
+
+class GroupWriter:
+    """Group commit for the short write jobs of one process on SQLite (the HTTP API's requests).
+
+    SQLite has one writer and every commit is an fsync. Jobs submitted while a transaction is
+    open wait for the next one; each runs in a savepoint of a shared transaction, so a job that
+    raises undoes only its own work, and all of them become durable with one commit before any
+    caller is answered. Callers block until their job's transaction has committed: an answer is
+    never given for work that could still be lost.
+    """
+
+    def __init__(self, engine: Engine, *, max_jobs: int = 64) -> None:
+        self.engine, self.max_jobs = engine, max_jobs
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="db-group-writer", daemon=True)
+        self._thread.start()
+
+    def run(self, job: Callable[[Session], T]) -> T:
+        """Run `job(session)` in a savepoint of the next group transaction; its result once committed."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a group-commit job must use the session it is given, not write() again")
+        done: Future[T] = Future()
+        self._jobs.put((job, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._jobs.get()]
+            while len(batch) < self.max_jobs:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with session_scope(self.engine) as session:
+                for job, done in batch:
+                    try:
+                        with session.begin_nested():
+                            outcomes.append((done, job(session), None))
+                    except Exception as exc:  # noqa: BLE001 - the job's own answer
+                        outcomes.append((done, None, exc))
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of this batch is durable
+            log.exception("group commit failed jobs=%d", len(batch))
+            for _job, done in batch:
+                done.set_exception(exc)
+            return
+        for done, value, error in outcomes:
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(value)
+
+
+def write(engine: Engine, job: Callable[[Session], T]) -> T:
+    """Run `job(session)` in a committed transaction: grouped with other jobs on SQLite, a
+    transaction of its own elsewhere (PostgreSQL commits concurrent transactions well itself)."""
+    if engine not in _WRITE_LOCKS:
+        with session_scope(engine) as session:
+            return job(session)
+    writer = _WRITERS.get(engine)
+    if writer is None:
+        with _WRITERS_LOCK:
+            writer = _WRITERS.get(engine)
+            if writer is None:
+                writer = _WRITERS[engine] = GroupWriter(engine)
+    return writer.run(job)
