@@ -1,7 +1,8 @@
 """API throughput: POST /api/create_ticket on a real daemon (auth, idempotency claim, ticket,
 notices to the outbox, completion; durable SQLite commits) next to a bare FastAPI endpoint on
 uvicorn doing one SQLite insert per request (same pragmas: WAL, synchronous=FULL), at 1, 16
-and 64 concurrent clients, same run.
+and 64 concurrent clients, same run. Both servers run in processes of their own, apart from the
+load generator, so neither shares its interpreter with the clients.
 
     python benchmarks/bench_api.py [--requests 600]
 """
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -79,20 +81,35 @@ def report(name: str, clients: int, n: int, elapsed: float, lat: list[float], er
     print(f"{name:<22} clients={clients:<3} {n / elapsed:8.0f} req/s  p50={p50:6.1f} ms  p99={p99:7.1f} ms  errors={errors}")
 
 
+def wait_listening(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/insert", json={"warm": 1}, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the bare endpoint did not start")
+
+
+def serve_bare(port: int, db: Path) -> None:
+    uvicorn.run(bare_app(db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp), extra_config="[api]\nrate_limit_requests = 100000000\n")
         daemon.start()
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(bare_app(Path(tmp) / "bare.db"), host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
+        bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), str(Path(tmp) / "bare.db")])
+        wait_listening(port)
         try:
             token = daemon.cli("token", "create", "--name", "bench", "--ability", "all").stdout.strip().splitlines()[-1]
             for clients in (1, 16, 64):
@@ -107,8 +124,8 @@ def main() -> None:
                 elapsed, lat, errors = asyncio.run(drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients))
                 report("bare fastapi insert", clients, n, elapsed, lat, errors)
         finally:
-            server.should_exit = True
-            thread.join(10)
+            bare.terminate()
+            bare.wait(10)
             daemon.stop()
 
 
