@@ -3,6 +3,8 @@ and the service each one calls. Routes hold no logic beyond turning JSON into ar
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -13,6 +15,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.http.endpoint import Endpoint, Runtime
 from mailhelpdesk.http.errors import ApiError, validation_failed
+from mailhelpdesk.mail.compose import OutgoingAttachment
 from mailhelpdesk.services import api_requests
 from mailhelpdesk.services.api_requests import Body
 
@@ -65,6 +68,12 @@ class FlatRespondIn(_In):
     on_hold_until: date | None = None
 
 
+class AttachmentIn(_In):
+    name: str = Field(min_length=1, max_length=255)
+    content_base64: str
+    mime_type: str = Field(default="application/octet-stream", max_length=200)
+
+
 class SendEmailIn(_In):
     to_address: str
     subject: str | None = None
@@ -73,6 +82,7 @@ class SendEmailIn(_In):
     data: dict[str, Any] | None = None
     mailbox: str | None = None
     validate_address: bool = False
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=50)  # EXT
 
 
 class RenderIn(_In):
@@ -207,6 +217,24 @@ class SendArgs:
     to_address: str
     body: Body
     mailbox: str | None
+    attachments: tuple[OutgoingAttachment, ...] = ()
+
+
+_MIME_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
+    """Decoded attachments; a bad encoding or type is a 422 naming the item."""
+    decoded = []
+    for i, item in enumerate(items):
+        try:
+            data = base64.b64decode(item.content_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise validation_failed({f"attachments.{i}.content_base64": ["must be base64"]}) from None
+        if not _MIME_TYPE.match(item.mime_type):
+            raise validation_failed({f"attachments.{i}.mime_type": ["must be a MIME type such as application/pdf"]})
+        decoded.append(OutgoingAttachment(item.name, item.mime_type.lower(), data))
+    return tuple(decoded)
 
 
 def check_send(m: SendEmailIn, _params: dict[str, Any]) -> SendArgs:
@@ -223,10 +251,12 @@ def check_send(m: SendEmailIn, _params: dict[str, Any]) -> SendArgs:
             raise validation_failed({"subject": ["is required"]})
         if m.content is None:
             raise validation_failed({"content": ["is required"]})
-        return SendArgs(to, Body(subject=_line(m.subject, "subject"), content=m.content), m.mailbox)
+        return SendArgs(to, Body(subject=_line(m.subject, "subject"), content=m.content), m.mailbox,
+                        _attachments(m.attachments))
     if m.data is None:
         raise validation_failed({"data": ["is required with template_identifier"]})
-    return SendArgs(to, Body(template_identifier=m.template_identifier, data=m.data), m.mailbox)
+    return SendArgs(to, Body(template_identifier=m.template_identifier, data=m.data), m.mailbox,
+                    _attachments(m.attachments))
 
 
 def check_render(m: RenderIn, _params: dict[str, Any]) -> RenderIn:
@@ -262,7 +292,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
 
     def send(session: Session, a: SendArgs) -> dict[str, Any]:
         return api_requests.send_email(session, settings=s, clock=clock, to_address=a.to_address, body=a.body,
-                                       mailbox=a.mailbox)
+                                       mailbox=a.mailbox, attachments=a.attachments)
 
     def render(_session: Session, m: RenderIn) -> dict[str, Any]:
         return api_requests.render(s, template_identifier=m.template_identifier, data=m.data, to_address=m.to_address)

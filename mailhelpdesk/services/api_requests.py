@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -24,9 +24,10 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.errors import InvalidInputError, NotFoundError
-from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, as_bytes, compose
+from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, OutgoingAttachment, as_bytes, compose
 from mailhelpdesk.mail.html_text import html_to_text, sanitize_html
 from mailhelpdesk.mail.render import NoticeRenderError, available_notices, environment, render_notice
+from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import interventions, notify
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.notify import NotifySettings, Recipient
@@ -205,29 +206,44 @@ def respond(
 
 def send_email(
     session: Session, *, settings: ApiSettings, clock: Clock, to_address: str, body: Body, mailbox: str | None,
+    attachments: Sequence[OutgoingAttachment] = (),
 ) -> dict[str, Any]:
-    """One message through the outbox (sent later, with retries); never a ticket."""
+    """One message through the outbox (sent later, with retries); never a ticket.
+
+    The loop rules of notices hold where they make sense for transactional mail: never to one
+    of our own addresses (it would come straight back in), and an address that bounced for good
+    is kept `suppressed` instead of being sent (the answer says so); there is no per-recipient
+    rate limit, because the caller decided to send this one message.
+    """
     name = mailbox or settings.default_mailbox
     address = settings.mailboxes.get(name)
     if address is None:
         raise FieldError("mailbox", f"Mailbox '{name}' not found.")
+    own = settings.notify.own_addresses
+    if to_address.strip().lower() in own or split_plus(to_address.strip().lower())[0] in own:
+        raise FieldError("to_address", "The to_address is one of the helpdesk's own addresses (it would loop).")
     rendered = _body(body, settings, {"to_address": to_address})
     now = clock.now()
     try:
         message = compose(Outgoing(
             from_name=settings.notify.helpdesk_name, from_address=address, to=[("", to_address)],
             subject=rendered.subject, text=rendered.text, html=rendered.html, auto_submitted=AUTO_GENERATED, date=now,
+            attachments=tuple(attachments),
         ))
     except InvalidInputError as exc:
         field_name = "to_address" if "to " in str(exc) or str(exc).startswith("to") else "subject"
         raise FieldError(field_name, str(exc)) from None
     message_id = str(message["Message-ID"])
+    suppressed = outbox.suppressed_reason(session, email=to_address.strip().lower(), now=now)
     outbox.enqueue(
         session, kind="send_email", ticket_id=None, message_id=message_id, mail_from=address,
         rcpt_tos=[to_address.lower()], is_automatic=False, raw=as_bytes(message), now=now,
         deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
+        state=outbox.OutboxState.suppressed if suppressed else outbox.OutboxState.queued,
+        last_error=f"{to_address} is suppressed: {suppressed}" if suppressed else "",
     )
-    return {"message_id": message_id, "mailbox": name, "to_address": to_address, "status": "queued"}
+    status = "suppressed" if suppressed else "queued"
+    return {"message_id": message_id, "mailbox": name, "to_address": to_address, "status": status}
 
 
 def render(settings: ApiSettings, *, template_identifier: str, data: Mapping[str, Any], to_address: str | None) -> dict[str, Any]:

@@ -187,9 +187,51 @@ def test_send_email_errors(api: Api, admin: str) -> None:
         ({"to_address": "not an address", "validate_address": True, "subject": "s", "content": "c"}, "to_address"),
         ({"to_address": "a@b.test", "subject": "s", "content": "c", "mailbox": "Nope"}, "mailbox"),
         ({"to_address": "a@b.test", "template_identifier": "nope", "data": {}}, "template_identifier"),
+        ({"to_address": "support@helpdesk.test", "subject": "s", "content": "c"}, "to_address"),
+        ({"to_address": "Billing+x@helpdesk.test", "subject": "s", "content": "c"}, "to_address"),
+        ({"to_address": "a@b.test", "subject": "s", "content": "c",
+          "attachments": [{"name": "a.pdf", "content_base64": "not base64!"}]}, "attachments.0.content_base64"),
+        ({"to_address": "a@b.test", "subject": "s", "content": "c",
+          "attachments": [{"name": "a.pdf", "content_base64": "", "mime_type": "pdf\r\nX: y"}]}, "attachments.0.mime_type"),
     ]:
         err = assert_error(api.post("/api/send_email", body, token=admin, key=unique()), 422, "validation_failed")
         assert field in err["errors"], (body, err)
+
+
+def test_send_email_with_attachments(api: Api, admin: str) -> None:
+    import base64
+    import email
+    from email.policy import default as default_policy
+
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 4
+    resp = api.post("/api/send_email", {
+        "to_address": "buyer@shop.test", "subject": "Invoice 42", "content": "Your invoice is attached.",
+        "attachments": [{"name": "invoice 42.pdf", "mime_type": "application/pdf",
+                         "content_base64": base64.b64encode(pdf).decode()},
+                        {"name": "bad\r\nname.txt", "content_base64": base64.b64encode(b"hi").decode()}],
+    }, token=admin, key=unique())
+    assert resp.status_code == 200, resp.text
+    (raw,) = api.rows("SELECT raw FROM outbox WHERE message_id = ?", resp.json()["data"]["message_id"])[0]
+    message = email.message_from_bytes(raw, policy=default_policy)
+    parts = {p.get_filename(): p for p in message.iter_attachments()}  # type: ignore[attr-defined]
+    assert parts["invoice 42.pdf"].get_content_type() == "application/pdf"
+    assert parts["invoice 42.pdf"].get_content() == pdf
+    assert not any("\r" in n or "\n" in n for n in parts)  # the control characters were replaced
+    assert message["Auto-Submitted"] == "auto-generated" and "Invoice 42" == message["Subject"]
+
+
+def test_send_email_to_a_bouncing_address_is_kept_suppressed(api: Api, admin: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(api.db_path, timeout=30)
+    con.execute("INSERT INTO suppressed_addresses (email, reason, until_at) VALUES (?, ?, ?)",
+                ("gone@shop.test", "550 no such user", "2099-01-01 00:00:00"))
+    con.commit()
+    con.close()
+    resp = api.post("/api/send_email", {"to_address": "gone@shop.test", "subject": "s", "content": "c"},
+                    token=admin, key=unique())
+    assert resp.status_code == 200 and resp.json()["data"]["status"] == "suppressed", resp.text
+    assert api.rows("SELECT state FROM outbox WHERE message_id = ?", resp.json()["data"]["message_id"]) == [("suppressed",)]
 
 
 def test_render_template(api: Api, admin: str) -> None:
