@@ -3,14 +3,15 @@
 Keyset pages stay stable while rows are inserted: a page never repeats a row and never skips
 one that sorts after the cursor. Rows are only ever inserted "after" the current end, because
 `created_at` is the clock at the time of the write and, on SQLite, every writer of a process
-holds the write lock (store/db.py) while it takes that time. On PostgreSQL writers commit
+takes it inside the one write transaction (store/db.py; group-committed API writes take it in
+commit order too), and a read sees a snapshot of whole commits. On PostgreSQL writers commit
 concurrently, so a row can become visible after a later one; `settled_before` (from
 `visibility_horizon`) holds back the last few seconds so the cursor never moves past a row that
 is still being committed.
 
-There is no index on responses.created_at: a query without a ticket filter reads the responses
-in created_at order by sorting. That is fine for the sizes we measured; an index on
-(created_at, id) is the fix if it is not.
+There is no index on responses.created_at (no schema change was made for this): a query without
+a ticket filter sorts the matching responses on every page. Not measured yet; an index on
+(created_at, id) is the fix when it shows.
 """
 
 from __future__ import annotations
