@@ -177,8 +177,9 @@ class HttpSender:
             await client.aclose()
 
     def _after_commit(self, session: SASession) -> None:
-        # store/http_outbox.enqueue marks the session; only our engine's commits count
-        if session.info.pop(http_outbox.ENQUEUED_FLAG, False) and session.bind is self.engine:
+        # store/http_outbox.enqueue marks the session; only our engine's commits count (and the
+        # mark is left alone for another sender in this process whose engine it is)
+        if session.bind is self.engine and session.info.pop(http_outbox.ENQUEUED_FLAG, False):
             self.wake()
 
     async def _run(self) -> None:
