@@ -28,7 +28,7 @@ from mailhelpdesk.config import Config
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.pipeline import IngestSettings
-from mailhelpdesk.services import interventions, lifecycle
+from mailhelpdesk.services import interventions, lifecycle, notify
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.store import idempotency
 from mailhelpdesk.store import schema, spool
@@ -130,9 +130,11 @@ class App:
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self._wake_on_hold)
+        notify_settings = self.settings.notify if self.settings else None
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay, self.engine, self.clock, self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
+            composer=(lambda spec: notify.compose_spec(spec, notify_settings)) if notify_settings else None,
         )
         self.sender.start()
         self._delivery_secrets = self.delivery_secrets()

@@ -123,6 +123,9 @@ class OutboundConfig:
     auto_notice_window_s: int = 3600
     # an address whose mail bounced for good gets no automatic notices for this long
     suppress_bouncing_s: int = 604800
+    # automatic notices are written as what to render and composed by the sender just before
+    # sending (short transactions for the change that caused them); false: composed at once
+    compose_in_sender: bool = True
 
 
 @dataclass(frozen=True)

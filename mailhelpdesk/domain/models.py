@@ -209,6 +209,9 @@ class OutboxItem(SQLModel, table=True):
     deadline_at: datetime = Field(sa_column=utc_column())
     last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # an automatic notice written as what to render (JSON), composed into `raw` by the sender
+    # just before sending, so the change's transaction does not pay for MIME (services/notify.py)
+    compose_spec: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class SuppressedAddress(SQLModel, table=True):

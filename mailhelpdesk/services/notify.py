@@ -18,11 +18,12 @@ many `new_ticket` notices an hour); the other rules apply to them too.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
 
@@ -42,7 +43,7 @@ from mailhelpdesk.mail.compose import (
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.render import render_notice
+from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
@@ -74,6 +75,8 @@ class NotifySettings:
     # (services/interventions.py renders their templates from template_dir like the notices)
     interventions: tuple[Any, ...] = ()
     epilog_max_attempts: int = 10
+    # automatic notices are written as a spec and composed by the sender (see compose_pending)
+    compose_in_sender: bool = False
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -90,6 +93,7 @@ class NotifySettings:
             agent_name_format=config.helpdesk.agent_name_format,
             interventions=tuple(config.interventions),
             epilog_max_attempts=config.http_deliveries.max_attempts,
+            compose_in_sender=config.outbound.compose_in_sender,
         )
 
 
@@ -195,8 +199,29 @@ def schedule_notice(
     # a customer's malformed Message-ID must not cost the notice its threading, or the notice
     in_reply_to = in_reply_to if is_message_id(in_reply_to) else None
     references = [r for r in references if is_message_id(r)]
-    rendered = render_notice(notice, context, template_dir=settings.template_dir)
     signed = reply_address(settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id))
+    if automatic and not attachments and settings.compose_in_sender:
+        message_id = make_message_id(domain_of(settings.helpdesk_address))
+        spec = _notice_spec(
+            notice=notice, context=context, recipient=recipient, message_id=message_id, reply_to=signed,
+            in_reply_to=in_reply_to, references=references, auto_submitted=auto_submitted, ticket=ticket, now=now,
+            from_name=settings.helpdesk_name if from_name is None else from_name,
+        )
+        if spec is not None:
+            item = outbox.enqueue(
+                session, kind=notice, ticket_id=ticket.id, message_id=message_id, mail_from=settings.helpdesk_address,
+                rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True, raw=b"", now=now,
+                deadline_at=now + timedelta(seconds=settings.deadline_s),
+                state=outbox.OutboxState.suppressed if refusal else outbox.OutboxState.queued,
+                last_error=refusal or "", compose_spec=spec,
+            )
+            if refusal:
+                log.warning("notice suppressed notice=%s ticket=%s rcpt=%s reason=%s", notice, ticket.number,
+                            recipient.email, refusal)
+            else:
+                ticket_store.record_message_id(session, message_id=message_id, ticket_id=ticket.id or 0, direction="out")
+            return item
+    rendered = render_notice(notice, context, template_dir=settings.template_dir)
     try:
         message = _compose_notice(
             settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
@@ -231,6 +256,52 @@ def schedule_notice(
     else:
         ticket_store.record_message_id(session, message_id=message_id, ticket_id=ticket.id or 0, direction="out")
     return item
+
+
+def _notice_spec(
+    *, notice: str, context: Mapping[str, Any], recipient: Recipient, message_id: str, reply_to: str,
+    in_reply_to: str | None, references: Sequence[str], auto_submitted: str, ticket: Ticket, now: Any, from_name: str,
+) -> str | None:
+    """Everything composing the notice later needs, as JSON (None: the context is not plain
+    JSON data, and the notice is composed at once instead)."""
+    try:
+        return json.dumps({
+            "v": 1, "notice": notice, "context": dict(context), "to": [recipient.name, recipient.email],
+            "message_id": message_id, "reply_to": reply_to, "in_reply_to": in_reply_to,
+            "references": list(references), "auto_submitted": auto_submitted, "ticket_number": ticket.number,
+            "thread_topic": ticket.subject, "date": now.isoformat(), "from_name": from_name,
+        }, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def compose_spec(spec: str, settings: NotifySettings) -> bytes:
+    """The message bytes of a notice written as a spec; raises NoticeRenderError or
+    InvalidInputError when it cannot be built (the caller fails the row with the reason)."""
+    data = json.loads(spec)
+    rendered = render_notice(data["notice"], data["context"], template_dir=settings.template_dir)
+    message = compose(Outgoing(
+        from_name=data["from_name"], from_address=settings.helpdesk_address, to=[tuple(data["to"])],
+        subject=rendered.subject, text=rendered.text, html=rendered.html, reply_to=data["reply_to"],
+        in_reply_to=data["in_reply_to"], references=tuple(data["references"]),
+        auto_submitted=data["auto_submitted"], ticket_number=data["ticket_number"],
+        thread_topic=data["thread_topic"], message_id=data["message_id"],
+        date=datetime.fromisoformat(data["date"]),
+    ))
+    return as_bytes(message)
+
+
+def compose_pending(session: Session, settings: NotifySettings, *, clock: Clock, limit: int = 1000) -> int:
+    """Compose every queued notice still written as a spec, in this session (the sender does the
+    same in two short transactions around the composing, see transports/smtp_sender.py)."""
+    rows = outbox.to_compose(session, limit=limit)
+    for item_id, spec in rows:
+        try:
+            outbox.set_composed(session, item_id, raw=compose_spec(spec, settings))
+        except (NoticeRenderError, InvalidInputError, KeyError, ValueError) as exc:
+            outbox.set_uncomposable(session, item_id, now=clock.now(), error=f"cannot compose: {exc}")
+    session.flush()
+    return len(rows)
 
 
 def _compose_notice(

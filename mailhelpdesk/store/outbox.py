@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress, as_utc
@@ -42,6 +42,7 @@ def enqueue(
     deadline_at: datetime,
     state: str = OutboxState.queued,
     last_error: str = "",
+    compose_spec: str | None = None,
 ) -> OutboxItem:
     item = OutboxItem(
         created_at=now,
@@ -57,10 +58,43 @@ def enqueue(
         next_attempt_at=now,
         deadline_at=deadline_at,
         last_error=last_error,
+        compose_spec=compose_spec,
     )
     session.add(item)
     session.flush()
     return item
+
+
+def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
+    """(id, spec) of queued rows still to be composed, oldest first."""
+    rows = session.exec(
+        select(OutboxItem.id, OutboxItem.compose_spec)
+        .where(OutboxItem.state == OutboxState.queued, col(OutboxItem.compose_spec).is_not(None))
+        .order_by(col(OutboxItem.id))
+        .limit(limit)
+    ).all()
+    return [(int(i or 0), str(spec)) for i, spec in rows]
+
+
+def set_composed(session: Session, item_id: int, *, raw: bytes) -> None:
+    """The composed message for a row that was written as a spec (a second composer's result
+    for the same row is ignored: both are the same message with the same Message-ID)."""
+    session.execute(
+        update(OutboxItem)
+        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
+        .values(raw=raw, compose_spec=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_uncomposable(session: Session, item_id: int, *, now: datetime, error: str) -> None:
+    """A spec that cannot become a message (a broken template): failed, with the reason."""
+    session.execute(
+        update(OutboxItem)
+        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
+        .values(state=OutboxState.failed, last_error=error[:2000], compose_spec=None, sent_at=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:
@@ -68,7 +102,8 @@ def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) ->
     rows = list(
         session.exec(
             select(OutboxItem)
-            .where(OutboxItem.state == OutboxState.queued, col(OutboxItem.next_attempt_at) <= now)
+            .where(OutboxItem.state == OutboxState.queued, col(OutboxItem.next_attempt_at) <= now,
+                   col(OutboxItem.compose_spec).is_(None))
             .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
             .limit(limit)
         )

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpRelayConfig, read_password
 from mailhelpdesk.store import outbox
-from mailhelpdesk.store.db import session_scope
+from mailhelpdesk.store.db import read_scope, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,10 @@ class SMTPSender:
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_result: Callable[[str], None] | None = None,
+        composer: Callable[[str], bytes] | None = None,
     ) -> None:
         self.engine, self.clock, self.executor, self.relay = engine, clock, executor, relay
+        self.composer = composer  # spec -> message bytes, for notices written as a spec
         self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
         self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
         self._wakeup = asyncio.Event()
@@ -220,12 +222,55 @@ class SMTPSender:
             if done == 0:
                 await self.relay.close()  # idle: do not hold the relay's connection open
 
-    async def drain_once(self) -> int:
-        """Send one batch of due rows; returns how many were claimed."""
+    async def compose_once(self) -> int:
+        """Turn one batch of notices written as specs into messages; returns how many.
+
+        The specs are read and the results written in two short transactions on the database
+        thread; the rendering and MIME work between them runs on another thread, so neither
+        the database nor its writers wait for it."""
+        if self.composer is None:
+            return 0
         loop = asyncio.get_running_loop()
+        pending = await loop.run_in_executor(self.executor, self._to_compose)
+        if not pending:
+            return 0
+        composer = self.composer
+
+        def build() -> list[tuple[int, bytes | None, str]]:
+            built: list[tuple[int, bytes | None, str]] = []
+            for item_id, spec in pending:
+                try:
+                    built.append((item_id, composer(spec), ""))
+                except Exception as exc:  # noqa: BLE001 - a broken template fails its notice only
+                    built.append((item_id, None, f"cannot compose: {exc}"))
+            return built
+
+        built = await loop.run_in_executor(None, build)
+        await loop.run_in_executor(self.executor, self._store_composed, built)
+        return len(built)
+
+    def _to_compose(self) -> list[tuple[int, str]]:
+        with read_scope(self.engine) as session:
+            return outbox.to_compose(session, limit=self.batch_size)
+
+    def _store_composed(self, built: list[tuple[int, bytes | None, str]]) -> None:
+        now = self.clock.now()
+        with session_scope(self.engine) as session:
+            for item_id, raw, error in built:
+                if raw is not None:
+                    outbox.set_composed(session, item_id, raw=raw)
+                else:
+                    outbox.set_uncomposable(session, item_id, now=now, error=error)
+                    log.warning("outbox notice failed id=%s error=%s", item_id, error)
+
+    async def drain_once(self) -> int:
+        """Compose what waits to be composed, then send one batch of due rows; returns how many
+        rows were composed or claimed."""
+        loop = asyncio.get_running_loop()
+        composed = await self.compose_once()
         items = await loop.run_in_executor(self.executor, self._claim)
         if not items:
-            return 0
+            return composed
         results: list[_Result] = []
         broken: DeliveryError | None = None
         for item_id, mail_from, rcpt_tos, raw in items:
@@ -244,7 +289,7 @@ class SMTPSender:
                 continue
             results.append(_Result(item_id, "sent", reply))
         await loop.run_in_executor(self.executor, self._record, results)
-        return len(items)
+        return composed + len(items)
 
     def _claim(self) -> list[tuple[int, str, list[str], bytes]]:
         with session_scope(self.engine) as session:

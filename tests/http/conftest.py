@@ -51,6 +51,16 @@ class Api:
             content = json.dumps({} if body is None else body).encode()
         return httpx.post(self.base + path, content=content, headers=hdrs, timeout=60)
 
+    def composed(self, ticket_id: int | None = None, timeout: float = 20) -> None:
+        """Wait until the sender has composed the notices written as specs (of one ticket, or all)."""
+        import time
+
+        where = "compose_spec IS NOT NULL AND state = 'queued'" + (" AND ticket_id = ?" if ticket_id else "")
+        deadline = time.monotonic() + timeout
+        while self.rows(f"SELECT count(*) FROM outbox WHERE {where}", *([ticket_id] if ticket_id else []))[0][0]:
+            assert time.monotonic() < deadline, "notices were not composed in time"
+            time.sleep(0.05)
+
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:

@@ -11,6 +11,7 @@ from tests.http.conftest import Api, assert_error, unique
 
 def _notices(api: Api, ticket_id: int) -> list[tuple[str, str, int, str]]:
     """(kind, recipient, automatic, Auto-Submitted value) per outbox row of the ticket."""
+    api.composed(ticket_id)
     rows = api.rows("SELECT kind, primary_rcpt, is_automatic, raw FROM outbox WHERE ticket_id = ?", ticket_id)
     found = []
     for kind, rcpt, automatic, raw in rows:

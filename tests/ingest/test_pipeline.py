@@ -14,6 +14,7 @@ from mailhelpdesk.domain.models import InboundMessage, Response, Ticket
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.steps import STEPS
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
+from mailhelpdesk.services import notify
 from mailhelpdesk.store import schema, spool
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
@@ -44,11 +45,18 @@ class Desk:
                 session, raw=raw, envelope=spool.Envelope(source="smtp", mail_from=mail_from, rcpt_tos=rcpt), now=self.clock.now()
             )
         worker.process_batch(self.engine, self.settings, self.clock, limit=100)
+        self.compose_notices()
         self.clock.advance(seconds=1)
         with read_scope(self.engine) as session:
             done = session.get(InboundMessage, row.id)
             assert done is not None
             return done
+
+    def compose_notices(self) -> int:
+        """What the daemon's sender does before sending: notices written as specs become mail."""
+        assert self.settings.notify is not None
+        with session_scope(self.engine) as session:
+            return notify.compose_pending(session, self.settings.notify, clock=self.clock)
 
     def tickets(self) -> list[Ticket]:
         with read_scope(self.engine) as session:

@@ -30,6 +30,7 @@ def test_on_hold_ticket_wakes_on_its_date_and_tells_the_assignee_once(tmp_path: 
     desk.clock.advance(days=2)
     assert run() == [100001]
     assert run() == []  # never twice
+    assert desk.compose_notices() == 1
     with read_scope(desk.engine) as session:
         woken = session.exec(select(Ticket)).one()
         notices = session.exec(select(OutboxItem).where(OutboxItem.kind == "on_hold_woke")).all()

@@ -18,6 +18,7 @@ from mailhelpdesk.domain.models import KnownMessageId, OutboxItem, SuppressedAdd
 from mailhelpdesk.mail.tokens import split_plus, verify_token
 from mailhelpdesk.services import notify
 from mailhelpdesk.services.notify import auto_reply_refusal
+from mailhelpdesk.store import outbox
 from mailhelpdesk.store.db import read_scope, session_scope
 from tests.helpers import make_mail
 from tests.ingest.test_pipeline import Desk
@@ -201,8 +202,48 @@ def test_status_notices_render(desk: Desk) -> None:
         ticket = session.exec(select(Ticket)).one()
         closed = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock)
         reopened = notify.notify_status_change(session, ticket, notice="ticket_reopened", settings=desk.settings.notify, clock=desk.clock)
-        assert parsed(closed)["Subject"] == "[#100001] Closed: Help please"
-        assert parsed(reopened)["Auto-Submitted"] == "auto-generated"
+    assert desk.compose_notices() == 2
+    rows = {row.id: row for row in outbox_rows(desk)}
+    assert parsed(rows[closed.id])["Subject"] == "[#100001] Closed: Help please"
+    assert parsed(rows[reopened.id])["Auto-Submitted"] == "auto-generated"
+
+
+def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path: Path) -> None:
+    """The sender composes a deferred notice into the same mail the change would have composed
+    inline (same Message-ID it was recorded under, same headers and text), and a template that
+    fails fails only that notice, with the reason."""
+    assert desk.settings.notify is not None
+    desk.feed(make_mail(subject="Deferred or not"))
+    inline = dataclasses.replace(desk.settings.notify, compose_in_sender=False)
+    with session_scope(desk.engine) as session:
+        ticket = session.exec(select(Ticket)).one()
+        deferred = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=desk.settings.notify,
+                                               clock=desk.clock)
+        direct = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=inline, clock=desk.clock)
+        assert deferred.raw == b"" and deferred.compose_spec and direct.raw and direct.compose_spec is None
+        deferred_id, direct_id, deferred_mid = deferred.id, direct.id, deferred.message_id
+    with session_scope(desk.engine) as session:  # not claimable before it is composed
+        assert deferred_id not in [r.id for r in outbox.claim_due(session, now=desk.clock.now(), limit=100, lease_s=1)]
+    assert desk.compose_notices() == 1
+    rows = {row.id: row for row in outbox_rows(desk)}
+    a, b = parsed(rows[deferred_id]), parsed(rows[direct_id])
+    assert a["Message-ID"] == deferred_mid and a["Message-ID"] != b["Message-ID"]
+    for header in ("Subject", "From", "To", "Reply-To", "Auto-Submitted", "In-Reply-To", "Date"):
+        assert str(a[header]) == str(b[header]), header
+    assert a.get_body(("plain",)).get_content() == b.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # a broken override template: the notice fails with the reason, the change stands
+    (tmp_path / "notices").mkdir()
+    (tmp_path / "notices" / "ticket_closed.subject.txt").write_text("{{ ticket_tag ")
+    broken = dataclasses.replace(desk.settings.notify, template_dir=str(tmp_path))
+    with session_scope(desk.engine) as session:
+        ticket = session.exec(select(Ticket)).one()
+        bad = notify.notify_status_change(session, ticket, notice="ticket_closed",
+                                          settings=broken, clock=desk.clock)
+        bad_id = bad.id
+    with session_scope(desk.engine) as session:
+        assert notify.compose_pending(session, broken, clock=desk.clock) == 1
+    row = {r.id: r for r in outbox_rows(desk)}[bad_id]
+    assert row.state == "failed" and row.last_error.startswith("cannot compose") and row.compose_spec is None
 
 
 def test_cli_render_matches_the_notice_the_service_queued(desk: Desk, tmp_path: Path) -> None:
