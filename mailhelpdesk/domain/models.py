@@ -281,6 +281,9 @@ class HttpDelivery(SQLModel, table=True):
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     headers: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON object
     secret_ref: str = Field(default="", max_length=200)
+    # also send `Authorization: Bearer <the secret_ref's key>` (an epilog's intervention token),
+    # added at send time like the signature, so no credential is stored in `headers`
+    bearer_from_secret: bool = False
     timeout_s: float = 10.0
     state: str = Field(default="queued", max_length=20, index=True)  # queued | delivered | failed
     attempts: int = 0

@@ -377,13 +377,12 @@ def epilog_body(row: InterventionInstance, ticket: Ticket, bag: Mapping[str, Any
 
 def _enqueue_epilog(session: Session, settings: NotifySettings, defn: InterventionConfig, row: InterventionInstance,
                     ticket: Ticket, bag: Mapping[str, Any], response_id: int, submitted_by: str, now: Any) -> HttpDelivery:
-    token = read_intervention_token(defn)
     return http_outbox.enqueue(
         session, kind=EPILOG_KIND, ref=f"intervention:{row.id}", ticket_id=ticket.id, url=defn.remote_epilog_url,
         body=epilog_body(row, ticket, bag, response_id, submitted_by, now.isoformat(timespec="seconds")),
-        headers={"Authorization": f"Bearer {token}",
-                 "Idempotency-Key": f"epilog:{row.name}:{row.uid}:{response_id}"},
-        secret_ref=f"intervention:{defn.name}", timeout_s=float(defn.remote_timeout_s),
+        # the token is added at send time from secret_ref, never stored with the row
+        headers={"Idempotency-Key": f"epilog:{row.name}:{row.uid}:{response_id}"},
+        secret_ref=f"intervention:{defn.name}", bearer_from_secret=True, timeout_s=float(defn.remote_timeout_s),
         max_attempts=settings.epilog_max_attempts, now=now,
     )
 

@@ -48,9 +48,11 @@ def enqueue(
     timeout_s: float,
     max_attempts: int,
     now: datetime,
+    bearer_from_secret: bool = False,
 ) -> HttpDelivery:
     """Queue one POST of `body` to `url`, due at once. The sender adds Content-Type, User-Agent
-    and (when `secret_ref` is set) the signature; `headers` are sent as given on every attempt."""
+    and (when `secret_ref` is set) the signature, and with `bearer_from_secret` an
+    `Authorization: Bearer` of the same key; `headers` are sent as given on every attempt."""
     row = HttpDelivery(
         created_at=now,
         kind=kind,
@@ -60,6 +62,7 @@ def enqueue(
         body=body,
         headers=json.dumps(dict(headers), sort_keys=True),
         secret_ref=secret_ref,
+        bearer_from_secret=bearer_from_secret and bool(secret_ref),
         timeout_s=float(timeout_s),
         state=DeliveryState.queued,
         attempts=0,

@@ -7,6 +7,7 @@ is POSTed with its stored body and headers plus
     Content-Type: application/json
     User-Agent: mailhelpdesk/<version>
     X-Mailhelpdesk-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">   (signed rows)
+    Authorization: Bearer <the same key>            (rows with bearer_from_secret: epilogs)
 
 The signature is computed at send time (a receiver may refuse old timestamps) from the key the
 composition root's `secrets` resolver gives for the row's `secret_ref`; the key is never stored.
@@ -91,6 +92,7 @@ class _Attempt:
     headers: dict[str, str]
     secret_ref: str
     timeout_s: float
+    bearer: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ class HttpSender:
                 _Attempt(
                     row.id or 0, row.url, row.body, http_outbox.headers_of(row), row.secret_ref,
                     # a try must end well inside the lease, or a second sender could take the row
-                    min(float(row.timeout_s) or 10.0, self.lease_s / 2),
+                    min(float(row.timeout_s) or 10.0, self.lease_s / 2), row.bearer_from_secret,
                 )
                 for row in rows
             ]
@@ -235,6 +237,8 @@ class HttpSender:
                 # so the row is delivered once an operator restores it
                 return _Outcome(attempt.row_id, ok=False, error=f"no secret configured for {attempt.secret_ref!r}")
             headers[SIGNATURE_HEADER] = signature(secret, attempt.body, int(self.clock.now().timestamp()))
+            if attempt.bearer:
+                headers["Authorization"] = f"Bearer {secret.decode()}"
         try:
             status, body = await asyncio.wait_for(self._send(attempt, headers), timeout=attempt.timeout_s + 1)
         except (asyncio.TimeoutError, httpx.TimeoutException):

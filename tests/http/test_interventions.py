@@ -247,6 +247,8 @@ def test_submit_by_api_sends_signed_epilog_and_posts_final(api: Api, admin: str,
     headers, body = request["headers"], request["body"]
     assert request["path"] == "/epilog" and verify(headers, body)
     assert headers["authorization"] == f"Bearer {TOKEN}"
+    for stored in api.db_path.parent.glob(api.db_path.name + "*"):  # the database, its WAL: sent, never stored
+        assert TOKEN.encode() not in stored.read_bytes(), stored
     assert headers["idempotency-key"] == f"epilog:discount_request:order-3003:{done['response_id']}"
     assert headers["content-type"].startswith("application/json")
     sent = json.loads(body)

@@ -240,10 +240,11 @@ def test_submit_records_note_updates_bag_and_queues_one_epilog(desk: Desk) -> No
     (delivery,) = desk.deliveries()
     assert (delivery.kind, delivery.ref, delivery.url) == ("epilog", f"intervention:{row.id}", "http://127.0.0.1:9/epilog")
     assert (delivery.secret_ref, delivery.max_attempts, delivery.timeout_s) == ("intervention:discount_request", 3, 10.0)
+    # the bearer token is added by the sender from secret_ref: no credential is stored with the row
     assert http_outbox.headers_of(delivery) == {
-        "Authorization": "Bearer tok-123",
         "Idempotency-Key": f"epilog:discount_request:order-1001:{done.response_id}",
     }
+    assert delivery.bearer_from_secret and b"tok-123" not in delivery.body
     assert json.loads(delivery.body) == {
         "ticket_id": ticket.id, "response_id": done.response_id, "ticket_number": ticket.number,
         "intervention": "discount_request", "uid": "order-1001",

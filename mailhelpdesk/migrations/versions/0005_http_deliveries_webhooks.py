@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('body', sa.LargeBinary(), nullable=False),
     sa.Column('headers', sa.Text(), nullable=False),
     sa.Column('secret_ref', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('bearer_from_secret', sa.Boolean(), nullable=False),
     sa.Column('timeout_s', sa.Float(), nullable=False),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
