@@ -21,7 +21,7 @@ from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
 from mailhelpdesk.http import interventions, tickiti, v1
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
-from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint
+from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
 from mailhelpdesk.services.api_requests import ApiSettings
@@ -84,5 +84,7 @@ def create_api(
         )
         for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
+        add_get_route(api, rt, "/api/v1/tickets/{number}", "tickets:read", v1.show_by_path,
+                      "One ticket with all its responses (the ticket object, as POST tickets/show)")
         api.state.runtime = rt
     return api

@@ -85,6 +85,37 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
     )
 
 
+def add_get_route(
+    api: FastAPI, rt: Runtime, path: str, ability: str, handle: Callable[[Session, dict[str, str]], Any], summary: str,
+) -> None:
+    """A native read (DESIGN.md §6): GET, no body, the same auth, rate limit, ability check and
+    envelope as the POST family; `handle` gets the path parameters and a read-only session."""
+
+    async def route(request: Request) -> Response:
+        try:
+            token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
+            allowed, rate = rt.limiter.hit(f"token:{token.id}")
+            request.scope[RATE_SCOPE_KEY] = rate
+            if not allowed:
+                wait = max(1, rate.reset - int(time.time()))
+                raise ApiError(429, "rate_limited", f"Too many requests; retry in {wait} s.",
+                               headers={"Retry-After": str(wait)})
+            require(token, ability)
+            params = dict(request.path_params)
+            outcome = await run_in_threadpool(
+                rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False
+            )
+        except ApiError as exc:
+            outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
+        except Exception:  # noqa: BLE001 - the envelope, never a traceback
+            log.exception("api request failed path=%s", request.url.path)
+            outcome = Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred.").body()))
+        return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+
+    route.__name__ = "get_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    api.add_api_route(path, route, methods=["GET"], summary=summary, response_model=None)
+
+
 async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = None
     if ep.ability is not None:

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.http import tickiti
 from mailhelpdesk.http.endpoint import TOKEN_PARAM, Endpoint, Runtime
-from mailhelpdesk.http.errors import validation_failed
+from mailhelpdesk.http.errors import ApiError, validation_failed
 from mailhelpdesk.services import ticket_reads
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 
@@ -174,3 +174,12 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         Endpoint("/api/v1/tickets/attachment", "v1_tickets_attachment", "tickets:read", "ignored", AttachmentIn,
                  check_attachment, attachment, "One attachment's bytes (base64), review-gated by type", writes=False),
     ]
+
+
+def show_by_path(session: Session, params: dict[str, str]) -> dict[str, Any]:
+    """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number that
+    is not one is as unknown as a number nobody has (404, never 422)."""
+    raw = params.get("number", "")
+    if not raw.isdigit() or len(raw) > 12:
+        raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
+    return ticket_reads.show(session, ticket_number=int(raw))

@@ -285,6 +285,22 @@ def test_show_responses_query_and_index(api: Api, admin: str) -> None:
         assert_error(api.post("/api/v1/tickets/query", bad, token=admin), 422, "validation_failed")
 
 
+def test_get_ticket_by_number_is_the_ticket_object(api: Api, admin: str) -> None:
+    import httpx
+
+    number = _create(api, admin, f"{unique('g')}@customer.test")["ticket_number"]
+    got = httpx.get(f"{api.base}/api/v1/tickets/{number}", headers={"Authorization": f"Bearer {admin}"})
+    assert got.status_code == 200 and "x-ratelimit-remaining" in got.headers
+    shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=admin)
+    assert got.json() == shown.json()
+    for path, code in ((999996, "ticket_not_found"), ("abc", "ticket_not_found")):
+        assert_error(httpx.get(f"{api.base}/api/v1/tickets/{path}", headers={"Authorization": f"Bearer {admin}"}),
+                     404, code)
+    assert_error(httpx.get(f"{api.base}/api/v1/tickets/{number}"), 401, "unauthenticated")
+    assert_error(httpx.get(f"{api.base}/api/v1/tickets/{number}",
+                           headers={"Authorization": f"Bearer {api.token('send-email')}"}), 403, "forbidden")
+
+
 def test_v1_create_same_body_as_legacy(api: Api, admin: str) -> None:
     resp = api.post("/api/v1/tickets", {"originator_email_address": "v1@customer.test",
                                         "data": {"subject": "v1", "content": "c"}}, token=admin)
