@@ -349,7 +349,7 @@ def parse_duration_s(text: str, key: str) -> int:
     """Seconds in a duration such as `90s`, `30m`, `24h`, `7d`, `2w` (a bare number is seconds)."""
     value = text.strip().lower()
     number, unit = (value[:-1], value[-1]) if value and value[-1] in _UNITS else (value, "s")
-    if not number.isdigit() or int(number) <= 0:
+    if not (number.isascii() and number.isdigit()) or int(number) <= 0:
         raise ConfigError(f"{key}: expected a duration such as 90s, 30m, 24h or 7d, not {text!r}")
     return int(number) * _UNITS[unit]
 

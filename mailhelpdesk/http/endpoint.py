@@ -159,7 +159,7 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     too_large = ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -204,7 +204,7 @@ def check_respond(m: RespondIn, _params: dict[str, Any]) -> RespondArgs:
 
 def check_flat_respond(m: FlatRespondIn, params: dict[str, Any]) -> RespondArgs:
     raw = str(params.get("number", ""))
-    if not raw.isdigit() or len(raw) > 12 or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) < 1:
         raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
     number = int(raw)
     if m.ticket_number is not None and m.ticket_number != number:

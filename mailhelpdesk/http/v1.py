@@ -180,6 +180,6 @@ def show_by_path(session: Session, params: dict[str, str]) -> dict[str, Any]:
     """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number that
     is not one is as unknown as a number nobody has (404, never 422)."""
     raw = params.get("number", "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
     return ticket_reads.show(session, ticket_number=int(raw))

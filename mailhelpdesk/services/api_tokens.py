@@ -127,7 +127,7 @@ def revoke_token(session: Session, *, name: str, clock: Clock) -> None:
 def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedToken | None:
     """The token for a presented `id|secret`, or None when unknown, wrong, revoked or expired."""
     token_id, bar, secret = presented.partition("|")
-    if not bar or not token_id.isdigit() or len(token_id) > 18 or not secret:
+    if not bar or not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18 or not secret:
         return None
     row = store.get(session, int(token_id))
     # compare even when the row is missing, so timing does not reveal which ids exist

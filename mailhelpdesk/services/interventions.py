@@ -453,7 +453,7 @@ class EpilogHandler:
     def _load(self, session: Session, row: HttpDelivery) -> tuple[NotifySettings, InterventionInstance, Ticket, InterventionConfig] | None:
         settings = self._settings()
         ref = row.ref.removeprefix("intervention:")
-        instance = store.get(session, int(ref)) if ref.isdigit() else None
+        instance = store.get(session, int(ref)) if ref.isascii() and ref.isdigit() else None
         ticket = session.get(Ticket, instance.ticket_id) if instance else None
         defn = definition(settings, instance.name) if settings and instance else None
         if settings is None or instance is None or ticket is None or defn is None:

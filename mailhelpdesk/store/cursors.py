@@ -77,4 +77,4 @@ def set_aside_uids(session: Session, *, mailbox: str, uidvalidity: int) -> set[i
         .where(InboundMessage.source == "imap")
         .where(col(InboundMessage.source_ref).startswith(prefix, autoescape=True))
     ).all()
-    return {int(ref[len(prefix):]) for ref in refs if ref[len(prefix):].isdigit()}
+    return {int(ref[len(prefix):]) for ref in refs if ref[len(prefix):].isascii() and ref[len(prefix):].isdigit()}

@@ -71,7 +71,8 @@ def test_unauthenticated_variants(api: Api, admin: str) -> None:
     number, secret = admin.split("|", 1)
     for headers in ({}, {"Authorization": f"Basic {admin}"}, {"Authorization": "Bearer"},
                     {"Authorization": f"Bearer {number}|wrong"}, {"Authorization": f"Bearer 99999|{secret}"},
-                    {"Authorization": f"Bearer {secret}"}):
+                    {"Authorization": f"Bearer {secret}"}, {"Authorization": f"Bearer \u00b2|{secret}".encode()},
+                    {"Authorization": f"Bearer {'9' * 40}|{secret}"}):
         resp = httpx.post(api.base + "/api/create_ticket", json={}, headers={**headers, "Idempotency-Key": unique()})
         assert_error(resp, 401, "unauthenticated")
 
