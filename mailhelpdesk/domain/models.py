@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -116,6 +116,8 @@ class Response(SQLModel, table=True):
     """One message on a ticket: a customer's mail, an agent's answer, a note or a system event."""
 
     __tablename__ = "responses"
+    # the keyset of POST /api/v1/tickets/responses/query: (created_at, id) ascending
+    __table_args__ = (Index("ix_responses_created_at_id", "created_at", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
     kind: str = Field(max_length=20)
