@@ -115,3 +115,59 @@ def test_daemon_serves_on_postgresql(postgres: Postgres, tmp_path: Path) -> None
         daemon.stop()
     assert sorted(t["subject"] for t in tickets) == sorted(f"pg {i}" for i in range(20))
     assert not (tmp_path / "helpdesk.db").exists()
+
+
+def _daemon_on(url: str, tmp: Path) -> Daemon:
+    tmp.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(tmp, extra_config="[api]\nrate_limit_requests = 1000000\n")
+    daemon.config.write_text(daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"'))
+    return daemon
+
+
+def test_two_daemons_one_key_one_ticket_on_postgresql(postgres: Postgres, tmp_path: Path) -> None:
+    """50 requests with one Idempotency-Key, spread over two daemons on one PostgreSQL database:
+    the unique index lets one execution commit; every other answer is its replay or a 409 while
+    it runs; never a 5xx, a second ticket or a second acknowledgement."""
+    import json
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    url = postgres.create_database()
+    daemons = [_daemon_on(url, tmp_path / "a"), _daemon_on(url, tmp_path / "b")]
+    for d in daemons:
+        d.start()
+    try:
+        token = daemons[0].cli("token", "create", "--name", "pg-both", "--ability", "all").stdout.strip().splitlines()[-1]
+        engine = make_engine(url)
+        for round_no in range(3):
+            email = f"pg-race{round_no}@customer.test"
+            body = json.dumps({"originator_email_address": email, "data": {"subject": f"PG race {round_no}",
+                                                                            "content": "go"}}).encode()
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                       "Idempotency-Key": str(uuid.uuid4())}
+
+            def post(i: int) -> httpx.Response:
+                base = f"http://127.0.0.1:{daemons[i % 2].http_port}"
+                return httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+
+            with ThreadPoolExecutor(50) as pool:
+                results = list(pool.map(post, range(50)))
+            statuses = Counter(r.status_code for r in results)
+            assert set(statuses) <= {200, 409}, statuses
+            oks = {r.content for r in results if r.status_code == 200}
+            assert len(oks) == 1, oks
+            assert all(r.json()["error"] == "idempotency_key_in_progress" for r in results if r.status_code == 409)
+            with read_scope(engine) as session:
+                tickets = session.exec(select(Ticket).where(Ticket.originator_email == email)).all()
+                assert len(tickets) == 1
+                from mailhelpdesk.domain.models import OutboxItem
+
+                acks = session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == email,
+                                                             OutboxItem.kind == "acknowledgement")).all()
+                assert len(acks) == 1
+        engine.dispose()
+    finally:
+        for d in daemons:
+            d.stop()
