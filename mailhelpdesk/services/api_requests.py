@@ -28,7 +28,7 @@ from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, OutgoingAttachme
 from mailhelpdesk.mail.html_text import html_to_text, sanitize_html
 from mailhelpdesk.mail.render import NoticeRenderError, available_notices, environment, render_notice
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import interventions, notify
+from mailhelpdesk.services import interventions, notify, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.notify import NotifySettings, Recipient
 from mailhelpdesk.store import outbox
@@ -187,12 +187,11 @@ def respond(
         clock=clock, reopen=False,
     )
     before = ticket.status
+    # through the one status path (webhooks); the response's own notices tell people about it
     if status == TicketStatus.on_hold:
-        ticket.status, ticket.on_hold_until = TicketStatus.on_hold, on_hold_until
+        ticket_changes.set_status(session, ticket, TicketStatus.on_hold.value, on_hold_until=on_hold_until, clock=clock)
     elif ticket.status != TicketStatus.open:
-        ticket.status, ticket.on_hold_until, ticket.resolved_at = TicketStatus.open, None, None
-    session.add(ticket)
-    session.flush()
+        ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
     if kind == ResponseKind.customer:
         ticket_service.add_ccs(session, ticket, [(from_email, "")], exclude=set())
         notify.notify_customer_reply(session, ticket, settings=settings.notify, clock=clock, agents=_agents(session),

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import TicketStatus
 from mailhelpdesk.domain.models import Ticket
-from mailhelpdesk.services import notify
+from mailhelpdesk.services import notify, ticket_changes
 from mailhelpdesk.store import tickets as store
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,8 @@ def wake_on_hold(
     woken = []
     for ticket in due:
         until = ticket.on_hold_until.isoformat() if ticket.on_hold_until else ""
-        ticket.status = TicketStatus.open.value
-        ticket.on_hold_until = None
-        ticket.updated_at = clock.now()
-        session.add(ticket)
-        session.flush()
+        # through the one status path, so the change raises its webhook like any other
+        ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
         if settings is not None and agents:
             notify.notify_on_hold_woke(session, ticket, settings=settings, clock=clock, agents=agents, was_on_hold_until=until)
         log.info("on-hold ticket woke ticket=%s was_until=%s", ticket.number, until)

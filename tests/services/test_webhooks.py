@@ -196,3 +196,28 @@ def test_config_errors_name_the_key(hooks: list[dict[str, Any]], message: str) -
     with pytest.raises(ConfigError) as err:
         config_from_dict({"webhooks": hooks})
     assert str(err.value).startswith(message)
+
+
+def test_on_hold_wake_up_and_api_status_go_through_the_status_path(desk: Desk) -> None:
+    """Changes made by the scheduler and by the API's ticket_respond raise ticket.status_changed
+    like every other status change (they go through ticket_changes.set_status)."""
+    from datetime import date
+
+    from mailhelpdesk.services import api_requests
+    from mailhelpdesk.services.api_requests import ApiSettings
+    from mailhelpdesk.services.lifecycle import wake_on_hold
+
+    ticket_id = desk.create()
+    assert desk.settings.notify is not None
+    api = ApiSettings.from_config(desk.config, desk.settings.notify)
+    with session_scope(desk.engine) as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        api_requests.respond(session, settings=api, clock=desk.clock, ticket_number=ticket.number,
+                             from_email="alice@helpdesk.test", content="Waiting for parts", is_internal=False,
+                             status="on-hold", on_hold_until=date(2026, 11, 25))
+    desk.clock.advance(days=2)
+    with session_scope(desk.engine) as session:
+        assert wake_on_hold(session, clock=desk.clock, settings=desk.settings.notify) == [100001]
+    changes = [json.loads(r.body) for r in desk.rows() if "/crm" in r.url and b"status_changed" in r.body]
+    assert [(c["previous_status"], c["ticket"]["status"]) for c in changes] == [("open", "on-hold"), ("on-hold", "open")]
