@@ -124,11 +124,18 @@ def next_due_at(session: Session) -> datetime | None:
 
 
 def mark_sent(session: Session, item_id: int, *, now: datetime, reply: str = "") -> None:
-    row = session.get(OutboxItem, item_id)
-    if row is not None:
-        row.state, row.sent_at, row.last_error = OutboxState.sent, now, reply[:2000]
-        session.add(row)
-        session.flush()
+    mark_sent_many(session, [(item_id, reply)], now=now)
+
+
+def mark_sent_many(session: Session, sent: Sequence[tuple[int, str]], *, now: datetime) -> None:
+    """Rows the relay accepted, with its reply: one UPDATE statement for the whole batch."""
+    if not sent:
+        return
+    session.execute(
+        update(OutboxItem),
+        [{"id": item_id, "state": OutboxState.sent, "sent_at": now, "last_error": reply[:2000]} for item_id, reply in sent],
+        execution_options={"synchronize_session": False},
+    )
 
 
 def mark_failed(session: Session, item_id: int, *, now: datetime, error: str) -> None:

@@ -300,9 +300,10 @@ class SMTPSender:
         now = self.clock.now()
         retry_at = None
         with session_scope(self.engine) as session:
+            sent = [(res.item_id, res.text) for res in results if res.state == "sent"]
+            outbox.mark_sent_many(session, sent, now=now)
             for res in results:
                 if res.state == "sent":
-                    outbox.mark_sent(session, res.item_id, now=now, reply=res.text)
                     log.info("outbox sent id=%s", res.item_id)
                 elif res.state == "failed":
                     outbox.mark_failed(session, res.item_id, now=now, error=res.text)
