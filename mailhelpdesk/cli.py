@@ -508,6 +508,52 @@ def outbox_list(ctx: click.Context, state: str | None, limit: int, as_json: bool
         click.echo("no outbound mail", err=True)
 
 
+@main.group()
+def deliveries() -> None:
+    """Outgoing HTTP calls: webhooks and intervention epilogs (signed, retried)."""
+
+
+@deliveries.command("list")
+@click.option("--state", type=click.Choice(["queued", "delivered", "failed"]), default=None, help="Only calls in this state.")
+@click.option("--kind", type=click.Choice(["webhook", "epilog"]), default=None, help="Only webhooks or only epilogs.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def deliveries_list(ctx: click.Context, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """HTTP deliveries with their state, newest first (never their secrets)."""
+    from mailhelpdesk.store import http_outbox
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        items = [
+            {"id": r.id, "created_at": str(r.created_at), "kind": r.kind, "ref": r.ref, "ticket_id": r.ticket_id,
+             "url": r.url, "state": r.state, "attempts": r.attempts, "max_attempts": r.max_attempts,
+             "next_attempt_at": str(r.next_attempt_at), "last_status": r.last_status,
+             "delivered_at": str(r.delivered_at) if r.delivered_at else None, "last_error": r.last_error,
+             "event": _event_of(r.body) if r.kind == "webhook" else None}
+            for r in http_outbox.list_items(session, state=state, kind=kind, limit=limit)
+        ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    for i in items:
+        what = i["event"] or i["ref"]
+        note = i["last_error"] if i["state"] != "delivered" else f"HTTP {i['last_status']}"
+        click.echo(f"{i['id']:>7} {i['state']:<10} {i['kind']:<8} {what:<24} {i['url']:<40} "
+                   f"attempts={i['attempts']}/{i['max_attempts']} {note}".rstrip())
+    if not items:
+        click.echo("no HTTP deliveries", err=True)
+
+
+def _event_of(body: bytes) -> str | None:
+    try:
+        event = json.loads(body).get("event")
+    except (ValueError, AttributeError):
+        return None
+    return event if isinstance(event, str) else None
+
+
 @main.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:

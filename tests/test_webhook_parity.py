@@ -92,3 +92,9 @@ def test_mail_and_api_tickets_raise_the_same_webhooks_and_notices(api: Api, rece
             break
         time.sleep(0.02)
     assert len(deliveries) == 4 and all(row == ("delivered", 1, "webhook") for row in deliveries)
+    listing = json.loads(api.daemon.cli("deliveries", "list", "--json").stdout)
+    assert sorted(i["event"] for i in listing) == ["response.created", "response.created", "ticket.created",
+                                                   "ticket.created"]
+    assert {i["state"] for i in listing} == {"delivered"} and all(i["last_status"] == 200 for i in listing)
+    failed = api.daemon.cli("deliveries", "list", "--state", "failed")
+    assert failed.stdout == "" and "no HTTP deliveries" in failed.stderr
