@@ -52,6 +52,16 @@ class Postgres:
         subprocess.run(psql, check=True, capture_output=True, timeout=60)
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (resume() starts it again on the same port)."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.root / "data"), "-w", "-l", str(self.root / "log"),
+            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on", "start",
+        )
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")

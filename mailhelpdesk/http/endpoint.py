@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,10 +73,8 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
             outcome = await _run(rt, ep, request)
         except ApiError as exc:
             outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
-        except Exception:  # noqa: BLE001 - the envelope, never a traceback
-            log.exception("api request failed path=%s", request.url.path)
-            outcome = Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred; "
-                                                  "it is safe to retry with the same key.").body()))
+        except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
+            outcome = fault(request, exc)
         return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
 
     route.__name__ = ep.action
@@ -83,6 +82,20 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
         ep.path, route, methods=["POST"], summary=ep.summary or ep.action, response_model=None,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema_of(ep.model)}}}},
     )
+
+
+def fault(request: Request, exc: Exception) -> Outcome:
+    """The answer for a request that failed below the API: 503 `unavailable` when the database
+    cannot be reached (or is busy past its timeout), else 500 `internal_error`. Either way nothing
+    was done: the transaction rolled back, and a retry with the same key executes afresh."""
+    if isinstance(exc, OperationalError):
+        log.error("api request failed: database unavailable path=%s error=%s", request.url.path,
+                  " ".join(str(exc.orig).split())[:300])
+        return Outcome(503, dumps(ApiError(503, "unavailable", "The ticket store is unavailable; retry shortly with "
+                                           "the same Idempotency-Key.").body()), {"Retry-After": "5"})
+    log.exception("api request failed path=%s", request.url.path)
+    return Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred; "
+                                       "it is safe to retry with the same key.").body()))
 
 
 def add_get_route(
@@ -107,9 +120,8 @@ def add_get_route(
             )
         except ApiError as exc:
             outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
-        except Exception:  # noqa: BLE001 - the envelope, never a traceback
-            log.exception("api request failed path=%s", request.url.path)
-            outcome = Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred.").body()))
+        except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
+            outcome = fault(request, exc)
         return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
 
     route.__name__ = "get_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")

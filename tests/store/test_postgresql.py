@@ -4,6 +4,7 @@ database share the kept mail without applying anything twice (SKIP LOCKED + the 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -171,3 +172,50 @@ def test_two_daemons_one_key_one_ticket_on_postgresql(postgres: Postgres, tmp_pa
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_api_answers_503_while_postgresql_is_down_and_the_key_stays_usable(tmp_path: Path) -> None:
+    """The database goes away under a running daemon: the API answers 503 `unavailable` in the
+    envelope (never a hang or a traceback), nothing is half done, and once the database is back
+    a retry with the same key executes once."""
+    import json
+
+    import httpx
+
+    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
+    server = Postgres()  # a cluster of its own: this test stops it
+    try:
+        url = server.create_database()
+        daemon = _daemon_on(url, tmp_path / "d")
+        daemon.start()
+        try:
+            token = daemon.cli("token", "create", "--name", "pg-down", "--ability", "all").stdout.strip().splitlines()[-1]
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": "down-1"}
+            body = json.dumps({"originator_email_address": "down@customer.test",
+                               "data": {"subject": "While down", "content": "x"}}).encode()
+            assert httpx.post(base + "/api/v1/tickets/query", content=b"{}", headers=headers, timeout=30).status_code == 200
+            server.pause()
+            for _ in range(2):
+                resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+                assert resp.status_code == 503, resp.text
+                assert resp.json()["ok"] is False and resp.json()["error"] == "unavailable"
+                assert resp.headers["retry-after"] and resp.headers["content-type"].startswith("application/json")
+            server.resume()
+            deadline = time.monotonic() + 30
+            while True:
+                resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+                if resp.status_code != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert resp.status_code == 200 and "idempotent-replayed" not in resp.headers, resp.text
+            again = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+            assert again.content == resp.content and again.headers["idempotent-replayed"] == "true"
+            engine = make_engine(url)
+            with read_scope(engine) as session:
+                assert len(session.exec(select(Ticket).where(Ticket.originator_email == "down@customer.test")).all()) == 1
+            engine.dispose()
+        finally:
+            daemon.stop()
+    finally:
+        server.stop()
