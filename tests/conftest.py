@@ -28,6 +28,21 @@ def corpus_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """One private PostgreSQL cluster on 127.0.0.1 for the run; each test takes a fresh database
+    from it (`postgres.create_database()`). Missing server binaries fail under CI."""
+    from tests.helpers import require
+    from tests.postgres import Postgres, pg_bin
+
+    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
+    server = Postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A running `mailhelpdesk serve` on free loopback ports, stopped after the test."""

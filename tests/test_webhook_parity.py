@@ -17,7 +17,7 @@ import pytest
 from mailhelpdesk.transports.http_sender import verify_signature
 from tests.helpers import Daemon, make_mail
 from tests.http.conftest import Api, unique
-from tests.transports.test_http_sender import Receiver
+from tests.http_receiver import Receiver
 
 SECRET = "parity-webhook-key"
 

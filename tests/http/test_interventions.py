@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,11 @@ import pytest
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
 from tests.helpers import Daemon, free_port, make_mail
 from tests.http.conftest import HIGH_LIMIT, Api, assert_error, unique
+from tests.http_receiver import Receiver
 
 TOKEN = "remote-secret-7f3a"
 SECRET = "test-secret-not-for-production"  # tests/helpers.py write_config
 MAX_ATTEMPTS = 4
-
-
-class Receiver:
-    """The remote system: records every request; answers per `status` (and `reply`)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.requests: list[dict[str, Any]] = []
-        self.status = 200
-        self.reply: bytes = b'{"ok": true, "data": {}}'
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with owner.lock:
-                    owner.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                           "body": body, "status": owner.status, "at": time.time()})
-                    status, reply = owner.status, owner.reply
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def for_uid(self, uid: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.requests if json.loads(r["body"]).get("uid") == uid]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
@@ -91,8 +47,7 @@ def write_templates(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    r = Receiver(free_port())
-    r.start()
+    r = Receiver().start()
     try:
         yield r
     finally:
@@ -244,8 +199,8 @@ def test_submit_by_api_sends_signed_epilog_and_posts_final(api: Api, admin: str,
     done = resp.json()["data"]
     assert done["state"] == "submitted" and done["epilog_queued"] is True
     (request,) = wait_for("the epilog", lambda: receiver.for_uid("order-3003"))
-    headers, body = request["headers"], request["body"]
-    assert request["path"] == "/epilog" and verify(headers, body)
+    headers, body = request.headers, request.body
+    assert request.path == "/epilog" and verify(headers, body)
     assert headers["authorization"] == f"Bearer {TOKEN}"
     for stored in api.db_path.parent.glob(api.db_path.name + "*"):  # the database, its WAL: sent, never stored
         assert TOKEN.encode() not in stored.read_bytes(), stored
@@ -298,9 +253,9 @@ def test_failures_become_staff_notes_then_delivered_after_recovery(api: Api, adm
     receiver.start()
     wait_for("delivery after recovery", lambda: state_of(api, "order-5005") == "completed")
     got = receiver.for_uid("order-5005")
-    assert [r["status"] for r in got] == [500, 200]  # one request per try that reached it
-    assert len({r["headers"]["idempotency-key"] for r in got}) == 1  # retries repeat the key: dedupable
-    assert len({r["body"] for r in got}) == 1 and all(verify(r["headers"], r["body"]) for r in got)
+    assert [r.status for r in got] == [500, 200]  # one request per try that reached it
+    assert len({r.headers["idempotency-key"] for r in got}) == 1  # retries repeat the key: dedupable
+    assert len({r.body for r in got}) == 1 and all(verify(r.headers, r.body) for r in got)
     ((attempts, state),) = api.rows("SELECT attempts, state FROM http_deliveries WHERE ref = "
                                     "(SELECT 'intervention:' || id FROM intervention_instances WHERE uid = 'order-5005')")
     assert state == "delivered" and attempts == len(notes()) + 1
@@ -331,9 +286,9 @@ def test_submit_by_verified_agent_mail(api: Api, admin: str, receiver: Receiver)
                               body="#set order_price 80\n#set accept yes\n#submit\n\nApproved for this customer.\n"),
                     mail_from="alice@helpdesk.test", rcpt=(signed,))
     (request,) = wait_for("the epilog from mail", lambda: receiver.for_uid("order-6006"))
-    sent = json.loads(request["body"])
+    sent = json.loads(request.body)
     assert sent["data"] == {"currency": "GBP", "order_price": 80, "accept": True}
-    assert sent["submitted_by_email"] == "alice@helpdesk.test" and verify(request["headers"], request["body"])
+    assert sent["submitted_by_email"] == "alice@helpdesk.test" and verify(request.headers, request.body)
     note = next(r for r in show(api, admin, created["ticket_number"])["responses"] if r["id"] == str(sent["response_id"]))
     assert note["is_internal"] and note["verified"] == "signed_address" and "Approved for this customer." in note["plain_text"]
     wait_for("completed", lambda: state_of(api, "order-6006") == "completed")

@@ -4,10 +4,8 @@ edited without a migration (or a migration that drifts from its model) fails her
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -16,8 +14,7 @@ from sqlmodel import SQLModel
 import mailhelpdesk.domain.models  # noqa: F401 - registers every table on the metadata
 from mailhelpdesk.store import schema
 from mailhelpdesk.store.db import make_engine
-from tests.helpers import require
-from tests.postgres import Postgres, pg_bin
+from tests.postgres import Postgres
 
 
 def _differences(url: str) -> list[object]:
@@ -52,16 +49,6 @@ def test_upgrade_is_repeatable(tmp_path: Path) -> None:
         engine.dispose()
     assert first == (None, schema.head_revision())
     assert second == (schema.head_revision(), schema.head_revision())
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
-    server = Postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_postgresql_migrations_match_the_models(postgres: Postgres) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 from sqlmodel import select
 
 from mailhelpdesk.clock import FrozenClock
@@ -22,16 +20,6 @@ from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from tests.helpers import Daemon, make_mail, require
 from tests.postgres import Postgres, pg_bin
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
-    server = Postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _setup(url: str):  # type: ignore[no-untyped-def]

@@ -6,14 +6,11 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,83 +25,12 @@ from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.store import http_outbox, schema
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.transports.http_sender import HttpSender, signature, verify_signature
-from tests.helpers import free_port, require
-from tests.postgres import Postgres, pg_bin
+from tests.helpers import free_port
+from tests.http_receiver import Receiver
+from tests.postgres import Postgres
 
 SECRET = b"webhook-test-secret"
 START = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # the default 5 refuses connections when two senders POST at once
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 recording every POST. `script` holds what to do for the next
-    requests before it answers 200: an int status, or "stall" (answer nothing for `stall_s`)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.requests: list[Received] = []
-        self.script: list[int | str] = []
-        self.stall_s = 2.0
-        self.reply = b'{"ok": true}'
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    action = receiver.script.pop(0) if receiver.script else 200
-                if action == "stall":
-                    time.sleep(receiver.stall_s)
-                    action = 200
-                assert isinstance(action, int)
-                payload = receiver.reply if action == 200 else f"status {action}".encode()
-                self.send_response(action)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                with_suppressed_disconnect(lambda: self.wfile.write(payload))
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = _Server(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def keys(self) -> list[str]:
-        with self.lock:
-            return [r.headers.get("idempotency-key", "") for r in self.requests]
-
-
-def with_suppressed_disconnect(write: Any) -> None:
-    try:
-        write()
-    except (BrokenPipeError, ConnectionResetError):  # the sender gave up waiting
-        pass
 
 
 @pytest.fixture
@@ -379,16 +305,6 @@ async def test_two_senders_on_one_sqlite_database_never_post_a_row_twice(tmp_pat
     finally:
         first.close()
         second.close()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    require(pg_bin() is not None, "PostgreSQL server (apt-get install postgresql)")
-    server = Postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_two_senders_on_one_postgresql_database_never_post_a_row_twice(postgres: Postgres, receiver: Receiver) -> None:
