@@ -10,7 +10,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,11 @@ from mailhelpdesk.mail.tokens import ReplyToken, reply_address
 from tests.helpers import Daemon, free_port, make_mail
 from tests.http.conftest import HIGH_LIMIT, Api, assert_error, unique
 from tests.http_receiver import Receiver
+from tests.test_roundtrip import wait_for
 
 TOKEN = "remote-secret-7f3a"
 SECRET = "test-secret-not-for-production"  # tests/helpers.py write_config
 MAX_ATTEMPTS = 4
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_templates(root: Path) -> None:
@@ -198,7 +189,7 @@ def test_submit_by_api_sends_signed_epilog_and_posts_final(api: Api, admin: str,
     assert resp.status_code == 200, resp.text
     done = resp.json()["data"]
     assert done["state"] == "submitted" and done["epilog_queued"] is True
-    (request,) = wait_for("the epilog", lambda: receiver.for_uid("order-3003"))
+    (request,) = wait_for(what="the epilog", check=lambda: receiver.for_uid("order-3003"))
     headers, body = request.headers, request.body
     assert request.path == "/epilog" and verify(headers, body)
     assert headers["authorization"] == f"Bearer {TOKEN}"
@@ -213,7 +204,7 @@ def test_submit_by_api_sends_signed_epilog_and_posts_final(api: Api, admin: str,
         created["ticket_id"], done["response_id"], created["ticket_number"])
     assert sent["data"] == {"currency": "GBP", "order_price": 90, "accept": True}
     assert sent["submitted_by_email"] == "alice@helpdesk.test" and sent["submitted_at"].endswith("+00:00")
-    wait_for("completed", lambda: state_of(api, "order-3003") == "completed")
+    wait_for(what="completed", check=lambda: state_of(api, "order-3003") == "completed")
     ticket = show(api, admin, created["ticket_number"])
     note = next(r for r in ticket["responses"] if r["id"] == str(done["response_id"]))
     assert note["is_internal"] and "OK by me" in note["plain_text"] and "Price in GBP: 90" in note["plain_text"]
@@ -244,14 +235,14 @@ def test_failures_become_staff_notes_then_delivered_after_recovery(api: Api, adm
     receiver.status = 500
     resp = submit(api, admin, created["ticket_number"], {"accept": True})
     assert resp.status_code == 200, resp.text
-    wait_for("the first try", lambda: receiver.for_uid("order-5005"))
+    wait_for(what="the first try", check=lambda: receiver.for_uid("order-5005"))
     receiver.stop()  # down: the next try cannot connect
     notes = lambda: [r for r in show(api, admin, created["ticket_number"])["responses"]  # noqa: E731
                      if r["is_internal"] and "epilog call" in r["plain_text"]]
-    wait_for("two failure notes", lambda: len(notes()) >= 2)
+    wait_for(what="two failure notes", check=lambda: len(notes()) >= 2)
     receiver.status, receiver.reply = 200, b'{"ok": true, "data": {"code": "LATE"}}'
     receiver.start()
-    wait_for("delivery after recovery", lambda: state_of(api, "order-5005") == "completed")
+    wait_for(what="delivery after recovery", check=lambda: state_of(api, "order-5005") == "completed")
     got = receiver.for_uid("order-5005")
     assert [r.status for r in got] == [500, 200]  # one request per try that reached it
     assert len({r.headers["idempotency-key"] for r in got}) == 1  # retries repeat the key: dedupable
@@ -266,7 +257,7 @@ def test_failures_become_staff_notes_then_delivered_after_recovery(api: Api, adm
 def test_last_failure_marks_failed_and_ticket_stays_open(api: Api, admin: str) -> None:
     created = create(api, admin, "refund-1", name="refund").json()["data"]
     assert submit(api, admin, created["ticket_number"], {"accept": False}).status_code == 200
-    wait_for("failed", lambda: state_of(api, "refund-1") == "failed", timeout=60)
+    wait_for(what="failed", check=lambda: state_of(api, "refund-1") == "failed", timeout=60)
     ticket = show(api, admin, created["ticket_number"])
     notes = [r["plain_text"] for r in ticket["responses"] if r["is_internal"] and "epilog call" in r["plain_text"]]
     assert len(notes) == MAX_ATTEMPTS and "marked failed" in notes[-1] and "retried" in notes[0]
@@ -285,13 +276,13 @@ def test_submit_by_verified_agent_mail(api: Api, admin: str, receiver: Receiver)
                               subject=f"Re: [#{created['ticket_number']}] Discount request",
                               body="#set order_price 80\n#set accept yes\n#submit\n\nApproved for this customer.\n"),
                     mail_from="alice@helpdesk.test", rcpt=(signed,))
-    (request,) = wait_for("the epilog from mail", lambda: receiver.for_uid("order-6006"))
+    (request,) = wait_for(what="the epilog from mail", check=lambda: receiver.for_uid("order-6006"))
     sent = json.loads(request.body)
     assert sent["data"] == {"currency": "GBP", "order_price": 80, "accept": True}
     assert sent["submitted_by_email"] == "alice@helpdesk.test" and verify(request.headers, request.body)
     note = next(r for r in show(api, admin, created["ticket_number"])["responses"] if r["id"] == str(sent["response_id"]))
     assert note["is_internal"] and note["verified"] == "signed_address" and "Approved for this customer." in note["plain_text"]
-    wait_for("completed", lambda: state_of(api, "order-6006") == "completed")
+    wait_for(what="completed", check=lambda: state_of(api, "order-6006") == "completed")
     customer_mail = api.rows("SELECT kind FROM outbox WHERE ticket_id = ? AND primary_rcpt = 'customer@example.test'",
                              created["ticket_id"])
     assert sorted(customer_mail) == [("agent_response",), ("agent_response",)]  # .public and .final, not the note
@@ -304,7 +295,7 @@ def test_bad_set_by_mail_changes_nothing(api: Api, admin: str, receiver: Receive
     api.daemon.send(make_mail(sender="alice@helpdesk.test", to=signed, subject="Re: x",
                               body="#set colour red\n#submit\n"), mail_from="alice@helpdesk.test", rcpt=(signed,))
     api.daemon.wait_idle()
-    wait_for("the command_error notice", lambda: api.rows(
+    wait_for(what="the command_error notice", check=lambda: api.rows(
         "SELECT id FROM outbox WHERE ticket_id = ? AND kind = 'command_error'", created["ticket_id"]))
     assert state_of(api, "order-7007") == "open" and receiver.for_uid("order-7007") == []
 
