@@ -180,13 +180,12 @@ class KeyedRunner:
         if minted is not None and minted.action and minted.action != action:
             raise ApiError(409, "idempotency_key_conflict",
                            f"This Idempotency-Key was minted for {minted.action}, not {action}.")
-        if store.insert_claim(
+        claimed = store.insert_claim(
             session, token_id=token_id, key=key, action=action, fingerprint=fp, lease=lease, now=now,
             locked_until=now + self.lease, expires_at=now + self.ttl,
-        ):
-            row = store.get(session, token_id=token_id, key=key)
-            assert row is not None and row.id is not None
-            return row.id
+        )
+        if claimed is not None:
+            return claimed
         row = store.get(session, token_id=token_id, key=key)
         if row is None or row.id is None:  # purged between insert and read: retry is fine
             raise _in_progress()

@@ -26,8 +26,8 @@ class KeyState:
 def insert_claim(
     session: Session, *, token_id: int, key: str, action: str, fingerprint: str, lease: str,
     now: datetime, locked_until: datetime, expires_at: datetime,
-) -> bool:
-    """Try to claim (token_id, key); True if this call inserted the row."""
+) -> int | None:
+    """Try to claim (token_id, key); the new row's id if this call inserted it, else None."""
     values = dict(
         token_id=token_id, key=key, action=action, fingerprint=fingerprint, state=KeyState.in_progress,
         lease=lease, locked_until=locked_until, created_at=now, expires_at=expires_at,
@@ -36,10 +36,8 @@ def insert_claim(
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["token_id", "key"])
-    result = session.execute(stmt.returning(table.c.id))
-    inserted = result.first() is not None
-    session.flush()
-    return inserted
+    inserted = session.execute(stmt.returning(table.c.id)).first()
+    return int(inserted[0]) if inserted is not None else None
 
 
 def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
