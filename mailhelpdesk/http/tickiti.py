@@ -39,6 +39,10 @@ class CreateTicketIn(_In):
     content: str | None = None
     is_public: bool = True
     use_passed_originator_as_responder: bool = False
+    # EXT (api-contract.md §5.1 clash note): set at creation, through the same service calls as
+    # `#priority` / `#assign` by mail
+    priority: str | int | None = None
+    assigned_to_email: str | None = None
 
 
 class FlatCreateIn(_In):
@@ -122,6 +126,8 @@ class CreateArgs:
     originator_as_responder: bool
     intervention: str | None
     uid: str | None = None  # shape C; its data bag is body.data
+    priority: str | None = None  # EXT: Low, Normal, High, Urgent (or 10-40)
+    assigned_to_email: str | None = None  # EXT: an agent's address
 
 
 def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
@@ -167,7 +173,14 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         if queue is not None:
             raise validation_failed({"data.queue_name": ["is not allowed with an intervention"]})
         body = Body(data=data["data"])
-    return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention, m.uid)
+    priority = None
+    if m.priority is not None:
+        priority = str(m.priority).strip()
+        if priority.capitalize() not in ("Low", "Normal", "High", "Urgent") and priority not in ("10", "20", "30", "40"):
+            raise validation_failed({"priority": ["must be Low, Normal, High or Urgent (or 10, 20, 30, 40)"]})
+    assignee = _email(m.assigned_to_email, "assigned_to_email") if m.assigned_to_email else None
+    return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention, m.uid,
+                      priority, assignee)
 
 
 def check_flat_create(m: FlatCreateIn, _params: dict[str, Any]) -> CreateArgs:
@@ -281,7 +294,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         return api_requests.create_ticket(
             session, settings=s, clock=clock, originator_email=a.originator_email, body=a.body,
             queue_name=a.queue_name, is_public=a.is_public, originator_as_responder=a.originator_as_responder,
-            intervention=a.intervention, uid=a.uid,
+            intervention=a.intervention, uid=a.uid, priority=a.priority, assignee=a.assigned_to_email,
         )
 
     def respond(session: Session, a: RespondArgs) -> dict[str, Any]:

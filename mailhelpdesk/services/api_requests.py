@@ -126,14 +126,20 @@ def secure_id(settings: ApiSettings, ticket_id: int) -> str:
 def create_ticket(
     session: Session, *, settings: ApiSettings, clock: Clock, originator_email: str, body: Body,
     queue_name: str | None, is_public: bool, originator_as_responder: bool, intervention: str | None = None,
-    actor: str = "API", uid: str | None = None,
+    actor: str = "API", uid: str | None = None, priority: str | None = None, assignee: str | None = None,
 ) -> dict[str, Any]:
     """A ticket from the API, with the same notices a ticket from mail gets."""
+    if assignee is not None:
+        try:
+            ticket_changes.check_assignee(session, assignee)
+        except InvalidInputError as exc:
+            raise FieldError("assigned_to_email", str(exc)) from None
     if intervention is not None:  # shape C: services/interventions.py
         ticket = interventions.create(
             session, settings=settings.notify, clock=clock, originator_email=originator_email, name=intervention,
             uid=uid or "", data=body.data, agents=_agents(session), actor=actor,
         )
+        _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
         return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
     queue = queue_name or ticket_service.DEFAULT_QUEUE
     if not ticket_query.queue_exists(session, queue):
@@ -152,6 +158,7 @@ def create_ticket(
         session, subject=rendered.subject, originator_email=originator_email, queue_name=queue, first=first,
         clock=clock,
     )
+    _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
     agents = _agents(session)
     if is_public:
         notify.notify_ticket_created(session, ticket, settings=settings.notify, clock=clock, agents=agents,
@@ -162,6 +169,14 @@ def create_ticket(
             notify.schedule_notice(session, notice="new_ticket", ticket=ticket, recipient=agent, context=context,
                                    settings=settings.notify, clock=clock, auto_submitted=AUTO_GENERATED)
     return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
+
+
+def _set_at_creation(session: Session, ticket: Any, *, priority: str | None, assignee: str | None, clock: Clock) -> None:
+    """The EXT creation fields, through the same service calls as `#priority` / `#assign`."""
+    if priority is not None:
+        ticket_changes.set_priority(session, ticket, priority, clock=clock)
+    if assignee is not None:
+        ticket_changes.assign(session, ticket, assignee, clock=clock)
 
 
 def respond(

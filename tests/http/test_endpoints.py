@@ -305,3 +305,19 @@ def test_v1_create_same_body_as_legacy(api: Api, admin: str) -> None:
     resp = api.post("/api/v1/tickets", {"originator_email_address": "v1@customer.test",
                                         "data": {"subject": "v1", "content": "c"}}, token=admin)
     assert resp.status_code == 200 and set(resp.json()["data"]) == {"ticket_number", "ticket_id", "secure_id"}
+
+
+def test_v1_create_takes_priority_and_assignee(api: Api, admin: str) -> None:
+    """EXT fields at creation (api-contract.md §5.1): through the same service calls as by mail."""
+    resp = api.post("/api/v1/tickets", {"originator_email_address": "prio@customer.test", "priority": "Urgent",
+                                        "assigned_to_email": "Alice@helpdesk.test",
+                                        "data": {"subject": "Down", "content": "All of it"}}, token=admin, key=unique())
+    assert resp.status_code == 200, resp.text
+    shown = api.post("/api/v1/tickets/show", {"ticket_number": resp.json()["data"]["ticket_number"]}, token=admin)
+    ticket = shown.json()["data"]
+    assert (ticket["priority"], ticket["assigned_to_email"]) == ("40", "alice@helpdesk.test")
+    for extra, field in (({"priority": "Whenever"}, "priority"), ({"assigned_to_email": "nobody@helpdesk.test"},
+                                                                 "assigned_to_email")):
+        body = {"originator_email_address": "prio@customer.test", "data": {"subject": "s", "content": "c"}, **extra}
+        err = assert_error(api.post("/api/v1/tickets", body, token=admin, key=unique()), 422, "validation_failed")
+        assert field in err["errors"], err
