@@ -102,6 +102,9 @@ class App:
         schema.upgrade(self.engine)
         sync_config(self.engine, self.config)
         self.settings = worker.load_settings(self.engine, self.config)
+        # read before anything starts: an unreadable or empty key file stops the daemon here,
+        # with one line naming it, instead of failing every delivery later
+        self._delivery_secrets = self.delivery_secrets()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -137,7 +140,6 @@ class App:
             composer=(lambda spec: notify.compose_spec(spec, notify_settings)) if notify_settings else None,
         )
         self.sender.start()
-        self._delivery_secrets = self.delivery_secrets()
         self.http_sender = HttpSender.from_config(
             self.config.http_deliveries, self.engine, self.clock, self.db,
             secrets=self.delivery_secret, handlers=self.delivery_handlers(),

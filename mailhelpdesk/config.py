@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_VAR = "MAILHELPDESK_CONFIG"
 DEFAULT_FILE = "mailhelpdesk.toml"
@@ -281,7 +282,7 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_interventions(_check_webhooks(_check_api(_build(Config, data, prefix=""))))
+    return _check_interventions(_check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix="")))))
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
@@ -364,6 +365,44 @@ def _check_api(config: Config) -> Config:
     return dataclasses.replace(config, api=dataclasses.replace(api, idempotency_ttl_s=ttl))
 
 
+def _check_deliveries(config: Config) -> Config:
+    d = config.http_deliveries
+    for name in ("retry_base_s", "max_attempts", "timeout_s"):
+        if getattr(d, name) < 1:
+            raise ConfigError(f"http_deliveries.{name}: must be at least 1")
+    if d.retry_max_s < d.retry_base_s:
+        raise ConfigError("http_deliveries.retry_max_s: must not be less than retry_base_s")
+    return config
+
+
+def check_http_url(url: str, key: str) -> None:
+    """An http(s) URL that an HTTP client can actually use: host present, port in range, no
+    spaces or control characters (a URL that passes a prefix test but fails in the sender would
+    fail every delivery instead of the config)."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL")
+    if not url.isascii() or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ConfigError(f"{key}: spaces, control and non-ASCII characters must be percent-encoded")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not a usable URL ({exc})") from None
+    if not parts.hostname:
+        raise ConfigError(f"{key}: the URL names no host")
+    if port == 0:
+        raise ConfigError(f"{key}: port 0 is not a port to send to")
+
+
+def check_header_secret(value: str, key: str) -> str:
+    """A secret sent in or signing a header: printable ASCII, no spaces, not empty."""
+    if not value:
+        raise ConfigError(f"{key}: is empty")
+    if not all(0x21 <= ord(c) <= 0x7E for c in value):
+        raise ConfigError(f"{key}: printable ASCII without spaces only (it is sent in a header)")
+    return value
+
+
 def _check_webhooks(config: Config) -> Config:
     seen: set[str] = set()
     for i, hook in enumerate(config.webhooks):
@@ -371,8 +410,9 @@ def _check_webhooks(config: Config) -> Config:
         if not hook.name or hook.name in seen:
             raise ConfigError(f"{key}.name: expected a unique, non-empty name")
         seen.add(hook.name)
-        if not hook.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.url: expected an http:// or https:// URL")
+        check_http_url(hook.url, f"{key}.url")
+        if hook.secret:
+            check_header_secret(hook.secret, f"{key}.secret")
         for j, event in enumerate(hook.events):
             if event not in WEBHOOK_EVENTS:
                 raise ConfigError(f"{key}.events[{j}]: expected one of {', '.join(WEBHOOK_EVENTS)}")
@@ -383,9 +423,10 @@ def webhook_secret(hook: WebhookConfig, index: int = 0) -> bytes | None:
     """The HMAC key of one `[[webhooks]]` entry (the file wins), or None when it is unsigned."""
     if hook.secret_file:
         try:
-            return Path(hook.secret_file).read_text().strip().encode()
+            found = Path(hook.secret_file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: {exc.strerror}") from None
+        return check_header_secret(found, f"webhooks[{index}].secret_file ({hook.secret_file})").encode()
     return hook.secret.encode() if hook.secret else None
 
 
@@ -405,8 +446,10 @@ def _check_interventions(config: Config) -> Config:
         if not item.queue.strip():
             raise ConfigError(f"{key}.queue: must not be empty")
         url = item.remote_epilog_url
-        if url and not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.remote_epilog_url: expected an http:// or https:// URL")
+        if url:
+            check_http_url(url, f"{key}.remote_epilog_url")
+        if item.token:
+            check_header_secret(item.token, f"{key}.token")
         if item.remote_enabled and url and not (item.token or item.token_file):
             raise ConfigError(f"{key}.token: required (or token_file) when remote_enabled and remote_epilog_url are set")
         if item.remote_timeout_s < 1:
@@ -425,9 +468,10 @@ def read_intervention_token(item: InterventionConfig) -> str:
     """The intervention's bearer/HMAC secret, inline or from `token_file` (the file wins)."""
     if item.token_file:
         try:
-            return Path(item.token_file).read_text().strip()
+            found = Path(item.token_file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"intervention {item.name!r}: token_file: cannot read {item.token_file}: {exc.strerror}") from None
+        return check_header_secret(found, f"intervention {item.name!r}: token_file ({item.token_file})")
     return item.token
 
 

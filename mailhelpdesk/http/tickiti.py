@@ -170,6 +170,9 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
     else:
         if m.intervention is None or m.uid is None or not isinstance(data.get("data"), dict):
             raise validation_failed({"intervention": ["intervention, uid and data.data are all required"]})
+        # the uid travels in the epilog's Idempotency-Key header: printable ASCII only
+        if not 1 <= len(m.uid) <= 200 or not all(0x20 <= ord(c) <= 0x7E for c in m.uid) or m.uid != m.uid.strip():
+            raise validation_failed({"uid": ["must be 1-200 printable ASCII characters"]})
         if queue is not None:
             raise validation_failed({"data.queue_name": ["is not allowed with an intervention"]})
         body = Body(data=data["data"])

@@ -35,12 +35,19 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.config import Config, ConfigError, InterventionConfig, InterventionFieldConfig, read_intervention_token
+from mailhelpdesk.config import (
+    Config,
+    ConfigError,
+    InterventionConfig,
+    InterventionFieldConfig,
+    read_intervention_token,
+)
 from mailhelpdesk.domain.enums import ResponseKind
 from mailhelpdesk.domain.models import HttpDelivery, InterventionInstance, Ticket
 from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
@@ -283,7 +290,7 @@ def coerce(fld: InterventionFieldConfig, value: Any, current: Any = None) -> Any
 
 
 def _open_instance(session: Session, settings: NotifySettings, ticket: Ticket) -> tuple[InterventionInstance, InterventionConfig]:
-    row = store.for_ticket(session, ticket.id or 0)
+    row = store.for_ticket(session, ticket.id or 0, lock=True)
     if row is None:
         raise InterventionFieldError("ticket_number", f"Ticket {ticket.number} has no intervention.")
     defn = definition(settings, row.name)
@@ -431,7 +438,14 @@ def _complete(session: Session, *, settings: NotifySettings, clock: Clock, ticke
         _staff_note(session, ticket, f"Intervention {defn.name} completed: {how}.", clock=clock)
         return
     author = _render_string(settings.template_dir, defn.title or defn.name, context)
-    _post_public(session, settings=settings, clock=clock, ticket=ticket, part=final, author=author, mail=mail)
+    try:
+        # in a savepoint: a final response that cannot be posted or mailed (say, a customer
+        # address our mail cannot carry) must not undo the completion recorded before it
+        with session.begin_nested():
+            _post_public(session, settings=settings, clock=clock, ticket=ticket, part=final, author=author, mail=mail)
+    except (InvalidInputError, NoticeRenderError) as exc:
+        _staff_note(session, ticket, f"Intervention {defn.name} completed ({how}), but its final response "
+                    f"could not be posted: {exc}", clock=clock)
 
 
 def _remote_data(body: bytes) -> dict[str, Any]:
@@ -442,6 +456,18 @@ def _remote_data(body: bytes) -> dict[str, Any]:
     if isinstance(reply, dict) and reply.get("ok") is True and isinstance(reply.get("data"), dict):
         return dict(reply["data"])
     return {}
+
+
+def _shown_url(url: str) -> str:
+    """The URL as staff may see it: no user:password, query or fragment (they can hold credentials)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the remote epilog URL"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class EpilogHandler:
@@ -477,7 +503,8 @@ class EpilogHandler:
         if loaded is None:
             return
         _settings, instance, ticket, defn = loaded
-        what = f"Intervention {defn.name}: the epilog call to {row.url} failed (attempt {row.attempts} of {row.max_attempts}): {error}"
+        what = (f"Intervention {defn.name}: the epilog call to {_shown_url(row.url)} failed "
+                f"(attempt {row.attempts} of {row.max_attempts}): {error}")
         if final:
             instance.state = InterventionState.failed
             store.save(session, instance, now=self.clock.now())

@@ -59,12 +59,18 @@ def get_by_uid(session: Session, *, name: str, uid: str) -> InterventionInstance
     ).first()
 
 
-def for_ticket(session: Session, ticket_id: int) -> InterventionInstance | None:
-    """The ticket's intervention (a ticket opened by one has exactly one)."""
-    return session.exec(
+def for_ticket(session: Session, ticket_id: int, *, lock: bool = False) -> InterventionInstance | None:
+    """The ticket's intervention (a ticket opened by one has exactly one). `lock`: hold its row
+    until the transaction ends (PostgreSQL `FOR UPDATE`, re-read after the wait), so two
+    submissions of one intervention from two daemons cannot both see it open; SQLite's single
+    writer serialises them anyway."""
+    query = (
         select(InterventionInstance).where(InterventionInstance.ticket_id == ticket_id)
         .order_by(col(InterventionInstance.id).desc())
-    ).first()
+    )
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.exec(query).first()
 
 
 def get(session: Session, instance_id: int) -> InterventionInstance | None:

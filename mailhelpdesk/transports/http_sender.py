@@ -206,8 +206,14 @@ class HttpSender:
         attempts = await loop.run_in_executor(self.executor, self._claim)
         if not attempts:
             return 0
-        outcomes = await asyncio.gather(*(self._post(a) for a in attempts))
-        await loop.run_in_executor(self.executor, self._record, list(outcomes))
+        # `_post` turns every failure into an outcome; should one escape anyway, its row is
+        # recorded as a failed try like the others, never left claimed and unrecorded
+        results = await asyncio.gather(*(self._post(a) for a in attempts), return_exceptions=True)
+        outcomes = [
+            r if isinstance(r, _Outcome) else _Outcome(a.row_id, ok=False, error=f"{type(r).__name__}: {r}")
+            for a, r in zip(attempts, results, strict=True)
+        ]
+        await loop.run_in_executor(self.executor, self._record, outcomes)
         return len(attempts)
 
     def _claim(self) -> list[_Attempt]:
@@ -243,10 +249,10 @@ class HttpSender:
             status, body = await asyncio.wait_for(self._send(attempt, headers), timeout=attempt.timeout_s + 1)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             return _Outcome(attempt.row_id, ok=False, error=f"timed out after {attempt.timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            return _Outcome(attempt.row_id, ok=False, error=f"{type(exc).__name__}: {exc}")
-        except OSError as exc:
-            return _Outcome(attempt.row_id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad URL or header is this row's failed try, nothing more
+            return _Outcome(attempt.row_id, ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
         if 200 <= status < 300:
             return _Outcome(attempt.row_id, ok=True, status=status, body=body)
         return _Outcome(attempt.row_id, ok=False, status=status, body=body, error=f"HTTP {status}")
