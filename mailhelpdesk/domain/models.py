@@ -12,6 +12,11 @@ from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Text, U
 from sqlmodel import Field, SQLModel
 
 
+# the largest value an INTEGER column holds on PostgreSQL (ids, ticket numbers): a larger number
+# in a request names nothing, and must be refused before it reaches a query
+MAX_INTEGER = 2_147_483_647
+
+
 def utc_column(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable, index=index)
 

@@ -84,7 +84,7 @@ def create_api(
         )
         for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
-        add_get_route(api, rt, "/api/v1/tickets/{number}", "tickets:read", v1.show_by_path,
+        add_get_route(api, rt, "/api/v1/tickets/{number:int}", "tickets:read", v1.show_by_path,
                       "One ticket with all its responses (the ticket object, as POST tickets/show)")
         api.state.runtime = rt
     return api

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def fault(request: Request, exc: Exception) -> Outcome:
 
 
 def add_get_route(
-    api: FastAPI, rt: Runtime, path: str, ability: str, handle: Callable[[Session, dict[str, str]], Any], summary: str,
+    api: FastAPI, rt: Runtime, path: str, ability: str, handle: Callable[[Session, dict[str, Any]], Any], summary: str,
 ) -> None:
     """A native read (DESIGN.md §6): GET, no body, the same auth, rate limit, ability check and
     envelope as the POST family; `handle` gets the path parameters and a read-only session."""
@@ -186,13 +187,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+MAX_JSON_DEPTH = 64  # deeper bodies are refused: nothing we accept nests beyond a few levels
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON has no infinity, and we would store and echo one
+        raise ValueError(f"{text[:20]} does not fit a number")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests (iteratively: a hostile body must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        payload = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "The request body is not valid UTF-8 JSON.") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    if _depth(payload) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     return payload
 
 

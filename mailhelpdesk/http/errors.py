@@ -85,7 +85,7 @@ def _one_line(text: str) -> str:
 
 def dumps(body: dict[str, Any]) -> bytes:
     """The exact bytes of a JSON answer (stored as-is for idempotent replays)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def ok(data: Any) -> bytes:

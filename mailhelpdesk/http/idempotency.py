@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
@@ -82,11 +83,12 @@ class KeyedRunner:
     half done), and the unique index on (token_id, key) lets exactly one execution commit even
     across daemons. A duplicate that arrives while the first is still running in this process is
     answered 409 `idempotency_key_in_progress` at once; on PostgreSQL a duplicate on another
-    daemon waits for the first transaction's outcome and then replays it."""
+    daemon waits for the first transaction's outcome (up to CLAIM_WAIT_MS) and then replays it,
+    or answers 409 in progress when the first is still running by then."""
 
     def __init__(self, engine: Engine, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
         self.engine, self.clock, self.ttl, self.lease = engine, clock, timedelta(seconds=ttl_s), timedelta(seconds=lease_s)
-        self._running: set[tuple[int, str]] = set()
+        self._running: dict[tuple[int, str], str] = {}  # (token, key) -> fingerprint, while running
         self._running_lock = threading.Lock()
 
     def run(
@@ -95,14 +97,19 @@ class KeyedRunner:
     ) -> Outcome:
         slot = (token_id, key)
         with self._running_lock:
-            if slot in self._running:
-                raise _in_progress()
-            self._running.add(slot)
+            running = self._running.get(slot)
+            if running is not None:  # another body with this key is a caller bug, said as such at once
+                raise _conflict() if running != fp else _in_progress()
+            self._running[slot] = fp
         try:
             return self._run_once(token_id=token_id, key=key, action=action, fp=fp, validate=validate, handle=handle)
+        except OperationalError as exc:
+            if store.is_claim_wait_exceeded(exc):  # another daemon still runs it (PostgreSQL)
+                raise _in_progress() from None
+            raise
         finally:
             with self._running_lock:
-                self._running.discard(slot)
+                self._running.pop(slot, None)
 
     def _run_once(
         self, *, token_id: int, key: str, action: str, fp: str,
@@ -177,9 +184,8 @@ class KeyedRunner:
         """The claimed row's id, or the answer for a key that is taken (replay); raises 409s."""
         now = self.clock.now()
         minted = store.take_minted(session, key=key)
-        if minted is not None and minted.action and minted.action != action:
-            raise ApiError(409, "idempotency_key_conflict",
-                           f"This Idempotency-Key was minted for {minted.action}, not {action}.")
+        if minted and minted != action:
+            raise ApiError(409, "idempotency_key_conflict", f"This Idempotency-Key was minted for {minted}, not {action}.")
         claimed = store.insert_claim(
             session, token_id=token_id, key=key, action=action, fingerprint=fp, lease=lease, now=now,
             locked_until=now + self.lease, expires_at=now + self.ttl,

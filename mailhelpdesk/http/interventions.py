@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http.endpoint import Endpoint, Runtime
 from mailhelpdesk.http.tickiti import _email
 from mailhelpdesk.services import interventions
@@ -25,7 +26,7 @@ PATH = "/api/v1/tickets/intervention/submit"
 
 class SubmitIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    ticket_number: int = Field(ge=1, le=MAX_INTEGER)
     from_email: str
     data: dict[str, Any] = Field(default_factory=dict)
     content: str | None = None

@@ -7,12 +7,13 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http.endpoint import Endpoint, Runtime
 from mailhelpdesk.http.errors import ApiError, validation_failed
 from mailhelpdesk.mail.compose import OutgoingAttachment
@@ -55,7 +56,7 @@ class FlatCreateIn(_In):
 
 
 class RespondIn(_In):
-    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    ticket_number: int = Field(ge=1, le=MAX_INTEGER)
     from_email: str
     content: str | None = None
     is_internal: bool = False
@@ -64,7 +65,7 @@ class RespondIn(_In):
 
 
 class FlatRespondIn(_In):
-    ticket_number: int | None = Field(default=None, ge=1, le=999_999_999_999)
+    ticket_number: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     from_email: str
     content: str | None = None
     is_internal: bool = False
@@ -209,7 +210,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
     if m.status == "on-hold":
         if m.on_hold_until is None:
             raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
-        if m.on_hold_until < date.today():
+        if m.on_hold_until < datetime.now(timezone.utc).date():  # dates are UTC (api-contract.md §1)
             raise validation_failed({"on_hold_until": ["must not be in the past"]})
     return RespondArgs(number, email, m.content, m.is_internal, m.status, m.on_hold_until if m.status == "on-hold" else None)
 
@@ -220,7 +221,7 @@ def check_respond(m: RespondIn, _params: dict[str, Any]) -> RespondArgs:
 
 def check_flat_respond(m: FlatRespondIn, params: dict[str, Any]) -> RespondArgs:
     raw = str(params.get("number", ""))
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_INTEGER:
         raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
     number = int(raw)
     if m.ticket_number is not None and m.ticket_number != number:
@@ -236,7 +237,7 @@ class SendArgs:
     attachments: tuple[OutgoingAttachment, ...] = ()
 
 
-_MIME_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
 
 def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
@@ -247,7 +248,8 @@ def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
             data = base64.b64decode(item.content_base64, validate=True)
         except (binascii.Error, ValueError):
             raise validation_failed({f"attachments.{i}.content_base64": ["must be base64"]}) from None
-        if not _MIME_TYPE.match(item.mime_type):
+        # a leaf type only: multipart/* and message/* may not be sent base64-encoded (RFC 2046)
+        if not _MIME_TYPE.fullmatch(item.mime_type) or item.mime_type.lower().startswith(("multipart/", "message/")):
             raise validation_failed({f"attachments.{i}.mime_type": ["must be a MIME type such as application/pdf"]})
         decoded.append(OutgoingAttachment(item.name, item.mime_type.lower(), data))
     return tuple(decoded)

@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import tickiti
 from mailhelpdesk.http.endpoint import TOKEN_PARAM, Endpoint, Runtime
 from mailhelpdesk.http.errors import ApiError, validation_failed
 from mailhelpdesk.services import ticket_reads
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 
-Id = Annotated[int, Field(ge=1, le=2**62)]
+Id = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
 
 
 class _In(BaseModel):
@@ -41,7 +42,7 @@ class QueryIn(_In):
 
 
 class NumberIn(_In):
-    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    ticket_number: int = Field(ge=1, le=MAX_INTEGER)
 
 
 class CursorIn(_In):
@@ -64,7 +65,7 @@ class ResponsesQueryIn(_In):
 
 
 class AttachmentIn(_In):
-    ticket_number: int = Field(ge=1, le=999_999_999_999)
+    ticket_number: int = Field(ge=1, le=MAX_INTEGER)
     response_attachment_id: Id
     intent: str | None = None
 
@@ -115,7 +116,10 @@ def check_responses_query(m: ResponsesQueryIn, _params: dict[str, Any]) -> ticke
     cursor = None
     if m.cursor is not None:
         at = m.cursor.created_at
-        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+        try:
+            at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+        except (OverflowError, ValueError):  # 0001-01-01T00:00+01:00 has no UTC time
+            raise validation_failed({"cursor.created_at": ["is outside the dates a cursor can hold"]}) from None
         cursor = (at, m.cursor.id)
     return ticket_reads.ResponseQuery(
         created_from=bounds["created_from"], created_to=bounds["created_to"], is_internal=m.is_internal,
@@ -176,10 +180,11 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     ]
 
 
-def show_by_path(session: Session, params: dict[str, str]) -> dict[str, Any]:
-    """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number that
-    is not one is as unknown as a number nobody has (404, never 422)."""
-    raw = params.get("number", "")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-        raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
-    return ticket_reads.show(session, ticket_number=int(raw))
+def show_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number too
+    large for any ticket is as unknown as a number nobody has (404, never 422). The route only
+    matches digits, so GET on the fixed POST paths (tickets/show …) is 405, as it should be."""
+    number = params.get("number")
+    if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
+        raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
+    return ticket_reads.show(session, ticket_number=number)

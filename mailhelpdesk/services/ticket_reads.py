@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Priority
-from mailhelpdesk.domain.models import as_utc
+from mailhelpdesk.domain.models import MAX_INTEGER, as_utc
 from mailhelpdesk.errors import (
     AttachmentBlockedError,
     AttachmentNotFoundError,
@@ -99,7 +99,7 @@ def query(
                  ("created_from", "created_to", "updated_from", "updated_to") if alternatives(m)}
     except ValueError as exc:
         raise FieldError("search_object.criteria", str(exc)) from None
-    if any(not 0 < n < 2**62 for n in numbers):
+    if any(not 0 < n <= MAX_INTEGER for n in numbers):
         raise FieldError("search_object.criteria", "ticket_number tokens are positive numbers.")
     phrases = {m: [words for tokens in by_mode[m] if (words := [w for t in tokens for w in t.split()])]
                for m in ticket_query.TEXT_MODES if m in by_mode}

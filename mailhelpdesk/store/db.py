@@ -39,7 +39,8 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine with the connection settings durability and concurrency need."""
     if is_sqlite(url):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # hide_parameters: a failed statement is logged without its values (customers' mail)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -67,7 +68,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
         _WRITE_LOCKS[engine] = threading.RLock()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
 
 
 @contextmanager
@@ -133,22 +134,47 @@ class GroupWriter:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with session_scope(self.engine) as session:
+                # BEGIN IMMEDIATE once, before any job: a database that stays locked fails the
+                # batch once instead of costing every job its own busy timeout
+                session.connection()
                 for job, done in batch:
                     try:
                         with session.begin_nested():
                             outcomes.append((done, job(session), None))
                     except Exception as exc:  # noqa: BLE001 - the job's own answer
+                        if not _in_transaction(session):
+                            # SQLite rolled the whole transaction back by itself (disk full, I/O
+                            # error): the jobs before this one are lost too, so none may succeed
+                            raise _BatchLost(exc) from exc
                         outcomes.append((done, None, exc))
-        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of this batch is durable
-            log.exception("group commit failed jobs=%d", len(batch))
+        except BaseException as exc:  # noqa: BLE001 - nothing of this batch is durable; the writer lives on
+            log.error("group commit failed jobs=%d error=%s", len(batch), exc)
+            error = exc.cause if isinstance(exc, _BatchLost) else exc
+            if not isinstance(error, Exception):
+                error = RuntimeError(f"the write was interrupted: {type(error).__name__}")
             for _job, done in batch:
-                done.set_exception(exc)
+                done.set_exception(error)
             return
         for done, value, error in outcomes:
             if error is not None:
                 done.set_exception(error)
             else:
                 done.set_result(value)
+
+
+class _BatchLost(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _in_transaction(session: Session) -> bool:
+    """Whether SQLite still has our transaction open (it ends one itself on some errors)."""
+    try:
+        dbapi = session.connection().connection.dbapi_connection
+    except Exception:  # noqa: BLE001 - a connection in that state has no transaction worth keeping
+        return False
+    return bool(getattr(dbapi, "in_transaction", False))
 
 
 def write(engine: Engine, job: Callable[[Session], T]) -> T:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import IdempotencyKey
+
+
+CLAIM_WAIT_MS = 5000
 
 
 class KeyState:
@@ -36,8 +39,19 @@ def insert_claim(
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["token_id", "key"])
+    if dialect == "postgresql":
+        # a claim held by another daemon's open transaction makes this INSERT wait for it; wait
+        # a bounded time (then the caller answers 409 in progress), never as long as a stuck peer
+        session.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'"))
     inserted = session.execute(stmt.returning(table.c.id)).first()
+    if dialect == "postgresql":
+        session.execute(text("SET LOCAL lock_timeout = 0"))
     return int(inserted[0]) if inserted is not None else None
+
+
+def is_claim_wait_exceeded(exc: BaseException) -> bool:
+    """The error `insert_claim` ends with when another transaction held the key too long."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"  # lock_not_available
 
 
 def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
@@ -46,18 +60,17 @@ def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
     ).first()
 
 
-def take_minted(session: Session, *, key: str) -> IdempotencyKey | None:
-    """A minted, never-used key with this value (removed: its first use becomes a normal claim)."""
-    row = session.exec(
-        select(IdempotencyKey).where(
-            col(IdempotencyKey.token_id).is_(None), IdempotencyKey.key == key,
-            IdempotencyKey.state == KeyState.minted,
-        )
+def take_minted(session: Session, *, key: str) -> str | None:
+    """The action a minted, never-used key with this value was bound to ('' = any), or None.
+    The row is removed in the same statement, so of two daemons using it only one gets it."""
+    found = session.execute(
+        delete(IdempotencyKey)
+        .where(col(IdempotencyKey.token_id).is_(None), IdempotencyKey.key == key,
+               IdempotencyKey.state == KeyState.minted)
+        .returning(IdempotencyKey.action)
+        .execution_options(synchronize_session=False)
     ).first()
-    if row is not None:
-        session.delete(row)
-        session.flush()
-    return row
+    return None if found is None else str(found[0] or "")
 
 
 def take_over(session: Session, *, row_id: int, lease: str, now: datetime, locked_until: datetime) -> bool:

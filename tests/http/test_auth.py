@@ -174,3 +174,23 @@ def test_expired_token_is_401_and_listed_as_expired(api: Api) -> None:
         result = api.daemon.cli("token", "create", "--name", f"bad-{bad}", "--ability", "all", "--expires-in", bad,
                                 check=False)
         assert result.returncode != 0 and "--expires-in" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b'{"a": ' + b"[" * 100 + b"]" * 100 + b"}", b'{"n": 1e400}', b'{"n": -1e999}'])
+def test_hostile_json_is_400_keyed_or_not(api: Api, admin: str, content: bytes) -> None:
+    """Nesting past 64 levels and numbers no float holds are refused before anything else."""
+    for path in ("/api/create_ticket", "/api/v1/tickets/query"):
+        assert_error(api.post(path, content=content, token=admin, key=unique()), 400, "invalid_json")
+
+
+def test_numbers_past_any_ticket_are_refused_not_500(api: Api, admin: str) -> None:
+    big = 99_999_999_999
+    assert_error(api.post("/api/v1/tickets/show", {"ticket_number": big}, token=admin), 422, "validation_failed")
+    assert_error(api.post(f"/api/tickets/{big}/respond", {"from_email": "a@customer.test", "content": "c"},
+                          token=admin), 404, "ticket_not_found")
+    assert_error(api.post("/api/v1/tickets/attachment", {"ticket_number": 100001, "response_attachment_id": 2**62},
+                          token=admin), 422, "validation_failed")
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        err = assert_error(api.post("/api/v1/tickets/responses/query", {"cursor": {"created_at": moment, "id": 1}},
+                                    token=admin), 422, "validation_failed")
+        assert "cursor.created_at" in err["errors"]

@@ -193,6 +193,10 @@ def test_send_email_errors(api: Api, admin: str) -> None:
           "attachments": [{"name": "a.pdf", "content_base64": "not base64!"}]}, "attachments.0.content_base64"),
         ({"to_address": "a@b.test", "subject": "s", "content": "c",
           "attachments": [{"name": "a.pdf", "content_base64": "", "mime_type": "pdf\r\nX: y"}]}, "attachments.0.mime_type"),
+        ({"to_address": "a@b.test", "subject": "s", "content": "c",
+          "attachments": [{"name": "a.txt", "content_base64": "", "mime_type": "text/plain\n"}]}, "attachments.0.mime_type"),
+        ({"to_address": "a@b.test", "subject": "s", "content": "c",
+          "attachments": [{"name": "a.eml", "content_base64": "", "mime_type": "multipart/mixed"}]}, "attachments.0.mime_type"),
     ]:
         err = assert_error(api.post("/api/send_email", body, token=admin, key=unique()), 422, "validation_failed")
         assert field in err["errors"], (body, err)
@@ -293,9 +297,11 @@ def test_get_ticket_by_number_is_the_ticket_object(api: Api, admin: str) -> None
     assert got.status_code == 200 and "x-ratelimit-remaining" in got.headers
     shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=admin)
     assert got.json() == shown.json()
-    for path, code in ((999996, "ticket_not_found"), ("abc", "ticket_not_found")):
-        assert_error(httpx.get(f"{api.base}/api/v1/tickets/{path}", headers={"Authorization": f"Bearer {admin}"}),
-                     404, code)
+    auth = {"Authorization": f"Bearer {admin}"}
+    for path, status, code in ((999996, 404, "ticket_not_found"), (99_999_999_999, 404, "ticket_not_found"),
+                               ("abc", 404, "not_found"), ("show", 405, "method_not_allowed"),
+                               ("query", 405, "method_not_allowed")):
+        assert_error(httpx.get(f"{api.base}/api/v1/tickets/{path}", headers=auth), status, code)
     assert_error(httpx.get(f"{api.base}/api/v1/tickets/{number}"), 401, "unauthenticated")
     assert_error(httpx.get(f"{api.base}/api/v1/tickets/{number}",
                            headers={"Authorization": f"Bearer {api.token('send-email')}"}), 403, "forbidden")

@@ -236,3 +236,19 @@ def test_canonical_json_and_key_parsing() -> None:
     assert fingerprint("POST", "/api/x", {"a": 1}) != fingerprint("POST", "/api/y", {"a": 1})
     assert parse_key(['"abc"'], required=True) == "abc"
     assert parse_key([], required=False) is None
+
+
+def test_another_body_while_the_first_runs_is_a_conflict(runner: tuple[KeyedRunner, FrozenClock]) -> None:
+    """§3.3: a different payload with the key is a caller bug, said at once, even mid-flight."""
+    keyed, _clock = runner
+    seen: list[str] = []
+
+    def slow(_session: Session, _args: object) -> dict[str, str]:
+        for fp in ("other", "f"):
+            with pytest.raises(ApiError) as busy:
+                keyed.run(token_id=1, key="k", action="a", fp=fp, validate=lambda: None, handle=lambda s, a: {})
+            seen.append(busy.value.code)
+        return {}
+
+    keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=slow)
+    assert seen == ["idempotency_key_conflict", "idempotency_key_in_progress"]
