@@ -308,3 +308,11 @@ def test_ticket_object_shows_the_intervention(api: Api, admin: str) -> None:
     plain = api.post("/api/tickets/create", {"originator_email_address": "c@example.test", "subject": "s",
                                              "content": "c"}, token=admin).json()["data"]["ticket_number"]
     assert show(api, admin, plain)["intervention"] is None
+
+
+def test_uid_must_fit_the_epilog_header(api: Api, admin: str) -> None:
+    """The uid travels in the epilog's Idempotency-Key header: printable ASCII, or 422 up front."""
+    for uid in ("commande-\u00e9t\u00e9", "tab\there", " padded", "x" * 201, ""):
+        err = assert_error(create(api, admin, uid), 422, "validation_failed")
+        assert "uid" in err["errors"] or "intervention" in err["errors"], (uid, err)
+    assert create(api, admin, "order 1001/2").status_code == 200

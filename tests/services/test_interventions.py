@@ -139,6 +139,11 @@ def desk(tmp_path: Path) -> Desk:
         ([intervention(name="../etc")], "interventions[0].name: letters"),
         ([intervention(token="")], "interventions[0].token: required"),
         ([intervention(remote_epilog_url="ftp://x")], "interventions[0].remote_epilog_url: expected an http"),
+        ([intervention(remote_epilog_url="http://[::1/e")], "interventions[0].remote_epilog_url: not a usable URL"),
+        ([intervention(remote_epilog_url="http://r.test:99999/e")], "interventions[0].remote_epilog_url: not a usable"),
+        ([intervention(remote_epilog_url="http:///e")], "interventions[0].remote_epilog_url: the URL names no host"),
+        ([intervention(remote_epilog_url="http://r.test/a b")], "interventions[0].remote_epilog_url: spaces"),
+        ([intervention(token="tök")], "interventions[0].token: printable ASCII"),
         ([intervention(remote_timeout_s="10")], "interventions[0].remote_timeout_s: expected an integer"),
         ([{"title": "x"}], "interventions[0].name: required key is missing"),
     ],
@@ -147,6 +152,14 @@ def test_config_errors_name_the_key(items: list[dict[str, Any]], message: str) -
     with pytest.raises(ConfigError) as err:
         config_from_dict({"interventions": items})
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_an_empty_token_file_stops_the_daemon_not_every_epilog(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("\n")
+    config = config_from_dict({"interventions": [{"name": "plain", "remote_epilog_url": "https://r.test/e",
+                                                  "token_file": str(tmp_path / "tok")}]})
+    with pytest.raises(ConfigError, match=r"token_file .*: is empty"):
+        interventions.delivery_secrets(config)
 
 
 def test_defaults_and_token_file(tmp_path: Path) -> None:

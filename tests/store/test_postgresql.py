@@ -207,3 +207,42 @@ def test_api_answers_503_while_postgresql_is_down_and_the_key_stays_usable(tmp_p
             daemon.stop()
     finally:
         server.stop()
+
+
+def test_a_claim_held_by_a_stuck_peer_is_409_after_a_bounded_wait(postgres: Postgres, tmp_path: Path) -> None:
+    """Another daemon's transaction holds a key's claim and does not finish: a request with that
+    key waits at most CLAIM_WAIT_MS, then answers 409 in progress (never hangs); once the peer is
+    gone the key executes once."""
+    import json
+
+    import httpx
+    import psycopg
+
+    from mailhelpdesk.store.idempotency import CLAIM_WAIT_MS
+
+    url = postgres.create_database()
+    daemon = _daemon_on(url, tmp_path / "d")
+    daemon.start()
+    try:
+        token = daemon.cli("token", "create", "--name", "stuck", "--ability", "all").stdout.strip().splitlines()[-1]
+        token_id = int(token.split("|")[0])
+        peer = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        peer.execute(
+            "INSERT INTO idempotency_keys (token_id, key, action, fingerprint, state, lease, created_at, expires_at) "
+            "VALUES (%s, 'held', 'create_ticket', 'x', 'in_progress', 'peer', now(), now() + interval '1 day')",
+            (token_id,))  # the transaction stays open: a peer stuck mid-request
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": "held"}
+        body = json.dumps({"originator_email_address": "stuck@customer.test",
+                           "data": {"subject": "Held", "content": "x"}}).encode()
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        started = time.monotonic()
+        resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+        waited = time.monotonic() - started
+        assert resp.status_code == 409 and resp.json()["error"] == "idempotency_key_in_progress", resp.text
+        assert resp.headers["retry-after"] == "1" and waited < CLAIM_WAIT_MS / 1000 + 3, waited
+        peer.rollback()  # the peer dies: its claim goes with its transaction
+        peer.close()
+        done = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+        assert done.status_code == 200 and "idempotent-replayed" not in done.headers, done.text
+    finally:
+        daemon.stop()

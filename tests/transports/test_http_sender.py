@@ -130,6 +130,29 @@ def due_in(box: Box, row: HttpDelivery) -> float:
     return (when - box.clock.now()).total_seconds()
 
 
+async def test_a_row_the_client_cannot_even_send_is_a_failed_try_not_a_stuck_batch(box: Box, receiver: Receiver) -> None:
+    """A URL or header value the HTTP client refuses (rows written before the config checks, or
+    by a bug) fails that row's try like a refused connection; its batch-mates are delivered."""
+    bad_url = box.queue("http://[::1/hook")
+    good = box.queue(receiver.url)
+    with session_scope(box.engine) as session:
+        row = session.get(HttpDelivery, good[0])
+        assert row is not None
+        bad_header = http_outbox.enqueue(
+            session, kind="webhook", ref="webhook:x", ticket_id=None, url=receiver.url, body=b"{}",
+            headers={"Idempotency-Key": "epilog:x:commande-\u00e9t\u00e9:5"}, secret_ref="", timeout_s=5,
+            max_attempts=3, now=box.clock.now(),
+        ).id
+    sender = box.sender()
+    assert await sender.drain_once() == 3
+    await sender.close()
+    rows = {r.id: r for r in box.rows()}
+    assert rows[good[0]].state == "delivered"
+    for failed in (bad_url[0], bad_header):
+        assert rows[failed].state == "queued" and rows[failed].attempts == 1 and rows[failed].last_error, rows[failed]
+    assert len(receiver.requests) == 1
+
+
 async def test_signed_post_with_static_headers_and_delivered(box: Box, receiver: Receiver) -> None:
     box.queue(receiver.url, secret_ref="webhook:crm")
     sender = box.sender()
