@@ -331,6 +331,25 @@ def test_delivered_merges_reply_and_posts_final_publicly(desk: Desk) -> None:
     assert (mail.kind, mail.primary_rcpt) == ("agent_response", "cust@example.test")
 
 
+def test_a_final_response_that_cannot_be_mailed_does_not_undo_the_completion(desk: Desk) -> None:
+    """The customer's address cannot be carried by our mail (a non-ASCII local part, possible on a
+    ticket opened by mail): the remote's acceptance still completes the intervention, and staff
+    are told why the final response is missing."""
+    ticket = desk.create()
+    desk.submit(ticket, {"accept": True})
+    with session_scope(desk.engine) as session:
+        fresh = session.get(Ticket, ticket.id)
+        assert fresh is not None
+        fresh.originator_email = "jos\u00e9@example.test"
+        session.add(fresh)
+    before = len(desk.outbox())
+    desk.outcome(ok=True, body=b'{"ok": true, "data": {"code": "SAVE10"}}')
+    assert desk.instance().state == "completed"
+    note = desk.responses(ticket)[-1]
+    assert note.is_internal and "could not be posted" in note.plain_text, note.plain_text
+    assert len(desk.outbox()) == before  # nothing half-sent
+
+
 def test_delivered_without_json_still_completes(desk: Desk) -> None:
     ticket = desk.create()
     desk.submit(ticket, {"accept": False})
