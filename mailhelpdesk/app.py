@@ -13,8 +13,8 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Generator
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import uvicorn
@@ -24,21 +24,19 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.clock import Clock, SystemClock
-from mailhelpdesk.config import Config
+from mailhelpdesk.config import Config, webhook_secret
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.pipeline import IngestSettings
 from mailhelpdesk.services import interventions, lifecycle, notify
 from mailhelpdesk.services.api_requests import ApiSettings
-from mailhelpdesk.store import idempotency
-from mailhelpdesk.store import schema, spool
+from mailhelpdesk.store import idempotency, schema, spool
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
-from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
-from mailhelpdesk.transports.smtp_sender import SMTPSender
-from mailhelpdesk.config import webhook_secret
 from mailhelpdesk.store.webhooks import secret_ref_for
 from mailhelpdesk.transports.http_sender import DeliveryHandler, HttpSender
+from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
+from mailhelpdesk.transports.smtp_sender import SMTPSender
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +135,7 @@ class App:
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay, self.engine, self.clock, self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
-            composer=(lambda spec: notify.compose_spec(spec, notify_settings)) if notify_settings else None,
+            composer=(lambda spec: notify.try_compose_spec(spec, notify_settings)) if notify_settings else None,
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(
@@ -222,10 +220,8 @@ class App:
         """What an HTTP delivery's outcome means, by row kind (transports/http_sender.py calls
         these in the transaction that records the outcome). A kind without a handler is only
         recorded: webhooks need nothing more. Interventions register "epilog" here."""
-        handlers: dict[str, DeliveryHandler] = {}
-        handlers[interventions.EPILOG_KIND] = interventions.EpilogHandler(
-            lambda: self.settings.notify if self.settings else None, self.clock)
-        return handlers
+        return {interventions.EPILOG_KIND: interventions.EpilogHandler(
+            lambda: self.settings.notify if self.settings else None, self.clock)}
 
     def delivery_secret(self, secret_ref: str) -> bytes | None:
         """The sender's secret resolver: the HMAC key a row's secret_ref names, or None.

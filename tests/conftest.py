@@ -28,6 +28,18 @@ def corpus_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def receiver():  # type: ignore[no-untyped-def]
+    """A real HTTP server on 127.0.0.1 recording POSTs (tests/http_receiver.py)."""
+    from tests.http_receiver import Receiver
+
+    server = Receiver().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres():  # type: ignore[no-untyped-def]
     """One private PostgreSQL cluster on 127.0.0.1 for the run; each test takes a fresh database

@@ -15,30 +15,17 @@ from typing import Any
 import pytest
 
 from mailhelpdesk.transports.http_sender import verify_signature
-from tests.helpers import Daemon, make_mail
-from tests.http.conftest import Api, unique
+from tests.helpers import make_mail
+from tests.http.conftest import Api, running_api, unique
 from tests.http_receiver import Receiver
 
 SECRET = "parity-webhook-key"
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def api(tmp_path: Path, receiver: Receiver) -> Iterator[Api]:
-    daemon = Daemon(tmp_path, extra_config=f'[[webhooks]]\nname = "parity"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n')
-    daemon.start()
-    try:
-        yield Api(daemon)
-    finally:
-        daemon.stop()
+    with running_api(tmp_path, extra_config=f'[[webhooks]]\nname = "parity"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n') as served:
+        yield served
 
 
 def _events_by_ticket(receiver: Receiver, want: int, timeout: float = 30) -> dict[int, list[str]]:

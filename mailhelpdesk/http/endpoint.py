@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from mailhelpdesk.http.auth import Authenticator, RateLimiter, RateState, requir
 from mailhelpdesk.http.errors import JSON_TYPE, ApiError, dumps, validation_failed
 from mailhelpdesk.http.idempotency import KeyedRunner, Outcome, fingerprint, parse_key
 from mailhelpdesk.services.api_requests import ApiSettings
+from mailhelpdesk.services.api_tokens import AuthenticatedToken
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,20 @@ class Endpoint:
     writes: bool = True  # False: the handler only reads (no write lock, runs beside the writers)
 
 
+async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
+    """The HTTP answer for one request: its outcome, or its error, always in the envelope."""
+    try:
+        outcome = await run
+    except ApiError as exc:
+        outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
+    except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
+        outcome = fault(request, exc)
+    return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+
+
 def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
     async def route(request: Request) -> Response:
-        try:
-            outcome = await _run(rt, ep, request)
-        except ApiError as exc:
-            outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
-        except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
-            outcome = fault(request, exc)
-        return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+        return await _answer(request, _run(rt, ep, request))
 
     route.__name__ = ep.action
     api.add_api_route(
@@ -105,33 +111,23 @@ def add_get_route(
     """A native read (DESIGN.md §6): GET, no body, the same auth, rate limit, ability check and
     envelope as the POST family; `handle` gets the path parameters and a read-only session."""
 
+    async def run(request: Request) -> Outcome:
+        await _admit(rt, request, ability)
+        params = dict(request.path_params)
+        return await run_in_threadpool(rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False)
+
     async def route(request: Request) -> Response:
-        try:
-            token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
-            allowed, rate = rt.limiter.hit(f"token:{token.id}")
-            request.scope[RATE_SCOPE_KEY] = rate
-            if not allowed:
-                wait = max(1, rate.reset - int(time.time()))
-                raise ApiError(429, "rate_limited", f"Too many requests; retry in {wait} s.",
-                               headers={"Retry-After": str(wait)})
-            require(token, ability)
-            params = dict(request.path_params)
-            outcome = await run_in_threadpool(
-                rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False
-            )
-        except ApiError as exc:
-            outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
-        except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
-            outcome = fault(request, exc)
-        return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+        return await _answer(request, run(request))
 
     route.__name__ = "get_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
     api.add_api_route(path, route, methods=["GET"], summary=summary, response_model=None)
 
 
-async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
+async def _admit(rt: Runtime, request: Request, ability: str | None) -> AuthenticatedToken | None:
+    """The checks before the body (§2.3): the token (401; none for an unauthenticated endpoint,
+    which is limited per client IP), the rate limit (429), the ability (403)."""
     token = None
-    if ep.ability is not None:
+    if ability is not None:
         token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
         allowed, rate = rt.limiter.hit(f"token:{token.id}")
     else:
@@ -140,8 +136,13 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     if not allowed:
         wait = max(1, rate.reset - int(time.time()))
         raise ApiError(429, "rate_limited", f"Too many requests; retry in {wait} s.", headers={"Retry-After": str(wait)})
-    if token is not None and ep.ability is not None:
-        require(token, ep.ability)
+    if token is not None and ability is not None:
+        require(token, ability)
+    return token
+
+
+async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
+    token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the request body as Content-Type: application/json.")

@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.domain.models import as_utc
+from mailhelpdesk.domain.models import IdempotencyKey, as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
 from mailhelpdesk.store.db import read_scope, session_scope, write
@@ -178,7 +178,7 @@ class KeyedRunner:
                 return None
             if row.fingerprint != fp:
                 raise _conflict()
-            return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
+            return _replayed(row)
 
     def _claim(self, session: Session, *, token_id: int, key: str, action: str, fp: str, lease: str) -> int | Outcome:
         """The claimed row's id, or the answer for a key that is taken (replay); raises 409s."""
@@ -198,9 +198,9 @@ class KeyedRunner:
         if row.fingerprint != fp:
             raise _conflict()
         if row.state == store.KeyState.completed:
-            return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
-        # an in-progress row on disk: a claim committed by an older version that crashed, or
-        # one made by `claim_for_test`; it is taken over once its lease has run out
+            return _replayed(row)
+        # an in-progress row on disk: a claim committed by an older version that crashed (or by
+        # `abandon_claim`); it is taken over once its lease has run out
         locked = as_utc(row.locked_until)
         if locked is not None and locked >= now:
             raise _in_progress()
@@ -232,6 +232,11 @@ class _Discard(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.status)
         self.outcome = outcome
+
+
+def _replayed(row: IdempotencyKey) -> Outcome:
+    """A finished request's stored answer, byte for byte (api-contract.md §3.5)."""
+    return Outcome(row.status or 200, bytes(row.body or b""), {"Idempotent-Replayed": "true"})
 
 
 def _conflict() -> ApiError:

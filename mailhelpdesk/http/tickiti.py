@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from mailhelpdesk.domain.enums import Priority
 from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http.endpoint import Endpoint, Runtime
 from mailhelpdesk.http.errors import ApiError, validation_failed
@@ -179,9 +180,10 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         body = Body(data=data["data"])
     priority = None
     if m.priority is not None:
-        priority = str(m.priority).strip()
-        if priority.capitalize() not in ("Low", "Normal", "High", "Urgent") and priority not in ("10", "20", "30", "40"):
-            raise validation_failed({"priority": ["must be Low, Normal, High or Urgent (or 10, 20, 30, 40)"]})
+        try:
+            priority = Priority.from_name(str(m.priority)).name
+        except ValueError:
+            raise validation_failed({"priority": ["must be Low, Normal, High or Urgent (or 10, 20, 30, 40)"]}) from None
     assignee = _email(m.assigned_to_email, "assigned_to_email") if m.assigned_to_email else None
     return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention, m.uid,
                       priority, assignee)

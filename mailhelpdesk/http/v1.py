@@ -122,9 +122,11 @@ def check_responses_query(m: ResponsesQueryIn, _params: dict[str, Any]) -> ticke
             raise validation_failed({"cursor.created_at": ["is outside the dates a cursor can hold"]}) from None
         cursor = (at, m.cursor.id)
     return ticket_reads.ResponseQuery(
-        created_from=bounds["created_from"], created_to=bounds["created_to"], is_internal=m.is_internal,
-        staff_response=m.staff_response, queues=_listed(m.queue), queue_ids=_listed(m.queue_id),
-        ticket_numbers=_listed(m.ticket_number),
+        filter=ticket_reads.ResponseFilter(
+            created_from=bounds["created_from"], created_to=bounds["created_to"], is_internal=m.is_internal,
+            staff_response=m.staff_response, queues=_listed(m.queue), queue_ids=_listed(m.queue_id),
+            ticket_numbers=_listed(m.ticket_number),
+        ),
         fields=ticket_reads.RESPONSE_FIELDS if m.fields is None else tuple(m.fields),
         limit=m.limit, cursor=cursor, include_deleted=m.include_deleted,
     )

@@ -67,6 +67,24 @@ def available_notices(template_dir: str = "") -> list[str]:
     return sorted(n.removeprefix("notices/").removesuffix(".subject.txt") for n in names)
 
 
+def render_file(env: jinja2.Environment, path: str, context: Mapping[str, Any], *, label: str = "") -> str:
+    """One template of `env` rendered whole. Every template failure becomes one clear
+    NoticeRenderError (`label` goes before the path); a missing template is left to the caller
+    as jinja2.TemplateNotFound, since only it knows whether that is an error."""
+    try:
+        return env.get_template(path).render(dict(context))
+    except jinja2.TemplateNotFound:
+        raise
+    except jinja2.UndefinedError as exc:
+        raise NoticeRenderError(f"{label}{path}: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise NoticeRenderError(f"{label}{path} line {exc.lineno}: {exc.message}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise NoticeRenderError(f"{label}{path}: not allowed in a template: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any template failure is one clear error
+        raise NoticeRenderError(f"{label}{path}: {type(exc).__name__}: {exc}") from None
+
+
 def render_notice(name: str, context: Mapping[str, Any], *, template_dir: str = "") -> RenderedNotice:
     """Render notice `name` with `context`; raises NoticeRenderError, never returns half a mail."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
@@ -76,18 +94,10 @@ def render_notice(name: str, context: Mapping[str, Any], *, template_dir: str = 
     for part, suffix in (("subject", ".subject.txt"), ("text", ".txt"), ("html", ".html")):
         path = f"notices/{name}{suffix}"
         try:
-            parts[part] = env.get_template(path).render(dict(context))
+            parts[part] = render_file(env, path, context, label=f"notice {name!r}: ")
         except jinja2.TemplateNotFound:
             known = ", ".join(available_notices(template_dir)) or "none"
             raise NoticeRenderError(f"notice {name!r}: template {path} not found (notices: {known})") from None
-        except jinja2.UndefinedError as exc:
-            raise NoticeRenderError(f"notice {name!r}: {path}: {exc.message}") from None
-        except jinja2.TemplateSyntaxError as exc:
-            raise NoticeRenderError(f"notice {name!r}: {path} line {exc.lineno}: {exc.message}") from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise NoticeRenderError(f"notice {name!r}: {path}: not allowed in a template: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - any template failure is one clear error
-            raise NoticeRenderError(f"notice {name!r}: {path}: {type(exc).__name__}: {exc}") from None
     subject = " ".join(parts["subject"].split())
     if not subject:
         raise NoticeRenderError(f"notice {name!r}: the subject renders empty")

@@ -53,7 +53,7 @@ from mailhelpdesk.domain.models import HttpDelivery, InterventionInstance, Ticke
 from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
 from mailhelpdesk.mail.compose import AUTO_GENERATED
 from mailhelpdesk.mail.html_text import sanitize_html
-from mailhelpdesk.mail.render import NoticeRenderError, environment
+from mailhelpdesk.mail.render import NoticeRenderError, environment, render_file
 from mailhelpdesk.services import notify
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.notify import NotifySettings, Recipient
@@ -151,19 +151,11 @@ def render_part(template_dir: str, name: str, part: str, context: Mapping[str, A
     for suffix in (".txt", ".html"):
         path = template_path(name, part, suffix)
         try:
-            rendered[suffix] = env.get_template(path).render(dict(context))
+            rendered[suffix] = render_file(env, path, context)
         except jinja2.TemplateNotFound:
             if suffix == ".txt":
                 return None
             rendered[suffix] = None
-        except jinja2.UndefinedError as exc:
-            raise NoticeRenderError(f"{path}: {exc.message}") from None
-        except jinja2.TemplateSyntaxError as exc:
-            raise NoticeRenderError(f"{path} line {exc.lineno}: {exc.message}") from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise NoticeRenderError(f"{path}: not allowed in a template: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - any template failure is one clear error
-            raise NoticeRenderError(f"{path}: {type(exc).__name__}: {exc}") from None
     html = rendered[".html"]
     return RenderedPart(rendered[".txt"] or "", sanitize_html(html) if html else None)
 

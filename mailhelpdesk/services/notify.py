@@ -43,7 +43,7 @@ from mailhelpdesk.mail.compose import (
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.render import NoticeRenderError, render_notice
+from mailhelpdesk.mail.render import render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
@@ -200,6 +200,7 @@ def schedule_notice(
     in_reply_to = in_reply_to if is_message_id(in_reply_to) else None
     references = [r for r in references if is_message_id(r)]
     signed = reply_address(settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id))
+    spec = None
     if automatic and not attachments and settings.compose_in_sender:
         message_id = make_message_id(domain_of(settings.helpdesk_address))
         spec = _notice_spec(
@@ -207,36 +208,24 @@ def schedule_notice(
             in_reply_to=in_reply_to, references=references, auto_submitted=auto_submitted, ticket=ticket, now=now,
             from_name=settings.helpdesk_name if from_name is None else from_name,
         )
-        if spec is not None:
-            item = outbox.enqueue(
-                session, kind=notice, ticket_id=ticket.id, message_id=message_id, mail_from=settings.helpdesk_address,
-                rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True, raw=b"", now=now,
-                deadline_at=now + timedelta(seconds=settings.deadline_s),
-                state=outbox.OutboxState.suppressed if refusal else outbox.OutboxState.queued,
-                last_error=refusal or "", compose_spec=spec,
+        raw = b""  # the sender composes it from the spec, with this Message-ID
+    if spec is None:
+        rendered = render_notice(notice, context, template_dir=settings.template_dir)
+        try:
+            message = _compose_notice(
+                settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
+                references, auto_submitted, ticket, now, from_name, attachments,
             )
-            if refusal:
-                log.warning("notice suppressed notice=%s ticket=%s rcpt=%s reason=%s", notice, ticket.number,
-                            recipient.email, refusal)
-            else:
-                ticket_store.record_message_id(session, message_id=message_id, ticket_id=ticket.id or 0, direction="out")
-            return item
-    rendered = render_notice(notice, context, template_dir=settings.template_dir)
-    try:
-        message = _compose_notice(
-            settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
-            references, auto_submitted, ticket, now, from_name, attachments,
-        )
-    except InvalidInputError as exc:
-        if not automatic:
-            raise
-        # an automatic notice must never undo the change that caused it: keep it, unsendable
-        return outbox.enqueue(
-            session, kind=notice, ticket_id=ticket.id, message_id=make_message_id(domain_of(settings.helpdesk_address)),
-            mail_from=settings.helpdesk_address, rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True,
-            raw=b"", now=now, deadline_at=now, state=outbox.OutboxState.suppressed, last_error=f"cannot compose: {exc}",
-        )
-    message_id = str(message["Message-ID"])
+        except InvalidInputError as exc:
+            if not automatic:
+                raise
+            # an automatic notice must never undo the change that caused it: keep it, unsendable
+            return outbox.enqueue(
+                session, kind=notice, ticket_id=ticket.id, message_id=make_message_id(domain_of(settings.helpdesk_address)),
+                mail_from=settings.helpdesk_address, rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True,
+                raw=b"", now=now, deadline_at=now, state=outbox.OutboxState.suppressed, last_error=f"cannot compose: {exc}",
+            )
+        message_id, raw = str(message["Message-ID"]), as_bytes(message)
     item = outbox.enqueue(
         session,
         kind=notice,
@@ -245,11 +234,12 @@ def schedule_notice(
         mail_from=settings.helpdesk_address,
         rcpt_tos=[recipient.email.lower()],
         is_automatic=automatic,
-        raw=as_bytes(message),
+        raw=raw,
         now=now,
         deadline_at=now + timedelta(seconds=settings.deadline_s),
         state=outbox.OutboxState.suppressed if refusal else outbox.OutboxState.queued,
         last_error=refusal or "",
+        compose_spec=spec,
     )
     if refusal:
         log.warning("notice suppressed notice=%s ticket=%s rcpt=%s reason=%s", notice, ticket.number, recipient.email, refusal)
@@ -291,15 +281,21 @@ def compose_spec(spec: str, settings: NotifySettings) -> bytes:
     return as_bytes(message)
 
 
+def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
+    """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
+    try:
+        return compose_spec(spec, settings), ""
+    except Exception as exc:  # noqa: BLE001 - the reason is kept on the row
+        return None, f"cannot compose: {exc}"
+
+
 def compose_pending(session: Session, settings: NotifySettings, *, clock: Clock, limit: int = 1000) -> int:
     """Compose every queued notice still written as a spec, in this session (the sender does the
     same in two short transactions around the composing, see transports/smtp_sender.py)."""
     rows = outbox.to_compose(session, limit=limit)
     for item_id, spec in rows:
-        try:
-            outbox.set_composed(session, item_id, raw=compose_spec(spec, settings))
-        except (NoticeRenderError, InvalidInputError, KeyError, ValueError) as exc:
-            outbox.set_uncomposable(session, item_id, now=clock.now(), error=f"cannot compose: {exc}")
+        raw, error = try_compose_spec(spec, settings)
+        outbox.store_composed(session, item_id, raw=raw, error=error, now=clock.now())
     session.flush()
     return len(rows)
 

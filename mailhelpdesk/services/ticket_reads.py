@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timezone
 from typing import Any
 
@@ -143,17 +143,14 @@ def moment(value: str, *, end: bool) -> datetime:
     return datetime.fromisoformat(value.replace("T", " ")).replace(tzinfo=timezone.utc)
 
 
+ResponseFilter = response_query.ResponseFilter  # the filters of §5.3, every one optional
+
+
 @dataclass(frozen=True)
 class ResponseQuery:
-    """The filters of §5.3; every one optional."""
+    """One page request of §5.3: the filters, what to return, and where to continue."""
 
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    is_internal: bool | None = None
-    staff_response: bool | None = None
-    queues: Sequence[str] = ()
-    queue_ids: Sequence[int] = ()
-    ticket_numbers: Sequence[int] = ()
+    filter: ResponseFilter = field(default_factory=ResponseFilter)
     fields: Sequence[str] = RESPONSE_FIELDS
     limit: int = DEFAULT_LIMIT
     cursor: tuple[datetime, int] | None = None
@@ -163,11 +160,7 @@ class ResponseQuery:
 def query_responses(session: Session, q: ResponseQuery, *, clock: Clock) -> dict[str, Any]:
     """One page of responses across tickets, oldest first by (created_at, id), each the response
     object of §5.2 plus `ticket_number`; `next_cursor` is null on the last page."""
-    flt = response_query.ResponseFilter(
-        created_from=q.created_from, created_to=q.created_to, is_internal=q.is_internal,
-        staff_response=q.staff_response, queues=q.queues, queue_ids=q.queue_ids, ticket_numbers=q.ticket_numbers,
-        settled_before=response_query.visibility_horizon(session, clock.now()),
-    )
+    flt = replace(q.filter, settled_before=response_query.visibility_horizon(session, clock.now()))
     rows = response_query.query_responses(session, flt, after=q.cursor, limit=q.limit + 1)
     more, rows = len(rows) > q.limit, rows[: q.limit]
     attachments = store.attachments_of(session, [r.id for r, _ in rows if r.id is not None]) \

@@ -19,7 +19,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-
 # SQLite has one writer. Threads of this process queue for it on a lock instead of in SQLite's
 # busy handler, which sleeps in growing steps (up to 100 ms) and made p99 latencies of seconds
 # under concurrent API writes. Other processes (the CLI beside the daemon) still meet the busy
@@ -145,13 +144,12 @@ class GroupWriter:
                         if not _in_transaction(session):
                             # SQLite rolled the whole transaction back by itself (disk full, I/O
                             # error): the jobs before this one are lost too, so none may succeed
-                            raise _BatchLost(exc) from exc
+                            raise
                         outcomes.append((done, None, exc))
         except BaseException as exc:  # noqa: BLE001 - nothing of this batch is durable; the writer lives on
             log.error("group commit failed jobs=%d error=%s", len(batch), exc)
-            error = exc.cause if isinstance(exc, _BatchLost) else exc
-            if not isinstance(error, Exception):
-                error = RuntimeError(f"the write was interrupted: {type(error).__name__}")
+            error = exc if isinstance(exc, Exception) else RuntimeError(
+                f"the write was interrupted: {type(exc).__name__}")
             for _job, done in batch:
                 done.set_exception(error)
             return
@@ -160,12 +158,6 @@ class GroupWriter:
                 done.set_exception(error)
             else:
                 done.set_result(value)
-
-
-class _BatchLost(Exception):
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def _in_transaction(session: Session) -> bool:

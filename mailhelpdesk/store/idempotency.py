@@ -16,7 +16,6 @@ from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import IdempotencyKey
 
-
 CLAIM_WAIT_MS = 5000
 
 
@@ -100,16 +99,6 @@ def complete(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def release(session: Session, *, row_id: int, lease: str) -> None:
-    """Forget a claim (schema error or handler fault): the key may be used again."""
-    session.execute(
-        delete(IdempotencyKey).where(
-            col(IdempotencyKey.id) == row_id, col(IdempotencyKey.lease) == lease,
-            col(IdempotencyKey.state) == KeyState.in_progress,
-        ).execution_options(synchronize_session=False)
-    )
 
 
 def mint(session: Session, *, key: str, action: str, now: datetime, expires_at: datetime) -> None:

@@ -76,6 +76,14 @@ def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
     return [(int(i or 0), str(spec)) for i, spec in rows]
 
 
+def store_composed(session: Session, item_id: int, *, raw: bytes | None, error: str, now: datetime) -> None:
+    """What composing a spec gave: the message, or (raw None) the failure and its reason."""
+    if raw is not None:
+        set_composed(session, item_id, raw=raw)
+    else:
+        set_uncomposable(session, item_id, now=now, error=error)
+
+
 def set_composed(session: Session, item_id: int, *, raw: bytes) -> None:
     """The composed message for a row that was written as a spec (a second composer's result
     for the same row is ignored: both are the same message with the same Message-ID)."""

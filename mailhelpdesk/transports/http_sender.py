@@ -46,6 +46,7 @@ from mailhelpdesk.config import HttpDeliveriesConfig
 from mailhelpdesk.domain.models import HttpDelivery
 from mailhelpdesk.store import http_outbox
 from mailhelpdesk.store.db import session_scope
+from mailhelpdesk.transports.drain import drain_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +186,8 @@ class HttpSender:
             self.wake()
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wakeup.clear()
-            try:
-                done = await self.drain_once()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end delivering
-                log.exception("http outbox drain failed; retrying")
-                done = 0
-                await asyncio.sleep(1)
-            if done == 0 or self._stopping.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_s)
+        await drain_until_stopped(self.drain_once, wakeup=self._wakeup, stopping=self._stopping, poll_s=self.poll_s,
+                                  what="http outbox")
 
     # -- one batch -----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpRelayConfig, read_password
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store.db import read_scope, session_scope
+from mailhelpdesk.transports.drain import drain_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +175,10 @@ class SMTPSender:
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_result: Callable[[str], None] | None = None,
-        composer: Callable[[str], bytes] | None = None,
+        composer: Callable[[str], tuple[bytes | None, str]] | None = None,
     ) -> None:
         self.engine, self.clock, self.executor, self.relay = engine, clock, executor, relay
-        self.composer = composer  # spec -> message bytes, for notices written as a spec
+        self.composer = composer  # spec -> (message bytes, "") or (None, why not): notices written as a spec
         self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
         self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
         self._wakeup = asyncio.Event()
@@ -208,19 +209,9 @@ class SMTPSender:
         await self.relay.close()
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wakeup.clear()
-            try:
-                done = await self.drain_once()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end sending
-                log.exception("outbox drain failed; retrying")
-                done = 0
-                await asyncio.sleep(1)
-            if done == 0 or self._stopping.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_s)
-            if done == 0:
-                await self.relay.close()  # idle: do not hold the relay's connection open
+        # idle: do not hold the relay's connection open
+        await drain_until_stopped(self.drain_once, wakeup=self._wakeup, stopping=self._stopping, poll_s=self.poll_s,
+                                  what="outbox", on_idle=self.relay.close)
 
     async def compose_once(self) -> int:
         """Turn one batch of notices written as specs into messages; returns how many.
@@ -235,17 +226,7 @@ class SMTPSender:
         if not pending:
             return 0
         composer = self.composer
-
-        def build() -> list[tuple[int, bytes | None, str]]:
-            built: list[tuple[int, bytes | None, str]] = []
-            for item_id, spec in pending:
-                try:
-                    built.append((item_id, composer(spec), ""))
-                except Exception as exc:  # noqa: BLE001 - a broken template fails its notice only
-                    built.append((item_id, None, f"cannot compose: {exc}"))
-            return built
-
-        built = await loop.run_in_executor(None, build)
+        built = await loop.run_in_executor(None, lambda: [(item_id, *composer(spec)) for item_id, spec in pending])
         await loop.run_in_executor(self.executor, self._store_composed, built)
         return len(built)
 
@@ -257,10 +238,8 @@ class SMTPSender:
         now = self.clock.now()
         with session_scope(self.engine) as session:
             for item_id, raw, error in built:
-                if raw is not None:
-                    outbox.set_composed(session, item_id, raw=raw)
-                else:
-                    outbox.set_uncomposable(session, item_id, now=now, error=error)
+                outbox.store_composed(session, item_id, raw=raw, error=error, now=now)
+                if raw is None:
                     log.warning("outbox notice failed id=%s error=%s", item_id, error)
 
     async def drain_once(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,21 @@ class Api:
             con.close()
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    daemon = Daemon(tmp_path_factory.mktemp("api"), extra_config=HIGH_LIMIT)
+@contextmanager
+def running_api(tmp: Path, extra_config: str = HIGH_LIMIT) -> Iterator[Api]:
+    """A daemon serving on free loopback ports for the duration of the block."""
+    daemon = Daemon(tmp, extra_config=extra_config)
     daemon.start()
     try:
         yield Api(daemon)
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with running_api(tmp_path_factory.mktemp("api")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
-from tests.helpers import Daemon, free_port, make_mail
-from tests.http.conftest import HIGH_LIMIT, Api, assert_error, unique
+from tests.helpers import free_port, make_mail
+from tests.http.conftest import HIGH_LIMIT, Api, assert_error, running_api, unique
 from tests.http_receiver import Receiver
 from tests.test_roundtrip import wait_for
 
@@ -78,17 +78,8 @@ remote_epilog_url = "http://127.0.0.1:{free_port()}/nobody-listens"
 token = "{TOKEN}"
 {fields}
 """
-    daemon = Daemon(tmp, extra_config=config)
-    daemon.start()
-    try:
-        yield Api(daemon)
-    finally:
-        daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(api: Api) -> str:
-    return api.token("all")
+    with running_api(tmp, extra_config=config) as served:
+        yield served
 
 
 def create(api: Api, token: str, uid: str, *, name: str = "discount_request", key: str | None = None,
