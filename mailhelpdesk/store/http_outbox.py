@@ -83,15 +83,18 @@ def headers_of(row: HttpDelivery) -> dict[str, str]:
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[HttpDelivery]:
     """Queued rows whose time has come, oldest first; each is leased to the caller (attempt counted).
-    A row another sender claimed between our SELECT and our UPDATE is left out."""
-    candidates = list(
-        session.exec(
-            select(HttpDelivery.id)
-            .where(HttpDelivery.state == DeliveryState.queued, col(HttpDelivery.next_attempt_at) <= now)
-            .order_by(col(HttpDelivery.next_attempt_at), col(HttpDelivery.id))
-            .limit(limit)
-        )
+    On PostgreSQL the candidates are locked with SKIP LOCKED, as the spool's are, so two daemons
+    claiming at once take different rows instead of colliding on the same ones; a row another
+    sender claimed between our SELECT and our UPDATE is left out all the same."""
+    query = (
+        select(HttpDelivery.id)
+        .where(HttpDelivery.state == DeliveryState.queued, col(HttpDelivery.next_attempt_at) <= now)
+        .order_by(col(HttpDelivery.next_attempt_at), col(HttpDelivery.id))
+        .limit(limit)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    candidates = list(session.exec(query))
     lease_until = now + timedelta(seconds=lease_s)
     claimed: list[int] = []
     for row_id in candidates:
