@@ -55,13 +55,18 @@ def bare_app(db: Path) -> FastAPI:
     return app
 
 
-async def drive(url: str, bodies: list[dict], headers_for, clients: int) -> tuple[float, list[float], int]:  # type: ignore[no-untyped-def]
+async def drive(
+    url: str, bodies: list[dict], headers_for, clients: int
+) -> tuple[float, list[float], int]:  # type: ignore[no-untyped-def]
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(bodies)):
         queue.put_nowait(i)
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as client:
+    async with httpx.AsyncClient(
+        timeout=120, limits=httpx.Limits(max_connections=clients)
+    ) as client:
+
         async def worker() -> None:
             nonlocal errors
             while not queue.empty():
@@ -70,6 +75,7 @@ async def drive(url: str, bodies: list[dict], headers_for, clients: int) -> tupl
                 resp = await client.post(url, json=bodies[i], headers=headers_for(i))
                 latencies.append(time.perf_counter() - started)
                 errors += resp.status_code != 200
+
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
     return time.perf_counter() - started, latencies, errors
@@ -78,7 +84,9 @@ async def drive(url: str, bodies: list[dict], headers_for, clients: int) -> tupl
 def report(name: str, clients: int, n: int, elapsed: float, lat: list[float], errors: int) -> None:
     lat.sort()
     p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
-    print(f"{name:<22} clients={clients:<3} {n / elapsed:8.0f} req/s  p50={p50:6.1f} ms  p99={p99:7.1f} ms  errors={errors}")
+    print(
+        f"{name:<22} clients={clients:<3} {n / elapsed:8.0f} req/s  p50={p50:6.1f} ms  p99={p99:7.1f} ms  errors={errors}"
+    )
 
 
 def wait_listening(port: int, timeout: float = 20) -> None:
@@ -108,20 +116,38 @@ def main() -> None:
         daemon = Daemon(Path(tmp), extra_config="[api]\nrate_limit_requests = 100000000\n")
         daemon.start()
         port = free_port()
-        bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), str(Path(tmp) / "bare.db")])
+        bare = subprocess.Popen(
+            [sys.executable, __file__, "--serve-bare", str(port), str(Path(tmp) / "bare.db")]
+        )
         wait_listening(port)
         try:
-            token = daemon.cli("token", "create", "--name", "bench", "--ability", "all").stdout.strip().splitlines()[-1]
+            token = (
+                daemon.cli("token", "create", "--name", "bench", "--ability", "all")
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             for clients in (1, 16, 64):
                 n = args.requests
-                bodies = [{"originator_email_address": f"c{i % 50}@customer.test",
-                           "data": {"subject": f"Bench {i}", "content": "<p>hello</p>"}} for i in range(n)]
+                bodies = [
+                    {
+                        "originator_email_address": f"c{i % 50}@customer.test",
+                        "data": {"subject": f"Bench {i}", "content": "<p>hello</p>"},
+                    }
+                    for i in range(n)
+                ]
                 keys = [str(uuid.uuid4()) for _ in range(n)]
-                elapsed, lat, errors = asyncio.run(drive(
-                    f"http://127.0.0.1:{daemon.http_port}/api/create_ticket", bodies,
-                    lambda i: {"Authorization": f"Bearer {token}", "Idempotency-Key": keys[i]}, clients))
+                elapsed, lat, errors = asyncio.run(
+                    drive(
+                        f"http://127.0.0.1:{daemon.http_port}/api/create_ticket",
+                        bodies,
+                        lambda i: {"Authorization": f"Bearer {token}", "Idempotency-Key": keys[i]},
+                        clients,
+                    )
+                )
                 report("mailhelpdesk create", clients, n, elapsed, lat, errors)
-                elapsed, lat, errors = asyncio.run(drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients))
+                elapsed, lat, errors = asyncio.run(
+                    drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients)
+                )
                 report("bare fastapi insert", clients, n, elapsed, lat, errors)
         finally:
             bare.terminate()

@@ -50,8 +50,12 @@ PARAGRAPH = (
 def messages(n: int, body_bytes: int) -> list[bytes]:
     body = (PARAGRAPH * (body_bytes // len(PARAGRAPH) + 1))[:body_bytes]
     return [
-        make_mail(subject=f"Export stuck #{i}", sender=f"Customer {i % 97} <c{i % 97}@customer.test>",
-                  message_id=f"<bench-{i}-{time.time_ns()}@customer.test>", body=f"Ticket {i}.\n{body}\n")
+        make_mail(
+            subject=f"Export stuck #{i}",
+            sender=f"Customer {i % 97} <c{i % 97}@customer.test>",
+            message_id=f"<bench-{i}-{time.time_ns()}@customer.test>",
+            body=f"Ticket {i}.\n{body}\n",
+        )
         for i in range(n)
     ]
 
@@ -67,7 +71,7 @@ async def raw_fetch(dovecot: Dovecot, user: ImapUser) -> tuple[int, int, float]:
     uids = [int(x) for line in search.lines[:-1] for x in line.split() if x.isdigit()]
     count = size = 0
     for start in range(0, len(uids), BATCH):
-        chunk = uids[start:start + BATCH]
+        chunk = uids[start : start + BATCH]
         response = await client.uid("fetch", f"{chunk[0]}:{chunk[-1]}", "(UID BODY.PEEK[])")
         for line in response.lines:
             if isinstance(line, bytearray):
@@ -82,8 +86,14 @@ async def poller_keep(dovecot: Dovecot, user: ImapUser, n: int, work: Path) -> f
     """Seconds from IMAPPoller.start() to the N-th message kept and marked."""
     engine = make_engine(f"sqlite:///{work / 'poller.db'}")
     schema.upgrade(engine)
-    box = ImapMailboxConfig(name="bench", host=dovecot.host, port=dovecot.port, security="none",
-                            username=user.name, password=user.password)
+    box = ImapMailboxConfig(
+        name="bench",
+        host=dovecot.host,
+        port=dovecot.port,
+        security="none",
+        username=user.name,
+        password=user.password,
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
     poller = IMAPPoller(box, engine=engine, clock=SystemClock(), executor=executor)
     started = time.perf_counter()
@@ -112,7 +122,9 @@ def daemon_ingest(dovecot: Dovecot, user: ImapUser, n: int, work: Path) -> tuple
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             with sqlite3.connect(work / "daemon" / "helpdesk.db", timeout=30) as conn:
-                done = conn.execute("SELECT COUNT(*) FROM inbound_messages WHERE state != 'new'").fetchone()[0]
+                done = conn.execute(
+                    "SELECT COUNT(*) FROM inbound_messages WHERE state != 'new'"
+                ).fetchone()[0]
             if done >= n:
                 break
             time.sleep(0.2)
@@ -126,7 +138,9 @@ def daemon_ingest(dovecot: Dovecot, user: ImapUser, n: int, work: Path) -> tuple
     if states != "done":
         print(f"  warning: spool states {states}")
     t0 = datetime.fromisoformat(first)
-    return (datetime.fromisoformat(last_done) - t0).total_seconds(), (datetime.fromisoformat(last_kept) - t0).total_seconds()
+    return (datetime.fromisoformat(last_done) - t0).total_seconds(), (
+        datetime.fromisoformat(last_kept) - t0
+    ).total_seconds()
 
 
 def main() -> None:
@@ -142,26 +156,34 @@ def main() -> None:
         started = time.perf_counter()
         mails = messages(n, args.body_bytes)
         dovecot.append(user, mails)
-        print(f"Dovecot INBOX: {n} messages, {sum(len(m) for m in mails) / n / 1024:.1f} KiB average "
-              f"(appended in {time.perf_counter() - started:.1f}s)")
+        print(
+            f"Dovecot INBOX: {n} messages, {sum(len(m) for m in mails) / n / 1024:.1f} KiB average "
+            f"(appended in {time.perf_counter() - started:.1f}s)"
+        )
 
         count, size, raw_s = asyncio.run(raw_fetch(dovecot, user))
         assert count == n, f"raw fetch got {count} of {n}"
         raw_rate = n / raw_s
-        print(f"raw fetch (aioimaplib, {BATCH}/UID FETCH, no processing): {raw_s:.2f}s  "
-              f"{raw_rate:,.0f} msg/s  {size / raw_s / 1e6:.1f} MB/s")
+        print(
+            f"raw fetch (aioimaplib, {BATCH}/UID FETCH, no processing): {raw_s:.2f}s  "
+            f"{raw_rate:,.0f} msg/s  {size / raw_s / 1e6:.1f} MB/s"
+        )
 
         keep_s = asyncio.run(poller_keep(dovecot, user, n, work))
         keep_rate = n / keep_s
-        print(f"poller keep (fetch + spool commit + \\Seen):          {keep_s:.2f}s  "
-              f"{keep_rate:,.0f} msg/s  ratio to raw {keep_rate / raw_rate:.2f}")
+        print(
+            f"poller keep (fetch + spool commit + \\Seen):          {keep_s:.2f}s  "
+            f"{keep_rate:,.0f} msg/s  ratio to raw {keep_rate / raw_rate:.2f}"
+        )
 
         if not args.skip_daemon:
             ingest_s, kept_s = daemon_ingest(dovecot, user, n, work)
             ingest_rate = n / ingest_s
-            print(f"daemon ingest (kept -> tickets, full pipeline):       {ingest_s:.2f}s  "
-                  f"{ingest_rate:,.0f} msg/s  ratio to raw {ingest_rate / raw_rate:.3f}  "
-                  f"(all {n} kept after {kept_s:.2f}s, beside the pipeline)")
+            print(
+                f"daemon ingest (kept -> tickets, full pipeline):       {ingest_s:.2f}s  "
+                f"{ingest_rate:,.0f} msg/s  ratio to raw {ingest_rate / raw_rate:.3f}  "
+                f"(all {n} kept after {kept_s:.2f}s, beside the pipeline)"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -43,10 +43,17 @@ class _Counter:
 
 def _context(i: int) -> dict[str, object]:
     return {
-        "helpdesk_name": "Bench Support", "helpdesk_address": "support@helpdesk.test", "ticket_number": 100001 + i,
-        "ticket_tag": f"[#{100001 + i}]", "ticket_subject": f"Printer {i} on fire", "ticket_status": "open",
-        "queue": "Inbox", "customer_name": "Priya Sharma", "customer_email": f"c{i}@customer.test",
-        "message_text": "My printer is on fire.\n" * 20, "agent_name": "",
+        "helpdesk_name": "Bench Support",
+        "helpdesk_address": "support@helpdesk.test",
+        "ticket_number": 100001 + i,
+        "ticket_tag": f"[#{100001 + i}]",
+        "ticket_subject": f"Printer {i} on fire",
+        "ticket_status": "open",
+        "queue": "Inbox",
+        "customer_name": "Priya Sharma",
+        "customer_email": f"c{i}@customer.test",
+        "message_text": "My printer is on fire.\n" * 20,
+        "agent_name": "",
     }
 
 
@@ -58,22 +65,47 @@ def write_notices(engine: object, n: int) -> tuple[float, list[bytes]]:
         with session_scope(engine) as session:  # type: ignore[arg-type]
             for i in range(start, min(start + 50, n)):
                 notice = render_notice("acknowledgement", _context(i))
-                msg = compose(Outgoing("Bench Support", "support@helpdesk.test", [("Priya", f"c{i}@customer.test")],
-                                       notice.subject, notice.text, notice.html, reply_to="support+t1-aaaaaaaaaaaaaaaa@helpdesk.test",
-                                       in_reply_to=f"<m{i}@customer.test>", auto_submitted=AUTO_REPLIED, ticket_number=100001 + i))
+                msg = compose(
+                    Outgoing(
+                        "Bench Support",
+                        "support@helpdesk.test",
+                        [("Priya", f"c{i}@customer.test")],
+                        notice.subject,
+                        notice.text,
+                        notice.html,
+                        reply_to="support+t1-aaaaaaaaaaaaaaaa@helpdesk.test",
+                        in_reply_to=f"<m{i}@customer.test>",
+                        auto_submitted=AUTO_REPLIED,
+                        ticket_number=100001 + i,
+                    )
+                )
                 raw = as_bytes(msg)
                 raws.append(raw)
                 now = clock.now()
-                outbox.enqueue(session, kind="acknowledgement", ticket_id=None, message_id=str(msg["Message-ID"]),
-                               mail_from="support@helpdesk.test", rcpt_tos=[f"c{i}@customer.test"], is_automatic=True,
-                               raw=raw, now=now, deadline_at=now + timedelta(days=2))
+                outbox.enqueue(
+                    session,
+                    kind="acknowledgement",
+                    ticket_id=None,
+                    message_id=str(msg["Message-ID"]),
+                    mail_from="support@helpdesk.test",
+                    rcpt_tos=[f"c{i}@customer.test"],
+                    is_automatic=True,
+                    raw=raw,
+                    now=now,
+                    deadline_at=now + timedelta(days=2),
+                )
     return time.perf_counter() - started, raws
 
 
 async def drain(engine: object, port: int, batch: int) -> float:
     db = ThreadPoolExecutor(max_workers=1)
-    sender = SMTPSender(engine, SystemClock(), db,  # type: ignore[arg-type]
-                        SMTPRelay(SmtpRelayConfig(host="127.0.0.1", port=port, security="none")), batch_size=batch)
+    sender = SMTPSender(
+        engine,
+        SystemClock(),
+        db,  # type: ignore[arg-type]
+        SMTPRelay(SmtpRelayConfig(host="127.0.0.1", port=port, security="none")),
+        batch_size=batch,
+    )
     started = time.perf_counter()
     while await sender.drain_once():
         pass
@@ -112,7 +144,9 @@ def main() -> None:
             engine.dispose()
         assert handler.count == 2 * args.messages, handler.count
         n = args.messages
-        print(f"messages: {n}, avg size {sum(map(len, raws)) // n} bytes, batch {args.batch}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z")
+        print(
+            f"messages: {n}, avg size {sum(map(len, raws)) // n} bytes, batch {args.batch}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z"
+        )
         print(f"write notices (render+compose+insert): {n / write_s:8.0f} notices/s")
         print(f"bare aiosmtplib, prebuilt, 1 conn:     {n / bare_s:8.0f} msgs/s")
         print(f"outbox sender (claim/send/mark sent):  {n / sender_s:8.0f} msgs/s")

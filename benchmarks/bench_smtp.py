@@ -39,14 +39,24 @@ def _messages(count: int, size: int, tag: str) -> list[tuple[str, bytes]]:
     filler = ("lorem ipsum dolor sit amet " * 3).strip() + "\n"
     body = (filler * (size // len(filler) + 1))[: max(size - 400, 10)]
     return [
-        (f"<bench-{tag}-{i}@customer.test>",
-         crlf(make_mail(subject=f"bench {tag} {i}", message_id=f"<bench-{tag}-{i}@customer.test>",
-                        sender=f"c{i % 97}@customer.test", body=body)))
+        (
+            f"<bench-{tag}-{i}@customer.test>",
+            crlf(
+                make_mail(
+                    subject=f"bench {tag} {i}",
+                    message_id=f"<bench-{tag}-{i}@customer.test>",
+                    sender=f"c{i % 97}@customer.test",
+                    body=body,
+                )
+            ),
+        )
         for i in range(count)
     ]
 
 
-def _send_all(port: int, messages: list[tuple[str, bytes]], connections: int) -> tuple[float, dict[str, float]]:
+def _send_all(
+    port: int, messages: list[tuple[str, bytes]], connections: int
+) -> tuple[float, dict[str, float]]:
     """Send over `connections` parallel sessions; return (seconds until the last 250, DATA start times)."""
     started: dict[str, float] = {}
     lock = threading.Lock()
@@ -101,7 +111,9 @@ def bench_daemon(messages: list[tuple[str, bytes]], connections: int) -> dict[st
     if tickets != len(messages):
         raise RuntimeError(f"{tickets} tickets for {len(messages)} messages")
     latencies = sorted(
-        datetime.fromisoformat(done).timestamp() - started[mid] for mid, done in rows if mid in started and done
+        datetime.fromisoformat(done).timestamp() - started[mid]
+        for mid, done in rows
+        if mid in started and done
     )
     return {
         "acked_per_s": len(messages) / acked,
@@ -113,20 +125,30 @@ def bench_daemon(messages: list[tuple[str, bytes]], connections: int) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--sizes", default="4096,102400")
     args = parser.parse_args()
-    print(f"SMTP ingest, {args.messages} messages, {args.connections} connections, {os.cpu_count()} CPUs")
-    print(f"{'size':>8} {'sink msg/s':>11} {'acked msg/s':>12} {'filed msg/s':>12} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}")
+    print(
+        f"SMTP ingest, {args.messages} messages, {args.connections} connections, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'size':>8} {'sink msg/s':>11} {'acked msg/s':>12} {'filed msg/s':>12} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         messages = _messages(args.messages, size, f"{size}-{time.time_ns()}")
         sink = bench_sink(messages, args.connections)
         daemon = bench_daemon(messages, args.connections)
-        print(f"{size:>8} {sink:>11.0f} {daemon['acked_per_s']:>12.0f} {daemon['filed_per_s']:>12.0f} "
-              f"{daemon['filed_per_s'] / sink:>6.2f} {daemon['p50_ms']:>8.1f} {daemon['p99_ms']:>8.1f} {daemon['rss_mb']:>7.1f}")
-    print("ratio = filed msg/s (250 after commit, every message a ticket) / bare sink msg/s, same run")
+        print(
+            f"{size:>8} {sink:>11.0f} {daemon['acked_per_s']:>12.0f} {daemon['filed_per_s']:>12.0f} "
+            f"{daemon['filed_per_s'] / sink:>6.2f} {daemon['p50_ms']:>8.1f} {daemon['p99_ms']:>8.1f} {daemon['rss_mb']:>7.1f}"
+        )
+    print(
+        "ratio = filed msg/s (250 after commit, every message a ticket) / bare sink msg/s, same run"
+    )
 
 
 if __name__ == "__main__":

@@ -52,20 +52,39 @@ class _Server(uvicorn.Server):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.kept = Counter("mailhelpdesk_inbound_kept", "Messages kept in the spool", ["source"], registry=self.registry)
-        self.applied = Counter(
-            "mailhelpdesk_inbound_processed", "Messages processed, by outcome", ["outcome"], registry=self.registry
+        self.kept = Counter(
+            "mailhelpdesk_inbound_kept",
+            "Messages kept in the spool",
+            ["source"],
+            registry=self.registry,
         )
-        self.pending = Gauge("mailhelpdesk_inbound_pending", "Messages kept, not yet processed", registry=self.registry)
+        self.applied = Counter(
+            "mailhelpdesk_inbound_processed",
+            "Messages processed, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "mailhelpdesk_inbound_pending",
+            "Messages kept, not yet processed",
+            registry=self.registry,
+        )
         self.outbox = Counter(
-            "mailhelpdesk_outbox_attempts", "Outbound delivery attempts, by result", ["result"], registry=self.registry
+            "mailhelpdesk_outbox_attempts",
+            "Outbound delivery attempts, by result",
+            ["result"],
+            registry=self.registry,
         )
         self.http_deliveries = Counter(
-            "mailhelpdesk_http_delivery_attempts", "Outgoing HTTP delivery attempts, by result", ["result"],
+            "mailhelpdesk_http_delivery_attempts",
+            "Outgoing HTTP delivery attempts, by result",
+            ["result"],
             registry=self.registry,
         )
         self.batch_seconds = Histogram(
-            "mailhelpdesk_ingest_batch_seconds", "Time to apply one ingest batch", registry=self.registry
+            "mailhelpdesk_ingest_batch_seconds",
+            "Time to apply one ingest batch",
+            registry=self.registry,
         )
 
 
@@ -75,7 +94,9 @@ class App:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.engine: Engine = make_engine(config.database.url, sqlite_synchronous=config.database.sqlite_synchronous)
+        self.engine: Engine = make_engine(
+            config.database.url, sqlite_synchronous=config.database.sqlite_synchronous
+        )
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
         self.metrics = Metrics()
         self.settings: IngestSettings | None = None
@@ -113,16 +134,26 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         await self.start()
-        log.info("mailhelpdesk serving config=%s database=%s", self.config.source, self.engine.url.render_as_string())
+        log.info(
+            "mailhelpdesk serving config=%s database=%s",
+            self.config.source,
+            self.engine.url.render_as_string(),
+        )
         await self._stopping.wait()
         await self.shutdown()
 
     async def start(self) -> None:
-        interventions.check_templates(self.config)  # ConfigError: a missing .private stops the start
+        interventions.check_templates(
+            self.config
+        )  # ConfigError: a missing .private stops the start
         listener = self.config.smtp_listener
         if listener.enabled:
             self.spool_writer = SpoolWriter(
-                self.engine, self.clock, self.db, window_s=listener.group_commit_window_ms / 1000, on_commit=self._kept
+                self.engine,
+                self.clock,
+                self.db,
+                window_s=listener.group_commit_window_ms / 1000,
+                on_commit=self._kept,
             )
             self.spool_writer.start()
             handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
@@ -133,14 +164,23 @@ class App:
         self._schedule("on-hold wake-up", 60, self._wake_on_hold)
         notify_settings = self.settings.notify if self.settings else None
         self.sender = SMTPSender.from_config(
-            self.config.smtp_relay, self.engine, self.clock, self.db,
+            self.config.smtp_relay,
+            self.engine,
+            self.clock,
+            self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
-            composer=(lambda spec: notify.try_compose_spec(spec, notify_settings)) if notify_settings else None,
+            composer=(lambda spec: notify.try_compose_spec(spec, notify_settings))
+            if notify_settings
+            else None,
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(
-            self.config.http_deliveries, self.engine, self.clock, self.db,
-            secrets=self.delivery_secret, handlers=self.delivery_handlers(),
+            self.config.http_deliveries,
+            self.engine,
+            self.clock,
+            self.db,
+            secrets=self.delivery_secret,
+            handlers=self.delivery_handlers(),
             on_result=lambda result: self.metrics.http_deliveries.labels(result=result).inc(),
         )
         self.http_sender.start()
@@ -148,19 +188,34 @@ class App:
             from mailhelpdesk.transports.imap_poller import IMAPPoller
 
             for box in self.config.imap_mailboxes:
-                poller = IMAPPoller(box, engine=self.engine, clock=self.clock, executor=self.db, on_kept=self._kept_imap)
+                poller = IMAPPoller(
+                    box,
+                    engine=self.engine,
+                    clock=self.clock,
+                    executor=self.db,
+                    on_kept=self._kept_imap,
+                )
                 self.pollers.append(poller)
                 poller.start()
         if self.config.http.enabled:
             assert self.settings is not None and self.settings.notify is not None
             api = create_api(
-                health=self.health, metrics=self.render_metrics, engine=self.engine, clock=self.clock,
-                settings=ApiSettings.from_config(self.config, self.settings.notify), api_config=self.config.api,
+                health=self.health,
+                metrics=self.render_metrics,
+                engine=self.engine,
+                clock=self.clock,
+                settings=ApiSettings.from_config(self.config, self.settings.notify),
+                api_config=self.config.api,
             )
             self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(
-                api, host=self.config.http.host, port=self.config.http.port, log_config=None,
-                access_log=False, lifespan="off", h11_max_incomplete_event_size=self.config.http.max_request_bytes,
+                api,
+                host=self.config.http.host,
+                port=self.config.http.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                h11_max_incomplete_event_size=self.config.http.max_request_bytes,
             )
             self.http_server = _Server(uv)
             self._tasks.append(asyncio.create_task(self.http_server.serve(), name="http"))
@@ -212,7 +267,13 @@ class App:
                 log.exception("%s failed", name)
 
         self.scheduler.add_job(
-            run, "interval", seconds=every_s, id=name, name=name, max_instances=1, coalesce=True,
+            run,
+            "interval",
+            seconds=every_s,
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
             next_run_time=datetime.now(timezone.utc),
         )
 
@@ -220,8 +281,11 @@ class App:
         """What an HTTP delivery's outcome means, by row kind (transports/http_sender.py calls
         these in the transaction that records the outcome). A kind without a handler is only
         recorded: webhooks need nothing more. Interventions register "epilog" here."""
-        return {interventions.EPILOG_KIND: interventions.EpilogHandler(
-            lambda: self.settings.notify if self.settings else None, self.clock)}
+        return {
+            interventions.EPILOG_KIND: interventions.EpilogHandler(
+                lambda: self.settings.notify if self.settings else None, self.clock
+            )
+        }
 
     def delivery_secret(self, secret_ref: str) -> bytes | None:
         """The sender's secret resolver: the HMAC key a row's secret_ref names, or None.
@@ -248,7 +312,9 @@ class App:
     def _wake_on_hold(self) -> None:
         """On-hold tickets whose date has come are opened and their assignee told."""
         with session_scope(self.engine) as session:
-            lifecycle.wake_on_hold(session, clock=self.clock, settings=self.settings.notify if self.settings else None)
+            lifecycle.wake_on_hold(
+                session, clock=self.clock, settings=self.settings.notify if self.settings else None
+            )
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)
@@ -265,12 +331,21 @@ class App:
             self._wakeup.clear()
             try:
                 if time.monotonic() - last_reload > 10:  # pick up agents added with the CLI
-                    self.settings = await loop.run_in_executor(self.db, worker.load_settings, self.engine, self.config)
+                    self.settings = await loop.run_in_executor(
+                        self.db, worker.load_settings, self.engine, self.config
+                    )
                     last_reload = time.monotonic()
                 assert self.settings is not None
                 started = time.perf_counter()
                 result = await loop.run_in_executor(
-                    self.db, lambda: worker.process_batch(self.engine, self.settings, self.clock, limit=self.config.ingest.batch_size, budget_s=self.config.ingest.batch_budget_ms / 1000)  # type: ignore[arg-type]
+                    self.db,
+                    lambda: worker.process_batch(
+                        self.engine,
+                        self.settings,
+                        self.clock,
+                        limit=self.config.ingest.batch_size,
+                        budget_s=self.config.ingest.batch_budget_ms / 1000,
+                    ),  # type: ignore[arg-type]
                 )
                 if result.processed:
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)

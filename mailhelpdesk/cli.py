@@ -21,7 +21,6 @@ from mailhelpdesk.config import Config, ConfigError, load_config
 from mailhelpdesk.log import configure_logging
 
 
-
 class _State:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -45,12 +44,19 @@ def _app(ctx: click.Context) -> Any:
     try:
         app.prepare()
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"database {state.config.database.url}: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}") from None
+        raise click.ClickException(
+            f"database {state.config.database.url}: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}"
+        ) from None
     return app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $MAILHELPDESK_CONFIG, else ./mailhelpdesk.toml, else embedded defaults).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: $MAILHELPDESK_CONFIG, else ./mailhelpdesk.toml, else embedded defaults).",
+)
 @click.version_option(__version__, prog_name="mailhelpdesk")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
@@ -108,7 +114,11 @@ def ticket() -> None:
 
 
 @ticket.command("list")
-@click.option("--status", type=click.Choice(["open", "on-hold", "closed"]), help="Only tickets in this status.")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "on-hold", "closed"]),
+    help="Only tickets in this status.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print an array of ticket headers.")
 @click.pass_context
 def ticket_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
@@ -119,12 +129,16 @@ def ticket_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
 
     app = _app(ctx)
     with read_scope(app.engine) as session:
-        headers = ticket_headers(session, list(store.list_tickets(session, status=status, limit=1_000_000)))
+        headers = ticket_headers(
+            session, list(store.list_tickets(session, status=status, limit=1_000_000))
+        )
     if as_json:
         click.echo(json.dumps(headers, indent=2, ensure_ascii=False))
         return
     for h in headers:
-        click.echo(f"{h['number']}  {h['status']:<8} {h['queue']:<12} {h['originator_email']:<32} {h['subject']}")
+        click.echo(
+            f"{h['number']}  {h['status']:<8} {h['queue']:<12} {h['originator_email']:<32} {h['subject']}"
+        )
     if not headers:
         click.echo("no tickets", err=True)
 
@@ -149,12 +163,16 @@ def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     click.echo(f"#{data['number']} {data['subject']}")
-    click.echo(f"status: {data['status']}  queue: {data['queue']}  from: {data['originator_name']} <{data['originator_email']}>")
+    click.echo(
+        f"status: {data['status']}  queue: {data['queue']}  from: {data['originator_name']} <{data['originator_email']}>"
+    )
     if data["cc"]:
         click.echo(f"cc: {', '.join(data['cc'])}")
     for r in data["responses"]:
         flag = " (internal)" if r["is_internal"] else ""
-        click.echo(f"\n--- {r['created_at']} {r['kind']}{flag} {r['created_by_name']} <{r['created_by_email']}>")
+        click.echo(
+            f"\n--- {r['created_at']} {r['kind']}{flag} {r['created_by_name']} <{r['created_by_email']}>"
+        )
         click.echo(r["visible_text"])
         for a in r["attachments"]:
             click.echo(f"[attachment] {a['name']} ({a['mime_type']}, {a['file_size']} bytes)")
@@ -182,16 +200,26 @@ def inbound_list(ctx: click.Context, failed: bool, limit: int, as_json: bool) ->
     with read_scope(app.engine) as session:
         rows = spool.list_inbound(session, state="failed" if failed else None, limit=limit)
         items = [
-            {"id": r.id, "received_at": str(r.received_at), "source": r.source, "state": r.state,
-             "outcome": r.outcome, "reason": r.reason, "message_id": r.message_id, "size": r.size,
-             "ticket_id": r.ticket_id}
+            {
+                "id": r.id,
+                "received_at": str(r.received_at),
+                "source": r.source,
+                "state": r.state,
+                "outcome": r.outcome,
+                "reason": r.reason,
+                "message_id": r.message_id,
+                "size": r.size,
+                "ticket_id": r.ticket_id,
+            }
             for r in rows
         ]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
     for i in items:
-        click.echo(f"{i['id']:>7} {i['state']:<7} {i['outcome'] or '-':<15} {i['source']:<6} {i['reason']}")
+        click.echo(
+            f"{i['id']:>7} {i['state']:<7} {i['outcome'] or '-':<15} {i['source']:<6} {i['reason']}"
+        )
     if not items:
         click.echo("nothing kept" if not failed else "nothing set aside", err=True)
 
@@ -205,7 +233,9 @@ def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
 
     app = _app(ctx)
     if not worker.retry(app.engine, inbound_id):
-        raise click.ClickException(f"inbound message {inbound_id} is not set aside (see `inbound list --failed`)")
+        raise click.ClickException(
+            f"inbound message {inbound_id} is not set aside (see `inbound list --failed`)"
+        )
     _drain(app)
     from mailhelpdesk.domain.models import InboundMessage
     from mailhelpdesk.store.db import read_scope
@@ -223,7 +253,9 @@ def _drain(app: Any) -> Counter[str]:
 
     total: Counter[str] = Counter()
     while True:
-        result = worker.process_batch(app.engine, app.settings, app.clock, limit=app.config.ingest.batch_size)
+        result = worker.process_batch(
+            app.engine, app.settings, app.clock, limit=app.config.ingest.batch_size
+        )
         total.update(result.outcomes)
         if result.processed == 0:
             return total
@@ -239,7 +271,11 @@ def _messages_at(path: Path) -> Iterator[tuple[str, bytes]]:
         for key in box.iterkeys():
             yield f"maildir:{key}", box.get_bytes(key)
     elif path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".eml", ".msg", ".txt", ".box", "")):
+        for file in sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in (".eml", ".msg", ".txt", ".box", "")
+        ):
             yield str(file), file.read_bytes()
     else:
         box_m = mailbox.mbox(str(path), factory=None, create=False)
@@ -249,7 +285,9 @@ def _messages_at(path: Path) -> Iterator[tuple[str, bytes]]:
 
 @main.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--queue", default="", help="Queue for new tickets (default: by recipient, else Inbox).")
+@click.option(
+    "--queue", default="", help="Queue for new tickets (default: by recipient, else Inbox)."
+)
 @click.pass_context
 def import_(ctx: click.Context, path: Path, queue: str) -> None:
     """Import an mbox, a maildir or a folder of .eml files through the ingest pipeline."""
@@ -270,7 +308,14 @@ def import_(ctx: click.Context, path: Path, queue: str) -> None:
             chunk = items[start : start + size]
             with session_scope(app.engine) as session:
                 for ref, raw in chunk:
-                    spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="import", mail_from=None, source_ref=ref[:500], queue_hint=queue), now=app.clock.now())
+                    spool.add_inbound(
+                        session,
+                        raw=raw,
+                        envelope=spool.Envelope(
+                            source="import", mail_from=None, source_ref=ref[:500], queue_hint=queue
+                        ),
+                        now=app.clock.now(),
+                    )
             while True:
                 result = worker.process_batch(app.engine, app.settings, app.clock, limit=size)
                 total.update(result.outcomes)
@@ -279,7 +324,9 @@ def import_(ctx: click.Context, path: Path, queue: str) -> None:
             bar.update(len(chunk))
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(total.items())))
     if total.get("failed"):
-        click.echo("some messages were set aside: see `mailhelpdesk inbound list --failed`", err=True)
+        click.echo(
+            "some messages were set aside: see `mailhelpdesk inbound list --failed`", err=True
+        )
 
 
 # -- agents ------------------------------------------------------------------------------------------
@@ -310,7 +357,9 @@ def agent_add(ctx: click.Context, email: str, name: str, alternate: tuple[str, .
     with session_scope(app.engine) as session:
         row = store.get_agent_by_email(session, address) or Agent(email=address, origin="cli")
         row.name = name or row.name
-        row.alternate_addresses = " ".join(sorted({*row.alternate_addresses.split(), *(a.lower() for a in alternate)}))
+        row.alternate_addresses = " ".join(
+            sorted({*row.alternate_addresses.split(), *(a.lower() for a in alternate)})
+        )
         session.add(row)
     click.echo(f"agent {address} saved")
 
@@ -325,12 +374,22 @@ def agent_list(ctx: click.Context, as_json: bool) -> None:
 
     app = _app(ctx)
     with read_scope(app.engine) as session:
-        items = [{"email": a.email, "name": a.name, "alternate_addresses": a.alternate_addresses.split(), "origin": a.origin} for a in store.list_agents(session)]
+        items = [
+            {
+                "email": a.email,
+                "name": a.name,
+                "alternate_addresses": a.alternate_addresses.split(),
+                "origin": a.origin,
+            }
+            for a in store.list_agents(session)
+        ]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
     for a in items:
-        click.echo(f"{a['email']:<32} {a['name']:<24} {a['origin']:<6} {' '.join(a['alternate_addresses'])}")
+        click.echo(
+            f"{a['email']:<32} {a['name']:<24} {a['origin']:<6} {' '.join(a['alternate_addresses'])}"
+        )
 
 
 @agent.command("remove")
@@ -347,7 +406,9 @@ def agent_remove(ctx: click.Context, email: str) -> None:
         if row is None:
             raise click.ClickException(f"no agent {email}")
         if row.origin == "config":
-            raise click.ClickException(f"{email} comes from the config file {app.config.source}: remove it there")
+            raise click.ClickException(
+                f"{email} comes from the config file {app.config.source}: remove it there"
+            )
         session.delete(row)
     click.echo(f"agent {email} removed")
 
@@ -362,14 +423,33 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True, help="A unique description of the token's user.")
-@click.option("--ability", multiple=True, required=True, help="An ability to grant (repeat); `all` grants every ability.")
-@click.option("--expires-in", "expires_in", default=None, metavar="DURATION",
-              help="The token stops working after this long, e.g. 90d, 12h, 30m (default: never).")
-@click.option("--owner", default=None, metavar="EMAIL",
-              help="The agent the v1 endpoints act as (e.g. for the 'For my attention' perspective).")
+@click.option(
+    "--ability",
+    multiple=True,
+    required=True,
+    help="An ability to grant (repeat); `all` grants every ability.",
+)
+@click.option(
+    "--expires-in",
+    "expires_in",
+    default=None,
+    metavar="DURATION",
+    help="The token stops working after this long, e.g. 90d, 12h, 30m (default: never).",
+)
+@click.option(
+    "--owner",
+    default=None,
+    metavar="EMAIL",
+    help="The agent the v1 endpoints act as (e.g. for the 'For my attention' perspective).",
+)
 @click.pass_context
-def token_create(ctx: click.Context, name: str, ability: tuple[str, ...], expires_in: str | None,
-                 owner: str | None) -> None:
+def token_create(
+    ctx: click.Context,
+    name: str,
+    ability: tuple[str, ...],
+    expires_in: str | None,
+    owner: str | None,
+) -> None:
     """Mint an API token; it is printed once, as the last line (`id|secret`)."""
     from mailhelpdesk.config import parse_duration_s
     from mailhelpdesk.errors import HelpdeskError
@@ -380,13 +460,21 @@ def token_create(ctx: click.Context, name: str, ability: tuple[str, ...], expire
     expires_at = None
     if expires_in is not None:
         try:
-            expires_at = app.clock.now() + timedelta(seconds=parse_duration_s(expires_in, "--expires-in"))
+            expires_at = app.clock.now() + timedelta(
+                seconds=parse_duration_s(expires_in, "--expires-in")
+            )
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--expires-in") from None
     try:
         with session_scope(app.engine) as session:
-            plaintext = api_tokens.create_token(session, name=name, abilities=list(ability), clock=app.clock,
-                                                expires_at=expires_at, owner_email=owner)
+            plaintext = api_tokens.create_token(
+                session,
+                name=name,
+                abilities=list(ability),
+                clock=app.clock,
+                expires_at=expires_at,
+                owner_email=owner,
+            )
             granted = api_tokens.normalise_abilities(list(ability))
     except HelpdeskError as exc:
         raise click.ClickException(str(exc)) from None
@@ -408,13 +496,16 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     with read_scope(app.engine) as session:
         tokens = api_tokens.list_tokens(session)
     rows = [
-        {"name": t.name, "abilities": list(t.abilities),
-         "created_at": t.created_at.isoformat() if t.created_at else None,
-         "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-         "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-         "expires_at": t.expires_at.isoformat() if t.expires_at else None,
-         "owner_email": t.owner_email,
-         "expired": bool(t.expires_at and t.expires_at <= app.clock.now())}
+        {
+            "name": t.name,
+            "abilities": list(t.abilities),
+            "created_at": t.created_at.isoformat() if t.created_at else None,
+            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            "owner_email": t.owner_email,
+            "expired": bool(t.expires_at and t.expires_at <= app.clock.now()),
+        }
         for t in tokens
     ]
     if as_json:
@@ -469,9 +560,17 @@ def render(ctx: click.Context, template: str, data: str, as_json: bool) -> None:
     except NoticeRenderError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"subject": rendered.subject, "text": rendered.text, "html": rendered.html}, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {"subject": rendered.subject, "text": rendered.text, "html": rendered.html},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
-    click.echo(f"Subject: {rendered.subject}\n\n{rendered.text.rstrip()}\n\n--- text/html ---\n{rendered.html.rstrip()}")
+    click.echo(
+        f"Subject: {rendered.subject}\n\n{rendered.text.rstrip()}\n\n--- text/html ---\n{rendered.html.rstrip()}"
+    )
 
 
 @main.group()
@@ -480,7 +579,12 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--state", type=click.Choice(["queued", "sent", "failed", "suppressed"]), default=None, help="Only mail in this state.")
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "sent", "failed", "suppressed"]),
+    default=None,
+    help="Only mail in this state.",
+)
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -492,10 +596,20 @@ def outbox_list(ctx: click.Context, state: str | None, limit: int, as_json: bool
     app = _app(ctx)
     with read_scope(app.engine) as session:
         items = [
-            {"id": r.id, "created_at": str(r.created_at), "kind": r.kind, "ticket_id": r.ticket_id,
-             "message_id": r.message_id, "to": r.rcpt_tos, "automatic": r.is_automatic, "state": r.state,
-             "attempts": r.attempts, "next_attempt_at": str(r.next_attempt_at),
-             "sent_at": str(r.sent_at) if r.sent_at else None, "last_error": r.last_error}
+            {
+                "id": r.id,
+                "created_at": str(r.created_at),
+                "kind": r.kind,
+                "ticket_id": r.ticket_id,
+                "message_id": r.message_id,
+                "to": r.rcpt_tos,
+                "automatic": r.is_automatic,
+                "state": r.state,
+                "attempts": r.attempts,
+                "next_attempt_at": str(r.next_attempt_at),
+                "sent_at": str(r.sent_at) if r.sent_at else None,
+                "last_error": r.last_error,
+            }
             for r in outbox_store.list_items(session, state=state, limit=limit)
         ]
     if as_json:
@@ -503,7 +617,9 @@ def outbox_list(ctx: click.Context, state: str | None, limit: int, as_json: bool
         return
     for i in items:
         note = i["last_error"] if i["state"] != "sent" else ""
-        click.echo(f"{i['id']:>7} {i['state']:<10} {i['kind']:<16} {i['to']:<32} attempts={i['attempts']} {note}".rstrip())
+        click.echo(
+            f"{i['id']:>7} {i['state']:<10} {i['kind']:<16} {i['to']:<32} attempts={i['attempts']} {note}".rstrip()
+        )
     if not items:
         click.echo("no outbound mail", err=True)
 
@@ -514,12 +630,24 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@click.option("--state", type=click.Choice(["queued", "delivered", "failed"]), default=None, help="Only calls in this state.")
-@click.option("--kind", type=click.Choice(["webhook", "epilog"]), default=None, help="Only webhooks or only epilogs.")
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "delivered", "failed"]),
+    default=None,
+    help="Only calls in this state.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["webhook", "epilog"]),
+    default=None,
+    help="Only webhooks or only epilogs.",
+)
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def deliveries_list(ctx: click.Context, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+def deliveries_list(
+    ctx: click.Context, state: str | None, kind: str | None, limit: int, as_json: bool
+) -> None:
     """HTTP deliveries with their state, newest first (never their secrets)."""
     from mailhelpdesk.store import http_outbox
     from mailhelpdesk.store.db import read_scope
@@ -527,11 +655,22 @@ def deliveries_list(ctx: click.Context, state: str | None, kind: str | None, lim
     app = _app(ctx)
     with read_scope(app.engine) as session:
         items = [
-            {"id": r.id, "created_at": str(r.created_at), "kind": r.kind, "ref": r.ref, "ticket_id": r.ticket_id,
-             "url": r.url, "state": r.state, "attempts": r.attempts, "max_attempts": r.max_attempts,
-             "next_attempt_at": str(r.next_attempt_at), "last_status": r.last_status,
-             "delivered_at": str(r.delivered_at) if r.delivered_at else None, "last_error": r.last_error,
-             "event": _event_of(r.body) if r.kind == "webhook" else None}
+            {
+                "id": r.id,
+                "created_at": str(r.created_at),
+                "kind": r.kind,
+                "ref": r.ref,
+                "ticket_id": r.ticket_id,
+                "url": r.url,
+                "state": r.state,
+                "attempts": r.attempts,
+                "max_attempts": r.max_attempts,
+                "next_attempt_at": str(r.next_attempt_at),
+                "last_status": r.last_status,
+                "delivered_at": str(r.delivered_at) if r.delivered_at else None,
+                "last_error": r.last_error,
+                "event": _event_of(r.body) if r.kind == "webhook" else None,
+            }
             for r in http_outbox.list_items(session, state=state, kind=kind, limit=limit)
         ]
     if as_json:
@@ -540,8 +679,10 @@ def deliveries_list(ctx: click.Context, state: str | None, kind: str | None, lim
     for i in items:
         what = i["event"] or i["ref"]
         note = i["last_error"] if i["state"] != "delivered" else f"HTTP {i['last_status']}"
-        click.echo(f"{i['id']:>7} {i['state']:<10} {i['kind']:<8} {what:<24} {i['url']:<40} "
-                   f"attempts={i['attempts']}/{i['max_attempts']} {note}".rstrip())
+        click.echo(
+            f"{i['id']:>7} {i['state']:<10} {i['kind']:<8} {what:<24} {i['url']:<40} "
+            f"attempts={i['attempts']}/{i['max_attempts']} {note}".rstrip()
+        )
     if not items:
         click.echo("no HTTP deliveries", err=True)
 
@@ -574,7 +715,9 @@ def check(ctx: click.Context) -> None:
         app = _app(ctx)
         from mailhelpdesk.store import schema
 
-        click.echo(f"database: ok ({config.database.url}, schema {schema.current_revision(app.engine)})")
+        click.echo(
+            f"database: ok ({config.database.url}, schema {schema.current_revision(app.engine)})"
+        )
     except click.ClickException as exc:
         click.echo(f"database: FAILED {exc.message}")
         problems += 1
@@ -582,9 +725,13 @@ def check(ctx: click.Context) -> None:
         try:
             with socket.create_server((config.smtp_listener.host, config.smtp_listener.port)):
                 pass
-            click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} is free")
+            click.echo(
+                f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} is free"
+            )
         except OSError as exc:
-            click.echo(f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} in use or not bindable ({exc.strerror})")
+            click.echo(
+                f"smtp listener: {config.smtp_listener.host}:{config.smtp_listener.port} in use or not bindable ({exc.strerror})"
+            )
     if config.imap_mailboxes:
         from mailhelpdesk.transports.imap_poller import probe
 
@@ -600,6 +747,8 @@ def check(ctx: click.Context) -> None:
             else:
                 click.echo(f"imap {box.name}: FAILED {found.get('error')}")
                 problems += 1
-    click.echo(f"smtp relay: {'maildir ' + config.smtp_relay.maildir if not config.smtp_relay.host else config.smtp_relay.host}")
+    click.echo(
+        f"smtp relay: {'maildir ' + config.smtp_relay.maildir if not config.smtp_relay.host else config.smtp_relay.host}"
+    )
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")

@@ -282,7 +282,9 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_interventions(_check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix="")))))
+    return _check_interventions(
+        _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+    )
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
@@ -333,7 +335,9 @@ def _coerce(hint: Any, value: Any, key: str, table: str) -> Any:
         short = key.rsplit(".", 1)[-1]
         choices = _CHOICES.get((table, short))
         if choices is not None:
-            normalised = value.upper() if table in ("logging", "database") and short != "format" else value
+            normalised = (
+                value.upper() if table in ("logging", "database") and short != "format" else value
+            )
             if short == "format":
                 normalised = value.lower()
             if normalised not in choices:
@@ -382,7 +386,9 @@ def check_http_url(url: str, key: str) -> None:
     if not url.lower().startswith(("http://", "https://")):
         raise ConfigError(f"{key}: expected an http:// or https:// URL")
     if not url.isascii() or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise ConfigError(f"{key}: spaces, control and non-ASCII characters must be percent-encoded")
+        raise ConfigError(
+            f"{key}: spaces, control and non-ASCII characters must be percent-encoded"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -425,8 +431,12 @@ def webhook_secret(hook: WebhookConfig, index: int = 0) -> bytes | None:
         try:
             found = Path(hook.secret_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: {exc.strerror}") from None
-        return check_header_secret(found, f"webhooks[{index}].secret_file ({hook.secret_file})").encode()
+            raise ConfigError(
+                f"webhooks[{index}].secret_file: cannot read {hook.secret_file}: {exc.strerror}"
+            ) from None
+        return check_header_secret(
+            found, f"webhooks[{index}].secret_file ({hook.secret_file})"
+        ).encode()
     return hook.secret.encode() if hook.secret else None
 
 
@@ -439,7 +449,9 @@ def _check_interventions(config: Config) -> Config:
     for i, item in enumerate(config.interventions):
         key = f"interventions[{i}]"
         if not _NAME.match(item.name) or ".." in item.name:
-            raise ConfigError(f"{key}.name: letters, digits, '_', '-' and '.' only (it names template files)")
+            raise ConfigError(
+                f"{key}.name: letters, digits, '_', '-' and '.' only (it names template files)"
+            )
         if item.name in seen:
             raise ConfigError(f"{key}.name: intervention {item.name!r} is defined twice")
         seen.add(item.name)
@@ -451,7 +463,9 @@ def _check_interventions(config: Config) -> Config:
         if item.token:
             check_header_secret(item.token, f"{key}.token")
         if item.remote_enabled and url and not (item.token or item.token_file):
-            raise ConfigError(f"{key}.token: required (or token_file) when remote_enabled and remote_epilog_url are set")
+            raise ConfigError(
+                f"{key}.token: required (or token_file) when remote_enabled and remote_epilog_url are set"
+            )
         if item.remote_timeout_s < 1:
             raise ConfigError(f"{key}.remote_timeout_s: must be at least 1")
         names: set[str] = set()
@@ -470,8 +484,12 @@ def read_intervention_token(item: InterventionConfig) -> str:
         try:
             found = Path(item.token_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"intervention {item.name!r}: token_file: cannot read {item.token_file}: {exc.strerror}") from None
-        return check_header_secret(found, f"intervention {item.name!r}: token_file ({item.token_file})")
+            raise ConfigError(
+                f"intervention {item.name!r}: token_file: cannot read {item.token_file}: {exc.strerror}"
+            ) from None
+        return check_header_secret(
+            found, f"intervention {item.name!r}: token_file ({item.token_file})"
+        )
     return item.token
 
 
@@ -483,7 +501,9 @@ def read_secret(config: Config) -> bytes | None:
         try:
             return Path(helpdesk.secret_file).read_text().strip().encode()
         except OSError as exc:
-            raise ConfigError(f"helpdesk.secret_file: cannot read {helpdesk.secret_file}: {exc.strerror}") from None
+            raise ConfigError(
+                f"helpdesk.secret_file: cannot read {helpdesk.secret_file}: {exc.strerror}"
+            ) from None
     return helpdesk.secret.encode() if helpdesk.secret else None
 
 
@@ -493,5 +513,7 @@ def read_password(password: str, password_file: str, key: str) -> str:
         try:
             return Path(password_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{key}.password_file: cannot read {password_file}: {exc.strerror}") from None
+            raise ConfigError(
+                f"{key}.password_file: cannot read {password_file}: {exc.strerror}"
+            ) from None
     return password

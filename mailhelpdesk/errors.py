@@ -1,14 +1,14 @@
 """Errors the service layer raises; every boundary (HTTP, CLI, SMTP) maps them in one place.
 
-    HelpdeskError
-    ├── NotFoundError            a ticket, message or token that does not exist
-    │   └── AttachmentNotFoundError    no such attachment on that ticket
-    ├── InvalidInputError        input that can never succeed as given (4xx / usage error)
-    ├── ConflictError            a write that clashes with the current state
-    └── AttachmentRefusedError   the attachment policy will not hand the file out
-        ├── AttachmentReviewRequiredError   only with intent "review_ok"
-        ├── AttachmentBlockedError          never
-        └── AttachmentTooLargeError         not inline (base64 in JSON)
+HelpdeskError
+├── NotFoundError            a ticket, message or token that does not exist
+│   └── AttachmentNotFoundError    no such attachment on that ticket
+├── InvalidInputError        input that can never succeed as given (4xx / usage error)
+├── ConflictError            a write that clashes with the current state
+└── AttachmentRefusedError   the attachment policy will not hand the file out
+    ├── AttachmentReviewRequiredError   only with intent "review_ok"
+    ├── AttachmentBlockedError          never
+    └── AttachmentTooLargeError         not inline (base64 in JSON)
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ DH_FILE = Path("/usr/share/dovecot/dh.pem")
 
 
 def dovecot_binary() -> str | None:
-    return shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+    return shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+    )
 
 
 def _free_port() -> int:
@@ -131,7 +133,9 @@ class Dovecot:
         os.chmod(self.root / "mail", 0o755)
         self.config.write_text(
             CONFIG.format(
-                root=self.root, port=self.port, ssl_port=self.ssl_port,
+                root=self.root,
+                port=self.port,
+                ssl_port=self.ssl_port,
                 dh=f"ssl_dh = <{DH_FILE}" if DH_FILE.exists() else "",
             )
         )
@@ -141,12 +145,27 @@ class Dovecot:
     def _make_certificate(self) -> None:
         subprocess.run(
             [
-                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-keyout", str(self.root / "key.pem"), "-out", str(self.cert_file),
-                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-addext", "basicConstraints=critical,CA:TRUE",
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(self.root / "key.pem"),
+                "-out",
+                str(self.cert_file),
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
             ],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         os.chmod(self.root / "key.pem", 0o600)
 
@@ -238,7 +257,9 @@ class Dovecot:
         # one passwd-file per user (`%u` in the config): Dovecot looks at a known file's mtime at
         # most once a second, but opens a new file on its first lookup
         entry = self.passwd / f"{name}.passwd"
-        entry.write_text(f"{name}:{{PLAIN}}{password}:{MAIL_UID}:{MAIL_UID}::{home}::userdb_mail=maildir:~/Maildir\n")
+        entry.write_text(
+            f"{name}:{{PLAIN}}{password}:{MAIL_UID}:{MAIL_UID}::{home}::userdb_mail=maildir:~/Maildir\n"
+        )
         os.chmod(entry, 0o644)
         user = ImapUser(name=name, password=password, home=home)
         self._users[name] = user
@@ -269,7 +290,9 @@ class Dovecot:
         count = 0
         with self.client(user, select=None) as conn:
             for raw in messages:
-                typ, data = conn.append(_quote(folder), f"({flags})" if flags else None, None, crlf(raw))
+                typ, data = conn.append(
+                    _quote(folder), f"({flags})" if flags else None, None, crlf(raw)
+                )
                 if typ != "OK":
                     raise RuntimeError(f"append to {folder}: {data}")
                 count += 1

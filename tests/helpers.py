@@ -65,7 +65,9 @@ def make_mail(
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
-def write_config(tmp: Path, *, smtp_port: int, http_port: int, extra: str = "", relay: str = "") -> Path:
+def write_config(
+    tmp: Path, *, smtp_port: int, http_port: int, extra: str = "", relay: str = ""
+) -> Path:
     path = tmp / "mailhelpdesk.toml"
     path.write_text(
         f"""
@@ -75,7 +77,7 @@ address = "support@helpdesk.test"
 secret = "test-secret-not-for-production"
 
 [database]
-url = "sqlite:///{tmp / 'helpdesk.db'}"
+url = "sqlite:///{tmp / "helpdesk.db"}"
 
 [http]
 host = "127.0.0.1"
@@ -87,7 +89,7 @@ port = {smtp_port}
 max_message_bytes = 2000000
 
 [smtp_relay]
-maildir = "{tmp / 'outbound-mail'}"
+maildir = "{tmp / "outbound-mail"}"
 {relay}
 
 [[queues]]
@@ -111,7 +113,13 @@ class Daemon:
         self.tmp = tmp
         self.smtp_port = free_port()
         self.http_port = free_port()
-        self.config = write_config(tmp, smtp_port=self.smtp_port, http_port=self.http_port, extra=extra_config, relay=relay_config)
+        self.config = write_config(
+            tmp,
+            smtp_port=self.smtp_port,
+            http_port=self.http_port,
+            extra=extra_config,
+            relay=relay_config,
+        )
         self.db_url = f"sqlite:///{tmp / 'helpdesk.db'}"
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -121,12 +129,17 @@ class Daemon:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailhelpdesk", "--config", str(self.config), "serve"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                env=env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 if self.health()["ok"]:
                     return
@@ -136,7 +149,9 @@ class Daemon:
         raise RuntimeError(f"daemon did not start:\n{self.log.read_text()[-3000:]}")
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http_port}/healthz", timeout=2
+        ) as resp:
             return dict(json.loads(resp.read()))
 
     def stop(self, timeout: float = 30) -> int:
@@ -164,14 +179,23 @@ class Daemon:
             time.sleep(0.05)
         raise TimeoutError("ingest did not finish")
 
-    def send(self, raw: bytes, *, mail_from: str = "priya@customer.test", rcpt: Iterable[str] = ("support@helpdesk.test",)) -> None:
+    def send(
+        self,
+        raw: bytes,
+        *,
+        mail_from: str = "priya@customer.test",
+        rcpt: Iterable[str] = ("support@helpdesk.test",),
+    ) -> None:
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as smtp:
             smtp.sendmail(mail_from, list(rcpt), crlf(raw))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "mailhelpdesk", "--config", str(self.config), *args],
-            capture_output=True, text=True, cwd=self.tmp, timeout=120,
+            capture_output=True,
+            text=True,
+            cwd=self.tmp,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"mailhelpdesk {' '.join(args)} failed: {result.stderr}")

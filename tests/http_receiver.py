@@ -56,7 +56,10 @@ class Receiver:
                     action = receiver.script.pop(0) if receiver.script else receiver.status
                     status = 200 if action == "stall" else int(action)
                     receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status))
+                        Received(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                        )
+                    )
                     reply = receiver.reply if status == 200 else f"status {status}".encode()
                 if action == "stall":
                     time.sleep(receiver.stall_s)

@@ -31,10 +31,19 @@ class Postgres:
         self._as_root = os.geteuid() == 0
         if self._as_root:
             shutil.chown(self.root, "postgres")
-        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
         self._run(
-            "pg_ctl", "-D", str(self.root / "data"), "-w", "-l", str(self.root / "log"),
-            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on", "start",
+            "initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on",
+            "start",
         )
         self._databases = 0
 
@@ -48,7 +57,17 @@ class Postgres:
     def create_database(self) -> str:
         self._databases += 1
         name = f"helpdesk_{self._databases}_{time.time_ns() % 100000}"
-        psql = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {name}"]
+        psql = [
+            str(self.bin / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-c",
+            f"CREATE DATABASE {name}",
+        ]
         subprocess.run(psql, check=True, capture_output=True, timeout=60)
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
@@ -58,8 +77,15 @@ class Postgres:
 
     def resume(self) -> None:
         self._run(
-            "pg_ctl", "-D", str(self.root / "data"), "-w", "-l", str(self.root / "log"),
-            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on", "start",
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on",
+            "start",
         )
 
     def stop(self) -> None:

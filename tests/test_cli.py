@@ -13,7 +13,18 @@ from click.testing import CliRunner
 from mailhelpdesk.cli import main
 from tests.helpers import make_mail
 
-COMMANDS = ["init", "serve", "token", "ticket", "import", "render", "inbound", "outbox", "agent", "check"]
+COMMANDS = [
+    "init",
+    "serve",
+    "token",
+    "ticket",
+    "import",
+    "render",
+    "inbound",
+    "outbox",
+    "agent",
+    "check",
+]
 
 
 def test_every_design_command_exists() -> None:
@@ -24,14 +35,20 @@ def test_every_design_command_exists() -> None:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    result = subprocess.run([sys.executable, "-m", "mailhelpdesk", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailhelpdesk", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "mailhelpdesk" in result.stdout
 
 
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[smtp_listener]\nport = \"twenty-five\"\n")
-    result = subprocess.run([sys.executable, "-m", "mailhelpdesk", "--config", str(bad), "init"], capture_output=True, text=True)
+    bad.write_text('[smtp_listener]\nport = "twenty-five"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mailhelpdesk", "--config", str(bad), "init"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "smtp_listener.port: expected an integer" in result.stderr
     assert "Traceback" not in result.stderr
@@ -45,7 +62,9 @@ def test_missing_config_file_is_reported(tmp_path: Path) -> None:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
     path = tmp_path / "c.toml"
-    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n[helpdesk]\naddress = "support@helpdesk.test"\nsecret = "x"\n')
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n[helpdesk]\naddress = "support@helpdesk.test"\nsecret = "x"\n'
+    )
     return path
 
 
@@ -61,23 +80,64 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
     folder = tmp_path / "mail"
     folder.mkdir()
     (folder / "a.eml").write_bytes(make_mail(subject="first", message_id="<a@x.test>"))
-    (folder / "b.eml").write_bytes(make_mail(subject="Re: first", message_id="<b@x.test>", headers={"In-Reply-To": "<a@x.test>"}))
+    (folder / "b.eml").write_bytes(
+        make_mail(
+            subject="Re: first", message_id="<b@x.test>", headers={"In-Reply-To": "<a@x.test>"}
+        )
+    )
     runner = CliRunner()
     result = runner.invoke(main, ["--config", str(cfg), "import", str(folder)])
     assert result.exit_code == 0, result.output
     assert "ticket_created: 1" in result.output and "reply_added: 1" in result.output
-    listed = json.loads(runner.invoke(main, ["--config", str(cfg), "ticket", "list", "--json"]).output)
+    listed = json.loads(
+        runner.invoke(main, ["--config", str(cfg), "ticket", "list", "--json"]).output
+    )
     assert [t["number"] for t in listed] == [100001]
     assert "responses" not in listed[0]
-    shown = json.loads(runner.invoke(main, ["--config", str(cfg), "ticket", "show", "100001", "--json"]).output)
-    expected_header = {"id", "number", "subject", "status", "priority", "queue_id", "originator_email",
-                       "assigned_to_email", "resolved", "on_hold_until", "created_at", "updated_at",
-                       "queue", "originator_name", "tags", "cc", "responses", "intervention"}
+    shown = json.loads(
+        runner.invoke(main, ["--config", str(cfg), "ticket", "show", "100001", "--json"]).output
+    )
+    expected_header = {
+        "id",
+        "number",
+        "subject",
+        "status",
+        "priority",
+        "queue_id",
+        "originator_email",
+        "assigned_to_email",
+        "resolved",
+        "on_hold_until",
+        "created_at",
+        "updated_at",
+        "queue",
+        "originator_name",
+        "tags",
+        "cc",
+        "responses",
+        "intervention",
+    }
     assert set(shown) == expected_header and shown["intervention"] is None
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
-    response_keys = {"id", "is_internal", "is_pinned", "staff_response", "created_by_email", "created_at",
-                     "updated_at", "is_email_sourced", "html", "plain_text", "attachments", "created_by_name",
-                     "kind", "visible_text", "subject", "message_id", "verified"}
+    response_keys = {
+        "id",
+        "is_internal",
+        "is_pinned",
+        "staff_response",
+        "created_by_email",
+        "created_at",
+        "updated_at",
+        "is_email_sourced",
+        "html",
+        "plain_text",
+        "attachments",
+        "created_by_name",
+        "kind",
+        "visible_text",
+        "subject",
+        "message_id",
+        "verified",
+    }
     assert [set(r) for r in shown["responses"]] == [response_keys, response_keys]
     assert [r["message_id"] for r in shown["responses"]] == ["<a@x.test>", "<b@x.test>"]
 
@@ -90,10 +150,14 @@ def test_ticket_show_unknown_number(cfg: Path) -> None:
 def test_inbound_list_shows_outcomes(cfg: Path, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "ooo.eml").write_bytes(make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}))
+    (folder / "ooo.eml").write_bytes(
+        make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"})
+    )
     runner = CliRunner()
     assert runner.invoke(main, ["--config", str(cfg), "import", str(folder)]).exit_code == 0
-    listed = json.loads(runner.invoke(main, ["--config", str(cfg), "inbound", "list", "--json"]).output)
+    listed = json.loads(
+        runner.invoke(main, ["--config", str(cfg), "inbound", "list", "--json"]).output
+    )
     assert listed[0]["outcome"] == "classified" and "auto_reply" in listed[0]["reason"]
     retry = runner.invoke(main, ["--config", str(cfg), "inbound", "retry", str(listed[0]["id"])])
     assert retry.exit_code != 0 and "not set aside" in retry.output
@@ -101,28 +165,53 @@ def test_inbound_list_shows_outcomes(cfg: Path, tmp_path: Path) -> None:
 
 def test_agent_add_list_remove(cfg: Path) -> None:
     runner = CliRunner()
-    assert runner.invoke(main, ["--config", str(cfg), "agent", "add", "Bob@Helpdesk.test", "--name", "Bob"]).exit_code == 0
-    listed = json.loads(runner.invoke(main, ["--config", str(cfg), "agent", "list", "--json"]).output)
+    assert (
+        runner.invoke(
+            main, ["--config", str(cfg), "agent", "add", "Bob@Helpdesk.test", "--name", "Bob"]
+        ).exit_code
+        == 0
+    )
+    listed = json.loads(
+        runner.invoke(main, ["--config", str(cfg), "agent", "list", "--json"]).output
+    )
     assert [a["email"] for a in listed] == ["bob@helpdesk.test"]
-    assert runner.invoke(main, ["--config", str(cfg), "agent", "remove", "bob@helpdesk.test"]).exit_code == 0
-    assert json.loads(runner.invoke(main, ["--config", str(cfg), "agent", "list", "--json"]).output) == []
+    assert (
+        runner.invoke(
+            main, ["--config", str(cfg), "agent", "remove", "bob@helpdesk.test"]
+        ).exit_code
+        == 0
+    )
+    assert (
+        json.loads(runner.invoke(main, ["--config", str(cfg), "agent", "list", "--json"]).output)
+        == []
+    )
     bad = runner.invoke(main, ["--config", str(cfg), "agent", "add", "not-an-address"])
     assert bad.exit_code != 0 and "not an email address" in bad.output
-
 
 
 def test_token_create_list_revoke(cfg: Path) -> None:
     """The token is printed once, last, as id|secret; list never shows it; revoke marks it."""
     runner = CliRunner()
-    created = runner.invoke(main, ["--config", str(cfg), "token", "create", "--name", "shop", "--ability", "create-ticket"])
+    created = runner.invoke(
+        main,
+        ["--config", str(cfg), "token", "create", "--name", "shop", "--ability", "create-ticket"],
+    )
     assert created.exit_code == 0, created.output
     token = created.output.strip().splitlines()[-1]
     number, _, secret = token.partition("|")
     assert number.isdigit() and len(secret) >= 32
-    listed = json.loads(runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output)
-    assert [(t["name"], t["abilities"], t["last_used_at"]) for t in listed] == [("shop", ["create-ticket"], None)]
+    listed = json.loads(
+        runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output
+    )
+    assert [(t["name"], t["abilities"], t["last_used_at"]) for t in listed] == [
+        ("shop", ["create-ticket"], None)
+    ]
     assert secret not in runner.invoke(main, ["--config", str(cfg), "token", "list"]).output
     assert runner.invoke(main, ["--config", str(cfg), "token", "revoke", "shop"]).exit_code == 0
-    assert json.loads(runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output)[0]["revoked_at"]
-    bad = runner.invoke(main, ["--config", str(cfg), "token", "create", "--name", "x", "--ability", "nope"])
+    assert json.loads(
+        runner.invoke(main, ["--config", str(cfg), "token", "list", "--json"]).output
+    )[0]["revoked_at"]
+    bad = runner.invoke(
+        main, ["--config", str(cfg), "token", "create", "--name", "x", "--ability", "nope"]
+    )
     assert bad.exit_code != 0 and "unknown ability nope" in bad.output

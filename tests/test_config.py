@@ -11,7 +11,9 @@ from mailhelpdesk.config import Config, ConfigError, config_from_dict, load_conf
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 
 
-def test_embedded_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_embedded_defaults_match_the_contract(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MAILHELPDESK_CONFIG", raising=False)
     config = load_config(None)
@@ -42,8 +44,14 @@ def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         ({"smtp_listener": {"port": "25"}}, "smtp_listener.port: expected an integer"),
         ({"smtp_listener": {"port": 70000}}, "smtp_listener.port: expected a port number"),
         ({"smtp_listener": {"prot": 25}}, "smtp_listener.prot: unknown key"),
-        ({"smtp_relay": {"security": "tls"}}, "smtp_relay.security: expected one of ssl, starttls, none"),
-        ({"imap_mailboxes": [{"name": "x", "host": "h"}]}, "imap_mailboxes[0].username: required key is missing"),
+        (
+            {"smtp_relay": {"security": "tls"}},
+            "smtp_relay.security: expected one of ssl, starttls, none",
+        ),
+        (
+            {"imap_mailboxes": [{"name": "x", "host": "h"}]},
+            "imap_mailboxes[0].username: required key is missing",
+        ),
         ({"queues": {"name": "x"}}, "queues: expected an array"),
         ({"http": {"enabled": "yes"}}, "http.enabled: expected true or false"),
     ],
@@ -70,7 +78,9 @@ def test_example_config_documents_every_key_and_loads() -> None:
         for f in dataclasses.fields(cls):
             if f.name == "source":
                 continue
-            assert f"{f.name} =" in text or f"[{f.name}]" in text or f"[[{f.name}]]" in text, f"{table}{f.name} undocumented"
+            assert f"{f.name} =" in text or f"[{f.name}]" in text or f"[[{f.name}]]" in text, (
+                f"{table}{f.name} undocumented"
+            )
             hint = hints[f.name]
             inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
             if dataclasses.is_dataclass(inner):

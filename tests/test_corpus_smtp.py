@@ -14,7 +14,8 @@ SKIP_NAMES = {"SOURCES.md", "expected.json", "README.md"}
 
 def corpus_files(root: Path) -> list[Path]:
     return sorted(
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and p.name not in SKIP_NAMES and p.suffix not in (".yml", ".json")
     )
 
@@ -38,9 +39,15 @@ def test_every_corpus_message_through_smtp(corpus_dir: Path, tmp_path: Path) -> 
     finally:
         daemon.stop()
     with sqlite3.connect(tmp_path / "helpdesk.db") as conn:
-        rows = conn.execute("SELECT state, outcome, reason, source_ref FROM inbound_messages").fetchall()
-    outcomes = Counter(f"{state}:{outcome}" if outcome else state for state, outcome, _r, _s in rows)
-    print(f"\ncorpus over SMTP: {len(files)} files, {len(rows)} kept, refused {len(refused)}: {dict(sorted(outcomes.items()))}")
+        rows = conn.execute(
+            "SELECT state, outcome, reason, source_ref FROM inbound_messages"
+        ).fetchall()
+    outcomes = Counter(
+        f"{state}:{outcome}" if outcome else state for state, outcome, _r, _s in rows
+    )
+    print(
+        f"\ncorpus over SMTP: {len(files)} files, {len(rows)} kept, refused {len(refused)}: {dict(sorted(outcomes.items()))}"
+    )
     failed = [reason for state, _o, reason, _s in rows if state == "failed"]
     assert health["ok"]
     assert refused == []

@@ -37,7 +37,11 @@ def test_sigkill_during_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None
                     return
                 n = todo.pop()
             mid = f"<crash-{n}@customer.test>"
-            raw = crlf(make_mail(subject=f"crash test {n}", message_id=mid, sender=f"c{n % 37}@customer.test"))
+            raw = crlf(
+                make_mail(
+                    subject=f"crash test {n}", message_id=mid, sender=f"c{n % 37}@customer.test"
+                )
+            )
             while True:  # like an MTA: retry until a 250
                 attempts[mid] += 1
                 try:
@@ -80,12 +84,21 @@ def test_sigkill_during_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None
     daemon.stop()
 
     with sqlite3.connect(tmp_path / "helpdesk.db") as conn:
-        stored = Counter(mid for (mid,) in conn.execute("SELECT message_id FROM responses WHERE message_id LIKE '<crash-%'"))
-        failed = conn.execute("SELECT COUNT(*) FROM inbound_messages WHERE state != 'done'").fetchone()[0]
+        stored = Counter(
+            mid
+            for (mid,) in conn.execute(
+                "SELECT message_id FROM responses WHERE message_id LIKE '<crash-%'"
+            )
+        )
+        failed = conn.execute(
+            "SELECT COUNT(*) FROM inbound_messages WHERE state != 'done'"
+        ).fetchone()[0]
         tickets = conn.execute("SELECT COUNT(*) FROM tickets").fetchone()[0]
     retried = sum(1 for n in attempts.values() if n > 1)
-    print(f"\ncrash test: {MESSAGES} messages, {len(kills)} SIGKILLs, {retried} resent after errors, "
-          f"{len(acknowledged)} acknowledged, {len(stored)} on tickets, {tickets} tickets")
+    print(
+        f"\ncrash test: {MESSAGES} messages, {len(kills)} SIGKILLs, {retried} resent after errors, "
+        f"{len(acknowledged)} acknowledged, {len(stored)} on tickets, {tickets} tickets"
+    )
     assert len(kills) >= 3, "the daemon must have been killed several times"
     assert len(acknowledged) == MESSAGES
     lost = acknowledged - set(stored)

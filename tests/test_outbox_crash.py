@@ -42,7 +42,10 @@ def test_kill_after_relay_accepted_resends_with_same_message_id(tmp_path: Path) 
         assert daemon.proc is not None
         sink.victim = daemon.proc.pid
         daemon.send(make_mail(sender="priya@customer.test", subject="kill me softly"))
-        wait_for(lambda: daemon.proc is not None and daemon.proc.poll() is not None, what="the daemon to die")
+        wait_for(
+            lambda: daemon.proc is not None and daemon.proc.poll() is not None,
+            what="the daemon to die",
+        )
         first = [m["Message-ID"] for m in sink.parsed()]
         assert len(first) == 1
 

@@ -67,18 +67,34 @@ def test_acknowledgement_round_trip(desk: Daemon, sink: Sink) -> None:
     (ack,) = wait_for(lambda: to(sink, "priya@customer.test"), what="acknowledgement")
     (agent_notice,) = wait_for(lambda: to(sink, "alice@helpdesk.test"), what="agent notice")
     assert ack["Subject"] == "[#100001] Printer on fire"
-    assert ack["Message-ID"].endswith("@helpdesk.test>") and ack["Message-ID"] != agent_notice["Message-ID"]
+    assert (
+        ack["Message-ID"].endswith("@helpdesk.test>")
+        and ack["Message-ID"] != agent_notice["Message-ID"]
+    )
     assert ack["In-Reply-To"] == "<first@customer.test>"
-    assert ack["Auto-Submitted"] == "auto-replied" and agent_notice["Auto-Submitted"] == "auto-generated"
+    assert (
+        ack["Auto-Submitted"] == "auto-replied"
+        and agent_notice["Auto-Submitted"] == "auto-generated"
+    )
     reply_to = ack["Reply-To"].addresses[0].addr_spec
     base, tag = split_plus(reply_to)
     assert base == "support@helpdesk.test" and verify_token(SECRET, tag or "") is not None
-    assert sink.messages[0][0] == "support@helpdesk.test"  # envelope sender: bounces come back to us
+    assert (
+        sink.messages[0][0] == "support@helpdesk.test"
+    )  # envelope sender: bounces come back to us
 
     # the customer answers the acknowledgement, as a mail client would
     desk.send(
-        make_mail(subject=f"Re: {ack['Subject']}", to=reply_to, message_id="<second@customer.test>",
-                  body="It is still burning.\n", headers={"In-Reply-To": ack["Message-ID"], "References": f"<first@customer.test> {ack['Message-ID']}"}),
+        make_mail(
+            subject=f"Re: {ack['Subject']}",
+            to=reply_to,
+            message_id="<second@customer.test>",
+            body="It is still burning.\n",
+            headers={
+                "In-Reply-To": ack["Message-ID"],
+                "References": f"<first@customer.test> {ack['Message-ID']}",
+            },
+        ),
         rcpt=[reply_to],
     )
     desk.wait_idle()
@@ -86,8 +102,14 @@ def test_acknowledgement_round_trip(desk: Daemon, sink: Sink) -> None:
     shown = desk.ticket(ticket["number"])
     assert [r["kind"] for r in shown["responses"]] == ["customer", "customer"]
     assert "still burning" in shown["responses"][1]["visible_text"]
-    notices = wait_for(lambda: len(to(sink, "alice@helpdesk.test")) == 2 and to(sink, "alice@helpdesk.test"), what="customer_reply")
-    assert notices[1]["In-Reply-To"] == "<second@customer.test>" and "still burning" in notices[1].get_body(("plain",)).get_content()
+    notices = wait_for(
+        lambda: len(to(sink, "alice@helpdesk.test")) == 2 and to(sink, "alice@helpdesk.test"),
+        what="customer_reply",
+    )
+    assert (
+        notices[1]["In-Reply-To"] == "<second@customer.test>"
+        and "still burning" in notices[1].get_body(("plain",)).get_content()
+    )
     assert len(to(sink, "priya@customer.test")) == 1  # no second acknowledgement for a reply
     assert {i["state"] for i in outbox(desk)} == {"sent"}
 
@@ -100,11 +122,18 @@ def test_relay_outage_then_every_notice_once(tmp_path: Path, sink: Sink) -> None
         for i in range(3):
             daemon.send(make_mail(subject=f"outage {i}"))
         daemon.wait_idle()
-        wait_for(lambda: sum(1 for i in outbox(daemon) if "451" in i["last_error"]) == 6, what="451s recorded")
+        wait_for(
+            lambda: sum(1 for i in outbox(daemon) if "451" in i["last_error"]) == 6,
+            what="451s recorded",
+        )
         sink.data_reply = "421 4.3.2 closing"
         time.sleep(2.5)
         sink.data_reply = None
-        wait_for(lambda: len(sink.messages) >= 6 and {i["state"] for i in outbox(daemon)} == {"sent"}, timeout=40, what="delivery")
+        wait_for(
+            lambda: len(sink.messages) >= 6 and {i["state"] for i in outbox(daemon)} == {"sent"},
+            timeout=40,
+            what="delivery",
+        )
         time.sleep(1.5)  # nothing more arrives: no duplicates
         ids = [m["Message-ID"] for m in sink.parsed()]
         assert len(ids) == 6 and len(set(ids)) == 6
@@ -113,16 +142,27 @@ def test_relay_outage_then_every_notice_once(tmp_path: Path, sink: Sink) -> None
         daemon.stop()
 
 
-def test_permanent_refusal_is_failed_with_the_reply_and_not_retried(tmp_path: Path, sink: Sink) -> None:
+def test_permanent_refusal_is_failed_with_the_reply_and_not_retried(
+    tmp_path: Path, sink: Sink
+) -> None:
     sink.rcpt_reply = "550 5.1.1 <priya@customer.test>: no such user"
     daemon = Daemon(tmp_path, relay_config=relay(sink))
     daemon.start()
     try:
         daemon.send(make_mail())
-        (failed_row,) = wait_for(lambda: outbox(daemon, "--state", "failed") if len(outbox(daemon, "--state", "failed")) == 2 else None, what="failed rows")[:1]
+        (failed_row,) = wait_for(
+            lambda: (
+                outbox(daemon, "--state", "failed")
+                if len(outbox(daemon, "--state", "failed")) == 2
+                else None
+            ),
+            what="failed rows",
+        )[:1]
         time.sleep(2.5)
         rows = outbox(daemon, "--state", "failed")
-        assert all("550 5.1.1" in r["last_error"] and "no such user" in r["last_error"] for r in rows)
+        assert all(
+            "550 5.1.1" in r["last_error"] and "no such user" in r["last_error"] for r in rows
+        )
         assert all(r["attempts"] == 1 for r in rows) and sink.messages == []
         text = daemon.cli("outbox", "list", "--state", "failed").stdout
         assert "no such user" in text
@@ -143,7 +183,9 @@ class AutoResponder(Sink):
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         reply = await super().handle_DATA(server, session, envelope)
         if "priya@customer.test" in envelope.rcpt_tos:
-            thread = threading.Thread(target=self._answer, args=(envelope.original_content or envelope.content,))
+            thread = threading.Thread(
+                target=self._answer, args=(envelope.original_content or envelope.content,)
+            )
             thread.start()
             self.threads.append(thread)
         return reply
@@ -156,8 +198,13 @@ class AutoResponder(Sink):
         reply_to = notice["Reply-To"].addresses[0].addr_spec
         for target, threaded in ((reply_to, True), ("support@helpdesk.test", False)):
             ooo = make_mail(
-                subject=f"Out of Office: {notice['Subject']}", to=target, body="I am away until Monday.\n",
-                headers={"Auto-Submitted": "auto-replied", **({"In-Reply-To": notice["Message-ID"]} if threaded else {})},
+                subject=f"Out of Office: {notice['Subject']}",
+                to=target,
+                body="I am away until Monday.\n",
+                headers={
+                    "Auto-Submitted": "auto-replied",
+                    **({"In-Reply-To": notice["Message-ID"]} if threaded else {}),
+                },
             )
             with smtplib.SMTP("127.0.0.1", self.daemon_port, timeout=30) as smtp:
                 smtp.sendmail("priya@customer.test", [target], crlf(ooo))
@@ -168,22 +215,34 @@ def test_autoresponder_loop_is_bounded(tmp_path: Path) -> None:
     """A customer whose mailbox answers everything: at most the rate limit's worth of mail goes
     out to it, and the out-of-office answers open no ticket and cause no notice."""
     peer = AutoResponder().start()
-    daemon = Daemon(tmp_path, relay_config=relay(peer), extra_config="[outbound]\nmax_auto_notices_per_window = 3\n")
+    daemon = Daemon(
+        tmp_path,
+        relay_config=relay(peer),
+        extra_config="[outbound]\nmax_auto_notices_per_window = 3\n",
+    )
     peer.daemon_port = daemon.smtp_port
     daemon.start()
     try:
         for i in range(5):
             daemon.send(make_mail(subject=f"genuine {i}"))
-        wait_for(lambda: len(to(peer, "priya@customer.test")) == 3 and peer.sent_back == 6, what="autoresponder answers")
+        wait_for(
+            lambda: len(to(peer, "priya@customer.test")) == 3 and peer.sent_back == 6,
+            what="autoresponder answers",
+        )
         time.sleep(2)
         for thread in peer.threads:
             thread.join(timeout=10)
         daemon.wait_idle()
         time.sleep(1.5)
         assert len(to(peer, "priya@customer.test")) == 3
-        assert len(daemon.tickets()) == 5  # the five genuine mails; none from the out-of-office answers
+        assert (
+            len(daemon.tickets()) == 5
+        )  # the five genuine mails; none from the out-of-office answers
         rows = outbox(daemon)
-        assert sum(1 for r in rows if r["kind"] == "acknowledgement" and r["state"] == "suppressed") == 2
+        assert (
+            sum(1 for r in rows if r["kind"] == "acknowledgement" and r["state"] == "suppressed")
+            == 2
+        )
         assert not [r for r in rows if r["kind"] == "customer_reply"]
         inbound = json.loads(daemon.cli("inbound", "list", "--json").stdout)
         assert sum(1 for i in inbound if i["outcome"] in ("recorded", "classified")) == 6

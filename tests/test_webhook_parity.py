@@ -24,7 +24,10 @@ SECRET = "parity-webhook-key"
 
 @pytest.fixture
 def api(tmp_path: Path, receiver: Receiver) -> Iterator[Api]:
-    with running_api(tmp_path, extra_config=f'[[webhooks]]\nname = "parity"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n') as served:
+    with running_api(
+        tmp_path,
+        extra_config=f'[[webhooks]]\nname = "parity"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n',
+    ) as served:
         yield served
 
 
@@ -37,7 +40,12 @@ def _events_by_ticket(receiver: Receiver, want: int, timeout: float = 30) -> dic
     assert len(got) == want, [json.loads(r.body)["event"] for r in got]
     found: dict[int, list[str]] = {}
     for request in got:
-        assert verify_signature(SECRET.encode(), request.body, request.headers["x-mailhelpdesk-signature"], now=time.time())
+        assert verify_signature(
+            SECRET.encode(),
+            request.body,
+            request.headers["x-mailhelpdesk-signature"],
+            now=time.time(),
+        )
         body = json.loads(request.body)
         assert request.headers["idempotency-key"] == f"webhook:{body['event_id']}"
         found.setdefault(body["ticket"]["number"], []).append(body["event"])
@@ -52,24 +60,45 @@ def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def test_mail_and_api_tickets_raise_the_same_webhooks_and_notices(api: Api, receiver: Receiver) -> None:
-    api.daemon.send(make_mail(subject="By mail", sender="Priya <priya@customer.test>", to="support@helpdesk.test"))
+def test_mail_and_api_tickets_raise_the_same_webhooks_and_notices(
+    api: Api, receiver: Receiver
+) -> None:
+    api.daemon.send(
+        make_mail(
+            subject="By mail", sender="Priya <priya@customer.test>", to="support@helpdesk.test"
+        )
+    )
     api.daemon.wait_idle()
     token = api.token("create-ticket")
-    resp = api.post("/api/create_ticket", {"originator_email_address": "omar@customer.test",
-                                           "data": {"subject": "By API", "content": "It is on fire"}},
-                    token=token, key=unique())
+    resp = api.post(
+        "/api/create_ticket",
+        {
+            "originator_email_address": "omar@customer.test",
+            "data": {"subject": "By API", "content": "It is on fire"},
+        },
+        token=token,
+        key=unique(),
+    )
     assert resp.status_code == 200, resp.text
     by_api = resp.json()["data"]["ticket_number"]
-    tickets = {number: subject for number, subject in _rows(api.db_path, "SELECT number, subject FROM tickets")}
+    tickets = {
+        number: subject
+        for number, subject in _rows(api.db_path, "SELECT number, subject FROM tickets")
+    }
     by_mail = next(n for n, s in tickets.items() if s == "By mail")
 
     events = _events_by_ticket(receiver, want=4)
     assert events[by_mail] == events[by_api] == ["response.created", "ticket.created"]
 
     def notices(number: int) -> list[str]:
-        return sorted(kind for (kind,) in _rows(
-            api.db_path, "SELECT o.kind FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE t.number = ?", number))
+        return sorted(
+            kind
+            for (kind,) in _rows(
+                api.db_path,
+                "SELECT o.kind FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE t.number = ?",
+                number,
+            )
+        )
 
     assert notices(by_mail) == notices(by_api) and notices(by_api)  # the same, and not nothing
     deadline = time.monotonic() + 10  # the sender records each outcome just after the answer
@@ -80,8 +109,14 @@ def test_mail_and_api_tickets_raise_the_same_webhooks_and_notices(api: Api, rece
         time.sleep(0.02)
     assert len(deliveries) == 4 and all(row == ("delivered", 1, "webhook") for row in deliveries)
     listing = json.loads(api.daemon.cli("deliveries", "list", "--json").stdout)
-    assert sorted(i["event"] for i in listing) == ["response.created", "response.created", "ticket.created",
-                                                   "ticket.created"]
-    assert {i["state"] for i in listing} == {"delivered"} and all(i["last_status"] == 200 for i in listing)
+    assert sorted(i["event"] for i in listing) == [
+        "response.created",
+        "response.created",
+        "ticket.created",
+        "ticket.created",
+    ]
+    assert {i["state"] for i in listing} == {"delivered"} and all(
+        i["last_status"] == 200 for i in listing
+    )
     failed = api.daemon.cli("deliveries", "list", "--state", "failed")
     assert failed.stdout == "" and "no HTTP deliveries" in failed.stderr

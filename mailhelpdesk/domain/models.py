@@ -25,7 +25,11 @@ def as_utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes for what was stored as UTC: make them aware again."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return (
+        value.replace(tzinfo=timezone.utc)
+        if value.tzinfo is None
+        else value.astimezone(timezone.utc)
+    )
 
 
 class Setting(SQLModel, table=True):
@@ -210,7 +214,9 @@ class OutboxItem(SQLModel, table=True):
     primary_rcpt: str = Field(max_length=320, index=True)
     is_automatic: bool = True
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    state: str = Field(default="queued", max_length=20, index=True)  # queued | sent | failed | suppressed
+    state: str = Field(
+        default="queued", max_length=20, index=True
+    )  # queued | sent | failed | suppressed
     attempts: int = 0
     next_attempt_at: datetime = Field(sa_column=utc_column(index=True))
     deadline_at: datetime = Field(sa_column=utc_column())
@@ -282,11 +288,15 @@ class HttpDelivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(sa_column=utc_column(index=True))
     kind: str = Field(max_length=20, index=True)  # webhook | epilog
-    ref: str = Field(max_length=200, index=True)  # "intervention:<id>" | "webhook:<subscription id>"
+    ref: str = Field(
+        max_length=200, index=True
+    )  # "intervention:<id>" | "webhook:<subscription id>"
     ticket_id: int | None = Field(default=None, index=True)
     url: str = Field(sa_column=Column(Text, nullable=False))
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    headers: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON object
+    headers: str = Field(
+        default="{}", sa_column=Column(Text, nullable=False, default="{}")
+    )  # JSON object
     secret_ref: str = Field(default="", max_length=200)
     # also send `Authorization: Bearer <the secret_ref's key>` (an epilog's intervention token),
     # added at send time like the signature, so no credential is stored in `headers`
@@ -311,7 +321,9 @@ class WebhookSubscription(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, unique=True)
     url: str = Field(sa_column=Column(Text, nullable=False))
-    events: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # space-separated; "" = all
+    events: str = Field(
+        default="", sa_column=Column(Text, nullable=False, default="")
+    )  # space-separated; "" = all
     signed: bool = False
     # copied from [http_deliveries] at sync, so emitting needs no config
     timeout_s: float = 10.0
@@ -330,8 +342,12 @@ class InterventionInstance(SQLModel, table=True):
     name: str = Field(max_length=100)
     uid: str = Field(max_length=255)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
-    data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON object
-    state: str = Field(default="open", max_length=20, index=True)  # open | submitted | completed | failed
+    data: str = Field(
+        default="{}", sa_column=Column(Text, nullable=False, default="{}")
+    )  # JSON object
+    state: str = Field(
+        default="open", max_length=20, index=True
+    )  # open | submitted | completed | failed
     created_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
     submitted_by_email: str | None = Field(default=None, max_length=320)

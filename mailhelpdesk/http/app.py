@@ -45,7 +45,10 @@ def create_api(
     def healthz() -> JSONResponse:
         """Liveness and the state an operator alerts on (pending mail, last ingest, mailboxes)."""
         data = health()
-        return JSONResponse({"ok": data["status"] == "ok", "data": data}, status_code=200 if data["status"] == "ok" else 503)
+        return JSONResponse(
+            {"ok": data["status"] == "ok", "data": data},
+            status_code=200 if data["status"] == "ok" else 503,
+        )
 
     @api.get("/metrics")
     def prometheus() -> PlainTextResponse:
@@ -57,20 +60,36 @@ def create_api(
             404: ("not_found", "No such endpoint."),
             405: ("method_not_allowed", "This endpoint does not accept that method."),
         }.get(exc.status_code, ("http_error", str(exc.detail)))
-        return JSONResponse({"ok": False, "error": code, "message": message}, status_code=exc.status_code,
-                            headers=dict(exc.headers or {}), media_type=JSON_TYPE)
+        return JSONResponse(
+            {"ok": False, "error": code, "message": message},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            media_type=JSON_TYPE,
+        )
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors: dict[str, list[str]] = {}
         for err in exc.errors():
-            errors.setdefault(".".join(str(p) for p in err.get("loc", ())) or "request", []).append(str(err.get("msg")))
-        return JSONResponse({"ok": False, "error": "validation_failed", "message": "The request is invalid.",
-                             "errors": errors}, status_code=422, media_type=JSON_TYPE)
+            errors.setdefault(".".join(str(p) for p in err.get("loc", ())) or "request", []).append(
+                str(err.get("msg"))
+            )
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "validation_failed",
+                "message": "The request is invalid.",
+                "errors": errors,
+            },
+            status_code=422,
+            media_type=JSON_TYPE,
+        )
 
     @api.exception_handler(Exception)
     async def internal(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse({"ok": False, "error": "internal_error", "message": "internal error"}, status_code=500)
+        return JSONResponse(
+            {"ok": False, "error": "internal_error", "message": "internal error"}, status_code=500
+        )
 
     cfg = api_config or ApiConfig()
     limiter = RateLimiter(cfg.rate_limit_requests, cfg.rate_limit_window_s)
@@ -78,13 +97,25 @@ def create_api(
     if engine is not None and settings is not None:
         clock = clock or SystemClock()
         rt = Runtime(
-            engine=engine, clock=clock, settings=settings, auth=Authenticator(engine, clock), limiter=limiter,
-            runner=KeyedRunner(engine, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s),
+            engine=engine,
+            clock=clock,
+            settings=settings,
+            auth=Authenticator(engine, clock),
+            limiter=limiter,
+            runner=KeyedRunner(
+                engine, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s
+            ),
             max_body_bytes=cfg.max_body_bytes,
         )
         for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
-        add_get_route(api, rt, "/api/v1/tickets/{number:int}", "tickets:read", v1.show_by_path,
-                      "One ticket with all its responses (the ticket object, as POST tickets/show)")
+        add_get_route(
+            api,
+            rt,
+            "/api/v1/tickets/{number:int}",
+            "tickets:read",
+            v1.show_by_path,
+            "One ticket with all its responses (the ticket object, as POST tickets/show)",
+        )
         api.state.runtime = rt
     return api

@@ -33,11 +33,17 @@ class Authenticator:
         scheme, _, presented = (authorization or "").strip().partition(" ")
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
-            raise ApiError(401, "unauthenticated", "A valid bearer token is required (Authorization: Bearer <token>).")
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "A valid bearer token is required (Authorization: Bearer <token>).",
+            )
         with read_scope(self.engine) as session:
             token = api_tokens.verify(session, presented, now=self.clock.now())
         if token is None:
-            raise ApiError(401, "unauthenticated", "The bearer token is unknown, revoked or expired.")
+            raise ApiError(
+                401, "unauthenticated", "The bearer token is unknown, revoked or expired."
+            )
         self._touch(token.id)
         return token
 

@@ -77,7 +77,9 @@ async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
         outcome = Outcome(exc.status, dumps(exc.body()), exc.headers)
     except Exception as exc:  # noqa: BLE001 - the envelope, never a traceback
         outcome = fault(request, exc)
-    return Response(outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE)
+    return Response(
+        outcome.body, status_code=outcome.status, headers=outcome.headers, media_type=JSON_TYPE
+    )
 
 
 def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
@@ -86,8 +88,17 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
 
     route.__name__ = ep.action
     api.add_api_route(
-        ep.path, route, methods=["POST"], summary=ep.summary or ep.action, response_model=None,
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema_of(ep.model)}}}},
+        ep.path,
+        route,
+        methods=["POST"],
+        summary=ep.summary or ep.action,
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": schema_of(ep.model)}},
+            }
+        },
     )
 
 
@@ -96,17 +107,42 @@ def fault(request: Request, exc: Exception) -> Outcome:
     cannot be reached (or is busy past its timeout), else 500 `internal_error`. Either way nothing
     was done: the transaction rolled back, and a retry with the same key executes afresh."""
     if isinstance(exc, OperationalError):
-        log.error("api request failed: database unavailable path=%s error=%s", request.url.path,
-                  " ".join(str(exc.orig).split())[:300])
-        return Outcome(503, dumps(ApiError(503, "unavailable", "The ticket store is unavailable; retry shortly with "
-                                           "the same Idempotency-Key.").body()), {"Retry-After": "5"})
+        log.error(
+            "api request failed: database unavailable path=%s error=%s",
+            request.url.path,
+            " ".join(str(exc.orig).split())[:300],
+        )
+        return Outcome(
+            503,
+            dumps(
+                ApiError(
+                    503,
+                    "unavailable",
+                    "The ticket store is unavailable; retry shortly with the same Idempotency-Key.",
+                ).body()
+            ),
+            {"Retry-After": "5"},
+        )
     log.exception("api request failed path=%s", request.url.path)
-    return Outcome(500, dumps(ApiError(500, "internal_error", "An unexpected error occurred; "
-                                       "it is safe to retry with the same key.").body()))
+    return Outcome(
+        500,
+        dumps(
+            ApiError(
+                500,
+                "internal_error",
+                "An unexpected error occurred; it is safe to retry with the same key.",
+            ).body()
+        ),
+    )
 
 
 def add_get_route(
-    api: FastAPI, rt: Runtime, path: str, ability: str, handle: Callable[[Session, dict[str, Any]], Any], summary: str,
+    api: FastAPI,
+    rt: Runtime,
+    path: str,
+    ability: str,
+    handle: Callable[[Session, dict[str, Any]], Any],
+    summary: str,
 ) -> None:
     """A native read (DESIGN.md §6): GET, no body, the same auth, rate limit, ability check and
     envelope as the POST family; `handle` gets the path parameters and a read-only session."""
@@ -114,7 +150,9 @@ def add_get_route(
     async def run(request: Request) -> Outcome:
         await _admit(rt, request, ability)
         params = dict(request.path_params)
-        return await run_in_threadpool(rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False)
+        return await run_in_threadpool(
+            rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False
+        )
 
     async def route(request: Request) -> Response:
         return await _answer(request, run(request))
@@ -135,7 +173,12 @@ async def _admit(rt: Runtime, request: Request, ability: str | None) -> Authenti
     request.scope[RATE_SCOPE_KEY] = rate
     if not allowed:
         wait = max(1, rate.reset - int(time.time()))
-        raise ApiError(429, "rate_limited", f"Too many requests; retry in {wait} s.", headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests; retry in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
     if token is not None and ability is not None:
         require(token, ability)
     return token
@@ -145,7 +188,11 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the request body as Content-Type: application/json.")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send the request body as Content-Type: application/json.",
+        )
     raw = await _read_body(request, rt.max_body_bytes)
     payload = _parse_json(raw)
     key = None
@@ -165,14 +212,24 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     if key is not None and token is not None:
         fp = fingerprint("POST", request.url.path, payload)
         return await run_in_threadpool(
-            rt.runner.run, token_id=token.id, key=key, action=ep.action, fp=fp, validate=validate, handle=ep.handle
+            rt.runner.run,
+            token_id=token.id,
+            key=key,
+            action=ep.action,
+            fp=fp,
+            validate=validate,
+            handle=ep.handle,
         )
-    return await run_in_threadpool(rt.runner.run_unkeyed, validate=validate, handle=ep.handle, writes=ep.writes)
+    return await run_in_threadpool(
+        rt.runner.run_unkeyed, validate=validate, handle=ep.handle, writes=ep.writes
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    too_large = ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
+    too_large = ApiError(
+        413, "payload_too_large", f"The request body is larger than {limit} bytes."
+    )
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
@@ -206,19 +263,26 @@ def _depth(value: Any) -> int:
         if isinstance(node, dict | list):
             deepest = max(deepest, level)
             if level <= MAX_JSON_DEPTH:
-                stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+                stack.extend(
+                    (child, level + 1)
+                    for child in (node.values() if isinstance(node, dict) else node)
+                )
     return deepest
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        payload = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "The request body is not valid UTF-8 JSON.") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     if _depth(payload) > MAX_JSON_DEPTH:
-        raise ApiError(400, "invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+        raise ApiError(
+            400, "invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels."
+        )
     return payload
 
 

@@ -28,8 +28,14 @@ class ApiError(Exception):
     """An error answer: status, stable code, one human sentence, optional field errors."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, errors: dict[str, list[str]] | None = None,
-        headers: dict[str, str] | None = None, data: dict[str, Any] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -46,7 +52,9 @@ class ApiError(Exception):
 
 def validation_failed(errors: dict[str, list[str]], message: str | None = None) -> ApiError:
     first = next(iter(errors.items()), ("request", ["is invalid"]))
-    return ApiError(422, "validation_failed", message or f"The {first[0]} field {first[1][0]}.", errors=errors)
+    return ApiError(
+        422, "validation_failed", message or f"The {first[0]} field {first[1][0]}.", errors=errors
+    )
 
 
 # the mapping table: service error -> (status, code); the first matching class wins
@@ -58,7 +66,11 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (NotFoundError, 404, "ticket_not_found"),
     (NoticeRenderError, 422, "validation_failed"),
     (InvalidInputError, 422, "validation_failed"),
-    (InterventionUidExists, 409, "intervention_uid_exists"),  # data.ticket_number: the existing ticket
+    (
+        InterventionUidExists,
+        409,
+        "intervention_uid_exists",
+    ),  # data.ticket_number: the existing ticket
     (InterventionNotOpen, 409, "intervention_not_open"),  # data.state: submitted | completed
     (ConflictError, 409, "conflict"),
 )
@@ -76,7 +88,11 @@ def from_exception(exc: BaseException) -> ApiError:
             if code == "validation_failed" and errors is None:
                 errors = {"request": [message]}
             return ApiError(status, code, message, errors=errors, data=getattr(exc, "data", None))
-    return ApiError(500, "internal_error", "An unexpected error occurred; it is safe to retry with the same key.")
+    return ApiError(
+        500,
+        "internal_error",
+        "An unexpected error occurred; it is safe to retry with the same key.",
+    )
 
 
 def _one_line(text: str) -> str:
@@ -85,9 +101,10 @@ def _one_line(text: str) -> str:
 
 def dumps(body: dict[str, Any]) -> bytes:
     """The exact bytes of a JSON answer (stored as-is for idempotent replays)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def ok(data: Any) -> bytes:
     return dumps({"ok": True, "data": data})
-

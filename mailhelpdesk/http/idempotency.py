@@ -43,7 +43,9 @@ class Outcome:
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, compact separators, no \\u escapes, integral floats as integers."""
-    return json.dumps(_canon(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        _canon(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def _canon(value: Any) -> Any:
@@ -64,7 +66,9 @@ def parse_key(values: list[str], *, required: bool) -> str | None:
     """The Idempotency-Key header value, or None when absent and optional; 400 otherwise."""
     if not values:
         if required:
-            raise ApiError(400, "idempotency_key_required", "This endpoint requires an Idempotency-Key header.")
+            raise ApiError(
+                400, "idempotency_key_required", "This endpoint requires an Idempotency-Key header."
+            )
         return None
     if len(values) > 1:
         raise ApiError(400, "idempotency_key_invalid", "Send exactly one Idempotency-Key header.")
@@ -72,8 +76,11 @@ def parse_key(values: list[str], *, required: bool) -> str | None:
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
     if not key or len(key) > MAX_KEY_CHARS or any(not 0x21 <= ord(c) <= 0x7E for c in key):
-        raise ApiError(400, "idempotency_key_invalid",
-                       "The Idempotency-Key must be 1-255 printable ASCII characters without spaces.")
+        raise ApiError(
+            400,
+            "idempotency_key_invalid",
+            "The Idempotency-Key must be 1-255 printable ASCII characters without spaces.",
+        )
     return key
 
 
@@ -87,22 +94,37 @@ class KeyedRunner:
     or answers 409 in progress when the first is still running by then."""
 
     def __init__(self, engine: Engine, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
-        self.engine, self.clock, self.ttl, self.lease = engine, clock, timedelta(seconds=ttl_s), timedelta(seconds=lease_s)
+        self.engine, self.clock, self.ttl, self.lease = (
+            engine,
+            clock,
+            timedelta(seconds=ttl_s),
+            timedelta(seconds=lease_s),
+        )
         self._running: dict[tuple[int, str], str] = {}  # (token, key) -> fingerprint, while running
         self._running_lock = threading.Lock()
 
     def run(
-        self, *, token_id: int, key: str, action: str, fp: str,
-        validate: Callable[[], Any], handle: Callable[[Session, Any], Any],
+        self,
+        *,
+        token_id: int,
+        key: str,
+        action: str,
+        fp: str,
+        validate: Callable[[], Any],
+        handle: Callable[[Session, Any], Any],
     ) -> Outcome:
         slot = (token_id, key)
         with self._running_lock:
             running = self._running.get(slot)
-            if running is not None:  # another body with this key is a caller bug, said as such at once
+            if (
+                running is not None
+            ):  # another body with this key is a caller bug, said as such at once
                 raise _conflict() if running != fp else _in_progress()
             self._running[slot] = fp
         try:
-            return self._run_once(token_id=token_id, key=key, action=action, fp=fp, validate=validate, handle=handle)
+            return self._run_once(
+                token_id=token_id, key=key, action=action, fp=fp, validate=validate, handle=handle
+            )
         except OperationalError as exc:
             if store.is_claim_wait_exceeded(exc):  # another daemon still runs it (PostgreSQL)
                 raise _in_progress() from None
@@ -112,8 +134,14 @@ class KeyedRunner:
                 self._running.pop(slot, None)
 
     def _run_once(
-        self, *, token_id: int, key: str, action: str, fp: str,
-        validate: Callable[[], Any], handle: Callable[[Session, Any], Any],
+        self,
+        *,
+        token_id: int,
+        key: str,
+        action: str,
+        fp: str,
+        validate: Callable[[], Any],
+        handle: Callable[[Session, Any], Any],
     ) -> Outcome:
         replay = self._replay(token_id=token_id, key=key, fp=fp)
         if replay is not None:  # a retry of a finished request: no write transaction at all
@@ -124,9 +152,12 @@ class KeyedRunner:
             parsed, invalid = validate(), None
         except ApiError as exc:
             parsed, invalid = None, exc
+
         def job(session: Session) -> Outcome:
             lease = secrets.token_hex(16)
-            claimed = self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease=lease)
+            claimed = self._claim(
+                session, token_id=token_id, key=key, action=action, fp=fp, lease=lease
+            )
             if isinstance(claimed, Outcome):
                 return claimed
             if invalid is not None:  # nothing is stored for a schema error: the key stays usable
@@ -142,8 +173,15 @@ class KeyedRunner:
                 # a 4xx the handler decided: its work is undone, the answer is stored and replayed
                 status, body, headers = error.status, dumps(error.body()), error.headers
             now = self.clock.now()
-            if not store.complete(session, row_id=claimed, lease=lease, status=status, body=body, now=now,
-                                  expires_at=now + self.ttl):
+            if not store.complete(
+                session,
+                row_id=claimed,
+                lease=lease,
+                status=status,
+                body=body,
+                now=now,
+                expires_at=now + self.ttl,
+            ):
                 raise _Discard(Outcome(409, dumps(_in_progress().body()), {"Retry-After": "1"}))
             return Outcome(status, body, headers)
 
@@ -153,7 +191,11 @@ class KeyedRunner:
             return discarded.outcome
 
     def run_unkeyed(
-        self, *, validate: Callable[[], Any], handle: Callable[[Session, Any], Any], writes: bool = True,
+        self,
+        *,
+        validate: Callable[[], Any],
+        handle: Callable[[Session, Any], Any],
+        writes: bool = True,
     ) -> Outcome:
         try:
             parsed = validate()
@@ -180,15 +222,28 @@ class KeyedRunner:
                 raise _conflict()
             return _replayed(row)
 
-    def _claim(self, session: Session, *, token_id: int, key: str, action: str, fp: str, lease: str) -> int | Outcome:
+    def _claim(
+        self, session: Session, *, token_id: int, key: str, action: str, fp: str, lease: str
+    ) -> int | Outcome:
         """The claimed row's id, or the answer for a key that is taken (replay); raises 409s."""
         now = self.clock.now()
         minted = store.take_minted(session, key=key)
         if minted and minted != action:
-            raise ApiError(409, "idempotency_key_conflict", f"This Idempotency-Key was minted for {minted}, not {action}.")
+            raise ApiError(
+                409,
+                "idempotency_key_conflict",
+                f"This Idempotency-Key was minted for {minted}, not {action}.",
+            )
         claimed = store.insert_claim(
-            session, token_id=token_id, key=key, action=action, fingerprint=fp, lease=lease, now=now,
-            locked_until=now + self.lease, expires_at=now + self.ttl,
+            session,
+            token_id=token_id,
+            key=key,
+            action=action,
+            fingerprint=fp,
+            lease=lease,
+            now=now,
+            locked_until=now + self.lease,
+            expires_at=now + self.ttl,
         )
         if claimed is not None:
             return claimed
@@ -204,7 +259,9 @@ class KeyedRunner:
         locked = as_utc(row.locked_until)
         if locked is not None and locked >= now:
             raise _in_progress()
-        if store.take_over(session, row_id=row.id, lease=lease, now=now, locked_until=now + self.lease):
+        if store.take_over(
+            session, row_id=row.id, lease=lease, now=now, locked_until=now + self.lease
+        ):
             return row.id
         raise _in_progress()
 
@@ -212,14 +269,20 @@ class KeyedRunner:
         """Commit a bare in-progress claim, as a process that died mid-request under the older
         two-transaction scheme would have left it (tests of the lease takeover use this)."""
         with session_scope(self.engine) as session:
-            self._claim(session, token_id=token_id, key=key, action=action, fp=fp, lease="abandoned")
+            self._claim(
+                session, token_id=token_id, key=key, action=action, fp=fp, lease="abandoned"
+            )
 
     def mint(self, session: Session, action: str) -> dict[str, Any]:
         """A fresh UUIDv4 key, stored `minted` and bound to `action` ('' = any)."""
         now = self.clock.now()
         key = str(uuid.uuid4())
         store.mint(session, key=key, action=action, now=now, expires_at=now + self.ttl)
-        return {"idempotency_key": key, "action": action or None, "expires_at": (now + self.ttl).isoformat(timespec="seconds")}
+        return {
+            "idempotency_key": key,
+            "action": action or None,
+            "expires_at": (now + self.ttl).isoformat(timespec="seconds"),
+        }
 
     def purge(self) -> int:
         with session_scope(self.engine) as session:
@@ -240,9 +303,17 @@ def _replayed(row: IdempotencyKey) -> Outcome:
 
 
 def _conflict() -> ApiError:
-    return ApiError(409, "idempotency_key_conflict", "This Idempotency-Key was already used with a different request.")
+    return ApiError(
+        409,
+        "idempotency_key_conflict",
+        "This Idempotency-Key was already used with a different request.",
+    )
 
 
 def _in_progress() -> ApiError:
-    return ApiError(409, "idempotency_key_in_progress", "A request with this Idempotency-Key is still being processed.",
-                    headers={"Retry-After": "1"})
+    return ApiError(
+        409,
+        "idempotency_key_in_progress",
+        "A request with this Idempotency-Key is still being processed.",
+        headers={"Retry-After": "1"},
+    )

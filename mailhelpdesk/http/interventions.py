@@ -46,11 +46,25 @@ def check_submit(m: SubmitIn, _params: dict[str, Any]) -> SubmitArgs:
 
 def endpoints(rt: Runtime) -> list[Endpoint]:
     def submit(session: Session, a: SubmitArgs) -> dict[str, Any]:
-        return interventions.submit_api(session, settings=rt.settings.notify, clock=rt.clock,
-                                        ticket_number=a.ticket_number, from_email=a.from_email, values=a.values,
-                                        content=a.content)
+        return interventions.submit_api(
+            session,
+            settings=rt.settings.notify,
+            clock=rt.clock,
+            ticket_number=a.ticket_number,
+            from_email=a.from_email,
+            values=a.values,
+            content=a.content,
+        )
 
     return [
-        Endpoint(PATH, "v1_intervention_submit", "tickets:write", "optional", SubmitIn, check_submit, submit,
-                 "Submit a ticket's intervention (field values; queues the epilog call)"),
+        Endpoint(
+            PATH,
+            "v1_intervention_submit",
+            "tickets:write",
+            "optional",
+            SubmitIn,
+            check_submit,
+            submit,
+            "Submit a ticket's intervention (field values; queues the epilog call)",
+        ),
     ]

@@ -21,9 +21,18 @@ from mailhelpdesk.mail.compose import OutgoingAttachment
 from mailhelpdesk.services import api_requests
 from mailhelpdesk.services.api_requests import Body
 
-_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9\u00a0-\uffff](?:[A-Za-z0-9\u00a0-\uffff.-]{0,253})\.[A-Za-z0-9\u00a0-\uffff-]{2,63}$")
+_EMAIL = re.compile(
+    r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9\u00a0-\uffff](?:[A-Za-z0-9\u00a0-\uffff.-]{0,253})\.[A-Za-z0-9\u00a0-\uffff-]{2,63}$"
+)
 _HEADER_BREAKERS = ("\r", "\n", "\x00")
-MINT_ACTIONS = ("create_ticket", "ticket_respond", "send_email", "render_template", "tickets_create", "tickets_respond")
+MINT_ACTIONS = (
+    "create_ticket",
+    "ticket_respond",
+    "send_email",
+    "render_template",
+    "tickets_create",
+    "tickets_respond",
+)
 
 
 class _In(BaseModel):
@@ -107,7 +116,10 @@ class MintIn(_In):
 def _email(value: str, field: str) -> str:
     value = value.strip()
     if not _EMAIL.match(value):
-        raise validation_failed({field: ["must be a valid email address"]}, f"The {field} field must be a valid email address.")
+        raise validation_failed(
+            {field: ["must be a valid email address"]},
+            f"The {field} field must be a valid email address.",
+        )
     return value
 
 
@@ -148,8 +160,12 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
     shapes = sum((shape_a, shape_b, shape_c))
     if shapes != 1:
         raise validation_failed(
-            {"request": ["give exactly one of: data.subject + data.content, template_identifier + data, "
-                         "intervention + uid + data.data"]},
+            {
+                "request": [
+                    "give exactly one of: data.subject + data.content, template_identifier + data, "
+                    "intervention + uid + data.data"
+                ]
+            },
             "Exactly one payload shape is required (subject + content, template, or intervention).",
         )
     inner_queue = data.get("queue_name")
@@ -160,20 +176,33 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
     queue = m.queue_name if m.queue_name is not None else inner_queue
     if shape_a:
         if not isinstance(subject, str):
-            raise validation_failed({"data.subject": ["is required" if subject is None else "must be a string"]})
+            raise validation_failed(
+                {"data.subject": ["is required" if subject is None else "must be a string"]}
+            )
         if not isinstance(content, str):
-            raise validation_failed({"data.content": ["is required" if content is None else "must be a string"]})
+            raise validation_failed(
+                {"data.content": ["is required" if content is None else "must be a string"]}
+            )
         body = Body(subject=_line(subject, "data.subject"), content=content)
     elif shape_b:
         if m.data is None:
             raise validation_failed({"data": ["is required with template_identifier"]})
         values = {k: v for k, v in data.items() if k != "queue_name"}
-        body = Body(template_identifier=_line(m.template_identifier or "", "template_identifier"), data=values)
+        body = Body(
+            template_identifier=_line(m.template_identifier or "", "template_identifier"),
+            data=values,
+        )
     else:
         if m.intervention is None or m.uid is None or not isinstance(data.get("data"), dict):
-            raise validation_failed({"intervention": ["intervention, uid and data.data are all required"]})
+            raise validation_failed(
+                {"intervention": ["intervention, uid and data.data are all required"]}
+            )
         # the uid travels in the epilog's Idempotency-Key header: printable ASCII only
-        if not 1 <= len(m.uid) <= 200 or not all(0x20 <= ord(c) <= 0x7E for c in m.uid) or m.uid != m.uid.strip():
+        if (
+            not 1 <= len(m.uid) <= 200
+            or not all(0x20 <= ord(c) <= 0x7E for c in m.uid)
+            or m.uid != m.uid.strip()
+        ):
             raise validation_failed({"uid": ["must be 1-200 printable ASCII characters"]})
         if queue is not None:
             raise validation_failed({"data.queue_name": ["is not allowed with an intervention"]})
@@ -183,16 +212,33 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         try:
             priority = Priority.from_name(str(m.priority)).name
         except ValueError:
-            raise validation_failed({"priority": ["must be Low, Normal, High or Urgent (or 10, 20, 30, 40)"]}) from None
+            raise validation_failed(
+                {"priority": ["must be Low, Normal, High or Urgent (or 10, 20, 30, 40)"]}
+            ) from None
     assignee = _email(m.assigned_to_email, "assigned_to_email") if m.assigned_to_email else None
-    return CreateArgs(email, body, queue, m.is_public, m.use_passed_originator_as_responder, m.intervention, m.uid,
-                      priority, assignee)
+    return CreateArgs(
+        email,
+        body,
+        queue,
+        m.is_public,
+        m.use_passed_originator_as_responder,
+        m.intervention,
+        m.uid,
+        priority,
+        assignee,
+    )
 
 
 def check_flat_create(m: FlatCreateIn, _params: dict[str, Any]) -> CreateArgs:
     email = _email(m.originator_email_address, "originator_email_address")
-    return CreateArgs(email, Body(subject=_line(m.subject, "subject"), content=m.content), m.queue_name,
-                      m.is_public, m.use_passed_originator_as_responder, None)
+    return CreateArgs(
+        email,
+        Body(subject=_line(m.subject, "subject"), content=m.content),
+        m.queue_name,
+        m.is_public,
+        m.use_passed_originator_as_responder,
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,9 +258,18 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
     if m.status == "on-hold":
         if m.on_hold_until is None:
             raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
-        if m.on_hold_until < datetime.now(timezone.utc).date():  # dates are UTC (api-contract.md §1)
+        if (
+            m.on_hold_until < datetime.now(timezone.utc).date()
+        ):  # dates are UTC (api-contract.md §1)
             raise validation_failed({"on_hold_until": ["must not be in the past"]})
-    return RespondArgs(number, email, m.content, m.is_internal, m.status, m.on_hold_until if m.status == "on-hold" else None)
+    return RespondArgs(
+        number,
+        email,
+        m.content,
+        m.is_internal,
+        m.status,
+        m.on_hold_until if m.status == "on-hold" else None,
+    )
 
 
 def check_respond(m: RespondIn, _params: dict[str, Any]) -> RespondArgs:
@@ -239,7 +294,9 @@ class SendArgs:
     attachments: tuple[OutgoingAttachment, ...] = ()
 
 
-_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+_MIME_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
 
 
 def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
@@ -249,10 +306,16 @@ def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
         try:
             data = base64.b64decode(item.content_base64, validate=True)
         except (binascii.Error, ValueError):
-            raise validation_failed({f"attachments.{i}.content_base64": ["must be base64"]}) from None
+            raise validation_failed(
+                {f"attachments.{i}.content_base64": ["must be base64"]}
+            ) from None
         # a leaf type only: multipart/* and message/* may not be sent base64-encoded (RFC 2046)
-        if not _MIME_TYPE.fullmatch(item.mime_type) or item.mime_type.lower().startswith(("multipart/", "message/")):
-            raise validation_failed({f"attachments.{i}.mime_type": ["must be a MIME type such as application/pdf"]})
+        if not _MIME_TYPE.fullmatch(item.mime_type) or item.mime_type.lower().startswith(
+            ("multipart/", "message/")
+        ):
+            raise validation_failed(
+                {f"attachments.{i}.mime_type": ["must be a MIME type such as application/pdf"]}
+            )
         decoded.append(OutgoingAttachment(item.name, item.mime_type.lower(), data))
     return tuple(decoded)
 
@@ -264,19 +327,29 @@ def check_send(m: SendEmailIn, _params: dict[str, Any]) -> SendArgs:
     shape_a = m.subject is not None or m.content is not None
     shape_b = m.template_identifier is not None
     if shape_a == shape_b:
-        raise validation_failed({"request": ["give exactly one of: subject + content, template_identifier + data"]},
-                                "Exactly one payload shape is required (subject + content, or template).")
+        raise validation_failed(
+            {"request": ["give exactly one of: subject + content, template_identifier + data"]},
+            "Exactly one payload shape is required (subject + content, or template).",
+        )
     if shape_a:
         if m.subject is None:
             raise validation_failed({"subject": ["is required"]})
         if m.content is None:
             raise validation_failed({"content": ["is required"]})
-        return SendArgs(to, Body(subject=_line(m.subject, "subject"), content=m.content), m.mailbox,
-                        _attachments(m.attachments))
+        return SendArgs(
+            to,
+            Body(subject=_line(m.subject, "subject"), content=m.content),
+            m.mailbox,
+            _attachments(m.attachments),
+        )
     if m.data is None:
         raise validation_failed({"data": ["is required with template_identifier"]})
-    return SendArgs(to, Body(template_identifier=m.template_identifier, data=m.data), m.mailbox,
-                    _attachments(m.attachments))
+    return SendArgs(
+        to,
+        Body(template_identifier=m.template_identifier, data=m.data),
+        m.mailbox,
+        _attachments(m.attachments),
+    )
 
 
 def check_render(m: RenderIn, _params: dict[str, Any]) -> RenderIn:
@@ -299,40 +372,121 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
 
     def create(session: Session, a: CreateArgs) -> dict[str, Any]:
         return api_requests.create_ticket(
-            session, settings=s, clock=clock, originator_email=a.originator_email, body=a.body,
-            queue_name=a.queue_name, is_public=a.is_public, originator_as_responder=a.originator_as_responder,
-            intervention=a.intervention, uid=a.uid, priority=a.priority, assignee=a.assigned_to_email,
+            session,
+            settings=s,
+            clock=clock,
+            originator_email=a.originator_email,
+            body=a.body,
+            queue_name=a.queue_name,
+            is_public=a.is_public,
+            originator_as_responder=a.originator_as_responder,
+            intervention=a.intervention,
+            uid=a.uid,
+            priority=a.priority,
+            assignee=a.assigned_to_email,
         )
 
     def respond(session: Session, a: RespondArgs) -> dict[str, Any]:
         return api_requests.respond(
-            session, settings=s, clock=clock, ticket_number=a.ticket_number, from_email=a.from_email,
-            content=a.content, is_internal=a.is_internal, status=a.status, on_hold_until=a.on_hold_until,
+            session,
+            settings=s,
+            clock=clock,
+            ticket_number=a.ticket_number,
+            from_email=a.from_email,
+            content=a.content,
+            is_internal=a.is_internal,
+            status=a.status,
+            on_hold_until=a.on_hold_until,
         )
 
     def send(session: Session, a: SendArgs) -> dict[str, Any]:
-        return api_requests.send_email(session, settings=s, clock=clock, to_address=a.to_address, body=a.body,
-                                       mailbox=a.mailbox, attachments=a.attachments)
+        return api_requests.send_email(
+            session,
+            settings=s,
+            clock=clock,
+            to_address=a.to_address,
+            body=a.body,
+            mailbox=a.mailbox,
+            attachments=a.attachments,
+        )
 
     def render(_session: Session, m: RenderIn) -> dict[str, Any]:
-        return api_requests.render(s, template_identifier=m.template_identifier, data=m.data, to_address=m.to_address)
+        return api_requests.render(
+            s, template_identifier=m.template_identifier, data=m.data, to_address=m.to_address
+        )
 
     def mint(session: Session, action: str) -> dict[str, Any]:
         return rt.runner.mint(session, action)
 
     return [
-        Endpoint("/api/create_ticket", "create_ticket", "create-ticket", "required", CreateTicketIn, check_create, create,
-                 "Create a ticket (subject+content, template, or intervention)"),
-        Endpoint("/api/ticket_respond", "ticket_respond", "ticket-respond", "required", RespondIn, check_respond, respond,
-                 "Respond to a ticket"),
-        Endpoint("/api/send_email", "send_email", "send-email", "required", SendEmailIn, check_send, send,
-                 "Send one email through the outbox (no ticket)"),
-        Endpoint("/api/render_template", "render_template", "send-email", "required", RenderIn, check_render, render,
-                 "Render a template without sending"),
-        Endpoint("/api/tickets/create", "tickets_create", "create-ticket", "optional", FlatCreateIn, check_flat_create,
-                 create, "Create a ticket (flat fields, key optional)"),
-        Endpoint("/api/tickets/{number}/respond", "tickets_respond", "ticket-respond", "optional", FlatRespondIn,
-                 check_flat_respond, respond, "Respond to a ticket (flat fields, key optional)"),
-        Endpoint("/api/idempotency_key", "idempotency_key", None, "ignored", MintIn, check_mint, mint,
-                 "Mint an Idempotency-Key bound to an action (no authentication)"),
+        Endpoint(
+            "/api/create_ticket",
+            "create_ticket",
+            "create-ticket",
+            "required",
+            CreateTicketIn,
+            check_create,
+            create,
+            "Create a ticket (subject+content, template, or intervention)",
+        ),
+        Endpoint(
+            "/api/ticket_respond",
+            "ticket_respond",
+            "ticket-respond",
+            "required",
+            RespondIn,
+            check_respond,
+            respond,
+            "Respond to a ticket",
+        ),
+        Endpoint(
+            "/api/send_email",
+            "send_email",
+            "send-email",
+            "required",
+            SendEmailIn,
+            check_send,
+            send,
+            "Send one email through the outbox (no ticket)",
+        ),
+        Endpoint(
+            "/api/render_template",
+            "render_template",
+            "send-email",
+            "required",
+            RenderIn,
+            check_render,
+            render,
+            "Render a template without sending",
+        ),
+        Endpoint(
+            "/api/tickets/create",
+            "tickets_create",
+            "create-ticket",
+            "optional",
+            FlatCreateIn,
+            check_flat_create,
+            create,
+            "Create a ticket (flat fields, key optional)",
+        ),
+        Endpoint(
+            "/api/tickets/{number}/respond",
+            "tickets_respond",
+            "ticket-respond",
+            "optional",
+            FlatRespondIn,
+            check_flat_respond,
+            respond,
+            "Respond to a ticket (flat fields, key optional)",
+        ),
+        Endpoint(
+            "/api/idempotency_key",
+            "idempotency_key",
+            None,
+            "ignored",
+            MintIn,
+            check_mint,
+            mint,
+            "Mint an Idempotency-Key bound to an action (no authentication)",
+        ),
     ]

@@ -105,30 +105,46 @@ def _listed(value: Any) -> list[Any]:
     return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
-def check_responses_query(m: ResponsesQueryIn, _params: dict[str, Any]) -> ticket_reads.ResponseQuery:
+def check_responses_query(
+    m: ResponsesQueryIn, _params: dict[str, Any]
+) -> ticket_reads.ResponseQuery:
     bounds: dict[str, datetime | None] = {}
     for name in ("created_from", "created_to"):
         raw = getattr(m, name)
         try:
-            bounds[name] = None if raw is None else ticket_reads.moment(raw, end=name == "created_to")
+            bounds[name] = (
+                None if raw is None else ticket_reads.moment(raw, end=name == "created_to")
+            )
         except ValueError as exc:
             raise validation_failed({name: [str(exc)]}) from None
     cursor = None
     if m.cursor is not None:
         at = m.cursor.created_at
         try:
-            at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+            at = (
+                at.replace(tzinfo=timezone.utc)
+                if at.tzinfo is None
+                else at.astimezone(timezone.utc)
+            )
         except (OverflowError, ValueError):  # 0001-01-01T00:00+01:00 has no UTC time
-            raise validation_failed({"cursor.created_at": ["is outside the dates a cursor can hold"]}) from None
+            raise validation_failed(
+                {"cursor.created_at": ["is outside the dates a cursor can hold"]}
+            ) from None
         cursor = (at, m.cursor.id)
     return ticket_reads.ResponseQuery(
         filter=ticket_reads.ResponseFilter(
-            created_from=bounds["created_from"], created_to=bounds["created_to"], is_internal=m.is_internal,
-            staff_response=m.staff_response, queues=_listed(m.queue), queue_ids=_listed(m.queue_id),
+            created_from=bounds["created_from"],
+            created_to=bounds["created_to"],
+            is_internal=m.is_internal,
+            staff_response=m.staff_response,
+            queues=_listed(m.queue),
+            queue_ids=_listed(m.queue_id),
             ticket_numbers=_listed(m.ticket_number),
         ),
         fields=ticket_reads.RESPONSE_FIELDS if m.fields is None else tuple(m.fields),
-        limit=m.limit, cursor=cursor, include_deleted=m.include_deleted,
+        limit=m.limit,
+        cursor=cursor,
+        include_deleted=m.include_deleted,
     )
 
 
@@ -144,8 +160,14 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     legacy = {ep.action: ep for ep in tickiti.endpoints(rt)}
 
     def query(session: Session, a: QueryArgs) -> dict[str, Any]:
-        return ticket_reads.query(session, perspective=a.perspective, criteria=a.criteria, page=a.page,
-                                  per_page=a.per_page, owner_email=a.owner_email)
+        return ticket_reads.query(
+            session,
+            perspective=a.perspective,
+            criteria=a.criteria,
+            page=a.page,
+            per_page=a.per_page,
+            owner_email=a.owner_email,
+        )
 
     def show(session: Session, number: int) -> dict[str, Any]:
         return ticket_reads.show(session, ticket_number=number)
@@ -157,28 +179,98 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         return ticket_reads.query_responses(session, q, clock=rt.clock)
 
     def attachment(session: Session, a: AttachmentArgs) -> dict[str, Any]:
-        return ticket_reads.attachment(session, ticket_number=a.ticket_number, attachment_id=a.attachment_id,
-                                       intent=a.intent)
+        return ticket_reads.attachment(
+            session, ticket_number=a.ticket_number, attachment_id=a.attachment_id, intent=a.intent
+        )
 
     create, respond = legacy["create_ticket"], legacy["ticket_respond"]
     return [
-        Endpoint("/api/v1/tickets", "v1_tickets_create", "tickets:write", "optional", create.model, create.check,
-                 create.handle, "Create a ticket (v1; body as /api/create_ticket)"),
-        Endpoint("/api/v1/tickets/respond", "v1_tickets_respond", "tickets:write", "optional", respond.model,
-                 respond.check, respond.handle, "Respond to a ticket (v1)"),
-        Endpoint("/api/v1/tickets/query", "v1_tickets_query", "tickets:read", "ignored", QueryIn, check_query, query,
-                 "List tickets: a perspective plus criteria", writes=False),
-        Endpoint("/api/tickiti_api_index", "tickiti_api_index", "ticket-index", "ignored", QueryIn, check_query, query,
-                 "List tickets (legacy index)", writes=False),
-        Endpoint("/api/v1/tickets/show", "v1_tickets_show", "tickets:read", "ignored", NumberIn, check_number, show,
-                 "One ticket with all its responses", writes=False),
-        Endpoint("/api/v1/tickets/responses", "v1_tickets_responses", "tickets:read", "ignored", NumberIn,
-                 check_number, responses, "The responses of one ticket", writes=False),
-        Endpoint("/api/v1/tickets/responses/query", "v1_tickets_responses_query", "tickets:read", "ignored",
-                 ResponsesQueryIn, check_responses_query, responses_query,
-                 "Responses across tickets, oldest first, keyset-paged by next_cursor", writes=False),
-        Endpoint("/api/v1/tickets/attachment", "v1_tickets_attachment", "tickets:read", "ignored", AttachmentIn,
-                 check_attachment, attachment, "One attachment's bytes (base64), review-gated by type", writes=False),
+        Endpoint(
+            "/api/v1/tickets",
+            "v1_tickets_create",
+            "tickets:write",
+            "optional",
+            create.model,
+            create.check,
+            create.handle,
+            "Create a ticket (v1; body as /api/create_ticket)",
+        ),
+        Endpoint(
+            "/api/v1/tickets/respond",
+            "v1_tickets_respond",
+            "tickets:write",
+            "optional",
+            respond.model,
+            respond.check,
+            respond.handle,
+            "Respond to a ticket (v1)",
+        ),
+        Endpoint(
+            "/api/v1/tickets/query",
+            "v1_tickets_query",
+            "tickets:read",
+            "ignored",
+            QueryIn,
+            check_query,
+            query,
+            "List tickets: a perspective plus criteria",
+            writes=False,
+        ),
+        Endpoint(
+            "/api/tickiti_api_index",
+            "tickiti_api_index",
+            "ticket-index",
+            "ignored",
+            QueryIn,
+            check_query,
+            query,
+            "List tickets (legacy index)",
+            writes=False,
+        ),
+        Endpoint(
+            "/api/v1/tickets/show",
+            "v1_tickets_show",
+            "tickets:read",
+            "ignored",
+            NumberIn,
+            check_number,
+            show,
+            "One ticket with all its responses",
+            writes=False,
+        ),
+        Endpoint(
+            "/api/v1/tickets/responses",
+            "v1_tickets_responses",
+            "tickets:read",
+            "ignored",
+            NumberIn,
+            check_number,
+            responses,
+            "The responses of one ticket",
+            writes=False,
+        ),
+        Endpoint(
+            "/api/v1/tickets/responses/query",
+            "v1_tickets_responses_query",
+            "tickets:read",
+            "ignored",
+            ResponsesQueryIn,
+            check_responses_query,
+            responses_query,
+            "Responses across tickets, oldest first, keyset-paged by next_cursor",
+            writes=False,
+        ),
+        Endpoint(
+            "/api/v1/tickets/attachment",
+            "v1_tickets_attachment",
+            "tickets:read",
+            "ignored",
+            AttachmentIn,
+            check_attachment,
+            attachment,
+            "One attachment's bytes (base64), review-gated by type",
+            writes=False,
+        ),
     ]
 
 

@@ -52,27 +52,54 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         settings = notify_settings_of(ctx)
         if settings is not None:
             notify.notify_command_error(
-                ctx.session, ticket, settings=settings, clock=ctx.clock,
+                ctx.session,
+                ticket,
+                settings=settings,
+                clock=ctx.clock,
                 agent=notify.Recipient(agent.email, agent.name, agent.id),
-                error=error.message, line=f"line {error.line_number}: {error.line}",
+                error=error.message,
+                line=f"line {error.line_number}: {error.line}",
                 in_reply_to=parsed.message_id[:998] if parsed.message_id else None,
             )
-        log.warning("agent mail command refused agent=%s ticket=%s %s", agent.email, ticket.number, error.describe())
+        log.warning(
+            "agent mail command refused agent=%s ticket=%s %s",
+            agent.email,
+            ticket.number,
+            error.describe(),
+        )
         ctx.outcome = Outcome.held
-        ctx.reason = f"mail command refused, nothing applied on ticket {ticket.number}: {error.describe()}"
+        ctx.reason = (
+            f"mail command refused, nothing applied on ticket {ticket.number}: {error.describe()}"
+        )
         return
-    visible = parse_commands(visible_text(parsed.text)).body.strip() if block.commands else visible_text(parsed.text).strip()
+    visible = (
+        parse_commands(visible_text(parsed.text)).body.strip()
+        if block.commands
+        else visible_text(parsed.text).strip()
+    )
     body = block.body if block.commands else parsed.text
     html = None if block.commands else parsed.html
     base = response_from(ctx, parsed, ResponseKind.agent)
     # a verified agent forwarding ticket mail to the support address (linked by References or
     # the subject tag, not by answering a notice) is passing it on, not answering the customer
-    forward_of_ticket_mail = ctx.thread_via != "signed_address" and find_forwarded(parsed) is not None
-    if block.intervention and ctx.settings.notify is not None:  # #set / #submit: one staff note, no mail out
+    forward_of_ticket_mail = (
+        ctx.thread_via != "signed_address" and find_forwarded(parsed) is not None
+    )
+    if (
+        block.intervention and ctx.settings.notify is not None
+    ):  # #set / #submit: one staff note, no mail out
         interventions.submit(
-            ctx.session, settings=ctx.settings.notify, clock=ctx.clock, ticket=ticket, agent_email=agent.email,
-            agent_name=agent.name, values={c.argument: c.value for c in block.intervention if c.name == "set"},
-            content=visible, final=block.is_submit, base=base, mail=notify_settings_of(ctx) is not None,
+            ctx.session,
+            settings=ctx.settings.notify,
+            clock=ctx.clock,
+            ticket=ticket,
+            agent_email=agent.email,
+            agent_name=agent.name,
+            values={c.argument: c.value for c in block.intervention if c.name == "set"},
+            content=visible,
+            final=block.is_submit,
+            base=base,
+            mail=notify_settings_of(ctx) is not None,
         )
         what = "intervention " + ("submit" if block.is_submit else "edit")
     elif block.is_note or not visible or forward_of_ticket_mail:
@@ -82,7 +109,14 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
             text = "Mail commands: " + "; ".join(c.line for c in block.commands)
         else:
             text = "(no text)"
-        note = replace(base, kind=ResponseKind.note, plain_text=text, visible_text=visible or text, html=html, is_internal=True)
+        note = replace(
+            base,
+            kind=ResponseKind.note,
+            plain_text=text,
+            visible_text=visible or text,
+            html=html,
+            is_internal=True,
+        )
         ticket_service.add_response(ctx.session, ticket, note, clock=ctx.clock, reopen=False)
         what = "note"
     else:
@@ -92,11 +126,18 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         if settings is not None:
             last_id, references = customer_thread(ctx)
             notify.notify_agent_response(
-                ctx.session, ticket, settings=settings, clock=ctx.clock, agent_name=agent.name or agent.email,
-                message_text=visible, in_reply_to=last_id, references=references,
+                ctx.session,
+                ticket,
+                settings=settings,
+                clock=ctx.clock,
+                agent_name=agent.name or agent.email,
+                message_text=visible,
+                in_reply_to=last_id,
+                references=references,
                 attachments=[
                     OutgoingAttachment(a.filename, a.content_type, a.data)
-                    for a in parsed_of(ctx).attachments if not a.is_inline
+                    for a in parsed_of(ctx).attachments
+                    if not a.is_inline
                 ],
             )
         what = "answer"
@@ -104,7 +145,9 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         _run_command(ctx, command)
     done = "; ".join(c.line for c in block.commands)
     ctx.outcome = Outcome.reply_added
-    ctx.reason = f"agent {what} on ticket {ticket.number} ({ctx.verified})" + (f", commands: {done}" if done else "")
+    ctx.reason = f"agent {what} on ticket {ticket.number} ({ctx.verified})" + (
+        f", commands: {done}" if done else ""
+    )
 
 
 def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
@@ -114,8 +157,14 @@ def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | N
         try:
             if ctx.settings.notify is None:
                 raise InvalidInputError("interventions are not available here")
-            interventions.check_command(ctx.session, ctx.settings.notify, ctx.ticket, command.name,  # type: ignore[arg-type]
-                                        command.argument, command.value)
+            interventions.check_command(
+                ctx.session,
+                ctx.settings.notify,
+                ctx.ticket,
+                command.name,  # type: ignore[arg-type]
+                command.argument,
+                command.value,
+            )
         except (InvalidInputError, ConflictError) as exc:
             return CommandError(command.line_number, command.line, str(exc))
     for command in block.changes:
@@ -146,7 +195,11 @@ def _run_command(ctx: IngestContext, command: Command) -> None:
     ticket, clock = ctx.ticket, ctx.clock
     if command.name == "status":
         ticket_changes.set_status(
-            ctx.session, ticket, command.argument, on_hold_until=command.on_hold_until, clock=clock,
+            ctx.session,
+            ticket,
+            command.argument,
+            on_hold_until=command.on_hold_until,
+            clock=clock,
             notify_settings=notify_settings_of(ctx),
         )
     elif command.name == "assign":
@@ -178,7 +231,10 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
         message_id=parsed.message_id[:998] if parsed.message_id else None,
         is_email_sourced=True,
         inbound_id=ctx.inbound.id,
-        attachments=[NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id) for a in attachments],
+        attachments=[
+            NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id)
+            for a in attachments
+        ],
     )
     ticket = ticket_service.create_ticket(
         ctx.session,
@@ -187,28 +243,48 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
         originator_name=sender.name,
         queue_name=queue_for(ctx, parsed),
         first=first,
-        cc=[(a.email, a.name) for a in forwarded.cc
-            if a.email not in agent_addresses and split_plus(a.email)[0] not in ctx.settings.own_addresses],
+        cc=[
+            (a.email, a.name)
+            for a in forwarded.cc
+            if a.email not in agent_addresses
+            and split_plus(a.email)[0] not in ctx.settings.own_addresses
+        ],
         clock=ctx.clock,
     )
     if forwarded.message_id:
-        store.record_message_id(ctx.session, message_id=forwarded.message_id[:998], ticket_id=ticket.id or 0, direction="in")
+        store.record_message_id(
+            ctx.session,
+            message_id=forwarded.message_id[:998],
+            ticket_id=ticket.id or 0,
+            direction="in",
+        )
     forwarder = sender_email(parsed)
     if forwarded.note:
         ticket_service.add_response(
-            ctx.session, ticket,
+            ctx.session,
+            ticket,
             NewResponse(
-                kind=ResponseKind.note, plain_text=forwarded.note, visible_text=forwarded.note, is_internal=True,
-                created_by_email=forwarder, created_by_name=ctx.agent.name if ctx.agent else (parsed.from_.name if parsed.from_ else ""),
-                subject=parsed.subject, is_email_sourced=True, verified=ctx.verified, inbound_id=ctx.inbound.id,
+                kind=ResponseKind.note,
+                plain_text=forwarded.note,
+                visible_text=forwarded.note,
+                is_internal=True,
+                created_by_email=forwarder,
+                created_by_name=ctx.agent.name
+                if ctx.agent
+                else (parsed.from_.name if parsed.from_ else ""),
+                subject=parsed.subject,
+                is_email_sourced=True,
+                verified=ctx.verified,
+                inbound_id=ctx.inbound.id,
             ),
-            clock=ctx.clock, reopen=False,
+            clock=ctx.clock,
+            reopen=False,
         )
     ctx.ticket, ctx.outcome = ticket, Outcome.ticket_created
-    ctx.reason = (f"ticket {ticket.number} for {sender.email}, forwarded ({forwarded.shape}) by {forwarder}"
-                  f" ({ctx.verified or 'unverified'})")
+    ctx.reason = (
+        f"ticket {ticket.number} for {sender.email}, forwarded ({forwarded.shape}) by {forwarder}"
+        f" ({ctx.verified or 'unverified'})"
+    )
 
 
 _FORWARD_PREFIX = re.compile(r"^\s*((fwd?|fw|tr|wg|rv|doorst)\s*:\s*)+", re.IGNORECASE)
-
-

@@ -50,7 +50,9 @@ def queue_for(ctx: IngestContext, parsed: ParsedMail) -> str:
     return ticket_service.DEFAULT_QUEUE
 
 
-def response_from(ctx: IngestContext, parsed: ParsedMail, kind: ResponseKind, *, internal: bool = False) -> NewResponse:
+def response_from(
+    ctx: IngestContext, parsed: ParsedMail, kind: ResponseKind, *, internal: bool = False
+) -> NewResponse:
     sender = sender_email(parsed)
     return NewResponse(
         kind=kind,
@@ -59,16 +61,21 @@ def response_from(ctx: IngestContext, parsed: ParsedMail, kind: ResponseKind, *,
         html=parsed.html,
         is_internal=internal,
         created_by_email=sender,
-        created_by_name=ctx.agent.name if ctx.agent else (parsed.from_.name if parsed.from_ else ""),
+        created_by_name=ctx.agent.name
+        if ctx.agent
+        else (parsed.from_.name if parsed.from_ else ""),
         subject=parsed.subject,
         message_id=parsed.message_id[:998] if parsed.message_id else None,
         is_email_sourced=True,
         verified=ctx.verified,
         inbound_id=ctx.inbound.id,
         attachments=[
-            NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id) for a in parsed.attachments
+            NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id)
+            for a in parsed.attachments
         ],
     )
+
+
 def notify_settings_of(ctx: IngestContext) -> notify.NotifySettings | None:
     """Notice settings when this message may cause mail (not for imported archives)."""
     if ctx.envelope.source == "import":
@@ -81,10 +88,9 @@ def customer_thread(ctx: IngestContext) -> tuple[str | None, list[str]]:
     the ones before it (at most 20), so it threads in the customer's own client."""
     assert ctx.ticket is not None
     ids = [
-        r.message_id for r in store.responses_of(ctx.session, ctx.ticket.id or 0)
+        r.message_id
+        for r in store.responses_of(ctx.session, ctx.ticket.id or 0)
         if r.kind == ResponseKind.customer and not r.is_internal and r.message_id
     ]
     ids = list(dict.fromkeys(ids))[-20:]
     return (ids[-1] if ids else None), ids
-
-

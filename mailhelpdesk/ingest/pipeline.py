@@ -73,7 +73,9 @@ class IngestContext:
     sender_role: str | None = None  # customer | agent | stranger
     agent: AgentIdentity | None = None
     verified: str | None = None  # signed_address | authentication_results
-    forwarded: ForwardedOriginal | None = None  # an agent's forward: the ticket is the original sender's
+    forwarded: ForwardedOriginal | None = (
+        None  # an agent's forward: the ticket is the original sender's
+    )
     outcome: Outcome | None = None
     reason: str = ""
     notes: list[str] = field(default_factory=list)

@@ -56,7 +56,9 @@ def dedupe(ctx: IngestContext) -> None:
 def classify(ctx: IngestContext) -> None:
     """Bounce, auto-reply or our own mail coming back: never a ticket, never a notice."""
     ctx.classification = classify_mail(
-        parsed_of(ctx), envelope_from=ctx.envelope.mail_from, own_addresses=ctx.settings.own_addresses
+        parsed_of(ctx),
+        envelope_from=ctx.envelope.mail_from,
+        own_addresses=ctx.settings.own_addresses,
     )
     if ctx.classification.verdict == Verdict.loop:
         raise Discard(Outcome.classified, f"loop: {ctx.classification.reason}")
@@ -75,7 +77,11 @@ def thread(ctx: IngestContext) -> None:
             continue
         ticket = store.get_ticket_by_number(ctx.session, token.ticket_number)
         if ticket is not None:
-            ctx.ticket, ctx.thread_via, ctx.signed_agent_id = ticket, "signed_address", token.agent_id
+            ctx.ticket, ctx.thread_via, ctx.signed_agent_id = (
+                ticket,
+                "signed_address",
+                token.agent_id,
+            )
             return
     candidates = list(parsed.in_reply_to) + list(reversed(parsed.references))
     found = store.find_ticket_by_message_ids(ctx.session, [c[:998] for c in candidates])
@@ -118,7 +124,9 @@ def identify_sender(ctx: IngestContext) -> None:
             ctx.sender_role, ctx.agent, ctx.verified = "agent", agent, "signed_address"
         elif from_is_agent:
             verdict = check_authentication_results(
-                parsed.headers, domain=from_email.rpartition("@")[2], trusted_authserv_ids=ctx.settings.trusted_authserv_ids
+                parsed.headers,
+                domain=from_email.rpartition("@")[2],
+                trusted_authserv_ids=ctx.settings.trusted_authserv_ids,
             )
             if verdict.verified:
                 ctx.sender_role, ctx.agent, ctx.verified = "agent", agent, "authentication_results"
@@ -126,8 +134,11 @@ def identify_sender(ctx: IngestContext) -> None:
                 ctx.notes.append(f"not verified: {verdict.reason}")
         if ctx.ticket is None:
             forwarded = find_forwarded(parsed)
-            if forwarded is not None and ctx.settings.agent_for(forwarded.sender.email) is None \
-                    and forwarded.sender.email not in ctx.settings.own_addresses:
+            if (
+                forwarded is not None
+                and ctx.settings.agent_for(forwarded.sender.email) is None
+                and forwarded.sender.email not in ctx.settings.own_addresses
+            ):
                 ctx.forwarded = forwarded
                 ctx.sender_role = ctx.sender_role or "customer"
                 return
@@ -136,15 +147,21 @@ def identify_sender(ctx: IngestContext) -> None:
         if ctx.ticket is not None:
             ctx.sender_role = "stranger"
             ctx.notes.append(f"claims agent address {sender} without verification")
-            log.warning("unverified mail from agent address sender=%s inbound_id=%s", sender, ctx.inbound.id)
+            log.warning(
+                "unverified mail from agent address sender=%s inbound_id=%s", sender, ctx.inbound.id
+            )
             return
     if ctx.ticket is None:
         ctx.sender_role = "customer"
         return
-    if ctx.thread_via == "subject_tag" and sender not in store.participant_emails(ctx.session, ctx.ticket):
+    if ctx.thread_via == "subject_tag" and sender not in store.participant_emails(
+        ctx.session, ctx.ticket
+    ):
         # the party rule: a subject tag alone does not make a stranger a party to the ticket
         ctx.sender_role = "stranger"
-        ctx.notes.append(f"{sender or 'unknown sender'} is not on ticket and only the subject tag links it")
+        ctx.notes.append(
+            f"{sender or 'unknown sender'} is not on ticket and only the subject tag links it"
+        )
         return
     ctx.sender_role = "customer"
 
@@ -158,7 +175,11 @@ def apply(ctx: IngestContext) -> None:
         if ctx.ticket is None:
             raise Discard(Outcome.classified, reason)
         ticket_service.add_response(
-            ctx.session, ctx.ticket, response_from(ctx, parsed, ResponseKind.system, internal=True), clock=ctx.clock, reopen=False
+            ctx.session,
+            ctx.ticket,
+            response_from(ctx, parsed, ResponseKind.system, internal=True),
+            clock=ctx.clock,
+            reopen=False,
         )
         raise Discard(Outcome.recorded, reason)
     if ctx.ticket is None and ctx.forwarded is not None:
@@ -173,32 +194,57 @@ def apply(ctx: IngestContext) -> None:
             originator_name=parsed.from_.name if parsed.from_ else "",
             queue_name=queue_for(ctx, parsed),
             first=response_from(ctx, parsed, ResponseKind.customer),
-            cc=[(a.email, a.name) for a in parsed.cc + parsed.to if a.email not in ctx.settings.own_addresses
-                and split_plus(a.email)[0] not in ctx.settings.own_addresses and a.email != sender],
+            cc=[
+                (a.email, a.name)
+                for a in parsed.cc + parsed.to
+                if a.email not in ctx.settings.own_addresses
+                and split_plus(a.email)[0] not in ctx.settings.own_addresses
+                and a.email != sender
+            ],
             clock=ctx.clock,
         )
-        ctx.ticket, ctx.outcome, ctx.reason = ticket, Outcome.ticket_created, f"ticket {ticket.number}"
+        ctx.ticket, ctx.outcome, ctx.reason = (
+            ticket,
+            Outcome.ticket_created,
+            f"ticket {ticket.number}",
+        )
         return
     if ctx.sender_role == "stranger":
         ticket_service.add_response(
-            ctx.session, ctx.ticket, response_from(ctx, parsed, ResponseKind.customer, internal=True), clock=ctx.clock, reopen=False
+            ctx.session,
+            ctx.ticket,
+            response_from(ctx, parsed, ResponseKind.customer, internal=True),
+            clock=ctx.clock,
+            reopen=False,
         )
-        ctx.outcome, ctx.reason = Outcome.held, f"held on ticket {ctx.ticket.number}: {'; '.join(ctx.notes)}"
+        ctx.outcome, ctx.reason = (
+            Outcome.held,
+            f"held on ticket {ctx.ticket.number}: {'; '.join(ctx.notes)}",
+        )
         return
     if ctx.sender_role == "agent":
         apply_agent_mail(ctx, parsed)
         return
     kind = ResponseKind.customer
-    ticket_service.add_response(ctx.session, ctx.ticket, response_from(ctx, parsed, kind), clock=ctx.clock)
+    ticket_service.add_response(
+        ctx.session, ctx.ticket, response_from(ctx, parsed, kind), clock=ctx.clock
+    )
     if kind == ResponseKind.customer:
         sender = sender_email(parsed) or ""
         ticket_service.add_ccs(
             ctx.session,
             ctx.ticket,
-            [(a.email, a.name) for a in parsed.cc if split_plus(a.email)[0] not in ctx.settings.own_addresses],
+            [
+                (a.email, a.name)
+                for a in parsed.cc
+                if split_plus(a.email)[0] not in ctx.settings.own_addresses
+            ],
             exclude={sender, *(a for agent in ctx.settings.agents for a in agent.addresses)},
         )
-    ctx.outcome, ctx.reason = Outcome.reply_added, f"reply on ticket {ctx.ticket.number} via {ctx.thread_via}"
+    ctx.outcome, ctx.reason = (
+        Outcome.reply_added,
+        f"reply on ticket {ctx.ticket.number} via {ctx.thread_via}",
+    )
 
 
 def schedule_notices(ctx: IngestContext) -> None:
@@ -222,18 +268,36 @@ def schedule_notices(ctx: IngestContext) -> None:
         # the original sender never saw the forward: thread on their own message when known
         original = ctx.forwarded.message_id[:998] if ctx.forwarded.message_id else None
         notify.notify_ticket_created(
-            ctx.session, ctx.ticket, settings=settings, clock=ctx.clock, agents=agents,
-            customer_message_id=original, customer_references=[], message_text=ctx.forwarded.text,
+            ctx.session,
+            ctx.ticket,
+            settings=settings,
+            clock=ctx.clock,
+            agents=agents,
+            customer_message_id=original,
+            customer_references=[],
+            message_text=ctx.forwarded.text,
         )
     elif ctx.outcome == Outcome.ticket_created:
         notify.notify_ticket_created(
-            ctx.session, ctx.ticket, settings=settings, clock=ctx.clock, agents=agents,
-            customer_message_id=message_id, customer_references=references, message_text=parsed.text,
+            ctx.session,
+            ctx.ticket,
+            settings=settings,
+            clock=ctx.clock,
+            agents=agents,
+            customer_message_id=message_id,
+            customer_references=references,
+            message_text=parsed.text,
         )
     elif ctx.outcome == Outcome.reply_added and ctx.sender_role == "customer":
         notify.notify_customer_reply(
-            ctx.session, ctx.ticket, settings=settings, clock=ctx.clock, agents=agents,
-            customer_message_id=message_id, customer_references=references, message_text=visible_text(parsed.text),
+            ctx.session,
+            ctx.ticket,
+            settings=settings,
+            clock=ctx.clock,
+            agents=agents,
+            customer_message_id=message_id,
+            customer_references=references,
+            message_text=visible_text(parsed.text),
         )
 
 
@@ -244,7 +308,10 @@ def record_bounce(ctx: IngestContext) -> None:
         return
     details = bounce_details(parsed_of(ctx))
     ticket_ids = bounce_service.record_bounce(
-        ctx.session, details, clock=ctx.clock, suppress_s=ctx.settings.suppress_bouncing_s,
+        ctx.session,
+        details,
+        clock=ctx.clock,
+        suppress_s=ctx.settings.suppress_bouncing_s,
         summary=ctx.classification.reason,
     )
     if ticket_ids and ctx.ticket is None:
@@ -262,5 +329,3 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("apply", apply),
     ("schedule-notices", schedule_notices),
 )
-
-

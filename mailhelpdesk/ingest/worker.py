@@ -61,15 +61,24 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
             for a in store.list_agents(session)
         )
     return IngestSettings(
-        secret=secret, inbound_addresses=config.inbound_addresses(), agents=agents,
+        secret=secret,
+        inbound_addresses=config.inbound_addresses(),
+        agents=agents,
         notify=NotifySettings.from_config(config, secret),
-        trusted_authserv_ids=frozenset(a.strip().lower() for a in config.helpdesk.trusted_authserv_ids if a.strip()),
+        trusted_authserv_ids=frozenset(
+            a.strip().lower() for a in config.helpdesk.trusted_authserv_ids if a.strip()
+        ),
         suppress_bouncing_s=config.outbound.suppress_bouncing_s,
     )
 
 
 def process_batch(
-    engine: Engine, settings: IngestSettings, clock: Clock, *, limit: int, budget_s: float | None = None
+    engine: Engine,
+    settings: IngestSettings,
+    clock: Clock,
+    *,
+    limit: int,
+    budget_s: float | None = None,
 ) -> BatchResult:
     """Apply up to `limit` pending messages in one transaction. With `budget_s`, stop early once
     that much time is spent, so the SMTP listener's commits (and their 250s) are not held up
@@ -87,9 +96,17 @@ def process_batch(
     return BatchResult(processed=done, outcomes=outcomes)
 
 
-def _process_one(session: Session, row: InboundMessage, settings: IngestSettings, clock: Clock) -> str:
+def _process_one(
+    session: Session, row: InboundMessage, settings: IngestSettings, clock: Clock
+) -> str:
     row.attempts += 1
-    ctx = IngestContext(session=session, clock=clock, settings=settings, inbound=row, envelope=spool.envelope_of(row))
+    ctx = IngestContext(
+        session=session,
+        clock=clock,
+        settings=settings,
+        inbound=row,
+        envelope=spool.envelope_of(row),
+    )
     savepoint = session.begin_nested()
     try:
         run_pipeline(STEPS, ctx)
@@ -112,7 +129,10 @@ def _process_one(session: Session, row: InboundMessage, settings: IngestSettings
     session.flush()
     log.info(
         "inbound applied inbound_id=%s outcome=%s ticket=%s reason=%s",
-        row.id, row.outcome, ctx.ticket.number if ctx.ticket else "-", row.reason,
+        row.id,
+        row.outcome,
+        ctx.ticket.number if ctx.ticket else "-",
+        row.reason,
     )
     return row.outcome
 
@@ -125,7 +145,10 @@ def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: BaseExc
     session.add(row)
     session.flush()
     log.error(
-        "inbound set aside inbound_id=%s error=%s\n%s", row.id, row.reason, "".join(traceback.format_exception(exc))
+        "inbound set aside inbound_id=%s error=%s\n%s",
+        row.id,
+        row.reason,
+        "".join(traceback.format_exception(exc)),
     )
     return "failed"
 

@@ -38,37 +38,145 @@ class Decision(enum.StrEnum):
 
 # name extensions, by what happens to them
 BLOCKED_EXTENSIONS = frozenset({"scr", "pif", "com", "cpl"})
-REVIEW_EXTENSIONS = frozenset({
-    # programs and libraries
-    "exe", "dll", "sys", "msi", "msp", "msc", "jar", "apk", "app", "deb", "rpm", "elf", "bin", "so", "dylib",
-    # scripts
-    "bat", "cmd", "js", "jse", "vbs", "vbe", "wsf", "wsh", "ps1", "psm1", "sh", "bash", "py", "pl", "rb",
-    "hta", "lnk", "reg", "inf", "scf", "url", "iqy", "xll",
-    # office documents with macros
-    "docm", "xlsm", "pptm", "dotm", "xltm",
-    # archives and disk images
-    "zip", "rar", "7z", "gz", "tgz", "bz2", "xz", "tar", "cab", "iso", "img", "dmg", "vhd", "ace", "arj", "lz", "zst",
-    # HTML (runs script when opened locally)
-    "html", "htm", "xhtml", "shtml", "svg", "mht", "mhtml",
-})
-EXECUTABLE_TYPES = frozenset({
-    "application/x-msdownload", "application/x-dosexec", "application/x-executable", "application/x-elf",
-    "application/x-mach-binary", "application/x-sharedlib", "application/vnd.microsoft.portable-executable",
-    "application/java-archive", "application/x-msi", "application/x-ms-installer", "application/x-sh",
-    "application/x-shellscript", "text/x-shellscript", "application/javascript", "text/javascript", "application/x-javascript",
-    "text/vbscript", "application/x-bat", "application/hta", "application/vnd.android.package-archive",
-    "application/x-deb", "application/x-rpm",
-})
-ARCHIVE_TYPES = frozenset({
-    "application/zip", "application/x-zip-compressed", "application/x-rar-compressed", "application/vnd.rar",
-    "application/x-7z-compressed", "application/gzip", "application/x-gzip", "application/x-bzip2",
-    "application/x-xz", "application/x-tar", "application/vnd.ms-cab-compressed", "application/x-iso9660-image",
-    "application/x-lzip", "application/zstd", "application/x-apple-diskimage", "application/x-compress",
-})
-HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml", "message/rfc822+html",
-                        "multipart/related", "application/x-mimearchive"})
-WINDOWS_PROGRAM_TYPES = frozenset({"application/x-msdownload", "application/x-dosexec",
-                                   "application/vnd.microsoft.portable-executable"})
+REVIEW_EXTENSIONS = frozenset(
+    {
+        # programs and libraries
+        "exe",
+        "dll",
+        "sys",
+        "msi",
+        "msp",
+        "msc",
+        "jar",
+        "apk",
+        "app",
+        "deb",
+        "rpm",
+        "elf",
+        "bin",
+        "so",
+        "dylib",
+        # scripts
+        "bat",
+        "cmd",
+        "js",
+        "jse",
+        "vbs",
+        "vbe",
+        "wsf",
+        "wsh",
+        "ps1",
+        "psm1",
+        "sh",
+        "bash",
+        "py",
+        "pl",
+        "rb",
+        "hta",
+        "lnk",
+        "reg",
+        "inf",
+        "scf",
+        "url",
+        "iqy",
+        "xll",
+        # office documents with macros
+        "docm",
+        "xlsm",
+        "pptm",
+        "dotm",
+        "xltm",
+        # archives and disk images
+        "zip",
+        "rar",
+        "7z",
+        "gz",
+        "tgz",
+        "bz2",
+        "xz",
+        "tar",
+        "cab",
+        "iso",
+        "img",
+        "dmg",
+        "vhd",
+        "ace",
+        "arj",
+        "lz",
+        "zst",
+        # HTML (runs script when opened locally)
+        "html",
+        "htm",
+        "xhtml",
+        "shtml",
+        "svg",
+        "mht",
+        "mhtml",
+    }
+)
+EXECUTABLE_TYPES = frozenset(
+    {
+        "application/x-msdownload",
+        "application/x-dosexec",
+        "application/x-executable",
+        "application/x-elf",
+        "application/x-mach-binary",
+        "application/x-sharedlib",
+        "application/vnd.microsoft.portable-executable",
+        "application/java-archive",
+        "application/x-msi",
+        "application/x-ms-installer",
+        "application/x-sh",
+        "application/x-shellscript",
+        "text/x-shellscript",
+        "application/javascript",
+        "text/javascript",
+        "application/x-javascript",
+        "text/vbscript",
+        "application/x-bat",
+        "application/hta",
+        "application/vnd.android.package-archive",
+        "application/x-deb",
+        "application/x-rpm",
+    }
+)
+ARCHIVE_TYPES = frozenset(
+    {
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-rar-compressed",
+        "application/vnd.rar",
+        "application/x-7z-compressed",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-bzip2",
+        "application/x-xz",
+        "application/x-tar",
+        "application/vnd.ms-cab-compressed",
+        "application/x-iso9660-image",
+        "application/x-lzip",
+        "application/zstd",
+        "application/x-apple-diskimage",
+        "application/x-compress",
+    }
+)
+HTML_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "message/rfc822+html",
+        "multipart/related",
+        "application/x-mimearchive",
+    }
+)
+WINDOWS_PROGRAM_TYPES = frozenset(
+    {
+        "application/x-msdownload",
+        "application/x-dosexec",
+        "application/vnd.microsoft.portable-executable",
+    }
+)
 REVIEW_TYPES = EXECUTABLE_TYPES | ARCHIVE_TYPES | HTML_TYPES
 
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe")
@@ -124,7 +232,9 @@ def _as_text(head: bytes) -> str | None:
         return text if all(c.isprintable() or c in "\r\n\t\f" for c in text) else None
 
 
-def judge(*, name: str, declared: str, head: bytes, size: int, intent: str | None = None) -> Verdict:
+def judge(
+    *, name: str, declared: str, head: bytes, size: int, intent: str | None = None
+) -> Verdict:
     """What to do with one attachment (see the module doc for the order of the checks)."""
     mime = sniff(head, declared=declared)
     ext = extension(name)
@@ -132,14 +242,24 @@ def judge(*, name: str, declared: str, head: bytes, size: int, intent: str | Non
     if ext in BLOCKED_EXTENSIONS:
         return Verdict(Decision.blocked, mime, f".{ext} files are never handed out")
     if mime in WINDOWS_PROGRAM_TYPES and ext not in REVIEW_EXTENSIONS:
-        return Verdict(Decision.blocked, mime, f"a Windows program named as .{ext or '(no extension)'}")
+        return Verdict(
+            Decision.blocked, mime, f"a Windows program named as .{ext or '(no extension)'}"
+        )
     if size > MAX_INLINE_BYTES:
-        return Verdict(Decision.too_large, mime, f"{size} bytes is over the {MAX_INLINE_BYTES}-byte inline limit")
-    gated = [why for why, hit in (
-        (f"a .{ext} file", ext in REVIEW_EXTENSIONS),
-        (f"content of type {mime}", mime in REVIEW_TYPES),
-        (f"declared as {declared}", declared in REVIEW_TYPES),
-    ) if hit]
+        return Verdict(
+            Decision.too_large,
+            mime,
+            f"{size} bytes is over the {MAX_INLINE_BYTES}-byte inline limit",
+        )
+    gated = [
+        why
+        for why, hit in (
+            (f"a .{ext} file", ext in REVIEW_EXTENSIONS),
+            (f"content of type {mime}", mime in REVIEW_TYPES),
+            (f"declared as {declared}", declared in REVIEW_TYPES),
+        )
+        if hit
+    ]
     if gated and intent != REVIEW_OK:
         return Verdict(Decision.review_required, mime, " and ".join(gated))
     return Verdict(Decision.allowed, mime)

@@ -59,15 +59,25 @@ def check_authentication_results(
     try:
         parsed = authres.AuthenticationResultsHeader.parse_value(_norm(topmost))
     except Exception as exc:  # noqa: BLE001 - any unparsable header verifies nothing
-        return AuthVerdict(False, f"topmost Authentication-Results does not parse: {type(exc).__name__}")
+        return AuthVerdict(
+            False, f"topmost Authentication-Results does not parse: {type(exc).__name__}"
+        )
     authserv_id = str(parsed.authserv_id or "").lower()
     if authserv_id not in trusted:
-        return AuthVerdict(False, f"topmost Authentication-Results is from untrusted authserv-id {authserv_id!r}")
+        return AuthVerdict(
+            False, f"topmost Authentication-Results is from untrusted authserv-id {authserv_id!r}"
+        )
     for result in parsed.results:
         method = str(result.method or "").lower()
         if str(result.result or "").lower() != "pass":
             continue
-        props = {(str(p.type).lower(), str(p.name).lower()): str(p.value or "").strip().strip('"').lower() for p in result.properties}
+        props = {
+            (str(p.type).lower(), str(p.name).lower()): str(p.value or "")
+            .strip()
+            .strip('"')
+            .lower()
+            for p in result.properties
+        }
         if method == "dkim":
             d = props.get(("header", "d"), "").rstrip(".")
             i = props.get(("header", "i"), "")

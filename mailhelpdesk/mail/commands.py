@@ -41,7 +41,9 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 @dataclass(frozen=True)
 class Command:
     name: str  # note | status | assign | priority | tag | untag | set | submit
-    argument: str = ""  # normalised: status value, lower-case email / "me" / "none", priority name, tag, field
+    argument: str = (
+        ""  # normalised: status value, lower-case email / "me" / "none", priority name, tag, field
+    )
     value: str = ""  # #set: the value as written (the rest of the line, stripped)
     on_hold_until: date | None = None
     line: str = ""  # the line as written
@@ -101,7 +103,11 @@ def parse_commands(text: str) -> CommandBlock:
         if not _COMMAND_LINE.match(stripped):
             break
         if len(commands) >= MAX_COMMAND_LINES:
-            return CommandBlock(error=CommandError(index + 1, stripped[:200], f"more than {MAX_COMMAND_LINES} command lines"))
+            return CommandBlock(
+                error=CommandError(
+                    index + 1, stripped[:200], f"more than {MAX_COMMAND_LINES} command lines"
+                )
+            )
         try:
             commands.append(replace(_parse_line(stripped), line_number=index + 1))
         except _Bad as bad:
@@ -156,7 +162,9 @@ def _parse_line(line: str) -> Command:
         if args:
             raise _Bad("#submit takes no argument (set fields with #set <field> <value>)")
         return Command("submit", line=line)
-    raise _Bad(f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, #submit)")
+    raise _Bad(
+        f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, #submit)"
+    )
 
 
 def _status(args: list[str], line: str) -> Command:

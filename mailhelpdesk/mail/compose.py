@@ -85,7 +85,9 @@ def check_header_value(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what}: expected text")
     if _CONTROL.search(value):
-        raise InvalidInputError(f"{what}: control characters (CR, LF, ...) are not allowed: {value!r}")
+        raise InvalidInputError(
+            f"{what}: control characters (CR, LF, ...) are not allowed: {value!r}"
+        )
     if len(value) > 998:
         raise InvalidInputError(f"{what}: longer than 998 characters")
     return value
@@ -182,7 +184,9 @@ def compose(out: Outgoing) -> Message:
         ("Message-ID", message_id),
     ]
     if out.reply_to:
-        headers.append(("Reply-To", _format_address(make_address(out.from_name, out.reply_to, "reply-to"))))
+        headers.append(
+            ("Reply-To", _format_address(make_address(out.from_name, out.reply_to, "reply-to")))
+        )
     references = [r for r in out.references if r]
     if out.in_reply_to:
         _check_msgid(out.in_reply_to, "in_reply_to")
@@ -234,14 +238,20 @@ def _text_part(body: str, subtype: str) -> MIMEText:
 def _attachment_part(item: OutgoingAttachment) -> MIMEBase:
     """Base64, with the file name as RFC 2231 when it is not ASCII; control characters in a name
     that came in with mail are replaced, never passed into a header."""
-    maintype, _, subtype = (item.content_type.lower() if "/" in item.content_type else "application/octet-stream").partition("/")
+    maintype, _, subtype = (
+        item.content_type.lower() if "/" in item.content_type else "application/octet-stream"
+    ).partition("/")
     if _CONTROL.search(maintype + subtype) or not maintype or not subtype:
         maintype, subtype = "application", "octet-stream"
     part = MIMEBase(maintype, subtype)
     part.set_payload(item.data)
     encode_base64(part)
     name = _CONTROL.sub("_", item.filename).strip() or "attachment.bin"
-    part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
+    part.add_header(
+        "Content-Disposition",
+        "attachment",
+        filename=name if name.isascii() else ("utf-8", "", name),
+    )
     return part
 
 

@@ -36,7 +36,11 @@ def bounce_details(mail: ParsedMail) -> BounceDetails:
             for recipient, permanent in _recipients(part.data.decode("utf-8", "replace")):
                 (failed if permanent else delayed).append(recipient)
         elif kind in _RETURNED_TYPES:
-            header = BytesHeaderParser(policy=compat32).parsebytes(part.data[:65536]).get("Message-ID", "")
+            header = (
+                BytesHeaderParser(policy=compat32)
+                .parsebytes(part.data[:65536])
+                .get("Message-ID", "")
+            )
             ids.extend(_MESSAGE_ID.findall(str(header)))
     for value in mail.header_all("x-failed-recipients"):
         failed.extend(a.strip().lower() for a in value.split(",") if "@" in a)

@@ -32,7 +32,10 @@ MAX_BLOCK_LINES = 12  # header lines after the marker
 _GMAIL = re.compile(r"^-{3,}\s*Forwarded message\s*-{3,}\s*$", re.IGNORECASE)
 _APPLE = re.compile(r"^Begin forwarded message\s*:\s*$", re.IGNORECASE)
 _OUTLOOK_SEPARATOR = re.compile(r"^(?:_{10,}|-{3,}\s*Original Message\s*-{3,})\s*$", re.IGNORECASE)
-_FIELD = re.compile(r"^\*?\s*(From|Sent|Date|To|Cc|Subject|Reply-To)\s*\*?\s*:\s*\*?\s*(.*?)\s*\*?\s*$", re.IGNORECASE)
+_FIELD = re.compile(
+    r"^\*?\s*(From|Sent|Date|To|Cc|Subject|Reply-To)\s*\*?\s*:\s*\*?\s*(.*?)\s*\*?\s*$",
+    re.IGNORECASE,
+)
 _QUOTE_PREFIX = re.compile(r"^\s*>\s?")
 _ANGLE = re.compile(r"^(.*?)<\s*(?:mailto:)?([^<>\s@]+@[^<>\s@]+)\s*>\s*$", re.IGNORECASE)
 _MAILTO = re.compile(r"\[mailto:([^\]\s]+)\]", re.IGNORECASE)
@@ -117,12 +120,16 @@ def _quoted(lines: list[str], start: int) -> bool:
     return bool(body) and all(_QUOTE_PREFIX.match(l) for l in body)
 
 
-def _block(lines: list[str], start: int, shape: str, *, need_sent: bool = False) -> tuple[int, dict[str, str]] | None:
+def _block(
+    lines: list[str], start: int, shape: str, *, need_sent: bool = False
+) -> tuple[int, dict[str, str]] | None:
     """Read the header lines from `start`: (index of the first body line, {field: value})."""
     fields: dict[str, str] = {}
     index = start
     # Apple and Gmail may leave a blank line between the marker and the block
-    while index < len(lines) and index < start + 3 and not _QUOTE_PREFIX.sub("", lines[index]).strip():
+    while (
+        index < len(lines) and index < start + 3 and not _QUOTE_PREFIX.sub("", lines[index]).strip()
+    ):
         index += 1
     last: str | None = None
     while index < len(lines) and index < start + MAX_BLOCK_LINES + 3:

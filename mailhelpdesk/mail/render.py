@@ -21,8 +21,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailhelpdesk.errors import HelpdeskError
 
 NOTICES = (
-    "acknowledgement", "new_ticket", "customer_reply", "agent_response", "ticket_closed", "ticket_reopened",
-    "command_error", "on_hold_woke",
+    "acknowledgement",
+    "new_ticket",
+    "customer_reply",
+    "agent_response",
+    "ticket_closed",
+    "ticket_reopened",
+    "command_error",
+    "on_hold_woke",
 )
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -63,11 +69,15 @@ def environment(template_dir: str = "") -> SandboxedEnvironment:
 
 
 def available_notices(template_dir: str = "") -> list[str]:
-    names = environment(template_dir).list_templates(filter_func=lambda n: n.startswith("notices/") and n.endswith(".subject.txt"))
+    names = environment(template_dir).list_templates(
+        filter_func=lambda n: n.startswith("notices/") and n.endswith(".subject.txt")
+    )
     return sorted(n.removeprefix("notices/").removesuffix(".subject.txt") for n in names)
 
 
-def render_file(env: jinja2.Environment, path: str, context: Mapping[str, Any], *, label: str = "") -> str:
+def render_file(
+    env: jinja2.Environment, path: str, context: Mapping[str, Any], *, label: str = ""
+) -> str:
     """One template of `env` rendered whole. Every template failure becomes one clear
     NoticeRenderError (`label` goes before the path); a missing template is left to the caller
     as jinja2.TemplateNotFound, since only it knows whether that is an error."""
@@ -85,7 +95,9 @@ def render_file(env: jinja2.Environment, path: str, context: Mapping[str, Any], 
         raise NoticeRenderError(f"{label}{path}: {type(exc).__name__}: {exc}") from None
 
 
-def render_notice(name: str, context: Mapping[str, Any], *, template_dir: str = "") -> RenderedNotice:
+def render_notice(
+    name: str, context: Mapping[str, Any], *, template_dir: str = ""
+) -> RenderedNotice:
     """Render notice `name` with `context`; raises NoticeRenderError, never returns half a mail."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise NoticeRenderError(f"notice {name!r}: not a notice name")
@@ -97,7 +109,9 @@ def render_notice(name: str, context: Mapping[str, Any], *, template_dir: str = 
             parts[part] = render_file(env, path, context, label=f"notice {name!r}: ")
         except jinja2.TemplateNotFound:
             known = ", ".join(available_notices(template_dir)) or "none"
-            raise NoticeRenderError(f"notice {name!r}: template {path} not found (notices: {known})") from None
+            raise NoticeRenderError(
+                f"notice {name!r}: template {path} not found (notices: {known})"
+            ) from None
     subject = " ".join(parts["subject"].split())
     if not subject:
         raise NoticeRenderError(f"notice {name!r}: the subject renders empty")

@@ -28,7 +28,9 @@ def _mac(secret: bytes, payload: str) -> str:
 
 
 def make_token(secret: bytes, token: ReplyToken) -> str:
-    payload = f"t{token.ticket_number}" + (f"a{token.agent_id}" if token.agent_id is not None else "")
+    payload = f"t{token.ticket_number}" + (
+        f"a{token.agent_id}" if token.agent_id is not None else ""
+    )
     return f"{payload}-{_mac(secret, payload)}"
 
 

@@ -24,9 +24,20 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.errors import InvalidInputError, NotFoundError
-from mailhelpdesk.mail.compose import AUTO_GENERATED, Outgoing, OutgoingAttachment, as_bytes, compose
+from mailhelpdesk.mail.compose import (
+    AUTO_GENERATED,
+    Outgoing,
+    OutgoingAttachment,
+    as_bytes,
+    compose,
+)
 from mailhelpdesk.mail.html_text import html_to_text, sanitize_html
-from mailhelpdesk.mail.render import NoticeRenderError, available_notices, environment, render_notice
+from mailhelpdesk.mail.render import (
+    NoticeRenderError,
+    available_notices,
+    environment,
+    render_notice,
+)
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import interventions, notify, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
@@ -95,7 +106,9 @@ def render_template(identifier: str, data: Mapping[str, Any], *, template_dir: s
             source = env.loader.get_source(env, f"notices/{identifier}{suffix}")[0]  # type: ignore[union-attr]
             missing |= meta.find_undeclared_variables(env.parse(source))
         except jinja2.TemplateSyntaxError as exc:
-            raise FieldError("template_identifier", f"Template '{identifier}' has a syntax error: {exc.message}") from None
+            raise FieldError(
+                "template_identifier", f"Template '{identifier}' has a syntax error: {exc.message}"
+            ) from None
     missing -= set(data)
     context = {**{name: "" for name in missing}, **data}
     try:
@@ -107,8 +120,11 @@ def render_template(identifier: str, data: Mapping[str, Any], *, template_dir: s
 
 def _body(body: Body, settings: ApiSettings, extra: Mapping[str, Any] | None = None) -> Rendered:
     if body.template_identifier is not None:
-        return render_template(body.template_identifier, {**(extra or {}), **body.data},
-                               template_dir=settings.notify.template_dir)
+        return render_template(
+            body.template_identifier,
+            {**(extra or {}), **body.data},
+            template_dir=settings.notify.template_dir,
+        )
     text, html = text_and_html(body.content)
     return Rendered(body.subject, text, html)
 
@@ -120,13 +136,26 @@ def _agents(session: Session) -> list[Recipient]:
 def secure_id(settings: ApiSettings, ticket_id: int) -> str:
     """An unguessable id for customer-facing links: keyed with the helpdesk secret, not derivable
     from the ticket number without it."""
-    return hmac.new(settings.notify.secret, f"secure-id:{ticket_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(
+        settings.notify.secret, f"secure-id:{ticket_id}".encode(), hashlib.sha256
+    ).hexdigest()[:32]
 
 
 def create_ticket(
-    session: Session, *, settings: ApiSettings, clock: Clock, originator_email: str, body: Body,
-    queue_name: str | None, is_public: bool, originator_as_responder: bool, intervention: str | None = None,
-    actor: str = "API", uid: str | None = None, priority: str | None = None, assignee: str | None = None,
+    session: Session,
+    *,
+    settings: ApiSettings,
+    clock: Clock,
+    originator_email: str,
+    body: Body,
+    queue_name: str | None,
+    is_public: bool,
+    originator_as_responder: bool,
+    intervention: str | None = None,
+    actor: str = "API",
+    uid: str | None = None,
+    priority: str | None = None,
+    assignee: str | None = None,
 ) -> dict[str, Any]:
     """A ticket from the API, with the same notices a ticket from mail gets."""
     if assignee is not None:
@@ -136,11 +165,22 @@ def create_ticket(
             raise FieldError("assigned_to_email", str(exc)) from None
     if intervention is not None:  # shape C: services/interventions.py
         ticket = interventions.create(
-            session, settings=settings.notify, clock=clock, originator_email=originator_email, name=intervention,
-            uid=uid or "", data=body.data, agents=_agents(session), actor=actor,
+            session,
+            settings=settings.notify,
+            clock=clock,
+            originator_email=originator_email,
+            name=intervention,
+            uid=uid or "",
+            data=body.data,
+            agents=_agents(session),
+            actor=actor,
         )
         _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
-        return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
+        return {
+            "ticket_number": ticket.number,
+            "ticket_id": ticket.id,
+            "secure_id": secure_id(settings, ticket.id or 0),
+        }
     queue = queue_name or ticket_service.DEFAULT_QUEUE
     if not ticket_query.queue_exists(session, queue):
         raise FieldError("data.queue_name", f"Queue '{queue}' not found.")
@@ -155,23 +195,50 @@ def create_ticket(
         subject=rendered.subject,
     )
     ticket = ticket_service.create_ticket(
-        session, subject=rendered.subject, originator_email=originator_email, queue_name=queue, first=first,
+        session,
+        subject=rendered.subject,
+        originator_email=originator_email,
+        queue_name=queue,
+        first=first,
         clock=clock,
     )
     _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
     agents = _agents(session)
     if is_public:
-        notify.notify_ticket_created(session, ticket, settings=settings.notify, clock=clock, agents=agents,
-                                     customer_message_id=None, message_text=rendered.text)
+        notify.notify_ticket_created(
+            session,
+            ticket,
+            settings=settings.notify,
+            clock=clock,
+            agents=agents,
+            customer_message_id=None,
+            message_text=rendered.text,
+        )
     else:  # a staff-only opening: the agents hear of it, the customer does not
-        context = notify.notice_context(session, ticket, settings=settings.notify, message_text=rendered.text)
+        context = notify.notice_context(
+            session, ticket, settings=settings.notify, message_text=rendered.text
+        )
         for agent in agents:
-            notify.schedule_notice(session, notice="new_ticket", ticket=ticket, recipient=agent, context=context,
-                                   settings=settings.notify, clock=clock, auto_submitted=AUTO_GENERATED)
-    return {"ticket_number": ticket.number, "ticket_id": ticket.id, "secure_id": secure_id(settings, ticket.id or 0)}
+            notify.schedule_notice(
+                session,
+                notice="new_ticket",
+                ticket=ticket,
+                recipient=agent,
+                context=context,
+                settings=settings.notify,
+                clock=clock,
+                auto_submitted=AUTO_GENERATED,
+            )
+    return {
+        "ticket_number": ticket.number,
+        "ticket_id": ticket.id,
+        "secure_id": secure_id(settings, ticket.id or 0),
+    }
 
 
-def _set_at_creation(session: Session, ticket: Any, *, priority: str | None, assignee: str | None, clock: Clock) -> None:
+def _set_at_creation(
+    session: Session, ticket: Any, *, priority: str | None, assignee: str | None, clock: Clock
+) -> None:
     """The EXT creation fields, through the same service calls as `#priority` / `#assign`."""
     if priority is not None:
         ticket_changes.set_priority(session, ticket, priority, clock=clock)
@@ -180,46 +247,95 @@ def _set_at_creation(session: Session, ticket: Any, *, priority: str | None, ass
 
 
 def respond(
-    session: Session, *, settings: ApiSettings, clock: Clock, ticket_number: int, from_email: str,
-    content: str | None, is_internal: bool, status: str | None, on_hold_until: date | None,
+    session: Session,
+    *,
+    settings: ApiSettings,
+    clock: Clock,
+    ticket_number: int,
+    from_email: str,
+    content: str | None,
+    is_internal: bool,
+    status: str | None,
+    on_hold_until: date | None,
 ) -> dict[str, Any]:
     """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold."""
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
     agent = store.get_agent_by_email(session, from_email)
-    kind = ResponseKind.note if is_internal else (ResponseKind.agent if agent else ResponseKind.customer)
+    kind = (
+        ResponseKind.note
+        if is_internal
+        else (ResponseKind.agent if agent else ResponseKind.customer)
+    )
     if content:
         text, html = text_and_html(content)
     else:
         kind, is_internal = ResponseKind.note, True
-        text, html = f"Status set to {status}" + (f" until {on_hold_until.isoformat()}" if on_hold_until else "") + ".", None
+        text, html = (
+            f"Status set to {status}"
+            + (f" until {on_hold_until.isoformat()}" if on_hold_until else "")
+            + ".",
+            None,
+        )
     response = ticket_service.add_response(
-        session, ticket,
-        ticket_service.NewResponse(kind=kind, plain_text=text, html=html, is_internal=is_internal,
-                                   created_by_email=from_email, created_by_name=agent.name if agent else "",
-                                   subject=ticket.subject),
-        clock=clock, reopen=False,
+        session,
+        ticket,
+        ticket_service.NewResponse(
+            kind=kind,
+            plain_text=text,
+            html=html,
+            is_internal=is_internal,
+            created_by_email=from_email,
+            created_by_name=agent.name if agent else "",
+            subject=ticket.subject,
+        ),
+        clock=clock,
+        reopen=False,
     )
     before = ticket.status
     # through the one status path (webhooks); the response's own notices tell people about it
     if status == TicketStatus.on_hold:
-        ticket_changes.set_status(session, ticket, TicketStatus.on_hold.value, on_hold_until=on_hold_until, clock=clock)
+        ticket_changes.set_status(
+            session, ticket, TicketStatus.on_hold.value, on_hold_until=on_hold_until, clock=clock
+        )
     elif ticket.status != TicketStatus.open:
         ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
     if kind == ResponseKind.customer:
         ticket_service.add_ccs(session, ticket, [(from_email, "")], exclude=set())
-        notify.notify_customer_reply(session, ticket, settings=settings.notify, clock=clock, agents=_agents(session),
-                                     customer_message_id=None, message_text=text)
+        notify.notify_customer_reply(
+            session,
+            ticket,
+            settings=settings.notify,
+            clock=clock,
+            agents=_agents(session),
+            customer_message_id=None,
+            message_text=text,
+        )
     elif kind == ResponseKind.agent:
-        notify.notify_agent_response(session, ticket, settings=settings.notify, clock=clock,
-                                     agent_name=agent.name if agent else "", message_text=text)
-    return {"ticket_id": ticket.id, "response_id": response.id,
-            "reopened": before != TicketStatus.open and ticket.status == TicketStatus.open}
+        notify.notify_agent_response(
+            session,
+            ticket,
+            settings=settings.notify,
+            clock=clock,
+            agent_name=agent.name if agent else "",
+            message_text=text,
+        )
+    return {
+        "ticket_id": ticket.id,
+        "response_id": response.id,
+        "reopened": before != TicketStatus.open and ticket.status == TicketStatus.open,
+    }
 
 
 def send_email(
-    session: Session, *, settings: ApiSettings, clock: Clock, to_address: str, body: Body, mailbox: str | None,
+    session: Session,
+    *,
+    settings: ApiSettings,
+    clock: Clock,
+    to_address: str,
+    body: Body,
+    mailbox: str | None,
     attachments: Sequence[OutgoingAttachment] = (),
 ) -> dict[str, Any]:
     """One message through the outbox (sent later, with retries); never a ticket.
@@ -235,23 +351,40 @@ def send_email(
         raise FieldError("mailbox", f"Mailbox '{name}' not found.")
     own = settings.notify.own_addresses
     if to_address.strip().lower() in own or split_plus(to_address.strip().lower())[0] in own:
-        raise FieldError("to_address", "The to_address is one of the helpdesk's own addresses (it would loop).")
+        raise FieldError(
+            "to_address", "The to_address is one of the helpdesk's own addresses (it would loop)."
+        )
     rendered = _body(body, settings, {"to_address": to_address})
     now = clock.now()
     try:
-        message = compose(Outgoing(
-            from_name=settings.notify.helpdesk_name, from_address=address, to=[("", to_address)],
-            subject=rendered.subject, text=rendered.text, html=rendered.html, auto_submitted=AUTO_GENERATED, date=now,
-            attachments=tuple(attachments),
-        ))
+        message = compose(
+            Outgoing(
+                from_name=settings.notify.helpdesk_name,
+                from_address=address,
+                to=[("", to_address)],
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                auto_submitted=AUTO_GENERATED,
+                date=now,
+                attachments=tuple(attachments),
+            )
+        )
     except InvalidInputError as exc:
         field_name = "to_address" if "to " in str(exc) or str(exc).startswith("to") else "subject"
         raise FieldError(field_name, str(exc)) from None
     message_id = str(message["Message-ID"])
     suppressed = outbox.suppressed_reason(session, email=to_address.strip().lower(), now=now)
     outbox.enqueue(
-        session, kind="send_email", ticket_id=None, message_id=message_id, mail_from=address,
-        rcpt_tos=[to_address.lower()], is_automatic=False, raw=as_bytes(message), now=now,
+        session,
+        kind="send_email",
+        ticket_id=None,
+        message_id=message_id,
+        mail_from=address,
+        rcpt_tos=[to_address.lower()],
+        is_automatic=False,
+        raw=as_bytes(message),
+        now=now,
         deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
         state=outbox.OutboxState.suppressed if suppressed else outbox.OutboxState.queued,
         last_error=f"{to_address} is suppressed: {suppressed}" if suppressed else "",
@@ -260,9 +393,21 @@ def send_email(
     return {"message_id": message_id, "mailbox": name, "to_address": to_address, "status": status}
 
 
-def render(settings: ApiSettings, *, template_identifier: str, data: Mapping[str, Any], to_address: str | None) -> dict[str, Any]:
+def render(
+    settings: ApiSettings,
+    *,
+    template_identifier: str,
+    data: Mapping[str, Any],
+    to_address: str | None,
+) -> dict[str, Any]:
     extra = {"to_address": to_address} if to_address else {}
-    rendered = render_template(template_identifier, {**extra, **data}, template_dir=settings.notify.template_dir)
-    return {"template_identifier": template_identifier, "subject": rendered.subject, "html": rendered.html,
-            "text": rendered.text, "missing": list(rendered.missing)}
-
+    rendered = render_template(
+        template_identifier, {**extra, **data}, template_dir=settings.notify.template_dir
+    )
+    return {
+        "template_identifier": template_identifier,
+        "subject": rendered.subject,
+        "html": rendered.html,
+        "text": rendered.text,
+        "missing": list(rendered.missing),
+    }

@@ -64,7 +64,9 @@ def normalise_abilities(requested: list[str] | tuple[str, ...]) -> tuple[str, ..
         raise InvalidInputError("at least one --ability is required")
     unknown = [a for a in names if a != ALL and a not in ABILITIES]
     if unknown:
-        raise InvalidInputError(f"unknown ability {', '.join(unknown)} (known: {ALL}, {', '.join(ABILITIES)})")
+        raise InvalidInputError(
+            f"unknown ability {', '.join(unknown)} (known: {ALL}, {', '.join(ABILITIES)})"
+        )
     if ALL in names:
         return ABILITIES
     return tuple(a for a in ABILITIES if a in names)
@@ -82,8 +84,13 @@ def _digest(secret: str) -> str:
 
 
 def create_token(
-    session: Session, *, name: str, abilities: list[str] | tuple[str, ...], clock: Clock,
-    expires_at: datetime | None = None, owner_email: str | None = None,
+    session: Session,
+    *,
+    name: str,
+    abilities: list[str] | tuple[str, ...],
+    clock: Clock,
+    expires_at: datetime | None = None,
+    owner_email: str | None = None,
 ) -> str:
     """Store a new token and return its plaintext `id|secret` (the only time it exists)."""
     name = name.strip()
@@ -101,8 +108,15 @@ def create_token(
     secret = secrets.token_urlsafe(32)
     try:
         with session.begin_nested():
-            row = store.add(session, name=name, secret_sha256=_digest(secret), abilities=granted, now=clock.now(),
-                            expires_at=expires_at, owner_email=owner_email)
+            row = store.add(
+                session,
+                name=name,
+                secret_sha256=_digest(secret),
+                abilities=granted,
+                now=clock.now(),
+                expires_at=expires_at,
+                owner_email=owner_email,
+            )
     except IntegrityError:
         raise ConflictError(f"a token named {name!r} already exists") from None
     return f"{row.id}|{secret}"
@@ -110,8 +124,15 @@ def create_token(
 
 def list_tokens(session: Session) -> list[TokenInfo]:
     return [
-        TokenInfo(t.name, tuple(t.abilities.split()), as_utc(t.created_at), as_utc(t.last_used_at),
-                  as_utc(t.revoked_at), as_utc(t.expires_at), t.owner_email)
+        TokenInfo(
+            t.name,
+            tuple(t.abilities.split()),
+            as_utc(t.created_at),
+            as_utc(t.last_used_at),
+            as_utc(t.revoked_at),
+            as_utc(t.expires_at),
+            t.owner_email,
+        )
         for t in store.list_all(session)
     ]
 
@@ -127,7 +148,12 @@ def revoke_token(session: Session, *, name: str, clock: Clock) -> None:
 def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedToken | None:
     """The token for a presented `id|secret`, or None when unknown, wrong, revoked or expired."""
     token_id, bar, secret = presented.partition("|")
-    if not bar or not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18 or not secret:
+    if (
+        not bar
+        or not (token_id.isascii() and token_id.isdigit())
+        or len(token_id) > 18
+        or not secret
+    ):
         return None
     row = store.get(session, int(token_id))
     # compare even when the row is missing, so timing does not reveal which ids exist

@@ -28,7 +28,9 @@ def record_bounce(
     tickets: list[int] = []
     failed = set(details.failed_recipients)
     for row in rows:
-        recipients = {r.lower() for r in row.rcpt_tos.split()} if row.rcpt_tos else {row.primary_rcpt}
+        recipients = (
+            {r.lower() for r in row.rcpt_tos.split()} if row.rcpt_tos else {row.primary_rcpt}
+        )
         if failed and not (failed & recipients) and row.primary_rcpt not in failed:
             continue  # a bounce for another recipient of the same message id
         if failed or not details.delayed_recipients:
@@ -36,6 +38,11 @@ def record_bounce(
         if row.ticket_id is not None:
             tickets.append(row.ticket_id)
     for address in failed:
-        outbox.suppress(session, email=address, reason=f"bounced: {summary}", until=now + timedelta(seconds=suppress_s))
+        outbox.suppress(
+            session,
+            email=address,
+            reason=f"bounced: {summary}",
+            until=now + timedelta(seconds=suppress_s),
+        )
         log.info("address suppressed after bounce rcpt=%s for_s=%d", address, suppress_s)
     return tickets

@@ -90,7 +90,9 @@ class InterventionUidExists(ConflictError):
     code = "intervention_uid_exists"
 
     def __init__(self, name: str, uid: str, ticket_number: int) -> None:
-        super().__init__(f"Intervention '{name}' with uid '{uid}' exists already (ticket {ticket_number}).")
+        super().__init__(
+            f"Intervention '{name}' with uid '{uid}' exists already (ticket {ticket_number})."
+        )
         self.data = {"ticket_number": ticket_number}
 
 
@@ -135,7 +137,9 @@ def check_templates(config: Config) -> None:
                             f"interventions[{i}].name: template {path} not found (put it in [templates] dir)"
                         ) from None
                 except jinja2.TemplateSyntaxError as exc:
-                    raise ConfigError(f"interventions[{i}].name: {path} line {exc.lineno}: {exc.message}") from None
+                    raise ConfigError(
+                        f"interventions[{i}].name: {path} line {exc.lineno}: {exc.message}"
+                    ) from None
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,9 @@ class RenderedPart:
     html: str | None
 
 
-def render_part(template_dir: str, name: str, part: str, context: Mapping[str, Any]) -> RenderedPart | None:
+def render_part(
+    template_dir: str, name: str, part: str, context: Mapping[str, Any]
+) -> RenderedPart | None:
     """`<name>.<part>.txt` (+ `.html`) rendered whole, or None when the part has no `.txt`."""
     env = environment(template_dir)
     rendered: dict[str, str | None] = {}
@@ -170,31 +176,62 @@ def _render_string(template_dir: str, source: str, context: Mapping[str, Any]) -
         return source
 
 
-def context_of(defn: InterventionConfig, *, bag: Mapping[str, Any], uid: str, customer_email: str,
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {**bag, "data": dict(bag), "intervention": defn.name, "title": defn.title or defn.name, "uid": uid,
-            "customer_email": customer_email, **(extra or {})}
+def context_of(
+    defn: InterventionConfig,
+    *,
+    bag: Mapping[str, Any],
+    uid: str,
+    customer_email: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        **bag,
+        "data": dict(bag),
+        "intervention": defn.name,
+        "title": defn.title or defn.name,
+        "uid": uid,
+        "customer_email": customer_email,
+        **(extra or {}),
+    }
 
 
-def labels(settings: NotifySettings, defn: InterventionConfig, bag: Mapping[str, Any]) -> dict[str, str]:
+def labels(
+    settings: NotifySettings, defn: InterventionConfig, bag: Mapping[str, Any]
+) -> dict[str, str]:
     """Each field's label with its placeholders filled from the bag (the name if it has none)."""
-    return {f.name: _render_string(settings.template_dir, f.label or f.name, bag) for f in defn.fields}
+    return {
+        f.name: _render_string(settings.template_dir, f.label or f.name, bag) for f in defn.fields
+    }
 
 
 # -- create ----------------------------------------------------------------------------------------
 
 
 def create(
-    session: Session, *, settings: NotifySettings, clock: Clock, originator_email: str, name: str, uid: str,
-    data: Mapping[str, Any], agents: Sequence[Recipient], actor: str = "API",
+    session: Session,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    originator_email: str,
+    name: str,
+    uid: str,
+    data: Mapping[str, Any],
+    agents: Sequence[Recipient],
+    actor: str = "API",
 ) -> Ticket:
     """Shape C of create_ticket. Raises InterventionFieldError (unknown intervention, bad uid, a
     template the bag cannot fill) or InterventionUidExists."""
     defn = definition(settings, name)
     if defn is None:
         raise InterventionFieldError("intervention", f"Intervention '{name}' is not configured.")
-    if not uid.strip() or len(uid) > MAX_UID_CHARS or any(ord(c) < 0x20 or ord(c) == 0x7F for c in uid):
-        raise InterventionFieldError("uid", f"uid must be 1-{MAX_UID_CHARS} characters without control characters.")
+    if (
+        not uid.strip()
+        or len(uid) > MAX_UID_CHARS
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in uid)
+    ):
+        raise InterventionFieldError(
+            "uid", f"uid must be 1-{MAX_UID_CHARS} characters without control characters."
+        )
     existing = store.get_by_uid(session, name=name, uid=uid)
     if existing is not None:
         raise InterventionUidExists(name, uid, _number_of(session, existing))
@@ -206,22 +243,53 @@ def create(
     except NoticeRenderError as exc:
         raise InterventionFieldError("data.data", f"Intervention '{name}': {exc}") from None
     if private is None:
-        raise InterventionFieldError("intervention", f"Intervention '{name}' has no {template_path(name, 'private')}.")
+        raise InterventionFieldError(
+            "intervention", f"Intervention '{name}' has no {template_path(name, 'private')}."
+        )
     subject = _render_string(settings.template_dir, defn.title or defn.name, context)
-    first = NewResponse(kind=ResponseKind.note, plain_text=private.text, html=private.html, is_internal=True,
-                        created_by_name=actor, subject=subject)
-    ticket = ticket_service.create_ticket(session, subject=subject, originator_email=originator_email,
-                                          queue_name=defn.queue, first=first, clock=clock)
-    if store.insert(session, name=name, uid=uid, ticket_id=ticket.id or 0, data=bag, now=clock.now()) is None:
+    first = NewResponse(
+        kind=ResponseKind.note,
+        plain_text=private.text,
+        html=private.html,
+        is_internal=True,
+        created_by_name=actor,
+        subject=subject,
+    )
+    ticket = ticket_service.create_ticket(
+        session,
+        subject=subject,
+        originator_email=originator_email,
+        queue_name=defn.queue,
+        first=first,
+        clock=clock,
+    )
+    if (
+        store.insert(
+            session, name=name, uid=uid, ticket_id=ticket.id or 0, data=bag, now=clock.now()
+        )
+        is None
+    ):
         # a concurrent create won the unique index: this transaction (and its ticket) rolls back
         winner = store.get_by_uid(session, name=name, uid=uid)
         raise InterventionUidExists(name, uid, _number_of(session, winner) if winner else 0)
-    note_context = notify.notice_context(session, ticket, settings=settings, message_text=private.text)
+    note_context = notify.notice_context(
+        session, ticket, settings=settings, message_text=private.text
+    )
     for agent in agents:
-        notify.schedule_notice(session, notice="new_ticket", ticket=ticket, recipient=agent, context=note_context,
-                               settings=settings, clock=clock, auto_submitted=AUTO_GENERATED)
+        notify.schedule_notice(
+            session,
+            notice="new_ticket",
+            ticket=ticket,
+            recipient=agent,
+            context=note_context,
+            settings=settings,
+            clock=clock,
+            auto_submitted=AUTO_GENERATED,
+        )
     if public is not None:
-        _post_public(session, settings=settings, clock=clock, ticket=ticket, part=public, author=actor)
+        _post_public(
+            session, settings=settings, clock=clock, ticket=ticket, part=public, author=actor
+        )
     return ticket
 
 
@@ -230,27 +298,65 @@ def _number_of(session: Session, row: InterventionInstance) -> int:
     return ticket.number if ticket else 0
 
 
-def _post_public(session: Session, *, settings: NotifySettings, clock: Clock, ticket: Ticket, part: RenderedPart,
-                 author: str, mail: bool = True) -> int:
+def _post_public(
+    session: Session,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    ticket: Ticket,
+    part: RenderedPart,
+    author: str,
+    mail: bool = True,
+) -> int:
     """A customer-visible staff response, mailed to the customer (and CCs) like an agent's answer."""
     response = ticket_service.add_response(
-        session, ticket,
-        NewResponse(kind=ResponseKind.agent, plain_text=part.text, html=part.html, is_internal=False,
-                    created_by_name=author, subject=ticket.subject),
-        clock=clock, reopen=False,
+        session,
+        ticket,
+        NewResponse(
+            kind=ResponseKind.agent,
+            plain_text=part.text,
+            html=part.html,
+            is_internal=False,
+            created_by_name=author,
+            subject=ticket.subject,
+        ),
+        clock=clock,
+        reopen=False,
     )
     if mail:
-        notify.notify_agent_response(session, ticket, settings=settings, clock=clock, agent_name="",
-                                     message_text=part.text)
+        notify.notify_agent_response(
+            session, ticket, settings=settings, clock=clock, agent_name="", message_text=part.text
+        )
     return response.id or 0
 
 
-def _staff_note(session: Session, ticket: Ticket, text: str, *, clock: Clock, base: NewResponse | None = None,
-                author_email: str | None = None, author_name: str = SYSTEM_NAME) -> int:
-    new = NewResponse(kind=ResponseKind.note, plain_text=text, is_internal=True, created_by_email=author_email,
-                      created_by_name=author_name, subject=ticket.subject)
+def _staff_note(
+    session: Session,
+    ticket: Ticket,
+    text: str,
+    *,
+    clock: Clock,
+    base: NewResponse | None = None,
+    author_email: str | None = None,
+    author_name: str = SYSTEM_NAME,
+) -> int:
+    new = NewResponse(
+        kind=ResponseKind.note,
+        plain_text=text,
+        is_internal=True,
+        created_by_email=author_email,
+        created_by_name=author_name,
+        subject=ticket.subject,
+    )
     if base is not None:  # an agent's mail: keep its Message-ID, inbound row and verification
-        new = replace(base, kind=ResponseKind.note, plain_text=text, visible_text=text, html=None, is_internal=True)
+        new = replace(
+            base,
+            kind=ResponseKind.note,
+            plain_text=text,
+            visible_text=text,
+            html=None,
+            is_internal=True,
+        )
     return ticket_service.add_response(session, ticket, new, clock=clock, reopen=False).id or 0
 
 
@@ -266,7 +372,9 @@ def coerce(fld: InterventionFieldConfig, value: Any, current: Any = None) -> Any
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
-        raise InvalidInputError(f"field {fld.name} is a checkbox: true/false, yes/no or 1/0, not {value!r}")
+        raise InvalidInputError(
+            f"field {fld.name} is a checkbox: true/false, yes/no or 1/0, not {value!r}"
+        )
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         raise InvalidInputError(f"field {fld.name} is text: give a string or a number")
     if isinstance(value, (int, float)):
@@ -281,26 +389,37 @@ def coerce(fld: InterventionFieldConfig, value: Any, current: Any = None) -> Any
     return text
 
 
-def _open_instance(session: Session, settings: NotifySettings, ticket: Ticket) -> tuple[InterventionInstance, InterventionConfig]:
+def _open_instance(
+    session: Session, settings: NotifySettings, ticket: Ticket
+) -> tuple[InterventionInstance, InterventionConfig]:
     row = store.for_ticket(session, ticket.id or 0, lock=True)
     if row is None:
-        raise InterventionFieldError("ticket_number", f"Ticket {ticket.number} has no intervention.")
+        raise InterventionFieldError(
+            "ticket_number", f"Ticket {ticket.number} has no intervention."
+        )
     defn = definition(settings, row.name)
     if defn is None:
-        raise InterventionFieldError("ticket_number", f"Intervention '{row.name}' of ticket {ticket.number} is no longer configured.")
+        raise InterventionFieldError(
+            "ticket_number",
+            f"Intervention '{row.name}' of ticket {ticket.number} is no longer configured.",
+        )
     if row.state not in (InterventionState.open, InterventionState.failed):
         raise InterventionNotOpen(row, ticket.number)
     return row, defn
 
 
-def check_command(session: Session, settings: NotifySettings, ticket: Ticket, name: str, field: str, value: str) -> None:
+def check_command(
+    session: Session, settings: NotifySettings, ticket: Ticket, name: str, field: str, value: str
+) -> None:
     """What agent_mail asks before applying anything: `#set`/`#submit` can be applied here."""
     row, defn = _open_instance(session, settings, ticket)
     if name == "set":
         fld = field_of(defn, field)
         if fld is None:
             known = ", ".join(f.name for f in defn.fields) or "none"
-            raise InvalidInputError(f"unknown field {field!r} for intervention {defn.name} (fields: {known})")
+            raise InvalidInputError(
+                f"unknown field {field!r} for intervention {defn.name} (fields: {known})"
+            )
         coerce(fld, value, store.data_of(row).get(fld.name))
 
 
@@ -312,14 +431,30 @@ class Submitted:
     epilog: HttpDelivery | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ticket_id": self.ticket.id, "ticket_number": self.ticket.number, "response_id": self.response_id,
-                "intervention": self.instance.name, "uid": self.instance.uid, "state": self.instance.state,
-                "data": store.data_of(self.instance), "epilog_queued": self.epilog is not None}
+        return {
+            "ticket_id": self.ticket.id,
+            "ticket_number": self.ticket.number,
+            "response_id": self.response_id,
+            "intervention": self.instance.name,
+            "uid": self.instance.uid,
+            "state": self.instance.state,
+            "data": store.data_of(self.instance),
+            "epilog_queued": self.epilog is not None,
+        }
 
 
 def submit(
-    session: Session, *, settings: NotifySettings, clock: Clock, ticket: Ticket, agent_email: str, agent_name: str,
-    values: Mapping[str, Any], content: str | None = None, final: bool = True, base: NewResponse | None = None,
+    session: Session,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    ticket: Ticket,
+    agent_email: str,
+    agent_name: str,
+    values: Mapping[str, Any],
+    content: str | None = None,
+    final: bool = True,
+    base: NewResponse | None = None,
     mail: bool = True,
 ) -> Submitted:
     """Edit the fields (`values`, by field name) and, with `final`, submit the decision: one staff
@@ -333,7 +468,9 @@ def submit(
         fld = field_of(defn, key)
         if fld is None:
             known = ", ".join(f.name for f in defn.fields) or "none"
-            raise InterventionFieldError(f"data.{key}", f"Intervention '{defn.name}' has no field '{key}' (fields: {known}).")
+            raise InterventionFieldError(
+                f"data.{key}", f"Intervention '{defn.name}' has no field '{key}' (fields: {known})."
+            )
         try:
             edits[fld.name] = coerce(fld, value, bag.get(fld.name))
         except InvalidInputError as exc:
@@ -341,48 +478,106 @@ def submit(
     bag.update(edits)
     now = clock.now()
     shown = labels(settings, defn, bag)
-    lines = [f"Intervention \"{defn.title or defn.name}\" ({defn.name}, uid {row.uid}) "
-             + ("submitted" if final else "edited") + f" by {agent_email}:"]
+    lines = [
+        f'Intervention "{defn.title or defn.name}" ({defn.name}, uid {row.uid}) '
+        + ("submitted" if final else "edited")
+        + f" by {agent_email}:"
+    ]
     for fld in defn.fields:
         mark = " (changed)" if fld.name in edits else ""
-        lines.append(f"- {shown[fld.name]}: {json.dumps(bag.get(fld.name), ensure_ascii=False)}{mark}")
+        lines.append(
+            f"- {shown[fld.name]}: {json.dumps(bag.get(fld.name), ensure_ascii=False)}{mark}"
+        )
     if content and content.strip():
         lines += ["", content.strip()]
-    response_id = _staff_note(session, ticket, "\n".join(lines), clock=clock, base=base, author_email=agent_email,
-                              author_name=agent_name)
+    response_id = _staff_note(
+        session,
+        ticket,
+        "\n".join(lines),
+        clock=clock,
+        base=base,
+        author_email=agent_email,
+        author_name=agent_name,
+    )
     epilog: HttpDelivery | None = None
     if final:
         row.state = InterventionState.submitted
-        row.submitted_by_email, row.submitted_response_id, row.submitted_at = agent_email.lower(), response_id, now
+        row.submitted_by_email, row.submitted_response_id, row.submitted_at = (
+            agent_email.lower(),
+            response_id,
+            now,
+        )
         if defn.remote_enabled and defn.remote_epilog_url:
-            epilog = _enqueue_epilog(session, settings, defn, row, ticket, bag, response_id, agent_email.lower(), now)
+            epilog = _enqueue_epilog(
+                session, settings, defn, row, ticket, bag, response_id, agent_email.lower(), now
+            )
         else:
             row.state = InterventionState.completed
     store.save(session, row, now=now, data=bag)
     if final and epilog is None:
-        _complete(session, settings=settings, clock=clock, ticket=ticket, row=row, defn=defn, bag=bag, mail=mail,
-                  how="no remote is configured, so the submission completes it")
+        _complete(
+            session,
+            settings=settings,
+            clock=clock,
+            ticket=ticket,
+            row=row,
+            defn=defn,
+            bag=bag,
+            mail=mail,
+            how="no remote is configured, so the submission completes it",
+        )
     return Submitted(ticket, row, response_id, epilog)
 
 
-def epilog_body(row: InterventionInstance, ticket: Ticket, bag: Mapping[str, Any], response_id: int,
-                submitted_by: str, submitted_at: str) -> bytes:
+def epilog_body(
+    row: InterventionInstance,
+    ticket: Ticket,
+    bag: Mapping[str, Any],
+    response_id: int,
+    submitted_by: str,
+    submitted_at: str,
+) -> bytes:
     """The exact bytes POSTed to the remote (api-contract.md §4.9)."""
-    body = {"ticket_id": ticket.id, "response_id": response_id, "ticket_number": ticket.number,
-            "intervention": row.name, "uid": row.uid, "data": dict(bag), "submitted_by_email": submitted_by,
-            "submitted_at": submitted_at}
+    body = {
+        "ticket_id": ticket.id,
+        "response_id": response_id,
+        "ticket_number": ticket.number,
+        "intervention": row.name,
+        "uid": row.uid,
+        "data": dict(bag),
+        "submitted_by_email": submitted_by,
+        "submitted_at": submitted_at,
+    }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _enqueue_epilog(session: Session, settings: NotifySettings, defn: InterventionConfig, row: InterventionInstance,
-                    ticket: Ticket, bag: Mapping[str, Any], response_id: int, submitted_by: str, now: Any) -> HttpDelivery:
+def _enqueue_epilog(
+    session: Session,
+    settings: NotifySettings,
+    defn: InterventionConfig,
+    row: InterventionInstance,
+    ticket: Ticket,
+    bag: Mapping[str, Any],
+    response_id: int,
+    submitted_by: str,
+    now: Any,
+) -> HttpDelivery:
     return http_outbox.enqueue(
-        session, kind=EPILOG_KIND, ref=f"intervention:{row.id}", ticket_id=ticket.id, url=defn.remote_epilog_url,
-        body=epilog_body(row, ticket, bag, response_id, submitted_by, now.isoformat(timespec="seconds")),
+        session,
+        kind=EPILOG_KIND,
+        ref=f"intervention:{row.id}",
+        ticket_id=ticket.id,
+        url=defn.remote_epilog_url,
+        body=epilog_body(
+            row, ticket, bag, response_id, submitted_by, now.isoformat(timespec="seconds")
+        ),
         # the token is added at send time from secret_ref, never stored with the row
         headers={"Idempotency-Key": f"epilog:{row.name}:{row.uid}:{response_id}"},
-        secret_ref=f"intervention:{defn.name}", bearer_from_secret=True, timeout_s=float(defn.remote_timeout_s),
-        max_attempts=settings.epilog_max_attempts, now=now,
+        secret_ref=f"intervention:{defn.name}",
+        bearer_from_secret=True,
+        timeout_s=float(defn.remote_timeout_s),
+        max_attempts=settings.epilog_max_attempts,
+        now=now,
     )
 
 
@@ -397,8 +592,14 @@ def delivery_secrets(config: Config) -> dict[str, bytes]:
 
 
 def submit_api(
-    session: Session, *, settings: NotifySettings, clock: Clock, ticket_number: int, from_email: str,
-    values: Mapping[str, Any], content: str | None,
+    session: Session,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    ticket_number: int,
+    from_email: str,
+    values: Mapping[str, Any],
+    content: str | None,
 ) -> dict[str, Any]:
     """POST /api/v1/tickets/intervention/submit."""
     ticket = ticket_store.get_ticket_by_number(session, ticket_number)
@@ -406,25 +607,55 @@ def submit_api(
         raise NotFoundError(f"Ticket {ticket_number} not found.")
     agent = ticket_store.get_agent_by_email(session, from_email)
     if agent is None:
-        raise InterventionFieldError("from_email", f"{from_email} is not an agent of this helpdesk.")
-    done = submit(session, settings=settings, clock=clock, ticket=ticket, agent_email=agent.email,
-                  agent_name=agent.name, values=values, content=content)
+        raise InterventionFieldError(
+            "from_email", f"{from_email} is not an agent of this helpdesk."
+        )
+    done = submit(
+        session,
+        settings=settings,
+        clock=clock,
+        ticket=ticket,
+        agent_email=agent.email,
+        agent_name=agent.name,
+        values=values,
+        content=content,
+    )
     return done.as_dict()
 
 
 # -- the epilog's outcome ---------------------------------------------------------------------------
 
 
-def _complete(session: Session, *, settings: NotifySettings, clock: Clock, ticket: Ticket, row: InterventionInstance,
-              defn: InterventionConfig, bag: Mapping[str, Any], mail: bool, how: str) -> None:
+def _complete(
+    session: Session,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    ticket: Ticket,
+    row: InterventionInstance,
+    defn: InterventionConfig,
+    bag: Mapping[str, Any],
+    mail: bool,
+    how: str,
+) -> None:
     """Post `.final` (public, mailed to the customer) or, without one, a staff note saying so."""
-    context = context_of(defn, bag=bag, uid=row.uid, customer_email=ticket.originator_email,
-                         extra={"ticket_number": ticket.number, "submitted_by_email": row.submitted_by_email or ""})
+    context = context_of(
+        defn,
+        bag=bag,
+        uid=row.uid,
+        customer_email=ticket.originator_email,
+        extra={"ticket_number": ticket.number, "submitted_by_email": row.submitted_by_email or ""},
+    )
     try:
         final = render_part(settings.template_dir, defn.name, "final", context)
     except NoticeRenderError as exc:
-        _staff_note(session, ticket, f"Intervention {defn.name} completed ({how}), but its final response "
-                    f"could not be rendered: {exc}", clock=clock)
+        _staff_note(
+            session,
+            ticket,
+            f"Intervention {defn.name} completed ({how}), but its final response "
+            f"could not be rendered: {exc}",
+            clock=clock,
+        )
         return
     if final is None:
         _staff_note(session, ticket, f"Intervention {defn.name} completed: {how}.", clock=clock)
@@ -434,10 +665,23 @@ def _complete(session: Session, *, settings: NotifySettings, clock: Clock, ticke
         # in a savepoint: a final response that cannot be posted or mailed (say, a customer
         # address our mail cannot carry) must not undo the completion recorded before it
         with session.begin_nested():
-            _post_public(session, settings=settings, clock=clock, ticket=ticket, part=final, author=author, mail=mail)
+            _post_public(
+                session,
+                settings=settings,
+                clock=clock,
+                ticket=ticket,
+                part=final,
+                author=author,
+                mail=mail,
+            )
     except (InvalidInputError, NoticeRenderError) as exc:
-        _staff_note(session, ticket, f"Intervention {defn.name} completed ({how}), but its final response "
-                    f"could not be posted: {exc}", clock=clock)
+        _staff_note(
+            session,
+            ticket,
+            f"Intervention {defn.name} completed ({how}), but its final response "
+            f"could not be posted: {exc}",
+            clock=clock,
+        )
 
 
 def _remote_data(body: bytes) -> dict[str, Any]:
@@ -468,7 +712,9 @@ class EpilogHandler:
     def __init__(self, settings: Callable[[], NotifySettings | None], clock: Clock) -> None:
         self._settings, self.clock = settings, clock
 
-    def _load(self, session: Session, row: HttpDelivery) -> tuple[NotifySettings, InterventionInstance, Ticket, InterventionConfig] | None:
+    def _load(
+        self, session: Session, row: HttpDelivery
+    ) -> tuple[NotifySettings, InterventionInstance, Ticket, InterventionConfig] | None:
         settings = self._settings()
         ref = row.ref.removeprefix("intervention:")
         instance = store.get(session, int(ref)) if ref.isascii() and ref.isdigit() else None
@@ -487,21 +733,34 @@ class EpilogHandler:
         bag = {**store.data_of(instance), **_remote_data(body)}
         instance.state = InterventionState.completed
         store.save(session, instance, now=self.clock.now(), data=bag)
-        _complete(session, settings=settings, clock=self.clock, ticket=ticket, row=instance, defn=defn, bag=bag,
-                  mail=True, how=f"the remote system accepted the decision (HTTP {status})")
+        _complete(
+            session,
+            settings=settings,
+            clock=self.clock,
+            ticket=ticket,
+            row=instance,
+            defn=defn,
+            bag=bag,
+            mail=True,
+            how=f"the remote system accepted the decision (HTTP {status})",
+        )
 
     def failed(self, session: Session, row: HttpDelivery, error: str, *, final: bool) -> None:
         loaded = self._load(session, row)
         if loaded is None:
             return
         _settings, instance, ticket, defn = loaded
-        what = (f"Intervention {defn.name}: the epilog call to {_shown_url(row.url)} failed "
-                f"(attempt {row.attempts} of {row.max_attempts}): {error}")
+        what = (
+            f"Intervention {defn.name}: the epilog call to {_shown_url(row.url)} failed "
+            f"(attempt {row.attempts} of {row.max_attempts}): {error}"
+        )
         if final:
             instance.state = InterventionState.failed
             store.save(session, instance, now=self.clock.now())
-            what += ("\nNo more attempts: the intervention is marked failed and the ticket stays open. "
-                     "Submit it again to retry.")
+            what += (
+                "\nNo more attempts: the intervention is marked failed and the ticket stays open. "
+                "Submit it again to retry."
+            )
         else:
             what += "\nIt will be retried."
         _staff_note(session, ticket, what, clock=self.clock)

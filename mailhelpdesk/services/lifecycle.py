@@ -36,7 +36,14 @@ def wake_on_hold(
         # through the one status path, so the change raises its webhook like any other
         ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
         if settings is not None and agents:
-            notify.notify_on_hold_woke(session, ticket, settings=settings, clock=clock, agents=agents, was_on_hold_until=until)
+            notify.notify_on_hold_woke(
+                session,
+                ticket,
+                settings=settings,
+                clock=clock,
+                agents=agents,
+                was_on_hold_until=until,
+            )
         log.info("on-hold ticket woke ticket=%s was_until=%s", ticket.number, until)
         woken.append(ticket.number)
     return woken

@@ -139,7 +139,12 @@ def ticket_tag(ticket: Ticket) -> str:
 
 
 def notice_context(
-    session: Session, ticket: Ticket, *, settings: NotifySettings, message_text: str = "", agent_name: str = ""
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    message_text: str = "",
+    agent_name: str = "",
 ) -> dict[str, Any]:
     """The data every notice template gets (plain values, never ORM objects)."""
     queue = session.get(Queue, ticket.queue_id)
@@ -191,7 +196,8 @@ def schedule_notice(
             # agents are exempt from the rate limit: skip the count (a query per notice) for them
             recent_automatic=(
                 outbox.count_recent_automatic(session, rcpt=recipient.email, since=since)
-                if recipient.agent_id is None else 0
+                if recipient.agent_id is None
+                else 0
             ),
             max_per_window=settings.max_auto_notices_per_window,
             rate_limited=recipient.agent_id is None,
@@ -199,13 +205,23 @@ def schedule_notice(
     # a customer's malformed Message-ID must not cost the notice its threading, or the notice
     in_reply_to = in_reply_to if is_message_id(in_reply_to) else None
     references = [r for r in references if is_message_id(r)]
-    signed = reply_address(settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id))
+    signed = reply_address(
+        settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id)
+    )
     spec = None
     if automatic and not attachments and settings.compose_in_sender:
         message_id = make_message_id(domain_of(settings.helpdesk_address))
         spec = _notice_spec(
-            notice=notice, context=context, recipient=recipient, message_id=message_id, reply_to=signed,
-            in_reply_to=in_reply_to, references=references, auto_submitted=auto_submitted, ticket=ticket, now=now,
+            notice=notice,
+            context=context,
+            recipient=recipient,
+            message_id=message_id,
+            reply_to=signed,
+            in_reply_to=in_reply_to,
+            references=references,
+            auto_submitted=auto_submitted,
+            ticket=ticket,
+            now=now,
             from_name=settings.helpdesk_name if from_name is None else from_name,
         )
         raw = b""  # the sender composes it from the spec, with this Message-ID
@@ -213,17 +229,37 @@ def schedule_notice(
         rendered = render_notice(notice, context, template_dir=settings.template_dir)
         try:
             message = _compose_notice(
-                settings, recipient, rendered.subject, rendered.text, rendered.html, signed, in_reply_to,
-                references, auto_submitted, ticket, now, from_name, attachments,
+                settings,
+                recipient,
+                rendered.subject,
+                rendered.text,
+                rendered.html,
+                signed,
+                in_reply_to,
+                references,
+                auto_submitted,
+                ticket,
+                now,
+                from_name,
+                attachments,
             )
         except InvalidInputError as exc:
             if not automatic:
                 raise
             # an automatic notice must never undo the change that caused it: keep it, unsendable
             return outbox.enqueue(
-                session, kind=notice, ticket_id=ticket.id, message_id=make_message_id(domain_of(settings.helpdesk_address)),
-                mail_from=settings.helpdesk_address, rcpt_tos=[recipient.email.lower()[:320] or "-"], is_automatic=True,
-                raw=b"", now=now, deadline_at=now, state=outbox.OutboxState.suppressed, last_error=f"cannot compose: {exc}",
+                session,
+                kind=notice,
+                ticket_id=ticket.id,
+                message_id=make_message_id(domain_of(settings.helpdesk_address)),
+                mail_from=settings.helpdesk_address,
+                rcpt_tos=[recipient.email.lower()[:320] or "-"],
+                is_automatic=True,
+                raw=b"",
+                now=now,
+                deadline_at=now,
+                state=outbox.OutboxState.suppressed,
+                last_error=f"cannot compose: {exc}",
             )
         message_id, raw = str(message["Message-ID"]), as_bytes(message)
     item = outbox.enqueue(
@@ -242,25 +278,56 @@ def schedule_notice(
         compose_spec=spec,
     )
     if refusal:
-        log.warning("notice suppressed notice=%s ticket=%s rcpt=%s reason=%s", notice, ticket.number, recipient.email, refusal)
+        log.warning(
+            "notice suppressed notice=%s ticket=%s rcpt=%s reason=%s",
+            notice,
+            ticket.number,
+            recipient.email,
+            refusal,
+        )
     else:
-        ticket_store.record_message_id(session, message_id=message_id, ticket_id=ticket.id or 0, direction="out")
+        ticket_store.record_message_id(
+            session, message_id=message_id, ticket_id=ticket.id or 0, direction="out"
+        )
     return item
 
 
 def _notice_spec(
-    *, notice: str, context: Mapping[str, Any], recipient: Recipient, message_id: str, reply_to: str,
-    in_reply_to: str | None, references: Sequence[str], auto_submitted: str, ticket: Ticket, now: Any, from_name: str,
+    *,
+    notice: str,
+    context: Mapping[str, Any],
+    recipient: Recipient,
+    message_id: str,
+    reply_to: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    auto_submitted: str,
+    ticket: Ticket,
+    now: Any,
+    from_name: str,
 ) -> str | None:
     """Everything composing the notice later needs, as JSON (None: the context is not plain
     JSON data, and the notice is composed at once instead)."""
     try:
-        return json.dumps({
-            "v": 1, "notice": notice, "context": dict(context), "to": [recipient.name, recipient.email],
-            "message_id": message_id, "reply_to": reply_to, "in_reply_to": in_reply_to,
-            "references": list(references), "auto_submitted": auto_submitted, "ticket_number": ticket.number,
-            "thread_topic": ticket.subject, "date": now.isoformat(), "from_name": from_name,
-        }, ensure_ascii=False, allow_nan=False)
+        return json.dumps(
+            {
+                "v": 1,
+                "notice": notice,
+                "context": dict(context),
+                "to": [recipient.name, recipient.email],
+                "message_id": message_id,
+                "reply_to": reply_to,
+                "in_reply_to": in_reply_to,
+                "references": list(references),
+                "auto_submitted": auto_submitted,
+                "ticket_number": ticket.number,
+                "thread_topic": ticket.subject,
+                "date": now.isoformat(),
+                "from_name": from_name,
+            },
+            ensure_ascii=False,
+            allow_nan=False,
+        )
     except (TypeError, ValueError):
         return None
 
@@ -270,14 +337,24 @@ def compose_spec(spec: str, settings: NotifySettings) -> bytes:
     InvalidInputError when it cannot be built (the caller fails the row with the reason)."""
     data = json.loads(spec)
     rendered = render_notice(data["notice"], data["context"], template_dir=settings.template_dir)
-    message = compose(Outgoing(
-        from_name=data["from_name"], from_address=settings.helpdesk_address, to=[tuple(data["to"])],
-        subject=rendered.subject, text=rendered.text, html=rendered.html, reply_to=data["reply_to"],
-        in_reply_to=data["in_reply_to"], references=tuple(data["references"]),
-        auto_submitted=data["auto_submitted"], ticket_number=data["ticket_number"],
-        thread_topic=data["thread_topic"], message_id=data["message_id"],
-        date=datetime.fromisoformat(data["date"]),
-    ))
+    message = compose(
+        Outgoing(
+            from_name=data["from_name"],
+            from_address=settings.helpdesk_address,
+            to=[tuple(data["to"])],
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            reply_to=data["reply_to"],
+            in_reply_to=data["in_reply_to"],
+            references=tuple(data["references"]),
+            auto_submitted=data["auto_submitted"],
+            ticket_number=data["ticket_number"],
+            thread_topic=data["thread_topic"],
+            message_id=data["message_id"],
+            date=datetime.fromisoformat(data["date"]),
+        )
+    )
     return as_bytes(message)
 
 
@@ -289,7 +366,9 @@ def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None,
         return None, f"cannot compose: {exc}"
 
 
-def compose_pending(session: Session, settings: NotifySettings, *, clock: Clock, limit: int = 1000) -> int:
+def compose_pending(
+    session: Session, settings: NotifySettings, *, clock: Clock, limit: int = 1000
+) -> int:
     """Compose every queued notice still written as a spec, in this session (the sender does the
     same in two short transactions around the composing, see transports/smtp_sender.py)."""
     rows = outbox.to_compose(session, limit=limit)
@@ -301,9 +380,19 @@ def compose_pending(session: Session, settings: NotifySettings, *, clock: Clock,
 
 
 def _compose_notice(
-    settings: NotifySettings, recipient: Recipient, subject: str, text: str, html: str, signed: str,
-    in_reply_to: str | None, references: Sequence[str], auto_submitted: str | None, ticket: Ticket, now: Any,
-    from_name: str | None = None, attachments: Sequence[OutgoingAttachment] = (),
+    settings: NotifySettings,
+    recipient: Recipient,
+    subject: str,
+    text: str,
+    html: str,
+    signed: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    auto_submitted: str | None,
+    ticket: Ticket,
+    now: Any,
+    from_name: str | None = None,
+    attachments: Sequence[OutgoingAttachment] = (),
 ) -> Message:
     return compose(
         Outgoing(
@@ -344,17 +433,31 @@ def notify_ticket_created(
     if context["queue"] not in settings.no_ack_queues:
         items.append(
             schedule_notice(
-                session, notice="acknowledgement", ticket=ticket,
+                session,
+                notice="acknowledgement",
+                ticket=ticket,
                 recipient=Recipient(ticket.originator_email, ticket.originator_name),
-                context=context, settings=settings, clock=clock, auto_submitted=AUTO_REPLIED,
-                in_reply_to=customer_message_id, references=references,
+                context=context,
+                settings=settings,
+                clock=clock,
+                auto_submitted=AUTO_REPLIED,
+                in_reply_to=customer_message_id,
+                references=references,
             )
         )
     for agent in agents:
         items.append(
             schedule_notice(
-                session, notice="new_ticket", ticket=ticket, recipient=agent, context=context, settings=settings,
-                clock=clock, auto_submitted=AUTO_GENERATED, in_reply_to=customer_message_id, references=references,
+                session,
+                notice="new_ticket",
+                ticket=ticket,
+                recipient=agent,
+                context=context,
+                settings=settings,
+                clock=clock,
+                auto_submitted=AUTO_GENERATED,
+                in_reply_to=customer_message_id,
+                references=references,
             )
         )
     return items
@@ -376,8 +479,16 @@ def notify_customer_reply(
     references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
     return [
         schedule_notice(
-            session, notice="customer_reply", ticket=ticket, recipient=agent, context=context, settings=settings,
-            clock=clock, auto_submitted=AUTO_GENERATED, in_reply_to=customer_message_id, references=references,
+            session,
+            notice="customer_reply",
+            ticket=ticket,
+            recipient=agent,
+            context=context,
+            settings=settings,
+            clock=clock,
+            auto_submitted=AUTO_GENERATED,
+            in_reply_to=customer_message_id,
+            references=references,
         )
         for agent in assignee_or_all(ticket, agents)
     ]
@@ -385,7 +496,11 @@ def notify_customer_reply(
 
 def assignee_or_all(ticket: Ticket, agents: Sequence[Recipient]) -> Sequence[Recipient]:
     """Who hears about a ticket's news: its assignee, or every agent while nobody has it."""
-    assigned = [a for a in agents if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()]
+    assigned = [
+        a
+        for a in agents
+        if ticket.assigned_to_email and a.email.lower() == ticket.assigned_to_email.lower()
+    ]
     return assigned or agents
 
 
@@ -395,7 +510,9 @@ def agent_display_name(settings: NotifySettings, agent_name: str) -> str:
     if not agent_name:
         return settings.helpdesk_name
     return " ".join(
-        settings.agent_name_format.replace("{agent}", agent_name).replace("{helpdesk}", settings.helpdesk_name).split()
+        settings.agent_name_format.replace("{agent}", agent_name)
+        .replace("{helpdesk}", settings.helpdesk_name)
+        .split()
     )
 
 
@@ -415,19 +532,30 @@ def notify_agent_response(
     """An agent's public answer, mailed to the customer and (one copy each) to the ticket's CCs:
     human mail, so no Auto-Submitted and no rate limit. From the helpdesk's address, named after
     the agent (`agent_name_format`). Returns the customer's copy."""
-    context = notice_context(session, ticket, settings=settings, message_text=message_text, agent_name=agent_name)
+    context = notice_context(
+        session, ticket, settings=settings, message_text=message_text, agent_name=agent_name
+    )
     from_name = agent_display_name(settings, agent_name)
     recipients = [Recipient(ticket.originator_email, ticket.originator_name)]
     if include_ccs:
         recipients += [
-            Recipient(cc.email, cc.name) for cc in ticket_store.ccs_of(session, ticket.id or 0)
+            Recipient(cc.email, cc.name)
+            for cc in ticket_store.ccs_of(session, ticket.id or 0)
             if cc.email.lower() != ticket.originator_email.lower()
         ]
     items = [
         schedule_notice(
-            session, notice="agent_response", ticket=ticket, recipient=recipient,
-            context=context, settings=settings, clock=clock, auto_submitted=None,
-            in_reply_to=in_reply_to, references=references, from_name=from_name,
+            session,
+            notice="agent_response",
+            ticket=ticket,
+            recipient=recipient,
+            context=context,
+            settings=settings,
+            clock=clock,
+            auto_submitted=None,
+            in_reply_to=in_reply_to,
+            references=references,
+            from_name=from_name,
             attachments=attachments,
         )
         for recipient in recipients
@@ -448,10 +576,21 @@ def notify_command_error(
 ) -> OutboxItem:
     """`command_error` to the (verified) agent whose mail command failed: which line, and why.
     An automatic answer to their mail (`auto-replied`); agents are exempt from the rate limit."""
-    context = {**notice_context(session, ticket, settings=settings), "error": error, "error_line": line}
+    context = {
+        **notice_context(session, ticket, settings=settings),
+        "error": error,
+        "error_line": line,
+    }
     return schedule_notice(
-        session, notice="command_error", ticket=ticket, recipient=agent, context=context, settings=settings,
-        clock=clock, auto_submitted=AUTO_REPLIED, in_reply_to=in_reply_to,
+        session,
+        notice="command_error",
+        ticket=ticket,
+        recipient=agent,
+        context=context,
+        settings=settings,
+        clock=clock,
+        auto_submitted=AUTO_REPLIED,
+        in_reply_to=in_reply_to,
         references=[in_reply_to] if in_reply_to else (),
     )
 
@@ -464,22 +603,42 @@ def notify_status_change(
         raise ValueError(f"not a status notice: {notice}")
     context = notice_context(session, ticket, settings=settings)
     return schedule_notice(
-        session, notice=notice, ticket=ticket, recipient=Recipient(ticket.originator_email, ticket.originator_name),
-        context=context, settings=settings, clock=clock, auto_submitted=AUTO_GENERATED,
+        session,
+        notice=notice,
+        ticket=ticket,
+        recipient=Recipient(ticket.originator_email, ticket.originator_name),
+        context=context,
+        settings=settings,
+        clock=clock,
+        auto_submitted=AUTO_GENERATED,
     )
 
 
 def notify_on_hold_woke(
-    session: Session, ticket: Ticket, *, settings: NotifySettings, clock: Clock, agents: Sequence[Recipient],
+    session: Session,
+    ticket: Ticket,
+    *,
+    settings: NotifySettings,
+    clock: Clock,
+    agents: Sequence[Recipient],
     was_on_hold_until: str,
 ) -> list[OutboxItem]:
     """An on-hold ticket whose date came: `on_hold_woke` (subject `[reopened] [#N] …`) to the
     assignee, else to every agent, so the ticket is looked at again."""
-    context = {**notice_context(session, ticket, settings=settings), "on_hold_until": was_on_hold_until}
+    context = {
+        **notice_context(session, ticket, settings=settings),
+        "on_hold_until": was_on_hold_until,
+    }
     return [
         schedule_notice(
-            session, notice="on_hold_woke", ticket=ticket, recipient=agent, context=context, settings=settings,
-            clock=clock, auto_submitted=AUTO_GENERATED,
+            session,
+            notice="on_hold_woke",
+            ticket=ticket,
+            recipient=agent,
+            context=context,
+            settings=settings,
+            clock=clock,
+            auto_submitted=AUTO_GENERATED,
         )
         for agent in assignee_or_all(ticket, agents)
     ]

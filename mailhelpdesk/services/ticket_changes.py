@@ -63,14 +63,21 @@ def set_status(
     session.add(ticket)
     session.flush()
     webhooks.emit(
-        session, "ticket.status_changed", webhooks.about(session, ticket, previous_status=before.value),
-        ticket_id=ticket.id, now=now,
+        session,
+        "ticket.status_changed",
+        webhooks.about(session, ticket, previous_status=before.value),
+        ticket_id=ticket.id,
+        now=now,
     )
     if notify_settings is not None and before != value:
         if value == TicketStatus.closed:
-            notify.notify_status_change(session, ticket, notice="ticket_closed", settings=notify_settings, clock=clock)
+            notify.notify_status_change(
+                session, ticket, notice="ticket_closed", settings=notify_settings, clock=clock
+            )
         elif before == TicketStatus.closed:
-            notify.notify_status_change(session, ticket, notice="ticket_reopened", settings=notify_settings, clock=clock)
+            notify.notify_status_change(
+                session, ticket, notice="ticket_reopened", settings=notify_settings, clock=clock
+            )
     return True
 
 
@@ -81,7 +88,11 @@ def check_assignee(session: Session, email: str | None) -> Agent | None:
     agent = store.get_agent_by_email(session, email.strip().lower())
     if agent is None:
         agent = next(
-            (a for a in store.list_agents(session) if email.strip().lower() in a.alternate_addresses.lower().split()),
+            (
+                a
+                for a in store.list_agents(session)
+                if email.strip().lower() in a.alternate_addresses.lower().split()
+            ),
             None,
         )
     if agent is None:
@@ -98,8 +109,11 @@ def assign(session: Session, ticket: Ticket, email: str | None, *, clock: Clock)
     previous, ticket.assigned_to_email = ticket.assigned_to_email, new
     _touch(session, ticket, clock)
     webhooks.emit(
-        session, "ticket.assigned", webhooks.about(session, ticket, previous_assignee=previous),
-        ticket_id=ticket.id, now=ticket.updated_at,
+        session,
+        "ticket.assigned",
+        webhooks.about(session, ticket, previous_assignee=previous),
+        ticket_id=ticket.id,
+        now=ticket.updated_at,
     )
     return True
 
@@ -113,7 +127,9 @@ def check_priority(priority: str | int | Priority) -> Priority:
         raise InvalidInputError(str(exc)) from None
 
 
-def set_priority(session: Session, ticket: Ticket, priority: str | int | Priority, *, clock: Clock) -> bool:
+def set_priority(
+    session: Session, ticket: Ticket, priority: str | int | Priority, *, clock: Clock
+) -> bool:
     value = check_priority(priority)
     if ticket.priority == int(value):
         return False
@@ -144,7 +160,9 @@ def tag(session: Session, ticket: Ticket, name: str, *, clock: Clock) -> bool:
 def untag(session: Session, ticket: Ticket, name: str, *, clock: Clock) -> bool:
     """Remove a tag; True when it was there (removing an absent tag is not an error)."""
     value = check_tag(name)
-    row = session.exec(select(TicketTag).where(TicketTag.ticket_id == ticket.id, TicketTag.name == value)).first()
+    row = session.exec(
+        select(TicketTag).where(TicketTag.ticket_id == ticket.id, TicketTag.name == value)
+    ).first()
     if row is None:
         return False
     session.delete(row)

@@ -39,15 +39,42 @@ from mailhelpdesk.services.views import response_object, ticket_headers, ticket_
 from mailhelpdesk.store import response_query, ticket_query
 from mailhelpdesk.store import tickets as store
 
-PERSPECTIVES = {1: "All", 2: "Open", 3: "On hold", 4: "Closed", 5: "Unassigned", 6: "For my attention"}
-CRITERIA_MODES = ("subject", "content", "subject_content", "assigned", "participant", "raised", "priority",
-                  "queue", "status", "watchlist", "hashtag", "ticket_number",
-                  "created_from", "created_to", "updated_from", "updated_to")
+PERSPECTIVES = {
+    1: "All",
+    2: "Open",
+    3: "On hold",
+    4: "Closed",
+    5: "Unassigned",
+    6: "For my attention",
+}
+CRITERIA_MODES = (
+    "subject",
+    "content",
+    "subject_content",
+    "assigned",
+    "participant",
+    "raised",
+    "priority",
+    "queue",
+    "status",
+    "watchlist",
+    "hashtag",
+    "ticket_number",
+    "created_from",
+    "created_to",
+    "updated_from",
+    "updated_to",
+)
 RESPONSE_FIELDS = ("html", "plain_text", "attachments")
 DEFAULT_LIMIT, MAX_LIMIT = 200, 1000
 _STATUSES = ("open", "on-hold", "closed")
 # For my attention: what the owner has to act on, i.e. open tickets assigned to them
-_PERSPECTIVE_STATUSES = {"Open": ["open"], "On hold": ["on-hold"], "Closed": ["closed"], "For my attention": ["open"]}
+_PERSPECTIVE_STATUSES = {
+    "Open": ["open"],
+    "On hold": ["on-hold"],
+    "Closed": ["closed"],
+    "For my attention": ["open"],
+}
 
 
 def show(session: Session, *, ticket_number: int) -> dict[str, Any]:
@@ -63,24 +90,37 @@ def responses(session: Session, *, ticket_number: int) -> dict[str, Any]:
 
 
 def query(
-    session: Session, *, perspective: str, criteria: Sequence[tuple[str, Sequence[str]]], page: int, per_page: int,
+    session: Session,
+    *,
+    perspective: str,
+    criteria: Sequence[tuple[str, Sequence[str]]],
+    page: int,
+    per_page: int,
     owner_email: str | None = None,
 ) -> dict[str, Any]:
     """Run a built-in perspective plus criteria, as the token's owner (see the module doc)."""
     names = {v.lower(): v for v in PERSPECTIVES.values()}
     if perspective.lower() not in names:
-        raise FieldError("search_object.search_perspective", f"Perspective '{perspective}' not found.")
+        raise FieldError(
+            "search_object.search_perspective", f"Perspective '{perspective}' not found."
+        )
     perspective = names[perspective.lower()]
     if perspective == "For my attention" and not owner_email:
-        raise FieldError("search_object.search_perspective", "The perspective 'For my attention' needs a token "
-                         "with an owner (mailhelpdesk token create --owner EMAIL).")
+        raise FieldError(
+            "search_object.search_perspective",
+            "The perspective 'For my attention' needs a token "
+            "with an owner (mailhelpdesk token create --owner EMAIL).",
+        )
     by_mode: dict[str, list[list[str]]] = {}
     for mode, tokens in criteria:
         if mode not in CRITERIA_MODES:
             raise FieldError("search_object.criteria", f"Unknown criteria mode '{mode}'.")
         if mode == "watchlist":
-            raise FieldError("search_object.criteria", "Watchlists are not supported by mailhelpdesk; "
-                             "use the hashtag, assigned or participant modes instead.")
+            raise FieldError(
+                "search_object.criteria",
+                "Watchlists are not supported by mailhelpdesk; "
+                "use the hashtag, assigned or participant modes instead.",
+            )
         by_mode.setdefault(mode, []).append([str(t).strip() for t in tokens if str(t).strip()])
 
     def alternatives(mode: str) -> list[str]:
@@ -95,28 +135,49 @@ def query(
     try:
         numbers = [int(n) for n in alternatives("ticket_number")]
         priorities = [int(Priority.from_name(p)) for p in alternatives("priority")]
-        dates = {m: _day(_one(m, alternatives(m)), end=m.endswith("_to")) for m in
-                 ("created_from", "created_to", "updated_from", "updated_to") if alternatives(m)}
+        dates = {
+            m: _day(_one(m, alternatives(m)), end=m.endswith("_to"))
+            for m in ("created_from", "created_to", "updated_from", "updated_to")
+            if alternatives(m)
+        }
     except ValueError as exc:
         raise FieldError("search_object.criteria", str(exc)) from None
     if any(not 0 < n <= MAX_INTEGER for n in numbers):
         raise FieldError("search_object.criteria", "ticket_number tokens are positive numbers.")
-    phrases = {m: [words for tokens in by_mode[m] if (words := [w for t in tokens for w in t.split()])]
-               for m in ticket_query.TEXT_MODES if m in by_mode}
+    phrases = {
+        m: [words for tokens in by_mode[m] if (words := [w for t in tokens for w in t.split()])]
+        for m in ticket_query.TEXT_MODES
+        if m in by_mode
+    }
     assigned = alternatives("assigned")
     if perspective == "For my attention":
-        assigned = [a for a in assigned if a.lower() == (owner_email or "").lower()] if assigned else [owner_email or ""]
+        assigned = (
+            [a for a in assigned if a.lower() == (owner_email or "").lower()]
+            if assigned
+            else [owner_email or ""]
+        )
         assigned = assigned or ["-nobody-"]
     flt = ticket_query.TicketFilter(
-        statuses=statuses, queues=alternatives("queue"), raised=alternatives("raised"), numbers=numbers,
-        priorities=priorities, assigned=assigned, phrases={m: p for m, p in phrases.items() if p},
-        participants=alternatives("participant"), hashtags=[h.lstrip("#") for h in alternatives("hashtag")],
-        unassigned=perspective == "Unassigned", order="priority" if perspective == "For my attention" else "number",
+        statuses=statuses,
+        queues=alternatives("queue"),
+        raised=alternatives("raised"),
+        numbers=numbers,
+        priorities=priorities,
+        assigned=assigned,
+        phrases={m: p for m, p in phrases.items() if p},
+        participants=alternatives("participant"),
+        hashtags=[h.lstrip("#") for h in alternatives("hashtag")],
+        unassigned=perspective == "Unassigned",
+        order="priority" if perspective == "For my attention" else "number",
         **dates,
     )
-    rows, total = ticket_query.query_tickets(session, flt, offset=(page - 1) * per_page, limit=per_page)
-    return {"tickets": ticket_headers(session, rows),
-            "meta": {"total": total, "page": page, "per_page": per_page, "perspective": perspective}}
+    rows, total = ticket_query.query_tickets(
+        session, flt, offset=(page - 1) * per_page, limit=per_page
+    )
+    return {
+        "tickets": ticket_headers(session, rows),
+        "meta": {"total": total, "page": page, "per_page": per_page, "perspective": perspective},
+    }
 
 
 def _one(mode: str, values: list[str]) -> str:
@@ -163,8 +224,11 @@ def query_responses(session: Session, q: ResponseQuery, *, clock: Clock) -> dict
     flt = replace(q.filter, settled_before=response_query.visibility_horizon(session, clock.now()))
     rows = response_query.query_responses(session, flt, after=q.cursor, limit=q.limit + 1)
     more, rows = len(rows) > q.limit, rows[: q.limit]
-    attachments = store.attachments_of(session, [r.id for r, _ in rows if r.id is not None]) \
-        if "attachments" in q.fields else {}
+    attachments = (
+        store.attachments_of(session, [r.id for r, _ in rows if r.id is not None])
+        if "attachments" in q.fields
+        else {}
+    )
     items = []
     for response, number in rows:
         item = response_object(response, attachments.get(response.id or 0, []))
@@ -180,23 +244,39 @@ def query_responses(session: Session, q: ResponseQuery, *, clock: Clock) -> dict
     return {"responses": items, "next_cursor": next_cursor, "limit": q.limit}
 
 
-def attachment(session: Session, *, ticket_number: int, attachment_id: int, intent: str | None) -> dict[str, Any]:
+def attachment(
+    session: Session, *, ticket_number: int, attachment_id: int, intent: str | None
+) -> dict[str, Any]:
     """One attachment's bytes (base64), if it is on that ticket and the policy lets it out."""
     if store.get_ticket_by_number(session, ticket_number) is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
     found = response_query.find_attachment(session, attachment_id, head_bytes=policy.HEAD_BYTES)
     if found is None or found.ticket_number != ticket_number:
-        raise AttachmentNotFoundError(f"Attachment {attachment_id} not found on ticket {ticket_number}.")
+        raise AttachmentNotFoundError(
+            f"Attachment {attachment_id} not found on ticket {ticket_number}."
+        )
     a = found.attachment
-    verdict = policy.judge(name=a.name, declared=a.mime_type, head=found.head, size=a.file_size, intent=intent)
+    verdict = policy.judge(
+        name=a.name, declared=a.mime_type, head=found.head, size=a.file_size, intent=intent
+    )
     if verdict.decision == policy.Decision.blocked:
         raise AttachmentBlockedError(f"Attachment {attachment_id} is blocked: {verdict.reason}.")
     if verdict.decision == policy.Decision.too_large:
-        raise AttachmentTooLargeError(f"Attachment {attachment_id} is too large to return inline: {verdict.reason}.")
+        raise AttachmentTooLargeError(
+            f"Attachment {attachment_id} is too large to return inline: {verdict.reason}."
+        )
     if verdict.decision == policy.Decision.review_required:
         raise AttachmentReviewRequiredError(
-            f"Attachment {attachment_id} needs review ({verdict.reason}); repeat with intent \"review_ok\".")
+            f'Attachment {attachment_id} needs review ({verdict.reason}); repeat with intent "review_ok".'
+        )
     data = response_query.blob_data(session, a.sha256)
-    return {"id": str(a.id), "response_id": str(a.response_id), "name": a.name, "mime_type": verdict.mime_type,
-            "sha256": a.sha256, "file_size": a.file_size, "is_inline": a.is_inline,
-            "content_base64": base64.b64encode(data).decode("ascii")}
+    return {
+        "id": str(a.id),
+        "response_id": str(a.response_id),
+        "name": a.name,
+        "mime_type": verdict.mime_type,
+        "sha256": a.sha256,
+        "file_size": a.file_size,
+        "is_inline": a.is_inline,
+        "content_base64": base64.b64encode(data).decode("ascii"),
+    }

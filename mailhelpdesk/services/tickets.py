@@ -81,7 +81,9 @@ def create_ticket(
     for email, name in cc:
         if email and email.lower() != ticket.originator_email:
             store.add_cc(session, ticket_id=ticket.id or 0, email=email.lower(), name=name)
-    webhooks.emit(session, "ticket.created", webhooks.about(session, ticket), ticket_id=ticket.id, now=now)
+    webhooks.emit(
+        session, "ticket.created", webhooks.about(session, ticket), ticket_id=ticket.id, now=now
+    )
     add_response(session, ticket, first, clock=clock, reopen=False)
     return ticket
 
@@ -127,7 +129,9 @@ def add_response(
             )
         )
     if new.message_id:
-        store.record_message_id(session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in")
+        store.record_message_id(
+            session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in"
+        )
     reopened_from = None
     if reopen and new.kind == ResponseKind.customer and not response.is_internal:
         if ticket.status != TicketStatus.open:
@@ -138,16 +142,27 @@ def add_response(
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
-    webhooks.emit(session, "response.created", webhooks.about(session, ticket, response), ticket_id=ticket.id, now=now)
+    webhooks.emit(
+        session,
+        "response.created",
+        webhooks.about(session, ticket, response),
+        ticket_id=ticket.id,
+        now=now,
+    )
     if reopened_from is not None:
         webhooks.emit(
-            session, "ticket.status_changed", webhooks.about(session, ticket, previous_status=str(reopened_from)),
-            ticket_id=ticket.id, now=now,
+            session,
+            "ticket.status_changed",
+            webhooks.about(session, ticket, previous_status=str(reopened_from)),
+            ticket_id=ticket.id,
+            now=now,
         )
     return response
 
 
-def add_ccs(session: Session, ticket: Ticket, addresses: Sequence[tuple[str, str]], *, exclude: set[str]) -> None:
+def add_ccs(
+    session: Session, ticket: Ticket, addresses: Sequence[tuple[str, str]], *, exclude: set[str]
+) -> None:
     """Copy the customer's CCs onto the ticket, leaving out our own and known addresses."""
     for email, name in addresses:
         email = email.lower()

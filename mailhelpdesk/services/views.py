@@ -17,7 +17,9 @@ def _iso(value: datetime | None) -> str | None:
     return aware.isoformat() if aware else None
 
 
-def ticket_header(ticket: Ticket, *, queue_name: str, tags: list[str], cc: list[str]) -> dict[str, Any]:
+def ticket_header(
+    ticket: Ticket, *, queue_name: str, tags: list[str], cc: list[str]
+) -> dict[str, Any]:
     return {
         "id": str(ticket.id),
         "number": ticket.number,
@@ -91,6 +93,14 @@ def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
     attachments = store.attachments_of(session, [r.id for r in responses if r.id is not None])
     data["responses"] = [response_object(r, attachments.get(r.id or 0, [])) for r in responses]
     found = intervention_store.for_ticket(session, ticket.id or 0)  # EXT: api-contract.md §4.9
-    data["intervention"] = ({"name": found.name, "uid": found.uid, "state": found.state,
-                             "data": intervention_store.data_of(found)} if found else None)
+    data["intervention"] = (
+        {
+            "name": found.name,
+            "uid": found.uid,
+            "state": found.state,
+            "data": intervention_store.data_of(found),
+        }
+        if found
+        else None
+    )
     return data

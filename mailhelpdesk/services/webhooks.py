@@ -30,7 +30,9 @@ KIND = "webhook"
 Payload = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
-def emit(session: Session, event: str, payload: Payload, *, ticket_id: int | None, now: datetime) -> str | None:
+def emit(
+    session: Session, event: str, payload: Payload, *, ticket_id: int | None, now: datetime
+) -> str | None:
     """Queue `event` for every subscriber that wants it; returns the event id (None: nobody
     wanted it). `payload` (or what the callable returns) is merged under the envelope
     {"event", "event_id", "occurred_at"}."""
@@ -39,21 +41,36 @@ def emit(session: Session, event: str, payload: Payload, *, ticket_id: int | Non
         return None
     event_id = str(uuid.uuid4())
     body = json.dumps(
-        {"event": event, "event_id": event_id, "occurred_at": now.isoformat(),
-         **(payload() if callable(payload) else payload)},
-        ensure_ascii=False, separators=(",", ":"), default=str,
+        {
+            "event": event,
+            "event_id": event_id,
+            "occurred_at": now.isoformat(),
+            **(payload() if callable(payload) else payload),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
     ).encode("utf-8")
     for sub in wanted:
         http_outbox.enqueue(
-            session, kind=KIND, ref=f"webhook:{sub.id}", ticket_id=ticket_id, url=sub.url, body=body,
+            session,
+            kind=KIND,
+            ref=f"webhook:{sub.id}",
+            ticket_id=ticket_id,
+            url=sub.url,
+            body=body,
             headers={"Idempotency-Key": f"webhook:{event_id}"},
             secret_ref=store.secret_ref_for(sub.name) if sub.signed else "",
-            timeout_s=sub.timeout_s, max_attempts=sub.max_attempts, now=now,
+            timeout_s=sub.timeout_s,
+            max_attempts=sub.max_attempts,
+            now=now,
         )
     return event_id
 
 
-def about(session: Session, ticket: Ticket, response: Response | None = None, **extra: Any) -> Callable[[], dict[str, Any]]:
+def about(
+    session: Session, ticket: Ticket, response: Response | None = None, **extra: Any
+) -> Callable[[], dict[str, Any]]:
     """A lazy payload: the ticket header (as the API shows it), the response when there is one,
     and `extra` (e.g. the previous status)."""
 

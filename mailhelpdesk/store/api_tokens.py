@@ -11,11 +11,23 @@ from mailhelpdesk.domain.models import ApiToken
 
 
 def add(
-    session: Session, *, name: str, secret_sha256: str, abilities: Sequence[str], now: datetime,
-    expires_at: datetime | None = None, owner_email: str | None = None,
+    session: Session,
+    *,
+    name: str,
+    secret_sha256: str,
+    abilities: Sequence[str],
+    now: datetime,
+    expires_at: datetime | None = None,
+    owner_email: str | None = None,
 ) -> ApiToken:
-    row = ApiToken(name=name, secret_sha256=secret_sha256, abilities=" ".join(abilities), created_at=now,
-                   expires_at=expires_at, owner_email=owner_email)
+    row = ApiToken(
+        name=name,
+        secret_sha256=secret_sha256,
+        abilities=" ".join(abilities),
+        created_at=now,
+        expires_at=expires_at,
+        owner_email=owner_email,
+    )
     session.add(row)
     session.flush()
     return row

@@ -24,13 +24,17 @@ def get_cursor(session: Session, mailbox: str) -> MailboxCursor | None:
     return session.get(MailboxCursor, mailbox)
 
 
-def open_cursor(session: Session, *, mailbox: str, uidvalidity: int, now: datetime) -> tuple[MailboxCursor, bool]:
+def open_cursor(
+    session: Session, *, mailbox: str, uidvalidity: int, now: datetime
+) -> tuple[MailboxCursor, bool]:
     """The mailbox's cursor for this UIDVALIDITY, created at UID 0 when missing. When the server's
     UIDVALIDITY differs from the stored one, the old UIDs mean nothing any more: the cursor is
     reset to 0 and the second value is True (the folder is read again; dedupe drops repeats)."""
     cursor = get_cursor(session, mailbox)
     if cursor is None:
-        cursor = MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0, last_sync_at=now)
+        cursor = MailboxCursor(
+            mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0, last_sync_at=now
+        )
         session.add(cursor)
         session.flush()
         return cursor, False
@@ -40,7 +44,9 @@ def open_cursor(session: Session, *, mailbox: str, uidvalidity: int, now: dateti
     return cursor, False
 
 
-def reset_cursor(session: Session, cursor: MailboxCursor, *, uidvalidity: int, now: datetime) -> None:
+def reset_cursor(
+    session: Session, cursor: MailboxCursor, *, uidvalidity: int, now: datetime
+) -> None:
     cursor.uidvalidity = uidvalidity
     cursor.last_uid = 0
     cursor.last_sync_at = now
@@ -77,4 +83,8 @@ def set_aside_uids(session: Session, *, mailbox: str, uidvalidity: int) -> set[i
         .where(InboundMessage.source == "imap")
         .where(col(InboundMessage.source_ref).startswith(prefix, autoescape=True))
     ).all()
-    return {int(ref[len(prefix):]) for ref in refs if ref[len(prefix):].isascii() and ref[len(prefix):].isdigit()}
+    return {
+        int(ref[len(prefix) :])
+        for ref in refs
+        if ref[len(prefix) :].isascii() and ref[len(prefix) :].isdigit()
+    }

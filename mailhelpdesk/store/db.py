@@ -39,7 +39,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine with the connection settings durability and concurrency need."""
     if is_sqlite(url):
         # hide_parameters: a failed statement is logged without its values (customers' mail)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -67,7 +69,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
         _WRITE_LOCKS[engine] = threading.RLock()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
 
 
 @contextmanager
@@ -107,14 +111,18 @@ class GroupWriter:
 
     def __init__(self, engine: Engine, *, max_jobs: int = 64) -> None:
         self.engine, self.max_jobs = engine, max_jobs
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._loop, name="db-group-writer", daemon=True)
         self._thread.start()
 
     def run(self, job: Callable[[Session], T]) -> T:
         """Run `job(session)` in a savepoint of the next group transaction; its result once committed."""
         if threading.current_thread() is self._thread:
-            raise RuntimeError("a group-commit job must use the session it is given, not write() again")
+            raise RuntimeError(
+                "a group-commit job must use the session it is given, not write() again"
+            )
         done: Future[T] = Future()
         self._jobs.put((job, done))
         return done.result()
@@ -148,8 +156,11 @@ class GroupWriter:
                         outcomes.append((done, None, exc))
         except BaseException as exc:  # noqa: BLE001 - nothing of this batch is durable; the writer lives on
             log.error("group commit failed jobs=%d error=%s", len(batch), exc)
-            error = exc if isinstance(exc, Exception) else RuntimeError(
-                f"the write was interrupted: {type(exc).__name__}")
+            error = (
+                exc
+                if isinstance(exc, Exception)
+                else RuntimeError(f"the write was interrupted: {type(exc).__name__}")
+            )
             for _job, done in batch:
                 done.set_exception(error)
             return

@@ -164,7 +164,9 @@ def record_failure(
         row.state = DeliveryState.failed
         row.last_error = f"gave up after {row.attempts} attempts: {error}"[:MAX_ERROR_CHARS]
     else:
-        row.next_attempt_at = now + timedelta(seconds=retry_delay_s(row.attempts, base_s=base_s, max_s=max_s))
+        row.next_attempt_at = now + timedelta(
+            seconds=retry_delay_s(row.attempts, base_s=base_s, max_s=max_s)
+        )
         row.last_error = error[:MAX_ERROR_CHARS]
     session.add(row)
     session.flush()
@@ -184,7 +186,9 @@ def release(session: Session, row_id: int, *, at: datetime) -> None:
 
 def next_due_at(session: Session) -> datetime | None:
     found = session.exec(
-        select(func.min(HttpDelivery.next_attempt_at)).where(HttpDelivery.state == DeliveryState.queued)
+        select(func.min(HttpDelivery.next_attempt_at)).where(
+            HttpDelivery.state == DeliveryState.queued
+        )
     ).one()
     return as_utc(found)
 
@@ -194,7 +198,12 @@ def get(session: Session, row_id: int) -> HttpDelivery | None:
 
 
 def list_items(
-    session: Session, *, state: str | None = None, kind: str | None = None, ref: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    ref: str | None = None,
+    limit: int = 100,
 ) -> Sequence[HttpDelivery]:
     """Newest first, optionally filtered."""
     query = select(HttpDelivery).order_by(col(HttpDelivery.id).desc()).limit(limit)

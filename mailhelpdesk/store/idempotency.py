@@ -26,13 +26,28 @@ class KeyState:
 
 
 def insert_claim(
-    session: Session, *, token_id: int, key: str, action: str, fingerprint: str, lease: str,
-    now: datetime, locked_until: datetime, expires_at: datetime,
+    session: Session,
+    *,
+    token_id: int,
+    key: str,
+    action: str,
+    fingerprint: str,
+    lease: str,
+    now: datetime,
+    locked_until: datetime,
+    expires_at: datetime,
 ) -> int | None:
     """Try to claim (token_id, key); the new row's id if this call inserted it, else None."""
     values = dict(
-        token_id=token_id, key=key, action=action, fingerprint=fingerprint, state=KeyState.in_progress,
-        lease=lease, locked_until=locked_until, created_at=now, expires_at=expires_at,
+        token_id=token_id,
+        key=key,
+        action=action,
+        fingerprint=fingerprint,
+        state=KeyState.in_progress,
+        lease=lease,
+        locked_until=locked_until,
+        created_at=now,
+        expires_at=expires_at,
     )
     table = IdempotencyKey.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
@@ -64,20 +79,26 @@ def take_minted(session: Session, *, key: str) -> str | None:
     The row is removed in the same statement, so of two daemons using it only one gets it."""
     found = session.execute(
         delete(IdempotencyKey)
-        .where(col(IdempotencyKey.token_id).is_(None), IdempotencyKey.key == key,
-               IdempotencyKey.state == KeyState.minted)
+        .where(
+            col(IdempotencyKey.token_id).is_(None),
+            IdempotencyKey.key == key,
+            IdempotencyKey.state == KeyState.minted,
+        )
         .returning(IdempotencyKey.action)
         .execution_options(synchronize_session=False)
     ).first()
     return None if found is None else str(found[0] or "")
 
 
-def take_over(session: Session, *, row_id: int, lease: str, now: datetime, locked_until: datetime) -> bool:
+def take_over(
+    session: Session, *, row_id: int, lease: str, now: datetime, locked_until: datetime
+) -> bool:
     """Take an in-progress claim whose lease expired; True for the one winner."""
     result = session.execute(
         update(IdempotencyKey)
         .where(
-            col(IdempotencyKey.id) == row_id, col(IdempotencyKey.state) == KeyState.in_progress,
+            col(IdempotencyKey.id) == row_id,
+            col(IdempotencyKey.state) == KeyState.in_progress,
             col(IdempotencyKey.locked_until) < now,
         )
         .values(lease=lease, locked_until=locked_until)
@@ -87,28 +108,55 @@ def take_over(session: Session, *, row_id: int, lease: str, now: datetime, locke
 
 
 def complete(
-    session: Session, *, row_id: int, lease: str, status: int, body: bytes, now: datetime, expires_at: datetime
+    session: Session,
+    *,
+    row_id: int,
+    lease: str,
+    status: int,
+    body: bytes,
+    now: datetime,
+    expires_at: datetime,
 ) -> bool:
     """Store the outcome; False if the lease is no longer ours (then the caller must roll back)."""
     result = session.execute(
         update(IdempotencyKey)
-        .where(col(IdempotencyKey.id) == row_id, col(IdempotencyKey.lease) == lease,
-               col(IdempotencyKey.state) == KeyState.in_progress)
-        .values(state=KeyState.completed, status=status, body=body, completed_at=now, expires_at=expires_at,
-                locked_until=None)
+        .where(
+            col(IdempotencyKey.id) == row_id,
+            col(IdempotencyKey.lease) == lease,
+            col(IdempotencyKey.state) == KeyState.in_progress,
+        )
+        .values(
+            state=KeyState.completed,
+            status=status,
+            body=body,
+            completed_at=now,
+            expires_at=expires_at,
+            locked_until=None,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def mint(session: Session, *, key: str, action: str, now: datetime, expires_at: datetime) -> None:
-    session.add(IdempotencyKey(token_id=None, key=key, action=action, state=KeyState.minted, created_at=now,
-                               expires_at=expires_at))
+    session.add(
+        IdempotencyKey(
+            token_id=None,
+            key=key,
+            action=action,
+            state=KeyState.minted,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
     session.flush()
 
 
 def purge(session: Session, *, now: datetime) -> int:
     """Delete completed and minted rows past their expiry, and abandoned claims long expired."""
-    result = session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.expires_at) < now).execution_options(synchronize_session=False)
+    result = session.execute(
+        delete(IdempotencyKey)
+        .where(col(IdempotencyKey.expires_at) < now)
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

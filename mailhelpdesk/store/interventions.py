@@ -42,10 +42,19 @@ def insert(
     table = InterventionInstance.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_(table).values(
-        name=name, uid=uid, ticket_id=ticket_id, data=dump_data(data), state=InterventionState.open,
-        created_at=now, updated_at=now,
-    ).on_conflict_do_nothing(index_elements=["name", "uid"])
+    stmt = (
+        insert_(table)
+        .values(
+            name=name,
+            uid=uid,
+            ticket_id=ticket_id,
+            data=dump_data(data),
+            state=InterventionState.open,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["name", "uid"])
+    )
     found = session.execute(stmt.returning(table.c.id)).first()
     session.flush()
     if found is None:
@@ -55,17 +64,22 @@ def insert(
 
 def get_by_uid(session: Session, *, name: str, uid: str) -> InterventionInstance | None:
     return session.exec(
-        select(InterventionInstance).where(InterventionInstance.name == name, InterventionInstance.uid == uid)
+        select(InterventionInstance).where(
+            InterventionInstance.name == name, InterventionInstance.uid == uid
+        )
     ).first()
 
 
-def for_ticket(session: Session, ticket_id: int, *, lock: bool = False) -> InterventionInstance | None:
+def for_ticket(
+    session: Session, ticket_id: int, *, lock: bool = False
+) -> InterventionInstance | None:
     """The ticket's intervention (a ticket opened by one has exactly one). `lock`: hold its row
     until the transaction ends (PostgreSQL `FOR UPDATE`, re-read after the wait), so two
     submissions of one intervention from two daemons cannot both see it open; SQLite's single
     writer serialises them anyway."""
     query = (
-        select(InterventionInstance).where(InterventionInstance.ticket_id == ticket_id)
+        select(InterventionInstance)
+        .where(InterventionInstance.ticket_id == ticket_id)
         .order_by(col(InterventionInstance.id).desc())
     )
     if lock:
@@ -77,7 +91,13 @@ def get(session: Session, instance_id: int) -> InterventionInstance | None:
     return session.get(InterventionInstance, instance_id)
 
 
-def save(session: Session, row: InterventionInstance, *, now: datetime, data: Mapping[str, Any] | None = None) -> None:
+def save(
+    session: Session,
+    row: InterventionInstance,
+    *,
+    now: datetime,
+    data: Mapping[str, Any] | None = None,
+) -> None:
     if data is not None:
         row.data = dump_data(data)
     row.updated_at = now

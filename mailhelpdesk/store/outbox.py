@@ -76,7 +76,9 @@ def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
     return [(int(i or 0), str(spec)) for i, spec in rows]
 
 
-def store_composed(session: Session, item_id: int, *, raw: bytes | None, error: str, now: datetime) -> None:
+def store_composed(
+    session: Session, item_id: int, *, raw: bytes | None, error: str, now: datetime
+) -> None:
     """What composing a spec gave: the message, or (raw None) the failure and its reason."""
     if raw is not None:
         set_composed(session, item_id, raw=raw)
@@ -110,8 +112,11 @@ def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) ->
     rows = list(
         session.exec(
             select(OutboxItem)
-            .where(OutboxItem.state == OutboxState.queued, col(OutboxItem.next_attempt_at) <= now,
-                   col(OutboxItem.compose_spec).is_(None))
+            .where(
+                OutboxItem.state == OutboxState.queued,
+                col(OutboxItem.next_attempt_at) <= now,
+                col(OutboxItem.compose_spec).is_(None),
+            )
             .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
             .limit(limit)
         )
@@ -141,7 +146,10 @@ def mark_sent_many(session: Session, sent: Sequence[tuple[int, str]], *, now: da
         return
     session.execute(
         update(OutboxItem),
-        [{"id": item_id, "state": OutboxState.sent, "sent_at": now, "last_error": reply[:2000]} for item_id, reply in sent],
+        [
+            {"id": item_id, "state": OutboxState.sent, "sent_at": now, "last_error": reply[:2000]}
+            for item_id, reply in sent
+        ],
         execution_options={"synchronize_session": False},
     )
 
@@ -199,7 +207,9 @@ def suppressed_reason(session: Session, *, email: str, now: datetime) -> str | N
     return row.reason or "bouncing" if until is not None and until > now else None
 
 
-def list_items(session: Session, *, state: str | None = None, limit: int = 100) -> Sequence[OutboxItem]:
+def list_items(
+    session: Session, *, state: str | None = None, limit: int = 100
+) -> Sequence[OutboxItem]:
     query = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(limit)
     if state:
         query = query.where(OutboxItem.state == state)
@@ -208,7 +218,9 @@ def list_items(session: Session, *, state: str | None = None, limit: int = 100) 
 
 def next_attempt_of(session: Session, item_id: int) -> datetime | None:
     row = session.get(OutboxItem, item_id)
-    return as_utc(row.next_attempt_at) if row is not None and row.state == OutboxState.queued else None
+    return (
+        as_utc(row.next_attempt_at) if row is not None and row.state == OutboxState.queued else None
+    )
 
 
 def release(session: Session, item_id: int, *, at: datetime) -> None:
@@ -226,7 +238,9 @@ def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[Ou
     """Our outgoing mail carrying any of these Message-IDs (what a bounce refers to)."""
     if not message_ids:
         return []
-    return list(session.exec(select(OutboxItem).where(col(OutboxItem.message_id).in_(list(message_ids)))))
+    return list(
+        session.exec(select(OutboxItem).where(col(OutboxItem.message_id).in_(list(message_ids))))
+    )
 
 
 def suppress(session: Session, *, email: str, reason: str, until: datetime) -> None:

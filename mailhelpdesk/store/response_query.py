@@ -50,7 +50,11 @@ def visibility_horizon(session: Session, now: datetime) -> datetime | None:
 
 
 def query_responses(
-    session: Session, flt: ResponseFilter, *, after: tuple[datetime, int] | None, limit: int,
+    session: Session,
+    flt: ResponseFilter,
+    *,
+    after: tuple[datetime, int] | None,
+    limit: int,
 ) -> list[tuple[Response, int]]:
     """Up to `limit` responses after the cursor, oldest first, each with its ticket number."""
     query = select(Response, Ticket.number).join(Ticket, col(Ticket.id) == col(Response.ticket_id))
@@ -73,9 +77,15 @@ def query_responses(
         query = query.where(col(Ticket.number).in_(list(flt.ticket_numbers)))
     if after is not None:
         at, last_id = after
-        query = query.where(or_(col(Response.created_at) > at,
-                                and_(col(Response.created_at) == at, col(Response.id) > last_id)))
-    rows = session.exec(query.order_by(col(Response.created_at), col(Response.id)).limit(limit)).all()
+        query = query.where(
+            or_(
+                col(Response.created_at) > at,
+                and_(col(Response.created_at) == at, col(Response.id) > last_id),
+            )
+        )
+    rows = session.exec(
+        query.order_by(col(Response.created_at), col(Response.id)).limit(limit)
+    ).all()
     return [(r, int(n)) for r, n in rows]
 
 
@@ -86,7 +96,9 @@ class AttachmentRow:
     head: bytes  # the first bytes of the content, enough to sniff its type
 
 
-def find_attachment(session: Session, attachment_id: int, *, head_bytes: int = 8192) -> AttachmentRow | None:
+def find_attachment(
+    session: Session, attachment_id: int, *, head_bytes: int = 8192
+) -> AttachmentRow | None:
     """An attachment with its ticket's number and the start of its bytes (not the whole blob)."""
     row = session.exec(
         select(Attachment, Ticket.number, func.substr(col(Blob.data), 1, head_bytes))

@@ -35,6 +35,8 @@ def sync_config(engine: Engine, config: Config) -> None:
             row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
             session.add(row)
         webhooks.sync_subscriptions(
-            session, config.webhooks,
-            timeout_s=config.http_deliveries.timeout_s, max_attempts=config.http_deliveries.max_attempts,
+            session,
+            config.webhooks,
+            timeout_s=config.http_deliveries.timeout_s,
+            max_attempts=config.http_deliveries.max_attempts,
         )

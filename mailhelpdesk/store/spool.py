@@ -24,7 +24,9 @@ class Envelope:
     queue_hint: str = ""
 
 
-def add_inbound(session: Session, *, raw: bytes, envelope: Envelope, now: datetime) -> InboundMessage:
+def add_inbound(
+    session: Session, *, raw: bytes, envelope: Envelope, now: datetime
+) -> InboundMessage:
     """Keep one raw message; the caller commits before acknowledging it."""
     row = InboundMessage(
         received_at=now,
@@ -67,7 +69,9 @@ def claim_pending(session: Session, *, limit: int, postgres: bool) -> list[Inbou
 
 def count_pending(session: Session) -> int:
     return session.exec(
-        select(func.count()).select_from(InboundMessage).where(InboundMessage.state == InboundState.new)
+        select(func.count())
+        .select_from(InboundMessage)
+        .where(InboundMessage.state == InboundState.new)
     ).one()
 
 

@@ -38,7 +38,9 @@ class TicketFilter:
     order: str = "number"  # number: newest number first | priority: most urgent first, then number
 
 
-def query_tickets(session: Session, flt: TicketFilter, *, offset: int, limit: int) -> tuple[list[Ticket], int]:
+def query_tickets(
+    session: Session, flt: TicketFilter, *, offset: int, limit: int
+) -> tuple[list[Ticket], int]:
     """One page of tickets, newest number first, and the total matching."""
     query = select(Ticket)
     if flt.statuses:
@@ -53,7 +55,9 @@ def query_tickets(session: Session, flt: TicketFilter, *, offset: int, limit: in
     if flt.priorities:
         query = query.where(col(Ticket.priority).in_(list(flt.priorities)))
     if flt.assigned:
-        query = query.where(func.lower(col(Ticket.assigned_to_email)).in_([a.lower() for a in flt.assigned]))
+        query = query.where(
+            func.lower(col(Ticket.assigned_to_email)).in_([a.lower() for a in flt.assigned])
+        )
     if flt.unassigned:
         query = query.where(col(Ticket.assigned_to_email).is_(None))
     for mode, phrases in flt.phrases.items():
@@ -61,19 +65,32 @@ def query_tickets(session: Session, flt: TicketFilter, *, offset: int, limit: in
             query = query.where(or_(*[and_(*[_word(mode, w) for w in words]) for words in phrases]))
     if flt.participants:
         emails = [p.lower() for p in flt.participants]
-        query = query.where(or_(
-            col(Ticket.originator_email).in_(emails),
-            exists().where(col(TicketCC.ticket_id) == col(Ticket.id), func.lower(col(TicketCC.email)).in_(emails)),
-            exists().where(col(Response.ticket_id) == col(Ticket.id),
-                           func.lower(col(Response.created_by_email)).in_(emails)),
-        ))
+        query = query.where(
+            or_(
+                col(Ticket.originator_email).in_(emails),
+                exists().where(
+                    col(TicketCC.ticket_id) == col(Ticket.id),
+                    func.lower(col(TicketCC.email)).in_(emails),
+                ),
+                exists().where(
+                    col(Response.ticket_id) == col(Ticket.id),
+                    func.lower(col(Response.created_by_email)).in_(emails),
+                ),
+            )
+        )
     if flt.hashtags:
         tags = [t.lower() for t in flt.hashtags]
-        query = query.where(exists().where(col(TicketTag.ticket_id) == col(Ticket.id),
-                                           func.lower(col(TicketTag.name)).in_(tags)))
+        query = query.where(
+            exists().where(
+                col(TicketTag.ticket_id) == col(Ticket.id),
+                func.lower(col(TicketTag.name)).in_(tags),
+            )
+        )
     for column, bound, op in (
-        (Ticket.created_at, flt.created_from, "ge"), (Ticket.created_at, flt.created_to, "le"),
-        (Ticket.updated_at, flt.updated_from, "ge"), (Ticket.updated_at, flt.updated_to, "le"),
+        (Ticket.created_at, flt.created_from, "ge"),
+        (Ticket.created_at, flt.created_to, "le"),
+        (Ticket.updated_at, flt.updated_from, "ge"),
+        (Ticket.updated_at, flt.updated_to, "le"),
     ):
         if bound is not None:
             query = query.where(col(column) >= bound if op == "ge" else col(column) <= bound)
@@ -93,8 +110,10 @@ def _like(word: str) -> str:
 def _word(mode: str, word: str) -> Any:
     """One word of a text criterion: in the subject, in any response's text, or either."""
     in_subject = col(Ticket.subject).ilike(_like(word), escape="\\")
-    in_body = exists().where(col(Response.ticket_id) == col(Ticket.id),
-                             col(Response.plain_text).ilike(_like(word), escape="\\"))
+    in_body = exists().where(
+        col(Response.ticket_id) == col(Ticket.id),
+        col(Response.plain_text).ilike(_like(word), escape="\\"),
+    )
     return {"subject": in_subject, "content": in_body}.get(mode, or_(in_subject, in_body))
 
 

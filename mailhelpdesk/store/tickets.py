@@ -73,7 +73,9 @@ def get_ticket_by_number(session: Session, number: int) -> Ticket | None:
     return session.exec(select(Ticket).where(Ticket.number == number)).first()
 
 
-def list_tickets(session: Session, *, status: str | None = None, limit: int = 1000) -> Sequence[Ticket]:
+def list_tickets(
+    session: Session, *, status: str | None = None, limit: int = 1000
+) -> Sequence[Ticket]:
     query = select(Ticket).order_by(col(Ticket.number)).limit(limit)
     if status:
         query = query.where(Ticket.status == status)
@@ -84,12 +86,15 @@ def count_tickets(session: Session) -> int:
     return session.exec(select(func.count()).select_from(Ticket)).one()
 
 
-def find_ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> tuple[Ticket, str] | None:
+def find_ticket_by_message_ids(
+    session: Session, message_ids: Sequence[str]
+) -> tuple[Ticket, str] | None:
     """The ticket of the first of `message_ids` we know (the first row recorded wins)."""
     if not message_ids:
         return None
     rows = session.exec(
-        select(KnownMessageId).where(col(KnownMessageId.message_id).in_(list(message_ids)))
+        select(KnownMessageId)
+        .where(col(KnownMessageId.message_id).in_(list(message_ids)))
         .order_by(col(KnownMessageId.id))
     ).all()
     by_id: dict[str, int] = {}
@@ -120,7 +125,9 @@ def attachments_of(session: Session, response_ids: Sequence[int]) -> dict[int, l
     if not response_ids:
         return found
     rows = session.exec(
-        select(Attachment).where(col(Attachment.response_id).in_(list(response_ids))).order_by(col(Attachment.id))
+        select(Attachment)
+        .where(col(Attachment.response_id).in_(list(response_ids)))
+        .order_by(col(Attachment.id))
     )
     for row in rows:
         found.setdefault(row.response_id, []).append(row)
@@ -128,16 +135,27 @@ def attachments_of(session: Session, response_ids: Sequence[int]) -> dict[int, l
 
 
 def ccs_of(session: Session, ticket_id: int) -> list[TicketCC]:
-    return list(session.exec(select(TicketCC).where(TicketCC.ticket_id == ticket_id).order_by(col(TicketCC.id))))
+    return list(
+        session.exec(
+            select(TicketCC).where(TicketCC.ticket_id == ticket_id).order_by(col(TicketCC.id))
+        )
+    )
 
 
 def tags_of(session: Session, ticket_id: int) -> list[str]:
-    return [t.name for t in session.exec(select(TicketTag).where(TicketTag.ticket_id == ticket_id).order_by(col(TicketTag.name)))]
+    return [
+        t.name
+        for t in session.exec(
+            select(TicketTag).where(TicketTag.ticket_id == ticket_id).order_by(col(TicketTag.name))
+        )
+    ]
 
 
 def add_cc(session: Session, *, ticket_id: int, email: str, name: str) -> bool:
     """Add a CC unless it is already there; True when added."""
-    exists = session.exec(select(TicketCC).where(TicketCC.ticket_id == ticket_id, TicketCC.email == email)).first()
+    exists = session.exec(
+        select(TicketCC).where(TicketCC.ticket_id == ticket_id, TicketCC.email == email)
+    ).first()
     if exists:
         return False
     session.add(TicketCC(ticket_id=ticket_id, email=email, name=name))
@@ -150,7 +168,9 @@ def participant_emails(session: Session, ticket: Ticket) -> set[str]:
     emails = {ticket.originator_email.lower()}
     emails.update(cc.email for cc in ccs_of(session, ticket.id or 0))
     writers = session.exec(
-        select(Response.created_by_email).where(Response.ticket_id == ticket.id, Response.is_internal == False)  # noqa: E712
+        select(Response.created_by_email).where(
+            Response.ticket_id == ticket.id, Response.is_internal == False
+        )  # noqa: E712
     )
     emails.update(w.lower() for w in writers if w)
     return emails

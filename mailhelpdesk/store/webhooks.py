@@ -23,7 +23,11 @@ def secret_ref_for(name: str) -> str:
 
 
 def sync_subscriptions(
-    session: Session, hooks: Sequence[WebhookConfig], *, timeout_s: float = 10, max_attempts: int = 10
+    session: Session,
+    hooks: Sequence[WebhookConfig],
+    *,
+    timeout_s: float = 10,
+    max_attempts: int = 10,
 ) -> None:
     configured = {h.name: h for h in hooks}
     for row in session.exec(select(WebhookSubscription)):
@@ -31,7 +35,9 @@ def sync_subscriptions(
             session.delete(row)
     session.flush()
     for name, hook in configured.items():
-        row = session.exec(select(WebhookSubscription).where(WebhookSubscription.name == name)).first()
+        row = session.exec(
+            select(WebhookSubscription).where(WebhookSubscription.name == name)
+        ).first()
         if row is None:
             row = WebhookSubscription(name=name, url=hook.url, origin="config")
         row.url = hook.url
@@ -68,7 +74,16 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
     if cached is None or cached[0] is not transaction:
         rows = session.exec(select(WebhookSubscription).order_by(WebhookSubscription.id)).all()
         found = [
-            Subscriber(r.id or 0, r.name, r.url, frozenset(r.events.split()), r.signed, r.timeout_s, r.max_attempts) for r in rows
+            Subscriber(
+                r.id or 0,
+                r.name,
+                r.url,
+                frozenset(r.events.split()),
+                r.signed,
+                r.timeout_s,
+                r.max_attempts,
+            )
+            for r in rows
         ]
         cached = (transaction, found)
         session.info[_CACHE_KEY] = cached

@@ -12,8 +12,13 @@ log = logging.getLogger(__name__)
 
 
 async def drain_until_stopped(
-    drain_once: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, stopping: asyncio.Event, poll_s: float,
-    what: str, on_idle: Callable[[], Awaitable[None]] | None = None,
+    drain_once: Callable[[], Awaitable[int]],
+    *,
+    wakeup: asyncio.Event,
+    stopping: asyncio.Event,
+    poll_s: float,
+    what: str,
+    on_idle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run `drain_once` until `stopping` is set. A failing drain (a database hiccup) is logged
     and retried a second later, never the end of sending; `on_idle` runs after an empty drain."""

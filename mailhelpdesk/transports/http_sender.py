@@ -71,7 +71,9 @@ def signature(secret: bytes, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify_signature(secret: bytes, body: bytes, header: str, *, now: float | None = None, tolerance_s: float = 300) -> bool:
+def verify_signature(
+    secret: bytes, body: bytes, header: str, *, now: float | None = None, tolerance_s: float = 300
+) -> bool:
     """What a receiver does: the header's v1 matches the body under `secret`, and (when `now` is
     given) its timestamp is within `tolerance_s` of now."""
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
@@ -139,10 +141,19 @@ class HttpSender:
 
     @classmethod
     def from_config(
-        cls, config: HttpDeliveriesConfig, engine: Engine, clock: Clock, executor: Executor, **kw: object
+        cls,
+        config: HttpDeliveriesConfig,
+        engine: Engine,
+        clock: Clock,
+        executor: Executor,
+        **kw: object,
     ) -> HttpSender:
         return cls(
-            engine, clock, executor, retry_base_s=config.retry_base_s, retry_max_s=config.retry_max_s,
+            engine,
+            clock,
+            executor,
+            retry_base_s=config.retry_base_s,
+            retry_max_s=config.retry_max_s,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -186,8 +197,13 @@ class HttpSender:
             self.wake()
 
     async def _run(self) -> None:
-        await drain_until_stopped(self.drain_once, wakeup=self._wakeup, stopping=self._stopping, poll_s=self.poll_s,
-                                  what="http outbox")
+        await drain_until_stopped(
+            self.drain_once,
+            wakeup=self._wakeup,
+            stopping=self._stopping,
+            poll_s=self.poll_s,
+            what="http outbox",
+        )
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -202,7 +218,9 @@ class HttpSender:
         # recorded as a failed try like the others, never left claimed and unrecorded
         results = await asyncio.gather(*(self._post(a) for a in attempts), return_exceptions=True)
         outcomes = [
-            r if isinstance(r, _Outcome) else _Outcome(a.row_id, ok=False, error=f"{type(r).__name__}: {r}")
+            r
+            if isinstance(r, _Outcome)
+            else _Outcome(a.row_id, ok=False, error=f"{type(r).__name__}: {r}")
             for a, r in zip(attempts, results, strict=True)
         ]
         await loop.run_in_executor(self.executor, self._record, outcomes)
@@ -210,12 +228,19 @@ class HttpSender:
 
     def _claim(self) -> list[_Attempt]:
         with session_scope(self.engine) as session:
-            rows = http_outbox.claim_due(session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s)
+            rows = http_outbox.claim_due(
+                session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s
+            )
             return [
                 _Attempt(
-                    row.id or 0, row.url, row.body, http_outbox.headers_of(row), row.secret_ref,
+                    row.id or 0,
+                    row.url,
+                    row.body,
+                    http_outbox.headers_of(row),
+                    row.secret_ref,
                     # a try must end well inside the lease, or a second sender could take the row
-                    min(float(row.timeout_s) or 10.0, self.lease_s / 2), row.bearer_from_secret,
+                    min(float(row.timeout_s) or 10.0, self.lease_s / 2),
+                    row.bearer_from_secret,
                 )
                 for row in rows
             ]
@@ -233,14 +258,24 @@ class HttpSender:
             if not secret:
                 # the key is gone from the config: sending unsigned would be wrong; keep trying
                 # so the row is delivered once an operator restores it
-                return _Outcome(attempt.row_id, ok=False, error=f"no secret configured for {attempt.secret_ref!r}")
-            headers[SIGNATURE_HEADER] = signature(secret, attempt.body, int(self.clock.now().timestamp()))
+                return _Outcome(
+                    attempt.row_id,
+                    ok=False,
+                    error=f"no secret configured for {attempt.secret_ref!r}",
+                )
+            headers[SIGNATURE_HEADER] = signature(
+                secret, attempt.body, int(self.clock.now().timestamp())
+            )
             if attempt.bearer:
                 headers["Authorization"] = f"Bearer {secret.decode()}"
         try:
-            status, body = await asyncio.wait_for(self._send(attempt, headers), timeout=attempt.timeout_s + 1)
+            status, body = await asyncio.wait_for(
+                self._send(attempt, headers), timeout=attempt.timeout_s + 1
+            )
         except (asyncio.TimeoutError, httpx.TimeoutException):
-            return _Outcome(attempt.row_id, ok=False, error=f"timed out after {attempt.timeout_s:g} s")
+            return _Outcome(
+                attempt.row_id, ok=False, error=f"timed out after {attempt.timeout_s:g} s"
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bad URL or header is this row's failed try, nothing more
@@ -253,7 +288,11 @@ class HttpSender:
         client = self._client_for()
         limit = http_outbox.MAX_RESPONSE_BYTES
         async with client.stream(
-            "POST", attempt.url, content=attempt.body, headers=headers, timeout=httpx.Timeout(attempt.timeout_s)
+            "POST",
+            attempt.url,
+            content=attempt.body,
+            headers=headers,
+            timeout=httpx.Timeout(attempt.timeout_s),
         ) as response:
             kept = bytearray()
             async for chunk in response.aiter_bytes():
@@ -276,29 +315,57 @@ class HttpSender:
                     http_outbox.release(session, out.row_id, at=now)
                     continue
                 if out.ok:
-                    row = http_outbox.mark_delivered(session, out.row_id, now=now, status=out.status or 0, body=out.body or b"")
+                    row = http_outbox.mark_delivered(
+                        session, out.row_id, now=now, status=out.status or 0, body=out.body or b""
+                    )
                     if row is not None:
-                        log.info("http delivery delivered id=%s kind=%s status=%s", row.id, row.kind, out.status)
-                        self._call(session, row, lambda h, r: h.delivered(session, r, out.status or 0, out.body or b""))
+                        log.info(
+                            "http delivery delivered id=%s kind=%s status=%s",
+                            row.id,
+                            row.kind,
+                            out.status,
+                        )
+                        self._call(
+                            session,
+                            row,
+                            lambda h, r: h.delivered(session, r, out.status or 0, out.body or b""),
+                        )
                         results.append("delivered")
                     continue
                 row = http_outbox.record_failure(
-                    session, out.row_id, now=now, error=out.error, status=out.status, body=out.body,
-                    base_s=self.retry_base_s, max_s=self.retry_max_s,
+                    session,
+                    out.row_id,
+                    now=now,
+                    error=out.error,
+                    status=out.status,
+                    body=out.body,
+                    base_s=self.retry_base_s,
+                    max_s=self.retry_max_s,
                 )
                 if row is not None:
                     final = row.state == http_outbox.DeliveryState.failed
                     log.warning(
                         "http delivery %s id=%s kind=%s attempt=%s error=%s",
-                        "failed" if final else "will retry", row.id, row.kind, row.attempts, out.error,
+                        "failed" if final else "will retry",
+                        row.id,
+                        row.kind,
+                        row.attempts,
+                        out.error,
                     )
-                    self._call(session, row, lambda h, r: h.failed(session, r, out.error, final=final))
+                    self._call(
+                        session, row, lambda h, r: h.failed(session, r, out.error, final=final)
+                    )
                     results.append("failed" if final else "retry")
         if self.on_result is not None:
             for result in results:
                 self.on_result(result)
 
-    def _call(self, session: Session, row: HttpDelivery, call: Callable[[DeliveryHandler, HttpDelivery], None]) -> None:
+    def _call(
+        self,
+        session: Session,
+        row: HttpDelivery,
+        call: Callable[[DeliveryHandler, HttpDelivery], None],
+    ) -> None:
         """Run the kind's handler in a savepoint: its writes commit with the outcome, or, when it
         raises, are undone while the outcome is still recorded."""
         handler = self.handlers.get(row.kind)

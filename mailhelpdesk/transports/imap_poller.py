@@ -150,7 +150,11 @@ class IMAPPoller:
             self._connects += 1
             log.info(
                 "imap connected mailbox=%s host=%s port=%s security=%s folder=%s",
-                self.name, self.box.host, self.box.port, self.box.security, self.box.folder,
+                self.name,
+                self.box.host,
+                self.box.port,
+                self.box.security,
+                self.box.folder,
             )
             try:
                 await self._serve(session)
@@ -167,8 +171,15 @@ class IMAPPoller:
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
         level = logging.ERROR if isinstance(exc, ImapAuthError) else logging.WARNING
         log.log(
-            level, "imap %s mailbox=%s error=%s retry_in=%.1fs", what, self.name, self._last_error, delay,
-            exc_info=None if isinstance(exc, ImapError) else exc,  # the unexpected ones keep their trace
+            level,
+            "imap %s mailbox=%s error=%s retry_in=%.1fs",
+            what,
+            self.name,
+            self._last_error,
+            delay,
+            exc_info=None
+            if isinstance(exc, ImapError)
+            else exc,  # the unexpected ones keep their trace
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
@@ -216,7 +227,9 @@ class IMAPPoller:
                 last_uid = await self._take(session, folder.uidvalidity, last_uid, batch)
         self._last_sync_at = self._clock.now()
 
-    async def _take(self, session: ImapSession, uidvalidity: int, last_uid: int, batch: list[int]) -> int:
+    async def _take(
+        self, session: ImapSession, uidvalidity: int, last_uid: int, batch: list[int]
+    ) -> int:
         """Fetch, keep and mark one batch; returns the new cursor."""
         fetched = await self._fetch(session, batch)
         to_uid = max(batch)
@@ -246,7 +259,9 @@ class IMAPPoller:
                 self._careful_until = max(self._careful_until, max(batch))
                 log.warning(
                     "imap fetch lost the connection, next fetching one by one mailbox=%s uids=%s:%s",
-                    self.name, batch[0], batch[-1],
+                    self.name,
+                    batch[0],
+                    batch[-1],
                 )
             else:
                 self._strikes[batch[0]] = self._strikes.get(batch[0], 0) + 1
@@ -261,18 +276,26 @@ class IMAPPoller:
         else:
             await session.mark_seen(uids)
 
-    async def _mark_kept_earlier(self, session: ImapSession, uidvalidity: int, last_uid: int) -> None:
+    async def _mark_kept_earlier(
+        self, session: ImapSession, uidvalidity: int, last_uid: int
+    ) -> None:
         """Mark what a crash left kept but unflagged (or unmoved), except messages set aside."""
-        criteria = ("UID", f"1:{last_uid}") if self.box.processed_folder else ("UID", f"1:{last_uid}", "UNSEEN")
+        criteria = (
+            ("UID", f"1:{last_uid}")
+            if self.box.processed_folder
+            else ("UID", f"1:{last_uid}", "UNSEEN")
+        )
         found = [uid for uid in await session.search_uids(*criteria) if uid <= last_uid]
         if not found:
             return
         aside = await self._db(self._set_aside_uids, uidvalidity)
         pending = [uid for uid in found if uid not in aside]
         if pending:
-            log.info("imap marking messages kept earlier mailbox=%s count=%d", self.name, len(pending))
+            log.info(
+                "imap marking messages kept earlier mailbox=%s count=%d", self.name, len(pending)
+            )
         for start in range(0, len(pending), 500):
-            await self._mark(session, pending[start:start + 500])
+            await self._mark(session, pending[start : start + 500])
 
     # -- database work, on the daemon's DB thread ---------------------------------------------
 
@@ -281,11 +304,15 @@ class IMAPPoller:
 
     def _open_cursor(self, uidvalidity: int) -> int:
         with session_scope(self._engine) as db:
-            cursor, reset = cursors.open_cursor(db, mailbox=self.name, uidvalidity=uidvalidity, now=self._clock.now())
+            cursor, reset = cursors.open_cursor(
+                db, mailbox=self.name, uidvalidity=uidvalidity, now=self._clock.now()
+            )
             if reset:
                 log.warning(
                     "imap UIDVALIDITY changed, reading the folder again mailbox=%s folder=%s uidvalidity=%s",
-                    self.name, self.box.folder, uidvalidity,
+                    self.name,
+                    self.box.folder,
+                    uidvalidity,
                 )
             return cursor.last_uid
 
@@ -300,20 +327,32 @@ class IMAPPoller:
             for uid, raw in sorted(fetched.bodies.items()):
                 spool.add_inbound(db, raw=raw, envelope=self._envelope(uidvalidity, uid), now=now)
             for uid, reason in sorted(fetched.failed.items()):
-                row = spool.add_inbound(db, raw=b"", envelope=self._envelope(uidvalidity, uid), now=now)
+                row = spool.add_inbound(
+                    db, raw=b"", envelope=self._envelope(uidvalidity, uid), now=now
+                )
                 row.state = InboundState.failed
-                row.reason = f"IMAP fetch failed: folder={self.box.folder} uid={uid}: {reason}"[:2000]
+                row.reason = f"IMAP fetch failed: folder={self.box.folder} uid={uid}: {reason}"[
+                    :2000
+                ]
                 row.processed_at = now
                 db.add(row)
             cursors.advance_cursor(
-                db, mailbox=self.name, uidvalidity=uidvalidity, from_uid=from_uid, to_uid=to_uid, now=now
+                db,
+                mailbox=self.name,
+                uidvalidity=uidvalidity,
+                from_uid=from_uid,
+                to_uid=to_uid,
+                now=now,
             )
         return len(fetched.bodies)
 
     def _envelope(self, uidvalidity: int, uid: int) -> spool.Envelope:
         return spool.Envelope(
-            source="imap", mail_from=None, rcpt_tos=(),
-            source_ref=f"{self.name}:{uidvalidity}:{uid}", queue_hint=self.box.queue,
+            source="imap",
+            mail_from=None,
+            rcpt_tos=(),
+            source_ref=f"{self.name}:{uidvalidity}:{uid}",
+            queue_hint=self.box.queue,
         )
 
 
@@ -321,8 +360,13 @@ async def probe(box: ImapMailboxConfig, *, timeout: float = 20.0) -> dict[str, A
     """Log in to one mailbox and report what `mailhelpdesk check` shows. Never raises for
     mailbox trouble: `ok` is False and `error` says why."""
     report: dict[str, Any] = {
-        "ok": False, "mailbox": box.name, "host": box.host, "port": box.port,
-        "security": box.security, "folder": box.folder, "error": None,
+        "ok": False,
+        "mailbox": box.name,
+        "host": box.host,
+        "port": box.port,
+        "security": box.security,
+        "folder": box.folder,
+        "error": None,
     }
     session: ImapSession | None = None
     try:
@@ -332,8 +376,10 @@ async def probe(box: ImapMailboxConfig, *, timeout: float = 20.0) -> dict[str, A
         report["move"] = session.has("MOVE")
         folder = await asyncio.wait_for(session.status(box.folder), timeout)
         report.update(
-            messages=folder.get("messages"), unseen=folder.get("unseen"),
-            uidvalidity=folder.get("uidvalidity"), uidnext=folder.get("uidnext"),
+            messages=folder.get("messages"),
+            unseen=folder.get("unseen"),
+            uidvalidity=folder.get("uidvalidity"),
+            uidnext=folder.get("uidnext"),
         )
         if box.processed_folder:
             await asyncio.wait_for(session.status(box.processed_folder), timeout)

@@ -121,7 +121,12 @@ class _Protocol(imap.IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib i
 
 class _Client(imap.IMAP4):  # type: ignore[misc]
     def create_client(
-        self, host: str, port: int, loop: Any, conn_lost_cb: Any = None, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        loop: Any,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
         self.protocol = _Protocol(local_loop)
@@ -182,7 +187,9 @@ async def _access_token(box: ImapMailboxConfig) -> str:
     lines = out.decode(errors="replace").strip().splitlines()
     if proc.returncode != 0 or not lines:
         hint = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise ImapAuthError(f"oauth2_token_command failed (exit {proc.returncode}): {hint[0][:200]}")
+        raise ImapAuthError(
+            f"oauth2_token_command failed (exit {proc.returncode}): {hint[0][:200]}"
+        )
     return lines[-1].strip()
 
 
@@ -197,18 +204,32 @@ class ImapSession:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, box: ImapMailboxConfig, *, timeout: float = COMMAND_TIMEOUT_S) -> ImapSession:
+    async def open(
+        cls, box: ImapMailboxConfig, *, timeout: float = COMMAND_TIMEOUT_S
+    ) -> ImapSession:
         """Connect (ssl / starttls / none), log in (password or XOAUTH2), read capabilities."""
         context = tls_context(box) if box.security in ("ssl", "starttls") else None
-        session = cls(box, _Client(box.host, box.port, timeout=timeout, ssl_context=context if box.security == "ssl" else None))
+        session = cls(
+            box,
+            _Client(
+                box.host,
+                box.port,
+                timeout=timeout,
+                ssl_context=context if box.security == "ssl" else None,
+            ),
+        )
         try:
             try:
                 # a connection reset before the greeting would otherwise wait for the whole timeout
-                await session._call(session._client.wait_hello_from_server(), timeout=CONNECT_TIMEOUT_S)
+                await session._call(
+                    session._client.wait_hello_from_server(), timeout=CONNECT_TIMEOUT_S
+                )
                 if context is not None and box.security == "starttls":
                     await session._starttls(context)
             except ImapConnectionError as exc:
-                raise ImapConnectionError(f"cannot connect to {box.host}:{box.port} ({box.security}): {exc}") from exc
+                raise ImapConnectionError(
+                    f"cannot connect to {box.host}:{box.port} ({box.security}): {exc}"
+                ) from exc
             await session._login()
             await session._call(session._protocol.capability())
         except BaseException:
@@ -220,7 +241,9 @@ class ImapSession:
         protocol = self._protocol
         if "STARTTLS" not in protocol.capabilities:
             raise ImapConnectionError("server does not offer STARTTLS")
-        response = await self._call(protocol.execute(imap.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)))
+        response = await self._call(
+            protocol.execute(imap.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
+        )
         if response.result != "OK":
             raise ImapConnectionError(f"STARTTLS refused: {_text(response)}")
         upgrade = asyncio.get_running_loop().start_tls(
@@ -236,7 +259,9 @@ class ImapSession:
             response = await self._call(self._client.xoauth2(box.username, token))
         else:
             try:
-                password = read_password(box.password, box.password_file, f"imap_mailboxes.{box.name}")
+                password = read_password(
+                    box.password, box.password_file, f"imap_mailboxes.{box.name}"
+                )
             except ConfigError as exc:
                 raise ImapAuthError(str(exc)) from None
             response = await self._call(self._client.login(box.username, password))
@@ -246,7 +271,11 @@ class ImapSession:
     async def close(self) -> None:
         """LOGOUT when the connection is still there; never raises."""
         with contextlib.suppress(Exception):
-            if not self._protocol.lost.is_set() and self._protocol.state in ("AUTH", "SELECTED", "NONAUTH"):
+            if not self._protocol.lost.is_set() and self._protocol.state in (
+                "AUTH",
+                "SELECTED",
+                "NONAUTH",
+            ):
                 await asyncio.wait_for(self._call(self._client.logout()), 5)
         with contextlib.suppress(Exception):
             if self._protocol.transport is not None:
@@ -263,7 +292,9 @@ class ImapSession:
         task = asyncio.ensure_future(awaitable)
         lost = asyncio.ensure_future(self._protocol.lost.wait())
         try:
-            done, _ = await asyncio.wait({task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         except BaseException:
             task.cancel()
             raise
@@ -293,13 +324,15 @@ class ImapSession:
         return _folder_state(response.lines)
 
     async def status(self, folder: str) -> dict[str, int]:
-        response = await self._call(self._client.status(quote_mailbox(folder), "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"))
+        response = await self._call(
+            self._client.status(quote_mailbox(folder), "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        )
         if response.result != "OK":
             raise ImapError(f"cannot read folder {folder!r}: {_text(response)}")
         found: dict[str, int] = {}
         for line in response.lines[:-1]:  # '"INBOX" (MESSAGES 4 UIDNEXT 5 ...)'
             if isinstance(line, bytes) and b"(" in line:
-                for key, value in re.findall(rb"([A-Z]+) (\d+)", line[line.rindex(b"("):]):
+                for key, value in re.findall(rb"([A-Z]+) (\d+)", line[line.rindex(b"(") :]):
                     found[key.decode().lower()] = int(value)
         return found
 
@@ -350,7 +383,9 @@ class ImapSession:
         return result
 
     async def mark_seen(self, uids: list[int]) -> None:
-        response = await self._call(self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", r"(\Seen)"))
+        response = await self._call(
+            self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", r"(\Seen)")
+        )
         if response.result != "OK":
             raise ImapError(f"UID STORE \\Seen failed: {_text(response)}")
 
@@ -365,7 +400,9 @@ class ImapSession:
         response = await self._call(self._client.uid("copy", uid_set(uids), target))
         if response.result != "OK":
             raise ImapError(f"UID COPY to {folder!r} failed: {_text(response)}")
-        response = await self._call(self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", r"(\Deleted \Seen)"))
+        response = await self._call(
+            self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", r"(\Deleted \Seen)")
+        )
         if response.result != "OK":
             raise ImapError(f"UID STORE \\Deleted failed: {_text(response)}")
         if self.has("UIDPLUS"):
@@ -429,7 +466,9 @@ def _fetched_bodies(lines: list[Any]) -> dict[int, bytes]:
     for i, line in enumerate(lines):
         if not isinstance(line, bytes) or not _FETCH_START.match(line) or b"BODY[]" not in line:
             continue
-        literal = lines[i + 1] if i + 1 < len(lines) and isinstance(lines[i + 1], bytearray) else None
+        literal = (
+            lines[i + 1] if i + 1 < len(lines) and isinstance(lines[i + 1], bytearray) else None
+        )
         match = _FETCH_UID.search(line)
         if match is None and i + 2 < len(lines) and isinstance(lines[i + 2], bytes):
             match = _FETCH_UID.search(lines[i + 2])

@@ -104,7 +104,10 @@ class SpoolWriter:
     def _commit(self, group: list[_Pending]) -> list[int]:
         now = self._clock.now()
         with session_scope(self._engine) as session:
-            rows = [spool.add_inbound(session, raw=item.raw, envelope=item.envelope, now=now) for item in group]
+            rows = [
+                spool.add_inbound(session, raw=item.raw, envelope=item.envelope, now=now)
+                for item in group
+            ]
         return [row.id or 0 for row in rows]
 
 
@@ -117,12 +120,21 @@ def _clean_address(address: str) -> str:
 class SMTPHandler:
     """aiosmtpd hooks: which recipients we take, and keeping the message before 250."""
 
-    def __init__(self, inbound_addresses: dict[str, str], keep: Callable[[bytes, spool.Envelope], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        inbound_addresses: dict[str, str],
+        keep: Callable[[bytes, spool.Envelope], Awaitable[int]],
+    ) -> None:
         self._addresses = inbound_addresses
         self._keep = keep
 
     async def handle_RCPT(
-        self, server: SMTP, session: SMTPSession, envelope: SMTPEnvelope, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: SMTPSession,
+        envelope: SMTPEnvelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         address = _clean_address(address)
         base, _tag = split_plus(address)
@@ -142,7 +154,9 @@ class SMTPHandler:
                 break
         kept = spool.Envelope(
             source="smtp",
-            mail_from=_clean_address(envelope.mail_from) if envelope.mail_from not in (None, "<>") else "",
+            mail_from=_clean_address(envelope.mail_from)
+            if envelope.mail_from not in (None, "<>")
+            else "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             source_ref=f"{session.peer[0] if session.peer else ''}",
             queue_hint=queue,
@@ -152,7 +166,12 @@ class SMTPHandler:
         except Exception as exc:  # noqa: BLE001 - the sender's MTA keeps the mail and retries
             log.error("message not kept, answering 451 peer=%s error=%s", kept.source_ref, exc)
             return "451 4.3.0 Temporary failure storing the message, please retry"
-        log.info("message kept inbound_id=%s size=%d peer=%s", inbound_id, len(raw or b""), kept.source_ref)
+        log.info(
+            "message kept inbound_id=%s size=%d peer=%s",
+            inbound_id,
+            len(raw or b""),
+            kept.source_ref,
+        )
         return f"250 2.0.0 OK kept as {inbound_id}"
 
 

@@ -66,7 +66,9 @@ class SMTPRelay:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         cfg = self.config
-        password = read_password(cfg.password, cfg.password_file, "smtp_relay") if cfg.username else None
+        password = (
+            read_password(cfg.password, cfg.password_file, "smtp_relay") if cfg.username else None
+        )
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
             port=cfg.port,
@@ -109,19 +111,43 @@ def _map_smtp_error(exc: BaseException) -> DeliveryError:
         refused = exc.recipients[0] if exc.recipients else None
         code = refused.code if refused else 0
         text = f"{code} {refused.message}" if refused else str(exc)
-        return DeliveryError(f"RCPT refused: {text}", permanent=500 <= code < 600, connection=code == 421)
-    if isinstance(exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError)):
-        return DeliveryError(f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True)
-    if isinstance(exc, (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPNotSupported)):
-        # the relay or our credentials, not this message: keep trying until someone fixes it
-        return DeliveryError(f"relay refused the session: {type(exc).__name__}: {exc}", permanent=False, connection=True)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        stage = {aiosmtplib.SMTPSenderRefused: "MAIL FROM", aiosmtplib.SMTPDataError: "DATA"}.get(type(exc), "SMTP")
         return DeliveryError(
-            f"{stage} refused: {exc.code} {exc.message}", permanent=500 <= exc.code < 600, connection=exc.code == 421
+            f"RCPT refused: {text}", permanent=500 <= code < 600, connection=code == 421
+        )
+    if isinstance(
+        exc,
+        (
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPServerDisconnected,
+            aiosmtplib.SMTPTimeoutError,
+        ),
+    ):
+        return DeliveryError(
+            f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True
+        )
+    if isinstance(
+        exc,
+        (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPNotSupported),
+    ):
+        # the relay or our credentials, not this message: keep trying until someone fixes it
+        return DeliveryError(
+            f"relay refused the session: {type(exc).__name__}: {exc}",
+            permanent=False,
+            connection=True,
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        stage = {aiosmtplib.SMTPSenderRefused: "MAIL FROM", aiosmtplib.SMTPDataError: "DATA"}.get(
+            type(exc), "SMTP"
+        )
+        return DeliveryError(
+            f"{stage} refused: {exc.code} {exc.message}",
+            permanent=500 <= exc.code < 600,
+            connection=exc.code == 421,
         )
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
-        return DeliveryError(f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True)
+        return DeliveryError(
+            f"relay unreachable: {type(exc).__name__}: {exc}", permanent=False, connection=True
+        )
     return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False, connection=True)
 
 
@@ -140,7 +166,9 @@ class MaildirRelay:
         try:
             key = await asyncio.get_running_loop().run_in_executor(None, self._write, raw)
         except OSError as exc:
-            raise DeliveryError(f"maildir {self.path}: {exc.strerror or exc}", permanent=False) from exc
+            raise DeliveryError(
+                f"maildir {self.path}: {exc.strerror or exc}", permanent=False
+            ) from exc
         return f"stored in maildir as {key}"
 
     async def close(self) -> None:
@@ -178,7 +206,9 @@ class SMTPSender:
         composer: Callable[[str], tuple[bytes | None, str]] | None = None,
     ) -> None:
         self.engine, self.clock, self.executor, self.relay = engine, clock, executor, relay
-        self.composer = composer  # spec -> (message bytes, "") or (None, why not): notices written as a spec
+        self.composer = (
+            composer  # spec -> (message bytes, "") or (None, why not): notices written as a spec
+        )
         self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
         self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
         self._wakeup = asyncio.Event()
@@ -186,11 +216,18 @@ class SMTPSender:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: SmtpRelayConfig, engine: Engine, clock: Clock, executor: Executor, **kw: object) -> SMTPSender:
+    def from_config(
+        cls, config: SmtpRelayConfig, engine: Engine, clock: Clock, executor: Executor, **kw: object
+    ) -> SMTPSender:
         return cls(
-            engine, clock, executor, relay_for(config),
-            retry_base_s=config.retry_base_s, retry_max_s=config.retry_max_s,
-            lease_s=max(4 * config.timeout_s, 60), **kw,  # type: ignore[arg-type]
+            engine,
+            clock,
+            executor,
+            relay_for(config),
+            retry_base_s=config.retry_base_s,
+            retry_max_s=config.retry_max_s,
+            lease_s=max(4 * config.timeout_s, 60),
+            **kw,  # type: ignore[arg-type]
         )
 
     def start(self) -> asyncio.Task[None]:
@@ -210,8 +247,14 @@ class SMTPSender:
 
     async def _run(self) -> None:
         # idle: do not hold the relay's connection open
-        await drain_until_stopped(self.drain_once, wakeup=self._wakeup, stopping=self._stopping, poll_s=self.poll_s,
-                                  what="outbox", on_idle=self.relay.close)
+        await drain_until_stopped(
+            self.drain_once,
+            wakeup=self._wakeup,
+            stopping=self._stopping,
+            poll_s=self.poll_s,
+            what="outbox",
+            on_idle=self.relay.close,
+        )
 
     async def compose_once(self) -> int:
         """Turn one batch of notices written as specs into messages; returns how many.
@@ -226,7 +269,9 @@ class SMTPSender:
         if not pending:
             return 0
         composer = self.composer
-        built = await loop.run_in_executor(None, lambda: [(item_id, *composer(spec)) for item_id, spec in pending])
+        built = await loop.run_in_executor(
+            None, lambda: [(item_id, *composer(spec)) for item_id, spec in pending]
+        )
         await loop.run_in_executor(self.executor, self._store_composed, built)
         return len(built)
 
@@ -272,7 +317,9 @@ class SMTPSender:
 
     def _claim(self) -> list[tuple[int, str, list[str], bytes]]:
         with session_scope(self.engine) as session:
-            rows = outbox.claim_due(session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s)
+            rows = outbox.claim_due(
+                session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s
+            )
             return [(r.id or 0, r.mail_from, r.rcpt_tos.split(), r.raw) for r in rows]
 
     def _record(self, results: list[_Result]) -> None:
@@ -289,10 +336,20 @@ class SMTPSender:
                     log.warning("outbox failed id=%s error=%s", res.item_id, res.text)
                 elif res.state == "retry":
                     state = outbox.schedule_retry(
-                        session, res.item_id, now=now, error=res.text, base_s=self.retry_base_s, max_s=self.retry_max_s
+                        session,
+                        res.item_id,
+                        now=now,
+                        error=res.text,
+                        base_s=self.retry_base_s,
+                        max_s=self.retry_max_s,
                     )
                     retry_at = outbox.next_attempt_of(session, res.item_id) or retry_at
-                    log.warning("outbox temporary failure id=%s state=%s error=%s", res.item_id, state, res.text)
+                    log.warning(
+                        "outbox temporary failure id=%s state=%s error=%s",
+                        res.item_id,
+                        state,
+                        res.text,
+                    )
                 else:
                     outbox.release(session, res.item_id, at=retry_at or now)
         if self.on_result is not None:

@@ -33,13 +33,25 @@ class Api:
         engine = make_engine(self.daemon.db_url)
         try:
             with session_scope(engine) as session:
-                return api_tokens.create_token(session, name=name or f"t{self._n}-{'-'.join(abilities)}",
-                                               abilities=list(abilities), clock=SystemClock())
+                return api_tokens.create_token(
+                    session,
+                    name=name or f"t{self._n}-{'-'.join(abilities)}",
+                    abilities=list(abilities),
+                    clock=SystemClock(),
+                )
         finally:
             engine.dispose()
 
-    def post(self, path: str, body: Any = None, *, token: str | None = None, key: str | None = None,
-             headers: dict[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
         hdrs = {"Content-Type": "application/json"}
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
@@ -56,9 +68,13 @@ class Api:
         """Wait until the sender has composed the notices written as specs (of one ticket, or all)."""
         import time
 
-        where = "compose_spec IS NOT NULL AND state = 'queued'" + (" AND ticket_id = ?" if ticket_id else "")
+        where = "compose_spec IS NOT NULL AND state = 'queued'" + (
+            " AND ticket_id = ?" if ticket_id else ""
+        )
         deadline = time.monotonic() + timeout
-        while self.rows(f"SELECT count(*) FROM outbox WHERE {where}", *([ticket_id] if ticket_id else []))[0][0]:
+        while self.rows(
+            f"SELECT count(*) FROM outbox WHERE {where}", *([ticket_id] if ticket_id else [])
+        )[0][0]:
             assert time.monotonic() < deadline, "notices were not composed in time"
             time.sleep(0.05)
 
@@ -98,7 +114,12 @@ def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert resp.status_code == status, (resp.status_code, resp.text)
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
-    assert body["ok"] is False and body["error"] == code and isinstance(body["message"], str) and body["message"]
+    assert (
+        body["ok"] is False
+        and body["error"] == code
+        and isinstance(body["message"], str)
+        and body["message"]
+    )
     return dict(body)
 
 

@@ -41,19 +41,34 @@ def _boom(session: Session, _args: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, App]]:
-    config = config_from_dict({"database": {"url": f"sqlite:///{tmp_path / 'f.db'}"},
-                               "helpdesk": {"address": "support@helpdesk.test", "secret": "s"}})
+    config = config_from_dict(
+        {
+            "database": {"url": f"sqlite:///{tmp_path / 'f.db'}"},
+            "helpdesk": {"address": "support@helpdesk.test", "secret": "s"},
+        }
+    )
     app = App(config)
     app.prepare()
     assert app.settings is not None and app.settings.notify is not None
-    api = create_api(health=lambda: {"status": "ok"}, metrics=lambda: b"", engine=app.engine, clock=app.clock,
-                     settings=ApiSettings.from_config(config, app.settings.notify), api_config=config.api)
-    add_endpoint(api, api.state.runtime, Endpoint("/api/boom", "boom", "tickets:write", "optional", _Any,
-                                                   lambda m, p: None, _boom))
+    api = create_api(
+        health=lambda: {"status": "ok"},
+        metrics=lambda: b"",
+        engine=app.engine,
+        clock=app.clock,
+        settings=ApiSettings.from_config(config, app.settings.notify),
+        api_config=config.api,
+    )
+    add_endpoint(
+        api,
+        api.state.runtime,
+        Endpoint("/api/boom", "boom", "tickets:write", "optional", _Any, lambda m, p: None, _boom),
+    )
     with session_scope(app.engine) as session:
         token = api_tokens.create_token(session, name="f", abilities=["all"], clock=app.clock)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(api, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -69,14 +84,24 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, App]]:
 
 def test_a_fault_is_500_in_the_envelope_and_leaves_nothing(served: tuple[str, str, App]) -> None:
     base, token, app = served
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": "k-1"}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "k-1",
+    }
     for _ in range(2):  # the key was not consumed: the retry runs the work again (and fails again)
         resp = httpx.post(base + "/api/boom", content=b"{}", headers=headers)
-        assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/json")
+        assert resp.status_code == 500 and resp.headers["content-type"].startswith(
+            "application/json"
+        )
         body = resp.json()
-        assert body["ok"] is False and body["error"] == "internal_error" and "retry" in body["message"]
+        assert (
+            body["ok"] is False and body["error"] == "internal_error" and "retry" in body["message"]
+        )
         assert "disk on fire" not in resp.text and "Traceback" not in resp.text
         assert "idempotent-replayed" not in resp.headers and "x-ratelimit-limit" in resp.headers
     with read_scope(app.engine) as session:
         assert session.exec(select(Setting).where(Setting.key == "half-done")).first() is None
-        assert session.exec(select(IdempotencyKey).where(IdempotencyKey.key == "k-1")).first() is None
+        assert (
+            session.exec(select(IdempotencyKey).where(IdempotencyKey.key == "k-1")).first() is None
+        )

@@ -23,8 +23,11 @@ from tests.helpers import Daemon
 from tests.http.conftest import Api, assert_error, unique
 from tests.transports.test_smtp_sender import Sink
 
-BODY = {"originator_email_address": "idem@customer.test", "data": {"subject": "Replay me", "content": "once"},
-        "is_public": True}
+BODY = {
+    "originator_email_address": "idem@customer.test",
+    "data": {"subject": "Replay me", "content": "once"},
+    "is_public": True,
+}
 
 
 def test_replay_is_byte_identical_with_header(api: Api, admin: str) -> None:
@@ -34,20 +37,42 @@ def test_replay_is_byte_identical_with_header(api: Api, admin: str) -> None:
     for _ in range(3):
         again = api.post("/api/create_ticket", BODY, token=admin, key=key)
         assert again.status_code == 200 and again.content == first.content
-        assert again.headers["idempotent-replayed"] == "true" and "x-ratelimit-remaining" in again.headers
+        assert (
+            again.headers["idempotent-replayed"] == "true"
+            and "x-ratelimit-remaining" in again.headers
+        )
 
 
 def test_key_order_and_whitespace_are_not_a_mismatch(api: Api, admin: str) -> None:
     key = unique()
     first = api.post("/api/create_ticket", BODY, token=admin, key=key)
-    reordered = json.dumps({"is_public": True, "data": {"content": "once", "subject": "Replay me"},
-                            "originator_email_address": "idem@customer.test"}, indent=4).encode()
+    reordered = json.dumps(
+        {
+            "is_public": True,
+            "data": {"content": "once", "subject": "Replay me"},
+            "originator_email_address": "idem@customer.test",
+        },
+        indent=4,
+    ).encode()
     again = api.post("/api/create_ticket", content=reordered, token=admin, key=key)
-    assert again.status_code == 200 and again.content == first.content and again.headers["idempotent-replayed"] == "true"
-    integral = api.post("/api/tickets/create", {"originator_email_address": "f@customer.test", "subject": "s",
-                                                "content": "c", "n": 1}, token=admin, key=(k2 := unique()))
-    as_float = api.post("/api/tickets/create", content=b'{"n": 1.0, "content": "c", "subject": "s", '
-                        b'"originator_email_address": "f@customer.test"}', token=admin, key=k2)
+    assert (
+        again.status_code == 200
+        and again.content == first.content
+        and again.headers["idempotent-replayed"] == "true"
+    )
+    integral = api.post(
+        "/api/tickets/create",
+        {"originator_email_address": "f@customer.test", "subject": "s", "content": "c", "n": 1},
+        token=admin,
+        key=(k2 := unique()),
+    )
+    as_float = api.post(
+        "/api/tickets/create",
+        content=b'{"n": 1.0, "content": "c", "subject": "s", '
+        b'"originator_email_address": "f@customer.test"}',
+        token=admin,
+        key=k2,
+    )
     assert as_float.content == integral.content
 
 
@@ -55,36 +80,69 @@ def test_mismatch_is_409_conflict_and_record_untouched(api: Api, admin: str) -> 
     key = unique()
     first = api.post("/api/create_ticket", BODY, token=admin, key=key)
     for changed in ({**BODY, "is_public": False}, {**BODY, "unknown_field": 1}):
-        assert_error(api.post("/api/create_ticket", changed, token=admin, key=key), 409, "idempotency_key_conflict")
-    assert_error(api.post("/api/tickets/create", BODY, token=admin, key=key), 409, "idempotency_key_conflict")
+        assert_error(
+            api.post("/api/create_ticket", changed, token=admin, key=key),
+            409,
+            "idempotency_key_conflict",
+        )
+    assert_error(
+        api.post("/api/tickets/create", BODY, token=admin, key=key), 409, "idempotency_key_conflict"
+    )
     assert api.post("/api/create_ticket", BODY, token=admin, key=key).content == first.content
 
 
 def test_key_format(api: Api, admin: str) -> None:
     for bad in ("a" * 256, "has space", "tab\there", "é"):
-        resp = httpx.post(api.base + "/api/create_ticket", content=json.dumps(BODY).encode("utf-8"),
-                          headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json",
-                                   "Idempotency-Key": bad.encode("utf-8")})  # type: ignore[dict-item]
+        resp = httpx.post(
+            api.base + "/api/create_ticket",
+            content=json.dumps(BODY).encode("utf-8"),
+            headers={
+                "Authorization": f"Bearer {admin}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": bad.encode("utf-8"),
+            },
+        )  # type: ignore[dict-item]
         assert_error(resp, 400, "idempotency_key_invalid")
-    two = httpx.post(api.base + "/api/create_ticket", content=json.dumps(BODY).encode(),
-                     headers=[("Authorization", f"Bearer {admin}"), ("Content-Type", "application/json"),
-                              ("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+    two = httpx.post(
+        api.base + "/api/create_ticket",
+        content=json.dumps(BODY).encode(),
+        headers=[
+            ("Authorization", f"Bearer {admin}"),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", "a"),
+            ("Idempotency-Key", "b"),
+        ],
+    )
     assert_error(two, 400, "idempotency_key_invalid")
     assert api.post("/api/create_ticket", BODY, token=admin, key="a" * 255).status_code == 200
     quoted = unique()
     plain = api.post("/api/create_ticket", BODY, token=admin, key=quoted)
-    assert api.post("/api/create_ticket", BODY, token=admin, key=f'"{quoted}"').content == plain.content
+    assert (
+        api.post("/api/create_ticket", BODY, token=admin, key=f'"{quoted}"').content
+        == plain.content
+    )
     for path in ("/api/ticket_respond", "/api/send_email", "/api/render_template"):
         assert_error(api.post(path, {}, token=admin), 400, "idempotency_key_required")
 
 
 def test_schema_error_leaves_key_reusable_but_handler_422_is_stored(api: Api, admin: str) -> None:
     key = unique()
-    assert_error(api.post("/api/create_ticket", {"originator_email_address": "x@customer.test"}, token=admin, key=key),
-                 422, "validation_failed")
+    assert_error(
+        api.post(
+            "/api/create_ticket",
+            {"originator_email_address": "x@customer.test"},
+            token=admin,
+            key=key,
+        ),
+        422,
+        "validation_failed",
+    )
     assert api.post("/api/create_ticket", BODY, token=admin, key=key).status_code == 200
     key2 = unique()
-    unknown = {"originator_email_address": "x@customer.test", "data": {"subject": "s", "content": "c", "queue_name": "Nope"}}
+    unknown = {
+        "originator_email_address": "x@customer.test",
+        "data": {"subject": "s", "content": "c", "queue_name": "Nope"},
+    }
     first = api.post("/api/create_ticket", unknown, token=admin, key=key2)
     assert_error(first, 422, "validation_failed")
     replay = api.post("/api/create_ticket", unknown, token=admin, key=key2)
@@ -100,8 +158,14 @@ def test_keys_are_per_token(api: Api, admin: str) -> None:
 
 
 def test_minted_key_bound_to_its_action(api: Api, admin: str) -> None:
-    minted = api.post("/api/idempotency_key", {"action": "send_email"}).json()["data"]["idempotency_key"]
-    assert_error(api.post("/api/create_ticket", BODY, token=admin, key=minted), 409, "idempotency_key_conflict")
+    minted = api.post("/api/idempotency_key", {"action": "send_email"}).json()["data"][
+        "idempotency_key"
+    ]
+    assert_error(
+        api.post("/api/create_ticket", BODY, token=admin, key=minted),
+        409,
+        "idempotency_key_conflict",
+    )
     mail = {"to_address": "m@customer.test", "subject": "s", "content": "c"}
     first = api.post("/api/send_email", mail, token=admin, key=minted)
     assert first.status_code == 200
@@ -114,22 +178,36 @@ ROUNDS = int(os.environ.get("MAILHELPDESK_IDEM_ROUNDS", "20"))
 
 
 @pytest.mark.parametrize("round_no", range(ROUNDS))
-def test_fifty_concurrent_requests_one_key_make_one_ticket(api: Api, admin: str, round_no: int) -> None:
+def test_fifty_concurrent_requests_one_key_make_one_ticket(
+    api: Api, admin: str, round_no: int
+) -> None:
     """50 identical requests at once: one ticket, one acknowledgement; the rest replay or 409; no 5xx."""
     email = f"race{round_no}-{unique('r')}@customer.test"
-    body = {"originator_email_address": email, "data": {"subject": f"Race {round_no}", "content": "go"}}
+    body = {
+        "originator_email_address": email,
+        "data": {"subject": f"Race {round_no}", "content": "go"},
+    }
     key = unique()
     with ThreadPoolExecutor(50) as pool:
-        results = list(pool.map(lambda _: api.post("/api/create_ticket", body, token=admin, key=key), range(50)))
+        results = list(
+            pool.map(
+                lambda _: api.post("/api/create_ticket", body, token=admin, key=key), range(50)
+            )
+        )
     statuses = [r.status_code for r in results]
     assert all(s in (200, 409) for s in statuses), statuses
     ok = [r for r in results if r.status_code == 200]
     assert ok and len({r.content for r in ok}) == 1
     for r in results:
         if r.status_code == 409:
-            assert r.json()["error"] == "idempotency_key_in_progress" and r.headers["retry-after"] == "1"
+            assert (
+                r.json()["error"] == "idempotency_key_in_progress"
+                and r.headers["retry-after"] == "1"
+            )
     assert api.rows("SELECT count(*) FROM tickets WHERE originator_email = ?", email) == [(1,)]
-    assert api.rows("SELECT count(*) FROM outbox WHERE kind = 'acknowledgement' AND primary_rcpt = ?", email) == [(1,)]
+    assert api.rows(
+        "SELECT count(*) FROM outbox WHERE kind = 'acknowledgement' AND primary_rcpt = ?", email
+    ) == [(1,)]
     final = api.post("/api/create_ticket", body, token=admin, key=key)
     assert final.status_code == 200 and final.content == ok[0].content
 
@@ -148,7 +226,9 @@ def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
         mail = {"to_address": "once@customer.test", "subject": "Invoice 7", "content": "attached"}
         first = api.post("/api/send_email", mail, token=token, key="invoice-7")
         assert first.status_code == 200 and first.json()["data"]["status"] == "queued"
-        assert api.post("/api/send_email", mail, token=token, key="invoice-7").content == first.content
+        assert (
+            api.post("/api/send_email", mail, token=token, key="invoice-7").content == first.content
+        )
         daemon.stop()
         daemon.start()
         for _ in range(3):
@@ -159,10 +239,14 @@ def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
         while not sink.messages and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(2.5)  # longer than the retry interval: a second copy would have arrived by now
-        delivered = [m for m in sink.parsed() if m["To"].addresses[0].addr_spec == "once@customer.test"]
+        delivered = [
+            m for m in sink.parsed() if m["To"].addresses[0].addr_spec == "once@customer.test"
+        ]
         assert len(delivered) == 1, [m["Message-ID"] for m in delivered]
         assert delivered[0]["Message-ID"] == first.json()["data"]["message_id"]
-        assert api.rows("SELECT count(*), max(state) FROM outbox WHERE primary_rcpt = 'once@customer.test'") == [(1, "sent")]
+        assert api.rows(
+            "SELECT count(*), max(state) FROM outbox WHERE primary_rcpt = 'once@customer.test'"
+        ) == [(1, "sent")]
     finally:
         daemon.stop()
         sink.stop()
@@ -186,7 +270,14 @@ def test_lease_in_progress_then_takeover(runner: tuple[KeyedRunner, FrozenClock]
     def slow(_session: Session, _args: object) -> dict[str, str]:
         # a second request with the key while the first is still running
         with pytest.raises(ApiError) as busy:
-            keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {})
+            keyed.run(
+                token_id=1,
+                key="k",
+                action="a",
+                fp="f",
+                validate=lambda: None,
+                handle=lambda s, a: {},
+            )
         seen.append(busy.value.code)
         assert busy.value.headers == {"Retry-After": "1"}
         return {"done": "yes"}
@@ -196,9 +287,23 @@ def test_lease_in_progress_then_takeover(runner: tuple[KeyedRunner, FrozenClock]
     # a claim abandoned by a crash is taken over once its lease has expired
     keyed.abandon_claim(token_id=1, key="crashed", action="a", fp="f")
     with pytest.raises(ApiError):
-        keyed.run(token_id=1, key="crashed", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {})
+        keyed.run(
+            token_id=1,
+            key="crashed",
+            action="a",
+            fp="f",
+            validate=lambda: None,
+            handle=lambda s, a: {},
+        )
     clock.advance(seconds=61)
-    out = keyed.run(token_id=1, key="crashed", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 1})
+    out = keyed.run(
+        token_id=1,
+        key="crashed",
+        action="a",
+        fp="f",
+        validate=lambda: None,
+        handle=lambda s, a: {"n": 1},
+    )
     assert out.status == 200 and json.loads(out.body) == {"ok": True, "data": {"n": 1}}
 
 
@@ -213,32 +318,49 @@ def test_handler_fault_forgets_the_claim(runner: tuple[KeyedRunner, FrozenClock]
     # claim, work and answer are one transaction: the fault left no row behind to get stuck on
     with Session(keyed.engine) as session:
         assert store_keys.get(session, token_id=1, key="k") is None
-    out = keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"ok": 1})
+    out = keyed.run(
+        token_id=1,
+        key="k",
+        action="a",
+        fp="f",
+        validate=lambda: None,
+        handle=lambda s, a: {"ok": 1},
+    )
     assert out.status == 200 and "Idempotent-Replayed" not in out.headers
 
 
 def test_purge_after_ttl(runner: tuple[KeyedRunner, FrozenClock]) -> None:
     keyed, clock = runner
-    keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 1})
-    assert keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None,
-                     handle=lambda s, a: {"n": 2}).headers == {"Idempotent-Replayed": "true"}
+    keyed.run(
+        token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 1}
+    )
+    assert keyed.run(
+        token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 2}
+    ).headers == {"Idempotent-Replayed": "true"}
     clock.advance(hours=23)
     assert keyed.purge() == 0
     clock.advance(hours=2)
     assert keyed.purge() == 1
-    out = keyed.run(token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 2})
+    out = keyed.run(
+        token_id=1, key="k", action="a", fp="f", validate=lambda: None, handle=lambda s, a: {"n": 2}
+    )
     assert json.loads(out.body)["data"] == {"n": 2}
 
 
 def test_canonical_json_and_key_parsing() -> None:
-    assert canonical_json({"b": 1.0, "a": ["é", 2.5, {"d": 0, "c": None}]}) == '{"a":["é",2.5,{"c":null,"d":0}],"b":1}'
+    assert (
+        canonical_json({"b": 1.0, "a": ["é", 2.5, {"d": 0, "c": None}]})
+        == '{"a":["é",2.5,{"c":null,"d":0}],"b":1}'
+    )
     assert fingerprint("post", "/api/x", {"a": 1}) == fingerprint("POST", "/api/x", {"a": 1.0})
     assert fingerprint("POST", "/api/x", {"a": 1}) != fingerprint("POST", "/api/y", {"a": 1})
     assert parse_key(['"abc"'], required=True) == "abc"
     assert parse_key([], required=False) is None
 
 
-def test_another_body_while_the_first_runs_is_a_conflict(runner: tuple[KeyedRunner, FrozenClock]) -> None:
+def test_another_body_while_the_first_runs_is_a_conflict(
+    runner: tuple[KeyedRunner, FrozenClock],
+) -> None:
     """§3.3: a different payload with the key is a caller bug, said at once, even mid-flight."""
     keyed, _clock = runner
     seen: list[str] = []
@@ -246,7 +368,14 @@ def test_another_body_while_the_first_runs_is_a_conflict(runner: tuple[KeyedRunn
     def slow(_session: Session, _args: object) -> dict[str, str]:
         for fp in ("other", "f"):
             with pytest.raises(ApiError) as busy:
-                keyed.run(token_id=1, key="k", action="a", fp=fp, validate=lambda: None, handle=lambda s, a: {})
+                keyed.run(
+                    token_id=1,
+                    key="k",
+                    action="a",
+                    fp=fp,
+                    validate=lambda: None,
+                    handle=lambda s, a: {},
+                )
             seen.append(busy.value.code)
         return {}
 

@@ -34,8 +34,14 @@ def test_no_5xx_and_envelope_everywhere(api: Api, admin: str) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 19
     for operation in operations:
+
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
         def run(case) -> None:  # type: ignore[no-untyped-def]
             _check(case, api, admin)
 

@@ -25,19 +25,38 @@ from mailhelpdesk.store.db import make_engine, session_scope
 from tests.http.conftest import Api, assert_error, unique
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
-PE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 300 + b"This program cannot be run in DOS mode"
+PE = (
+    b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
+    + b"\x00" * 300
+    + b"This program cannot be run in DOS mode"
+)
 
 
-def _create(api: Api, token: str, email: str, subject: str = "Printer", content: str = "It is on fire") -> int:
-    resp = api.post("/api/v1/tickets", {"originator_email_address": email, "data": {"subject": subject,
-                                                                                  "content": content}}, token=token)
+def _create(
+    api: Api, token: str, email: str, subject: str = "Printer", content: str = "It is on fire"
+) -> int:
+    resp = api.post(
+        "/api/v1/tickets",
+        {"originator_email_address": email, "data": {"subject": subject, "content": content}},
+        token=token,
+    )
     assert resp.status_code == 200, resp.text
     return int(resp.json()["data"]["ticket_number"])
 
 
-def _respond(api: Api, token: str, number: int, sender: str, content: str, *, internal: bool = False) -> str:
-    resp = api.post("/api/v1/tickets/respond", {"ticket_number": number, "from_email": sender, "content": content,
-                                                "is_internal": internal}, token=token)
+def _respond(
+    api: Api, token: str, number: int, sender: str, content: str, *, internal: bool = False
+) -> str:
+    resp = api.post(
+        "/api/v1/tickets/respond",
+        {
+            "ticket_number": number,
+            "from_email": sender,
+            "content": content,
+            "is_internal": internal,
+        },
+        token=token,
+    )
     assert resp.status_code == 200, resp.text
     return str(resp.json()["data"]["response_id"])
 
@@ -49,8 +68,11 @@ def _rq(api: Api, token: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tickets(api: Api, token: str, criteria: list[dict[str, Any]], **extra: Any) -> list[int]:
-    resp = api.post("/api/v1/tickets/query", {"search_object": {"criteria": criteria}, "per_page": 100, **extra},
-                    token=token)
+    resp = api.post(
+        "/api/v1/tickets/query",
+        {"search_object": {"criteria": criteria}, "per_page": 100, **extra},
+        token=token,
+    )
     assert resp.status_code == 200, resp.text
     return [t["number"] for t in resp.json()["data"]["tickets"]]
 
@@ -59,14 +81,26 @@ def _owner_token(api: Api, owner: str | None) -> str:
     engine = make_engine(api.daemon.db_url)
     try:
         with session_scope(engine) as session:
-            return api_tokens.create_token(session, name=unique("owner"), abilities=["tickets:read"],
-                                           clock=SystemClock(), owner_email=owner)
+            return api_tokens.create_token(
+                session,
+                name=unique("owner"),
+                abilities=["tickets:read"],
+                clock=SystemClock(),
+                owner_email=owner,
+            )
     finally:
         engine.dispose()
 
 
-def _change(api: Api, number: int, *, assign: str | None = None, priority: str | None = None,
-            tags: tuple[str, ...] = (), status: str | None = None) -> None:
+def _change(
+    api: Api,
+    number: int,
+    *,
+    assign: str | None = None,
+    priority: str | None = None,
+    tags: tuple[str, ...] = (),
+    status: str | None = None,
+) -> None:
     engine = make_engine(api.daemon.db_url)
     try:
         with session_scope(engine) as session:
@@ -119,13 +153,19 @@ def test_responses_query_rows_are_response_objects_with_ticket_number(api: Api, 
     data = _rq(api, admin, {"ticket_number": [number]})
     rows = data["responses"]
     assert data["next_cursor"] is None and len(rows) == 3
-    shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=admin).json()["data"]["responses"]
+    shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=admin).json()["data"][
+        "responses"
+    ]
     assert [r["id"] for r in rows] == [r["id"] for r in shown]
     for row, want in zip(rows, shown, strict=True):
         assert row == {"ticket_number": number, **want}
     assert [r["staff_response"] for r in rows] == [False, True, True]
     assert [r["is_internal"] for r in rows] == [False, False, True]
-    assert "<b>bold</b>" in rows[0]["html"] and "first" in rows[0]["plain_text"] and rows[0]["attachments"] == []
+    assert (
+        "<b>bold</b>" in rows[0]["html"]
+        and "first" in rows[0]["plain_text"]
+        and rows[0]["attachments"] == []
+    )
 
 
 def test_responses_query_filters(api: Api, admin: str) -> None:
@@ -133,25 +173,46 @@ def test_responses_query_filters(api: Api, admin: str) -> None:
     inbox = _create(api, admin, "rq2@customer.test")
     _respond(api, admin, inbox, "alice@helpdesk.test", "public agent")
     _respond(api, admin, inbox, "alice@helpdesk.test", "internal", internal=True)
-    billing = api.post("/api/v1/tickets", {"originator_email_address": "rq2@customer.test",
-                                           "data": {"subject": "bill", "content": "c", "queue_name": "Billing"}},
-                       token=admin).json()["data"]["ticket_number"]
+    billing = api.post(
+        "/api/v1/tickets",
+        {
+            "originator_email_address": "rq2@customer.test",
+            "data": {"subject": "bill", "content": "c", "queue_name": "Billing"},
+        },
+        token=admin,
+    ).json()["data"]["ticket_number"]
     both = [inbox, billing]
 
     def ids(**flt: Any) -> list[tuple[int, bool, bool]]:
-        return [(r["ticket_number"], r["is_internal"], r["staff_response"])
-                for r in _rq(api, admin, {"ticket_number": both, **flt})["responses"]]
+        return [
+            (r["ticket_number"], r["is_internal"], r["staff_response"])
+            for r in _rq(api, admin, {"ticket_number": both, **flt})["responses"]
+        ]
 
-    assert ids() == [(inbox, False, False), (inbox, False, True), (inbox, True, True), (billing, False, False)]
+    assert ids() == [
+        (inbox, False, False),
+        (inbox, False, True),
+        (inbox, True, True),
+        (billing, False, False),
+    ]
     assert ids(is_internal=True) == [(inbox, True, True)]
-    assert ids(is_internal="false") == [(inbox, False, False), (inbox, False, True), (billing, False, False)]
+    assert ids(is_internal="false") == [
+        (inbox, False, False),
+        (inbox, False, True),
+        (billing, False, False),
+    ]
     assert ids(staff_response=True) == [(inbox, False, True), (inbox, True, True)]
-    assert ids(staff_response=False, is_internal=False) == [(inbox, False, False), (billing, False, False)]
+    assert ids(staff_response=False, is_internal=False) == [
+        (inbox, False, False),
+        (billing, False, False),
+    ]
     assert ids(is_internal=None) == ids()
     assert ids(queue=["Billing"]) == [(billing, False, False)]
     assert ids(queue="billing") == [(billing, False, False)]  # one name, any case
     assert ids(queue=["Nope"]) == []
-    billing_qid = api.post("/api/v1/tickets/show", {"ticket_number": billing}, token=admin).json()["data"]["queue_id"]
+    billing_qid = api.post("/api/v1/tickets/show", {"ticket_number": billing}, token=admin).json()[
+        "data"
+    ]["queue_id"]
     assert ids(queue_id=[billing_qid]) == [(billing, False, False)]
     assert ids(queue_id=int(billing_qid)) == [(billing, False, False)]
     assert ids(ticket_number=billing) == [(billing, False, False)]
@@ -163,16 +224,40 @@ def test_responses_query_dates(api: Api, admin: str) -> None:
     number = _create(api, admin, "rq3@customer.test")
     row = _rq(api, admin, {"ticket_number": [number]})["responses"][0]
     day, clock = row["created_at"][:10], row["created_at"][11:19]
-    assert len(_rq(api, admin, {"ticket_number": [number], "created_from": day, "created_to": day})["responses"]) == 1
-    assert _rq(api, admin, {"ticket_number": [number], "created_to": "2000-01-01"})["responses"] == []
-    assert _rq(api, admin, {"ticket_number": [number], "created_from": "2999-01-01"})["responses"] == []
+    assert (
+        len(
+            _rq(api, admin, {"ticket_number": [number], "created_from": day, "created_to": day})[
+                "responses"
+            ]
+        )
+        == 1
+    )
+    assert (
+        _rq(api, admin, {"ticket_number": [number], "created_to": "2000-01-01"})["responses"] == []
+    )
+    assert (
+        _rq(api, admin, {"ticket_number": [number], "created_from": "2999-01-01"})["responses"]
+        == []
+    )
     at = f"{day} {clock}"
     assert len(_rq(api, admin, {"ticket_number": [number], "created_from": at})["responses"]) == 1
-    assert _rq(api, admin, {"ticket_number": [number], "created_to": at})["responses"] == []  # stored with fractions
-    assert len(_rq(api, admin, {"ticket_number": [number], "created_to": f"{day} 23:59:59"})["responses"]) == 1
+    assert (
+        _rq(api, admin, {"ticket_number": [number], "created_to": at})["responses"] == []
+    )  # stored with fractions
+    assert (
+        len(
+            _rq(api, admin, {"ticket_number": [number], "created_to": f"{day} 23:59:59"})[
+                "responses"
+            ]
+        )
+        == 1
+    )
     for bad in ("2026-13-01", "yesterday", "2026-01-01T10:00", "2026-01-01 10:00:00+02:00"):
-        err = assert_error(api.post("/api/v1/tickets/responses/query", {"created_from": bad}, token=admin),
-                           422, "validation_failed")
+        err = assert_error(
+            api.post("/api/v1/tickets/responses/query", {"created_from": bad}, token=admin),
+            422,
+            "validation_failed",
+        )
         assert "created_from" in err["errors"], (bad, err)
 
 
@@ -186,8 +271,11 @@ def test_responses_query_fields_subset(api: Api, admin: str) -> None:
     assert {k: v for k, v in full.items() if k not in ("html", "attachments")} == only
     none = _rq(api, admin, {"ticket_number": [number], "fields": []})["responses"][0]
     assert not {"html", "plain_text", "attachments"} & set(none) and none["id"] == full["id"]
-    err = assert_error(api.post("/api/v1/tickets/responses/query", {"fields": ["subject"]}, token=admin),
-                       422, "validation_failed")
+    err = assert_error(
+        api.post("/api/v1/tickets/responses/query", {"fields": ["subject"]}, token=admin),
+        422,
+        "validation_failed",
+    )
     assert any(k.startswith("fields") for k in err["errors"])
 
 
@@ -210,7 +298,9 @@ def test_responses_query_cursor_pages_with_inserts_between(api: Api, admin: str)
         assert set(data["next_cursor"]) == {"created_at", "id"}
         assert data["next_cursor"]["id"] == data["responses"][-1]["id"]
         if pages <= 3:  # new responses land on the tickets between pages
-            inserted.append(_respond(api, admin, numbers[pages % 3], "rq5@customer.test", f"during {pages}"))
+            inserted.append(
+                _respond(api, admin, numbers[pages % 3], "rq5@customer.test", f"during {pages}")
+            )
         body = {**body, "cursor": data["next_cursor"]}
         assert pages < 20
     ids = [r["id"] for r in seen]
@@ -236,10 +326,21 @@ def test_responses_query_cursor_with_equal_times_uses_id(api: Api, admin: str) -
     numbers = [_create(api, admin, "rq6@customer.test") for _ in range(2)]
     rows = _rq(api, admin, {"ticket_number": numbers})["responses"]
     first = rows[0]
-    rest = _rq(api, admin, {"ticket_number": numbers, "cursor": {"created_at": first["created_at"], "id": first["id"]}})
+    rest = _rq(
+        api,
+        admin,
+        {
+            "ticket_number": numbers,
+            "cursor": {"created_at": first["created_at"], "id": first["id"]},
+        },
+    )
     assert [r["id"] for r in rest["responses"]] == [r["id"] for r in rows[1:]]
     naive = first["created_at"].replace("+00:00", "")
-    same = _rq(api, admin, {"ticket_number": numbers, "cursor": {"created_at": naive, "id": int(first["id"])}})
+    same = _rq(
+        api,
+        admin,
+        {"ticket_number": numbers, "cursor": {"created_at": naive, "id": int(first["id"])}},
+    )
     assert same["responses"] == rest["responses"]
 
 
@@ -252,19 +353,33 @@ def test_responses_query_empty_body_and_limits(api: Api, admin: str) -> None:
     assert data["responses"][0]["id"] == str(oldest)
     one = _rq(api, admin, {"limit": 1})
     assert len(one["responses"]) == 1 and (one["next_cursor"] is None) == (total == 1)
-    for bad in ({"limit": 0}, {"limit": 1001}, {"cursor": {"created_at": "nope", "id": 1}}, {"cursor": {"id": 1}},
-                {"cursor": "abc"}, {"is_internal": "maybe"}, {"ticket_number": ["x"]}, {"queue_id": [0]},
-                {"ticket_number": [2**70]}):
-        assert_error(api.post("/api/v1/tickets/responses/query", bad, token=admin), 422, "validation_failed")
+    for bad in (
+        {"limit": 0},
+        {"limit": 1001},
+        {"cursor": {"created_at": "nope", "id": 1}},
+        {"cursor": {"id": 1}},
+        {"cursor": "abc"},
+        {"is_internal": "maybe"},
+        {"ticket_number": ["x"]},
+        {"queue_id": [0]},
+        {"ticket_number": [2**70]},
+    ):
+        assert_error(
+            api.post("/api/v1/tickets/responses/query", bad, token=admin), 422, "validation_failed"
+        )
 
 
 def test_read_endpoints_auth_order(api: Api) -> None:
     """401 without a token, 403 without tickets:read, before any 422."""
     for path in ("/api/v1/tickets/responses/query", "/api/v1/tickets/attachment"):
         assert_error(api.post(path, {"limit": "x"}), 401, "unauthenticated")
-        assert_error(api.post(path, {"limit": "x"}, token=api.token("send-email")), 403, "forbidden")
+        assert_error(
+            api.post(path, {"limit": "x"}, token=api.token("send-email")), 403, "forbidden"
+        )
     writer = api.token("tickets:write")  # write implies read
-    assert api.post("/api/v1/tickets/responses/query", {"limit": 1}, token=writer).status_code == 200
+    assert (
+        api.post("/api/v1/tickets/responses/query", {"limit": 1}, token=writer).status_code == 200
+    )
 
 
 # --- attachment download -----------------------------------------------------------------------
@@ -272,12 +387,19 @@ def test_read_endpoints_auth_order(api: Api) -> None:
 
 def _attachments(api: Api, token: str, number: int) -> dict[str, dict[str, Any]]:
     shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=token).json()["data"]
-    return {a["name"]: {**a, "response_id": r["id"]} for r in shown["responses"] for a in r["attachments"]}
+    return {
+        a["name"]: {**a, "response_id": r["id"]}
+        for r in shown["responses"]
+        for a in r["attachments"]
+    }
 
 
 def _download(api: Api, token: str, number: int, attachment_id: str, **extra: Any) -> Any:
-    return api.post("/api/v1/tickets/attachment", {"ticket_number": number, "response_attachment_id": attachment_id,
-                                                   **extra}, token=token)
+    return api.post(
+        "/api/v1/tickets/attachment",
+        {"ticket_number": number, "response_attachment_id": attachment_id, **extra},
+        token=token,
+    )
 
 
 def test_attachment_round_trip_and_gating(api: Api, admin: str) -> None:
@@ -286,10 +408,15 @@ def test_attachment_round_trip_and_gating(api: Api, admin: str) -> None:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("readme.txt", "hello")
-    files = [("shot.png", "application/octet-stream", PNG), ("setup.exe", "application/octet-stream", PE),
-             ("saver.scr", "application/octet-stream", PE), ("invoice.pdf", "application/pdf", PE),
-             ("page.html", "text/html", b"<html><script>alert(1)</script></html>"),
-             ("logs.zip", "application/zip", archive.getvalue()), ("notes.txt", "text/plain", b"plain notes\n")]
+    files = [
+        ("shot.png", "application/octet-stream", PNG),
+        ("setup.exe", "application/octet-stream", PE),
+        ("saver.scr", "application/octet-stream", PE),
+        ("invoice.pdf", "application/pdf", PE),
+        ("page.html", "text/html", b"<html><script>alert(1)</script></html>"),
+        ("logs.zip", "application/zip", archive.getvalue()),
+        ("notes.txt", "text/plain", b"plain notes\n"),
+    ]
     number = _mail_with_attachments(api, f"files {unique()}", files)
     found = _attachments(api, admin, number)
     assert set(found) == {f[0] for f in files}
@@ -298,28 +425,61 @@ def test_attachment_round_trip_and_gating(api: Api, admin: str) -> None:
     assert png.status_code == 200, png.text
     data = png.json()["data"]
     raw = base64.b64decode(data["content_base64"])
-    assert raw == PNG and hashlib.sha256(raw).hexdigest() == data["sha256"] == hashlib.sha256(PNG).hexdigest()
+    assert (
+        raw == PNG
+        and hashlib.sha256(raw).hexdigest() == data["sha256"] == hashlib.sha256(PNG).hexdigest()
+    )
     assert data["mime_type"] == "image/png"  # sniffed, though it was sent as octet-stream
-    assert set(data) == {"id", "response_id", "name", "mime_type", "sha256", "file_size", "is_inline",
-                         "content_base64"}
-    assert (data["id"], data["response_id"], data["name"], data["file_size"], data["is_inline"]) == (
-        found["shot.png"]["id"], found["shot.png"]["response_id"], "shot.png", len(PNG), False)
+    assert set(data) == {
+        "id",
+        "response_id",
+        "name",
+        "mime_type",
+        "sha256",
+        "file_size",
+        "is_inline",
+        "content_base64",
+    }
+    assert (
+        data["id"],
+        data["response_id"],
+        data["name"],
+        data["file_size"],
+        data["is_inline"],
+    ) == (found["shot.png"]["id"], found["shot.png"]["response_id"], "shot.png", len(PNG), False)
     text = _download(api, admin, number, found["notes.txt"]["id"]).json()["data"]
-    assert base64.b64decode(text["content_base64"]) == b"plain notes\n" and text["mime_type"] == "text/plain"
+    assert (
+        base64.b64decode(text["content_base64"]) == b"plain notes\n"
+        and text["mime_type"] == "text/plain"
+    )
 
     for name in ("setup.exe", "page.html", "logs.zip"):
-        err = assert_error(_download(api, admin, number, found[name]["id"]), 422, "attachment_review_required")
+        err = assert_error(
+            _download(api, admin, number, found[name]["id"]), 422, "attachment_review_required"
+        )
         assert "review_ok" in err["message"]
-        assert_error(_download(api, admin, number, found[name]["id"], intent="open"), 422, "attachment_review_required")
+        assert_error(
+            _download(api, admin, number, found[name]["id"], intent="open"),
+            422,
+            "attachment_review_required",
+        )
         ok = _download(api, admin, number, found[name]["id"], intent="review_ok")
         assert ok.status_code == 200, (name, ok.text)
         body = base64.b64decode(ok.json()["data"]["content_base64"])
         assert hashlib.sha256(body).hexdigest() == found[name]["sha256"]
-    assert _download(api, admin, number, found["setup.exe"]["id"], intent="review_ok").json()["data"]["mime_type"] \
+    assert (
+        _download(api, admin, number, found["setup.exe"]["id"], intent="review_ok").json()["data"][
+            "mime_type"
+        ]
         == "application/x-msdownload"
+    )
     for name in ("saver.scr", "invoice.pdf"):
         assert_error(_download(api, admin, number, found[name]["id"]), 403, "attachment_blocked")
-        assert_error(_download(api, admin, number, found[name]["id"], intent="review_ok"), 403, "attachment_blocked")
+        assert_error(
+            _download(api, admin, number, found[name]["id"], intent="review_ok"),
+            403,
+            "attachment_blocked",
+        )
 
 
 def test_attachment_must_belong_to_the_ticket(api: Api, admin: str) -> None:
@@ -331,9 +491,14 @@ def test_attachment_must_belong_to_the_ticket(api: Api, admin: str) -> None:
     assert_error(_download(api, admin, number, "999999999"), 404, "attachment_not_found")
     assert_error(_download(api, admin, 999995, att), 404, "ticket_not_found")
     assert _download(api, admin, number, att).status_code == 200
-    for bad in ({"ticket_number": number}, {"response_attachment_id": att}, {"ticket_number": number,
-                                                                           "response_attachment_id": "x"}):
-        assert_error(api.post("/api/v1/tickets/attachment", bad, token=admin), 422, "validation_failed")
+    for bad in (
+        {"ticket_number": number},
+        {"response_attachment_id": att},
+        {"ticket_number": number, "response_attachment_id": "x"},
+    ):
+        assert_error(
+            api.post("/api/v1/tickets/attachment", bad, token=admin), 422, "validation_failed"
+        )
 
 
 def test_attachment_too_large(api: Api, admin: str) -> None:
@@ -343,16 +508,29 @@ def test_attachment_too_large(api: Api, admin: str) -> None:
     try:
         with session_scope(engine) as session:
             ticket = ticket_service.create_ticket(
-                session, subject="big", originator_email="big@customer.test", clock=SystemClock(),
-                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="big file", attachments=[
-                    ticket_service.NewAttachment(name="huge.png", mime_type="image/png", data=big)]))
+                session,
+                subject="big",
+                originator_email="big@customer.test",
+                clock=SystemClock(),
+                first=ticket_service.NewResponse(
+                    kind=ResponseKind.customer,
+                    plain_text="big file",
+                    attachments=[
+                        ticket_service.NewAttachment(
+                            name="huge.png", mime_type="image/png", data=big
+                        )
+                    ],
+                ),
+            )
             number = ticket.number
     finally:
         engine.dispose()
     att = _attachments(api, admin, number)["huge.png"]
     assert att["file_size"] == MAX_INLINE_BYTES + 1
     started = time.monotonic()
-    err = assert_error(_download(api, admin, number, att["id"], intent="review_ok"), 413, "attachment_too_large")
+    err = assert_error(
+        _download(api, admin, number, att["id"], intent="review_ok"), 413, "attachment_too_large"
+    )
     assert str(MAX_INLINE_BYTES) in err["message"]
     assert time.monotonic() - started < 10
 
@@ -376,7 +554,9 @@ def test_text_modes_words_and_criteria_semantics(api: Api, admin: str) -> None:
 
     assert find() == sorted([a, b, c])
     assert find({"mode": "subject", "tokens": ["JAM"]}) == [a]
-    assert find({"mode": "subject", "tokens": ["jam"]}, {"mode": "subject", "tokens": ["scanner"]}) == sorted([a, b])
+    assert find(
+        {"mode": "subject", "tokens": ["jam"]}, {"mode": "subject", "tokens": ["scanner"]}
+    ) == sorted([a, b])
     assert find({"mode": "subject", "tokens": ["jam", "scanner"]}) == []  # AND within one criterion
     assert find({"mode": "subject", "tokens": ["printer jam"]}) == [a]  # the words of a token
     assert find({"mode": "subject", "tokens": [tag, "jam"]}) == [a]
@@ -384,9 +564,13 @@ def test_text_modes_words_and_criteria_semantics(api: Api, admin: str) -> None:
     assert find({"mode": "content", "tokens": ["toner"]}) == [c]  # any response, any case
     assert find({"mode": "content", "tokens": ["paper", "tray"]}) == [a]
     assert find({"mode": "content", "tokens": ["paper", "toner"]}) == []
-    assert find({"mode": "content", "tokens": ["paper"]}, {"mode": "content", "tokens": ["toner"]}) == sorted([a, c])
+    assert find(
+        {"mode": "content", "tokens": ["paper"]}, {"mode": "content", "tokens": ["toner"]}
+    ) == sorted([a, c])
     assert find({"mode": "subject_content", "tokens": ["printer"]}) == sorted([a, b])
-    assert find({"mode": "subject_content", "tokens": ["login", "toner"]}) == [c]  # subject word + body word
+    assert find({"mode": "subject_content", "tokens": ["login", "toner"]}) == [
+        c
+    ]  # subject word + body word
     assert find({"mode": "content", "tokens": ["100%_"]}) == [c]
     assert find({"mode": "content", "tokens": ["0%"]}) == [c]
     assert find({"mode": "content", "tokens": ["%"]}) == [c]  # % is a character, not a wildcard
@@ -413,32 +597,57 @@ def test_participant_hashtag_and_modes_and(api: Api, admin: str) -> None:
     assert find({"mode": "participant", "tokens": [origin.upper()]}) == [a]
     assert find({"mode": "participant", "tokens": [f"{mark}-cc@customer.test"]}) == [b]
     assert find({"mode": "participant", "tokens": [f"{mark}-n@partner.test"]}) == [c]
-    assert find({"mode": "participant", "tokens": [origin, f"{mark}-n@partner.test"]}) == sorted([a, c])
+    assert find({"mode": "participant", "tokens": [origin, f"{mark}-n@partner.test"]}) == sorted(
+        [a, c]
+    )
     assert find({"mode": "participant", "tokens": ["nobody@customer.test"]}) == []
     assert find({"mode": "hashtag", "tokens": ["VIP"]}) == sorted([a, c])
     assert find({"mode": "hashtag", "tokens": ["#refund"]}) == [c]
-    assert find({"mode": "hashtag", "tokens": ["refund"]}, {"mode": "hashtag", "tokens": ["vip"]}) == sorted([a, c])
-    assert find({"mode": "hashtag", "tokens": ["vip"]}, {"mode": "participant", "tokens": [origin]}) == [a]
-    assert find({"mode": "hashtag", "tokens": ["refund"]}, {"mode": "raised", "tokens": [origin]}) == []
+    assert find(
+        {"mode": "hashtag", "tokens": ["refund"]}, {"mode": "hashtag", "tokens": ["vip"]}
+    ) == sorted([a, c])
+    assert find(
+        {"mode": "hashtag", "tokens": ["vip"]}, {"mode": "participant", "tokens": [origin]}
+    ) == [a]
+    assert (
+        find({"mode": "hashtag", "tokens": ["refund"]}, {"mode": "raised", "tokens": [origin]})
+        == []
+    )
     shown = api.post("/api/v1/tickets/show", {"ticket_number": c}, token=admin).json()["data"]
     assert shown["tags"] == ["refund", "vip"]
 
 
 def test_watchlist_and_bad_criteria_are_422(api: Api, admin: str) -> None:
     """watchlist (we have none), unknown modes and perspectives, bad dates and per_page > 100 → 422."""
-    err = assert_error(api.post("/api/v1/tickets/query", {"search_object": {"criteria": [
-        {"mode": "watchlist", "tokens": ["1"]}]}}, token=admin), 422, "validation_failed")
+    err = assert_error(
+        api.post(
+            "/api/v1/tickets/query",
+            {"search_object": {"criteria": [{"mode": "watchlist", "tokens": ["1"]}]}},
+            token=admin,
+        ),
+        422,
+        "validation_failed",
+    )
     assert "atchlist" in err["message"]
-    for bad in ({"search_object": {"criteria": [{"mode": "created_from", "tokens": ["2026-02-30"]}]}},
-                {"search_object": {"criteria": [{"mode": "created_to", "tokens": ["20260101"]}]}},
-                {"search_object": {"criteria": [{"mode": "updated_from", "tokens": ["2026-01-01", "2026-02-01"]}]}},
-                {"search_object": {"criteria": [{"mode": "priority", "tokens": ["Meh"]}]}},
-                {"search_object": {"criteria": [{"mode": "status", "tokens": ["pending"]}]}},
-                {"search_object": {"criteria": [{"mode": "ticket_number", "tokens": ["abc"]}]}},
-                {"search_object": {"criteria": [{"mode": "ticket_number", "tokens": [str(2**70)]}]}},
-                {"search_object": {"criteria": [{"mode": "nope", "tokens": []}]}},
-                {"search_object": {"search_perspective": "Mine"}}, {"perspective_id": 7}, {"per_page": 101},
-                {"per_page": 0}, {"page": 0}):
+    for bad in (
+        {"search_object": {"criteria": [{"mode": "created_from", "tokens": ["2026-02-30"]}]}},
+        {"search_object": {"criteria": [{"mode": "created_to", "tokens": ["20260101"]}]}},
+        {
+            "search_object": {
+                "criteria": [{"mode": "updated_from", "tokens": ["2026-01-01", "2026-02-01"]}]
+            }
+        },
+        {"search_object": {"criteria": [{"mode": "priority", "tokens": ["Meh"]}]}},
+        {"search_object": {"criteria": [{"mode": "status", "tokens": ["pending"]}]}},
+        {"search_object": {"criteria": [{"mode": "ticket_number", "tokens": ["abc"]}]}},
+        {"search_object": {"criteria": [{"mode": "ticket_number", "tokens": [str(2**70)]}]}},
+        {"search_object": {"criteria": [{"mode": "nope", "tokens": []}]}},
+        {"search_object": {"search_perspective": "Mine"}},
+        {"perspective_id": 7},
+        {"per_page": 101},
+        {"per_page": 0},
+        {"page": 0},
+    ):
         assert_error(api.post("/api/v1/tickets/query", bad, token=admin), 422, "validation_failed")
         assert_error(api.post("/api/tickiti_api_index", bad, token=admin), 422, "validation_failed")
 
@@ -456,20 +665,36 @@ def test_for_my_attention(api: Api, admin: str) -> None:
     normal_too = _create(api, admin, f"{mark}@customer.test", subject=mark)
     _change(api, normal_too, assign="alice@helpdesk.test")
     alice = _owner_token(api, "alice@helpdesk.test")
-    body = {"search_object": {"search_perspective": "For my attention",
-                              "criteria": [{"mode": "raised", "tokens": [f"{mark}@customer.test"]}]}}
+    body = {
+        "search_object": {
+            "search_perspective": "For my attention",
+            "criteria": [{"mode": "raised", "tokens": [f"{mark}@customer.test"]}],
+        }
+    }
     resp = api.post("/api/v1/tickets/query", body, token=alice)
     assert resp.status_code == 200, resp.text
     data = resp.json()["data"]
     assert data["meta"]["perspective"] == "For my attention" and data["meta"]["total"] == 4
-    assert [t["number"] for t in data["tickets"]] == [numbers[1], normal_too, numbers[2], numbers[0]]
+    assert [t["number"] for t in data["tickets"]] == [
+        numbers[1],
+        normal_too,
+        numbers[2],
+        numbers[0],
+    ]
     assert {t["assigned_to_email"] for t in data["tickets"]} == {"alice@helpdesk.test"}
-    by_id = api.post("/api/v1/tickets/query", {"perspective_id": 6, "search_object": body["search_object"]},
-                     token=alice).json()["data"]
+    by_id = api.post(
+        "/api/v1/tickets/query",
+        {"perspective_id": 6, "search_object": body["search_object"]},
+        token=alice,
+    ).json()["data"]
     assert [t["number"] for t in by_id["tickets"]] == [t["number"] for t in data["tickets"]]
     other = _owner_token(api, "bob@helpdesk.test")
     assert api.post("/api/v1/tickets/query", body, token=other).json()["data"]["tickets"] == []
-    err = assert_error(api.post("/api/v1/tickets/query", body, token=_owner_token(api, None)), 422, "validation_failed")
+    err = assert_error(
+        api.post("/api/v1/tickets/query", body, token=_owner_token(api, None)),
+        422,
+        "validation_failed",
+    )
     assert "owner" in err["message"]
     # the other perspectives keep number-descending order and ignore the owner
     everything = _tickets(api, alice, [{"mode": "raised", "tokens": [f"{mark}@customer.test"]}])
@@ -484,12 +709,28 @@ def test_other_perspectives(api: Api, admin: str, perspective: str) -> None:
     opened, held, closed, assigned = (_create(api, admin, email) for _ in range(4))
     _change(api, closed, status="closed")
     _change(api, assigned, assign="alice@helpdesk.test")
-    hold = api.post("/api/v1/tickets/respond", {"ticket_number": held, "from_email": "alice@helpdesk.test",
-                                                "content": "wait", "status": "on-hold",
-                                                "on_hold_until": "2999-01-01"}, token=admin)
+    hold = api.post(
+        "/api/v1/tickets/respond",
+        {
+            "ticket_number": held,
+            "from_email": "alice@helpdesk.test",
+            "content": "wait",
+            "status": "on-hold",
+            "on_hold_until": "2999-01-01",
+        },
+        token=admin,
+    )
     assert hold.status_code == 200, hold.text
-    want = {"Open": [assigned, opened], "On hold": [held], "Closed": [closed],
-            "Unassigned": [closed, held, opened]}[perspective]
-    got = _tickets(api, admin, [{"mode": "raised", "tokens": [email]}],
-                   perspective_id={"Open": 2, "On hold": 3, "Closed": 4, "Unassigned": 5}[perspective])
+    want = {
+        "Open": [assigned, opened],
+        "On hold": [held],
+        "Closed": [closed],
+        "Unassigned": [closed, held, opened],
+    }[perspective]
+    got = _tickets(
+        api,
+        admin,
+        [{"mode": "raised", "tokens": [email]}],
+        perspective_id={"Open": 2, "On hold": 3, "Closed": 4, "Unassigned": 5}[perspective],
+    )
     assert got == sorted(want, reverse=True)

@@ -13,7 +13,9 @@ from tests.helpers import make_mail
 from tests.ingest.test_pipeline import Desk
 
 
-def postfix_dsn(*, original_message_id: str, recipient: str, status: str = "5.1.1", action: str = "failed") -> bytes:
+def postfix_dsn(
+    *, original_message_id: str, recipient: str, status: str = "5.1.1", action: str = "failed"
+) -> bytes:
     """A bounce in the shape Postfix writes (multipart/report with the returned headers)."""
     return (
         "From: MAILER-DAEMON@mx.customer.test (Mail Delivery System)\r\n"
@@ -38,12 +40,17 @@ def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_p
     desk = Desk(tmp_path)
     desk.feed(make_mail(sender="Gone <gone@customer.test>", subject="Help"))
     with read_scope(desk.engine) as session:
-        ack = session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == "gone@customer.test")).one()
+        ack = session.exec(
+            select(OutboxItem).where(OutboxItem.primary_rcpt == "gone@customer.test")
+        ).one()
     rows_before = 0
     with read_scope(desk.engine) as session:
         rows_before = len(session.exec(select(OutboxItem)).all())
 
-    row = desk.feed(postfix_dsn(original_message_id=ack.message_id, recipient="gone@customer.test"), mail_from="")
+    row = desk.feed(
+        postfix_dsn(original_message_id=ack.message_id, recipient="gone@customer.test"),
+        mail_from="",
+    )
 
     assert row.outcome == "recorded"  # on the ticket, as an internal system event
     (ticket,) = desk.tickets()
@@ -61,7 +68,9 @@ def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_p
     desk.feed(make_mail(sender="gone@customer.test", subject="Another question"))
     with read_scope(desk.engine) as session:
         newest = session.exec(
-            select(OutboxItem).where(OutboxItem.primary_rcpt == "gone@customer.test").order_by(OutboxItem.id.desc())  # type: ignore[union-attr]
+            select(OutboxItem)
+            .where(OutboxItem.primary_rcpt == "gone@customer.test")
+            .order_by(OutboxItem.id.desc())  # type: ignore[union-attr]
         ).first()
     assert newest is not None and newest.state == "suppressed"
 
@@ -70,8 +79,18 @@ def test_delay_notice_does_not_suppress(tmp_path: Path) -> None:
     desk = Desk(tmp_path)
     desk.feed(make_mail(sender="slow@customer.test"))
     with read_scope(desk.engine) as session:
-        ack = session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == "slow@customer.test")).one()
-    desk.feed(postfix_dsn(original_message_id=ack.message_id, recipient="slow@customer.test", status="4.4.1", action="delayed"), mail_from="")
+        ack = session.exec(
+            select(OutboxItem).where(OutboxItem.primary_rcpt == "slow@customer.test")
+        ).one()
+    desk.feed(
+        postfix_dsn(
+            original_message_id=ack.message_id,
+            recipient="slow@customer.test",
+            status="4.4.1",
+            action="delayed",
+        ),
+        mail_from="",
+    )
     with read_scope(desk.engine) as session:
         assert session.get(SuppressedAddress, "slow@customer.test") is None
         assert session.get(OutboxItem, ack.id).state != "failed"  # type: ignore[union-attr]

@@ -39,10 +39,19 @@ class Desk:
         self.settings = worker.load_settings(self.engine, self.config)
         self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
 
-    def feed(self, raw: bytes, *, rcpt: tuple[str, ...] = ("support@helpdesk.test",), mail_from: str | None = "x@customer.test") -> InboundMessage:
+    def feed(
+        self,
+        raw: bytes,
+        *,
+        rcpt: tuple[str, ...] = ("support@helpdesk.test",),
+        mail_from: str | None = "x@customer.test",
+    ) -> InboundMessage:
         with session_scope(self.engine) as session:
             row = spool.add_inbound(
-                session, raw=raw, envelope=spool.Envelope(source="smtp", mail_from=mail_from, rcpt_tos=rcpt), now=self.clock.now()
+                session,
+                raw=raw,
+                envelope=spool.Envelope(source="smtp", mail_from=mail_from, rcpt_tos=rcpt),
+                now=self.clock.now(),
             )
         worker.process_batch(self.engine, self.settings, self.clock, limit=100)
         self.compose_notices()
@@ -64,7 +73,11 @@ class Desk:
 
     def responses(self, ticket: Ticket) -> list[Response]:
         with read_scope(self.engine) as session:
-            return list(session.exec(select(Response).where(Response.ticket_id == ticket.id).order_by(Response.id)))
+            return list(
+                session.exec(
+                    select(Response).where(Response.ticket_id == ticket.id).order_by(Response.id)
+                )
+            )
 
 
 @pytest.fixture
@@ -74,7 +87,16 @@ def desk(tmp_path: Path) -> Desk:
 
 def test_steps_are_one_ordered_table() -> None:
     """The pipeline reads top to bottom in the order DESIGN.md gives."""
-    assert [name for name, _ in STEPS] == ["parse", "dedupe", "classify", "record-bounce", "thread", "identify-sender", "apply", "schedule-notices"]
+    assert [name for name, _ in STEPS] == [
+        "parse",
+        "dedupe",
+        "classify",
+        "record-bounce",
+        "thread",
+        "identify-sender",
+        "apply",
+        "schedule-notices",
+    ]
 
 
 def test_new_mail_opens_ticket_with_6_digit_number(desk: Desk) -> None:
@@ -99,8 +121,13 @@ def test_queue_follows_recipient_address(desk: Desk) -> None:
 
 def test_reply_by_in_reply_to_lands_on_ticket(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<first@customer.test>"))
-    row = desk.feed(make_mail(subject="Re: Help please", message_id="<second@customer.test>",
-                              headers={"In-Reply-To": "<first@customer.test>"}))
+    row = desk.feed(
+        make_mail(
+            subject="Re: Help please",
+            message_id="<second@customer.test>",
+            headers={"In-Reply-To": "<first@customer.test>"},
+        )
+    )
     assert row.outcome == "reply_added"
     (ticket,) = desk.tickets()
     assert [r.kind for r in desk.responses(ticket)] == ["customer", "customer"]
@@ -108,7 +135,12 @@ def test_reply_by_in_reply_to_lands_on_ticket(desk: Desk) -> None:
 
 def test_reply_by_references_only(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<root@customer.test>"))
-    row = desk.feed(make_mail(subject="something else", headers={"References": "<unknown@x.test> <root@customer.test>"}))
+    row = desk.feed(
+        make_mail(
+            subject="something else",
+            headers={"References": "<unknown@x.test> <root@customer.test>"},
+        )
+    )
     assert row.outcome == "reply_added"
     assert len(desk.tickets()) == 1
 
@@ -140,7 +172,9 @@ def test_subject_tag_from_party_is_public_reply(desk: Desk) -> None:
 def test_party_rule_stranger_with_subject_tag_is_held_internal(desk: Desk) -> None:
     """A subject tag alone never makes a stranger's mail a public reply."""
     desk.feed(make_mail())
-    row = desk.feed(make_mail(subject="Re: [#100001] I want in", sender="Mallory <mallory@evil.test>"))
+    row = desk.feed(
+        make_mail(subject="Re: [#100001] I want in", sender="Mallory <mallory@evil.test>")
+    )
     assert row.outcome == "held"
     (ticket,) = desk.tickets()
     last = desk.responses(ticket)[-1]
@@ -151,13 +185,19 @@ def test_party_rule_stranger_with_subject_tag_is_held_internal(desk: Desk) -> No
 def test_party_rule_does_not_apply_to_references(desk: Desk) -> None:
     """A colleague answering a forwarded thread (In-Reply-To known) is a public reply."""
     desk.feed(make_mail(message_id="<orig@customer.test>"))
-    row = desk.feed(make_mail(sender="colleague@customer.test", headers={"In-Reply-To": "<orig@customer.test>"}))
+    row = desk.feed(
+        make_mail(sender="colleague@customer.test", headers={"In-Reply-To": "<orig@customer.test>"})
+    )
     assert row.outcome == "reply_added"
 
 
 def test_unverified_agent_address_is_held(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<orig2@customer.test>"))
-    row = desk.feed(make_mail(sender="Alice <alice@helpdesk.test>", headers={"In-Reply-To": "<orig2@customer.test>"}))
+    row = desk.feed(
+        make_mail(
+            sender="Alice <alice@helpdesk.test>", headers={"In-Reply-To": "<orig2@customer.test>"}
+        )
+    )
     assert row.outcome == "held"
     (ticket,) = desk.tickets()
     assert desk.responses(ticket)[-1].is_internal
@@ -166,8 +206,13 @@ def test_unverified_agent_address_is_held(desk: Desk) -> None:
 def test_agent_reply_to_signed_agent_address_is_verified(desk: Desk) -> None:
     desk.feed(make_mail())
     alice = next(a for a in desk.settings.agents if a.email == "alice@helpdesk.test")
-    address = reply_address(desk.settings.secret, "support@helpdesk.test", ReplyToken(100001, alice.id))
-    row = desk.feed(make_mail(sender="Alice <alice@helpdesk.test>", to=address, body="We are on it.\n"), rcpt=(address,))
+    address = reply_address(
+        desk.settings.secret, "support@helpdesk.test", ReplyToken(100001, alice.id)
+    )
+    row = desk.feed(
+        make_mail(sender="Alice <alice@helpdesk.test>", to=address, body="We are on it.\n"),
+        rcpt=(address,),
+    )
     assert row.outcome == "reply_added"
     (ticket,) = desk.tickets()
     last = desk.responses(ticket)[-1]
@@ -186,7 +231,10 @@ def test_same_message_by_smtp_and_imap_copy_is_applied_once(desk: Desk) -> None:
     """An IMAP copy carries extra trace headers and other line endings: still the same message."""
     raw = make_mail(message_id="<both@customer.test>")
     desk.feed(raw)
-    imap_copy = b"Return-Path: <priya@customer.test>\r\nDelivered-To: support@helpdesk.test\r\nReceived: from mx by imap; Mon, 23 Nov 2026 10:00:01 +0000\r\n" + raw
+    imap_copy = (
+        b"Return-Path: <priya@customer.test>\r\nDelivered-To: support@helpdesk.test\r\nReceived: from mx by imap; Mon, 23 Nov 2026 10:00:01 +0000\r\n"
+        + raw
+    )
     second = desk.feed(imap_copy.replace(b"\r\n", b"\n"))
     assert second.outcome == "duplicate"
     assert len(desk.tickets()) == 1
@@ -194,7 +242,14 @@ def test_same_message_by_smtp_and_imap_copy_is_applied_once(desk: Desk) -> None:
 
 def test_reused_message_id_with_other_content_is_not_dropped(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<same@customer.test>", subject="First problem", body="one\n"))
-    second = desk.feed(make_mail(message_id="<same@customer.test>", subject="Second problem", body="two\n", sender="bob@other.test"))
+    second = desk.feed(
+        make_mail(
+            message_id="<same@customer.test>",
+            subject="Second problem",
+            body="two\n",
+            sender="bob@other.test",
+        )
+    )
     assert second.outcome in ("ticket_created", "reply_added")
     assert second.outcome != "duplicate"
     texts = [r.plain_text for t in desk.tickets() for r in desk.responses(t)]
@@ -202,7 +257,9 @@ def test_reused_message_id_with_other_content_is_not_dropped(desk: Desk) -> None
 
 
 def test_own_mail_coming_back_is_a_loop(desk: Desk) -> None:
-    row = desk.feed(make_mail(sender="Test Support <support@helpdesk.test>", subject="[#100001] Your ticket"))
+    row = desk.feed(
+        make_mail(sender="Test Support <support@helpdesk.test>", subject="[#100001] Your ticket")
+    )
     assert row.outcome == "classified" and row.reason.startswith("loop")
     assert desk.tickets() == []
 
@@ -215,7 +272,12 @@ def test_auto_reply_never_opens_ticket(desk: Desk) -> None:
 
 def test_auto_reply_on_ticket_is_recorded_as_system_event(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<asked@customer.test>"))
-    row = desk.feed(make_mail(subject="Automatic reply: Help", headers={"Auto-Submitted": "auto-replied", "In-Reply-To": "<asked@customer.test>"}))
+    row = desk.feed(
+        make_mail(
+            subject="Automatic reply: Help",
+            headers={"Auto-Submitted": "auto-replied", "In-Reply-To": "<asked@customer.test>"},
+        )
+    )
     assert row.outcome == "recorded"
     (ticket,) = desk.tickets()
     last = desk.responses(ticket)[-1]
@@ -224,7 +286,10 @@ def test_auto_reply_on_ticket_is_recorded_as_system_event(desk: Desk) -> None:
 
 def test_bounce_never_opens_ticket(desk: Desk) -> None:
     row = desk.feed(
-        make_mail(sender="MAILER-DAEMON@mx.customer.test", subject="Undelivered Mail Returned to Sender"), mail_from=""
+        make_mail(
+            sender="MAILER-DAEMON@mx.customer.test", subject="Undelivered Mail Returned to Sender"
+        ),
+        mail_from="",
     )
     assert row.outcome == "classified" and "bounce" in row.reason
     assert desk.tickets() == []
@@ -241,8 +306,16 @@ def test_customer_reply_reopens_closed_ticket(desk: Desk) -> None:
 
 
 def test_customer_cc_becomes_ticket_cc_and_reply_all_threads(desk: Desk) -> None:
-    desk.feed(make_mail(message_id="<cc1@customer.test>", headers={"Cc": "Boss <boss@customer.test>"}))
-    row = desk.feed(make_mail(sender="boss@customer.test", subject="Re: Help please", headers={"In-Reply-To": "<cc1@customer.test>"}))
+    desk.feed(
+        make_mail(message_id="<cc1@customer.test>", headers={"Cc": "Boss <boss@customer.test>"})
+    )
+    row = desk.feed(
+        make_mail(
+            sender="boss@customer.test",
+            subject="Re: Help please",
+            headers={"In-Reply-To": "<cc1@customer.test>"},
+        )
+    )
     assert row.outcome == "reply_added"
     (ticket,) = desk.tickets()
     with read_scope(desk.engine) as session:
@@ -251,7 +324,9 @@ def test_customer_cc_becomes_ticket_cc_and_reply_all_threads(desk: Desk) -> None
         assert [c.email for c in ccs_of(session, ticket.id or 0)] == ["boss@customer.test"]
 
 
-def test_failing_message_is_set_aside_and_others_continue(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_message_is_set_aside_and_others_continue(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mailhelpdesk.ingest.facts as steps  # where the response text is made
 
     real = steps.visible_text
@@ -264,7 +339,12 @@ def test_failing_message_is_set_aside_and_others_continue(desk: Desk, monkeypatc
     monkeypatch.setattr(steps, "visible_text", explode)
     with session_scope(desk.engine) as session:
         for body in ("fine one\n", "EXPLODE\n", "fine two\n"):
-            spool.add_inbound(session, raw=make_mail(body=body), envelope=spool.Envelope(source="smtp"), now=desk.clock.now())
+            spool.add_inbound(
+                session,
+                raw=make_mail(body=body),
+                envelope=spool.Envelope(source="smtp"),
+                now=desk.clock.now(),
+            )
     worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
     with read_scope(desk.engine) as session:
         rows = list(session.exec(select(InboundMessage).order_by(InboundMessage.id)))

@@ -9,8 +9,14 @@ from mailhelpdesk.mail.authres_check import check_authentication_results
 TRUSTED = ["mx.helpdesk.test"]
 
 
-def check(*values: str, domain: str = "helpdesk.test", trusted: list[str] = TRUSTED) -> tuple[bool, str]:
-    headers = [("received", "from x by y")] + [("authentication-results", v) for v in values] + [("from", "a@b")]
+def check(
+    *values: str, domain: str = "helpdesk.test", trusted: list[str] = TRUSTED
+) -> tuple[bool, str]:
+    headers = (
+        [("received", "from x by y")]
+        + [("authentication-results", v) for v in values]
+        + [("from", "a@b")]
+    )
     verdict = check_authentication_results(headers, domain=domain, trusted_authserv_ids=trusted)
     return verdict.verified, verdict.reason
 
@@ -36,7 +42,10 @@ def test_pass_for_the_domain_from_trusted_id(value: str) -> None:
         ("mx.helpdesk.test; dkim=pass header.d=evil.test", "no dkim/dmarc pass"),
         ("mx.helpdesk.test; dkim=pass header.d=test", "no dkim/dmarc pass"),  # parent domain: no
         ("mx.helpdesk.test; dkim=pass header.d=sub.helpdesk.test", "no dkim/dmarc pass"),
-        ("mx.helpdesk.test; spf=pass smtp.mailfrom=helpdesk.test", "no dkim/dmarc pass"),  # SPF alone: no
+        (
+            "mx.helpdesk.test; spf=pass smtp.mailfrom=helpdesk.test",
+            "no dkim/dmarc pass",
+        ),  # SPF alone: no
         ("mx.helpdesk.test; dmarc=fail header.from=helpdesk.test", "no dkim/dmarc pass"),
         ("mx.helpdesk.test; none", "no dkim/dmarc pass"),
         ("mx.evil.test; dkim=pass header.d=helpdesk.test", "untrusted authserv-id"),
@@ -59,5 +68,8 @@ def test_only_the_topmost_header_counts() -> None:
 
 
 def test_nothing_trusted_nothing_verified() -> None:
-    assert check("mx.helpdesk.test; dkim=pass header.d=helpdesk.test", trusted=[]) == (False, "no trusted authserv-id configured")
+    assert check("mx.helpdesk.test; dkim=pass header.d=helpdesk.test", trusted=[]) == (
+        False,
+        "no trusted authserv-id configured",
+    )
     assert check()[0] is False

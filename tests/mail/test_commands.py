@@ -11,7 +11,11 @@ from mailhelpdesk.mail.commands import parse_commands
 
 def test_no_commands_leaves_text_alone() -> None:
     block = parse_commands("Hello,\n#tag vip is not a command here\n")
-    assert block.commands == () and block.error is None and block.body == "Hello,\n#tag vip is not a command here\n"
+    assert (
+        block.commands == ()
+        and block.error is None
+        and block.body == "Hello,\n#tag vip is not a command here\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,7 +49,9 @@ def test_on_hold_takes_a_date() -> None:
 
 
 def test_several_commands_blank_lines_and_body() -> None:
-    block = parse_commands("\n#priority High\n\n  #tag vip\n#note\nInternal remark.\n#status closed\n")
+    block = parse_commands(
+        "\n#priority High\n\n  #tag vip\n#note\nInternal remark.\n#status closed\n"
+    )
     assert [c.name for c in block.commands] == ["priority", "tag", "note"]
     assert block.is_note and [c.name for c in block.changes] == ["priority", "tag"]
     assert block.body == "Internal remark.\n#status closed\n"  # below the text it is text
@@ -67,7 +73,9 @@ def test_several_commands_blank_lines_and_body() -> None:
         ("#priority High\n#frobnicate\nhi", 2, "unknown command"),
     ],
 )
-def test_bad_command_is_an_error_naming_the_line(text: str, line_number: int, fragment: str) -> None:
+def test_bad_command_is_an_error_naming_the_line(
+    text: str, line_number: int, fragment: str
+) -> None:
     block = parse_commands(text)
     assert block.error is not None and block.commands == ()
     assert block.error.line_number == line_number and fragment in block.error.message
@@ -88,11 +96,17 @@ def test_too_many_command_lines() -> None:
 
 
 def test_set_and_submit() -> None:
-    block = parse_commands("#set accept yes\n#SET comment  ten  percent, from  Monday \n#submit\n\nOk by me.\n")
+    block = parse_commands(
+        "#set accept yes\n#SET comment  ten  percent, from  Monday \n#submit\n\nOk by me.\n"
+    )
     assert block.error is None
     first, second, submit = block.commands
     assert (first.name, first.argument, first.value) == ("set", "accept", "yes")
-    assert (second.name, second.argument, second.value) == ("set", "comment", "ten  percent, from  Monday")
+    assert (second.name, second.argument, second.value) == (
+        "set",
+        "comment",
+        "ten  percent, from  Monday",
+    )
     assert submit.name == "submit" and block.is_submit
     assert block.intervention == block.commands and block.changes == ()
     assert block.body.strip() == "Ok by me."
@@ -107,8 +121,12 @@ def test_set_with_an_empty_value_and_set_without_submit() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("#set\n", "expected #set <field> <value>"), ("#submit now\n", "#submit takes no argument"),
-     ("#set x " + "v" * 2001 + "\n", "at most 2000 characters"), ("#sumbit\n", "unknown command #sumbit")],
+    [
+        ("#set\n", "expected #set <field> <value>"),
+        ("#submit now\n", "#submit takes no argument"),
+        ("#set x " + "v" * 2001 + "\n", "at most 2000 characters"),
+        ("#sumbit\n", "unknown command #sumbit"),
+    ],
 )
 def test_bad_set_or_submit(text: str, message: str) -> None:
     block = parse_commands(text)

@@ -10,7 +10,14 @@ from email.policy import default as default_policy
 import pytest
 
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, as_bytes, compose, thread_topic
+from mailhelpdesk.mail.compose import (
+    AUTO_GENERATED,
+    AUTO_REPLIED,
+    Outgoing,
+    as_bytes,
+    compose,
+    thread_topic,
+)
 
 WHEN = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 
@@ -43,7 +50,9 @@ def test_threading_and_identity_headers() -> None:
     assert msg["Message-ID"].endswith("@helpdesk.test>")
     assert msg["In-Reply-To"] == "<first@customer.test>"
     assert msg["References"] == "<root@customer.test> <first@customer.test>"
-    assert msg["Reply-To"].addresses[0].addr_spec == "support+t100001-abcdefghijklmnop@helpdesk.test"
+    assert (
+        msg["Reply-To"].addresses[0].addr_spec == "support+t100001-abcdefghijklmnop@helpdesk.test"
+    )
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["X-Loop"] == "support@helpdesk.test" and msg["X-Mailhelpdesk-Loop"]
     assert msg["Thread-Topic"] == "Printer on fire"
@@ -76,7 +85,9 @@ def test_tag_is_added_once() -> None:
 
 
 def test_any_script_is_encoded_and_survives() -> None:
-    out = make(subject="Помощь 帮助 مساعدة", to=[("Шарма, Прия", "priya@customer.test")], text="Привет ✓")
+    out = make(
+        subject="Помощь 帮助 مساعدة", to=[("Шарма, Прия", "priya@customer.test")], text="Привет ✓"
+    )
     raw = as_bytes(compose(out))
     assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"")
     msg = email.message_from_bytes(raw, policy=default_policy)
@@ -112,7 +123,9 @@ def test_header_injection_is_refused(field: dict[str, object]) -> None:
         compose(make(**field))
 
 
-@pytest.mark.parametrize("subject", ["Помощь, 帮助 и مساعدة " * 12, "A fairly long plain ASCII subject line " * 8, "ok"])
+@pytest.mark.parametrize(
+    "subject", ["Помощь, 帮助 и مساعدة " * 12, "A fairly long plain ASCII subject line " * 8, "ok"]
+)
 def test_long_subjects_fold_and_round_trip(subject: str) -> None:
     raw = as_bytes(compose(make(subject=subject.strip())))
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
@@ -121,7 +134,9 @@ def test_long_subjects_fold_and_round_trip(subject: str) -> None:
 
 
 def test_display_names_with_specials_round_trip() -> None:
-    msg = reparse(make(to=[('Sharma, "Priya" (Ops)', "priya@customer.test")], from_name="Support; Team"))
+    msg = reparse(
+        make(to=[('Sharma, "Priya" (Ops)', "priya@customer.test")], from_name="Support; Team")
+    )
     assert msg["To"].addresses[0].display_name == 'Sharma, "Priya" (Ops)'
     assert msg["From"].addresses[0].display_name == "Support; Team"
 
@@ -135,8 +150,13 @@ def test_attachments_ride_along_in_multipart_mixed() -> None:
 
     msg = compose(
         Outgoing(
-            from_name="Helpdesk", from_address="support@helpdesk.test", to=[("", "c@customer.test")],
-            subject="Re: files", text="see attached", html="<p>see attached</p>", auto_submitted=None,
+            from_name="Helpdesk",
+            from_address="support@helpdesk.test",
+            to=[("", "c@customer.test")],
+            subject="Re: files",
+            text="see attached",
+            html="<p>see attached</p>",
+            auto_submitted=None,
             attachments=(
                 OutgoingAttachment("Grüße.pdf", "application/pdf", b"%PDF-1.4 fake"),
                 OutgoingAttachment("evil\r\nBcc: x@evil.test.txt", "text/plain", b"hi"),

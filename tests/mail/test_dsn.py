@@ -10,14 +10,20 @@ from tests.ingest.test_bounces import postfix_dsn
 
 
 def test_postfix_shape_gives_message_id_and_permanent_recipient() -> None:
-    details = bounce_details(parse_message(postfix_dsn(original_message_id="<ack.1@helpdesk.test>", recipient="Gone@Customer.test")))
+    details = bounce_details(
+        parse_message(
+            postfix_dsn(original_message_id="<ack.1@helpdesk.test>", recipient="Gone@Customer.test")
+        )
+    )
     assert "<ack.1@helpdesk.test>" in details.original_message_ids
     assert details.failed_recipients == ("gone@customer.test",)
     assert details.delayed_recipients == ()
 
 
 def test_delayed_is_not_permanent() -> None:
-    raw = postfix_dsn(original_message_id="<a@h.test>", recipient="slow@c.test", status="4.4.1", action="delayed")
+    raw = postfix_dsn(
+        original_message_id="<a@h.test>", recipient="slow@c.test", status="4.4.1", action="delayed"
+    )
     details = bounce_details(parse_message(raw))
     assert details.failed_recipients == () and details.delayed_recipients == ("slow@c.test",)
 

@@ -26,7 +26,11 @@ BODY = "Hello Alice,\n\ninvoice 4711 charges us twice for the same licence.\n\nB
 def test_fixture_forwards(name: str, sender_name: str, note: str, cc: list[str]) -> None:
     found = find_forwarded(parse_message((FIXTURES / f"{name}_forward.eml").read_bytes()))
     assert found is not None
-    assert (found.shape, found.sender.email, found.sender.name) == (name, "bob@customer.test", sender_name)
+    assert (found.shape, found.sender.email, found.sender.name) == (
+        name,
+        "bob@customer.test",
+        sender_name,
+    )
     assert found.subject == "Invoice 4711 is wrong"
     assert found.text.strip() == BODY
     assert found.note == note
@@ -54,5 +58,9 @@ def test_outlook_mailto_and_bold_fields() -> None:
         "*To:* alice@helpdesk.test\n*Subject:* Invoice\n\nBody here\n"
     )
     found = find_forwarded(parse_message(make_mail(body=body)))
-    assert found is not None and found.sender.email == "bob@customer.test" and found.sender.name == "Bob Builder"
+    assert (
+        found is not None
+        and found.sender.email == "bob@customer.test"
+        and found.sender.name == "Bob Builder"
+    )
     assert found.text.strip() == "Body here"

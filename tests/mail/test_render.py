@@ -70,7 +70,9 @@ def test_override_folder_wins_and_falls_back(tmp_path: Path) -> None:
 def test_sandbox_refuses_unsafe_attributes(tmp_path: Path) -> None:
     (tmp_path / "notices").mkdir()
     for suffix in (".subject.txt", ".txt", ".html"):
-        (tmp_path / "notices" / f"evil{suffix}").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+        (tmp_path / "notices" / f"evil{suffix}").write_text(
+            "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+        )
     with pytest.raises(NoticeRenderError):
         render_notice("evil", CONTEXT, template_dir=str(tmp_path))
 
@@ -83,5 +85,7 @@ def test_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_subject_is_one_line_even_if_data_has_newlines() -> None:
-    notice = render_notice("acknowledgement", {**CONTEXT, "ticket_subject": "a\r\nBcc: victim@x.test"})
+    notice = render_notice(
+        "acknowledgement", {**CONTEXT, "ticket_subject": "a\r\nBcc: victim@x.test"}
+    )
     assert "\r" not in notice.subject and "\n" not in notice.subject

@@ -23,7 +23,9 @@ def test_tampered_or_foreign_tokens_fail() -> None:
     good = make_token(SECRET, ReplyToken(100001))
     assert verify_token(b"other-secret", good) is None
     assert verify_token(SECRET, good.replace("t100001", "t100002")) is None
-    assert verify_token(SECRET, make_token(SECRET, ReplyToken(100001, 3)).replace("a3", "a4")) is None
+    assert (
+        verify_token(SECRET, make_token(SECRET, ReplyToken(100001, 3)).replace("a3", "a4")) is None
+    )
     assert verify_token(SECRET, "t100001-") is None
     assert verify_token(SECRET, "") is None
 

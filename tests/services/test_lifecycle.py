@@ -19,7 +19,11 @@ def test_on_hold_ticket_wakes_on_its_date_and_tells_the_assignee_once(tmp_path: 
     desk.feed(make_mail(subject="Waiting for parts"))
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        ticket.status, ticket.on_hold_until, ticket.assigned_to_email = "on-hold", date(2026, 11, 25), "alice@helpdesk.test"
+        ticket.status, ticket.on_hold_until, ticket.assigned_to_email = (
+            "on-hold",
+            date(2026, 11, 25),
+            "alice@helpdesk.test",
+        )
         session.add(ticket)
 
     def run() -> list[int]:

@@ -41,28 +41,50 @@ def parsed(row: OutboxItem) -> email.message.EmailMessage:
 def test_new_ticket_queues_acknowledgement_and_agent_notice(desk: Desk) -> None:
     desk.feed(make_mail(subject="Printer on fire", message_id="<first@customer.test>"))
     ack, agent = outbox_rows(desk)
-    assert (ack.kind, ack.primary_rcpt, ack.state, ack.is_automatic) == ("acknowledgement", "priya@customer.test", "queued", True)
-    assert (agent.kind, agent.primary_rcpt, agent.state) == ("new_ticket", "alice@helpdesk.test", "queued")
+    assert (ack.kind, ack.primary_rcpt, ack.state, ack.is_automatic) == (
+        "acknowledgement",
+        "priya@customer.test",
+        "queued",
+        True,
+    )
+    assert (agent.kind, agent.primary_rcpt, agent.state) == (
+        "new_ticket",
+        "alice@helpdesk.test",
+        "queued",
+    )
     msg = parsed(ack)
     assert msg["Subject"] == "[#100001] Printer on fire"
     assert msg["In-Reply-To"] == "<first@customer.test>" and msg["Auto-Submitted"] == "auto-replied"
     base, tag = split_plus(msg["Reply-To"].addresses[0].addr_spec)
-    assert base == "support@helpdesk.test" and verify_token(desk.settings.secret, tag or "").ticket_number == 100001  # type: ignore[union-attr]
+    assert (
+        base == "support@helpdesk.test"
+        and verify_token(desk.settings.secret, tag or "").ticket_number == 100001
+    )  # type: ignore[union-attr]
     agent_msg = parsed(agent)
     assert agent_msg["Auto-Submitted"] == "auto-generated"
-    token = verify_token(desk.settings.secret, split_plus(agent_msg["Reply-To"].addresses[0].addr_spec)[1] or "")
+    token = verify_token(
+        desk.settings.secret, split_plus(agent_msg["Reply-To"].addresses[0].addr_spec)[1] or ""
+    )
     assert token is not None and token.agent_id == desk.settings.agents[0].id
     assert "My printer is on fire." in agent_msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     with read_scope(desk.engine) as session:
-        out = {k.message_id for k in session.exec(select(KnownMessageId).where(KnownMessageId.direction == "out"))}
+        out = {
+            k.message_id
+            for k in session.exec(select(KnownMessageId).where(KnownMessageId.direction == "out"))
+        }
     assert out == {ack.message_id, agent.message_id}
 
 
 def test_reply_to_the_acknowledgement_threads_and_notifies_agents(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<first@customer.test>"))
     ack = outbox_rows(desk)[0]
-    row = desk.feed(make_mail(subject="Re: [#100001] Help please", message_id="<second@customer.test>",
-                              headers={"In-Reply-To": ack.message_id}))
+    row = desk.feed(
+        make_mail(
+            subject="Re: [#100001] Help please",
+            message_id="<second@customer.test>",
+            headers={"In-Reply-To": ack.message_id},
+        )
+    )
     assert row.outcome == "reply_added"
     new = outbox_rows(desk)[2:]
     assert [(r.kind, r.primary_rcpt) for r in new] == [("customer_reply", "alice@helpdesk.test")]
@@ -71,7 +93,12 @@ def test_reply_to_the_acknowledgement_threads_and_notifies_agents(desk: Desk) ->
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Auto-Submitted": "auto-replied"}, {"Precedence": "bulk"}, {"X-Autoreply": "yes"}, {"List-Id": "<x.lists.test>"}],
+    [
+        {"Auto-Submitted": "auto-replied"},
+        {"Precedence": "bulk"},
+        {"X-Autoreply": "yes"},
+        {"List-Id": "<x.lists.test>"},
+    ],
 )
 def test_automatic_mail_causes_no_notice(desk: Desk, headers: dict[str, str]) -> None:
     desk.feed(make_mail(subject="Out of office", headers=headers))
@@ -81,7 +108,12 @@ def test_automatic_mail_causes_no_notice(desk: Desk, headers: dict[str, str]) ->
 def test_auto_reply_to_a_notice_is_recorded_without_notice(desk: Desk) -> None:
     desk.feed(make_mail(message_id="<first@customer.test>"))
     ack = outbox_rows(desk)[0]
-    row = desk.feed(make_mail(subject="Automatic reply: out of office", headers={"In-Reply-To": ack.message_id, "Auto-Submitted": "auto-replied"}))
+    row = desk.feed(
+        make_mail(
+            subject="Automatic reply: out of office",
+            headers={"In-Reply-To": ack.message_id, "Auto-Submitted": "auto-replied"},
+        )
+    )
     assert row.outcome == "recorded"
     assert len(outbox_rows(desk)) == 2
 
@@ -101,19 +133,35 @@ def test_imported_mail_causes_no_notice(desk: Desk) -> None:
     from mailhelpdesk.store import spool
 
     with session_scope(desk.engine) as session:
-        spool.add_inbound(session, raw=make_mail(), envelope=spool.Envelope(source="import", mail_from=None), now=desk.clock.now())
+        spool.add_inbound(
+            session,
+            raw=make_mail(),
+            envelope=spool.Envelope(source="import", mail_from=None),
+            now=desk.clock.now(),
+        )
     worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
     assert len(desk.tickets()) == 1 and outbox_rows(desk) == []
 
 
 def test_queue_without_acknowledge_gets_only_agent_notice(desk: Desk) -> None:
     assert desk.settings.notify is not None
-    desk.settings = dataclasses.replace(desk.settings, notify=dataclasses.replace(desk.settings.notify, no_ack_queues=frozenset({"Billing"})))
+    desk.settings = dataclasses.replace(
+        desk.settings,
+        notify=dataclasses.replace(desk.settings.notify, no_ack_queues=frozenset({"Billing"})),
+    )
     desk.feed(make_mail(to="billing@helpdesk.test"), rcpt=("billing@helpdesk.test",))
     assert [r.kind for r in outbox_rows(desk)] == ["new_ticket"]
 
 
-@pytest.mark.parametrize("sender", ["noreply@shop.test", "No-Reply@shop.test", "do-not-reply@shop.test", "list-bounces@lists.test"])
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "noreply@shop.test",
+        "No-Reply@shop.test",
+        "do-not-reply@shop.test",
+        "list-bounces@lists.test",
+    ],
+)
 def test_robot_senders_get_no_acknowledgement(desk: Desk, sender: str) -> None:
     desk.feed(make_mail(sender=sender))
     ack, agent = outbox_rows(desk)
@@ -123,7 +171,13 @@ def test_robot_senders_get_no_acknowledgement(desk: Desk, sender: str) -> None:
 
 def test_suppressed_address_gets_no_automatic_notice(desk: Desk) -> None:
     with session_scope(desk.engine) as session:
-        session.add(SuppressedAddress(email="priya@customer.test", reason="550 mailbox gone", until_at=desk.clock.now() + timedelta(days=1)))
+        session.add(
+            SuppressedAddress(
+                email="priya@customer.test",
+                reason="550 mailbox gone",
+                until_at=desk.clock.now() + timedelta(days=1),
+            )
+        )
     desk.feed(make_mail())
     ack = outbox_rows(desk)[0]
     assert ack.state == "suppressed" and "550 mailbox gone" in ack.last_error
@@ -140,7 +194,9 @@ def test_rate_limit_per_recipient_sliding_window(desk: Desk) -> None:
     assert all(r.state == "queued" for r in outbox_rows(desk) if r.kind == "new_ticket")
     desk.clock.advance(seconds=3600)
     desk.feed(make_mail(subject="later"))
-    assert outbox_rows(desk)[-2].kind == "acknowledgement" and outbox_rows(desk)[-2].state == "queued"
+    assert (
+        outbox_rows(desk)[-2].kind == "acknowledgement" and outbox_rows(desk)[-2].state == "queued"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,8 +216,15 @@ def test_rate_limit_per_recipient_sliding_window(desk: Desk) -> None:
         ("", {}, "no usable address"),
     ],
 )
-def test_auto_reply_refusal_is_one_pure_function(address: str, kw: dict[str, object], refused: str | None) -> None:
-    args: dict[str, object] = {"own_addresses": frozenset({"support@helpdesk.test"}), "suppressed": None, "recent_automatic": 0, "max_per_window": 10}
+def test_auto_reply_refusal_is_one_pure_function(
+    address: str, kw: dict[str, object], refused: str | None
+) -> None:
+    args: dict[str, object] = {
+        "own_addresses": frozenset({"support@helpdesk.test"}),
+        "suppressed": None,
+        "recent_automatic": 0,
+        "max_per_window": 10,
+    }
     args.update(kw)
     reason = auto_reply_refusal(address, **args)  # type: ignore[arg-type]
     assert (reason is None) if refused is None else (reason is not None and refused in reason)
@@ -174,10 +237,20 @@ def test_rolled_back_change_sends_nothing(desk: Desk) -> None:
         from mailhelpdesk.domain.enums import ResponseKind
 
         ticket = tickets.create_ticket(
-            session, subject="x", originator_email="priya@customer.test", first=tickets.NewResponse(kind=ResponseKind.customer, plain_text="hi"),
+            session,
+            subject="x",
+            originator_email="priya@customer.test",
+            first=tickets.NewResponse(kind=ResponseKind.customer, plain_text="hi"),
             clock=desk.clock,
         )
-        assert notify.notify_ticket_created(session, ticket, settings=desk.settings.notify, clock=desk.clock, agents=[], customer_message_id=None)
+        assert notify.notify_ticket_created(
+            session,
+            ticket,
+            settings=desk.settings.notify,
+            clock=desk.clock,
+            agents=[],
+            customer_message_id=None,
+        )
         raise RuntimeError("the change fails after the notice was written")
     assert outbox_rows(desk) == [] and desk.tickets() == []
 
@@ -188,7 +261,14 @@ def test_agent_response_is_human_mail(desk: Desk) -> None:
     for _ in range(12):
         with session_scope(desk.engine) as session:
             ticket = session.exec(select(Ticket)).one()
-            notify.notify_agent_response(session, ticket, settings=desk.settings.notify, clock=desk.clock, agent_name="Alice", message_text="Try turning it off.")
+            notify.notify_agent_response(
+                session,
+                ticket,
+                settings=desk.settings.notify,
+                clock=desk.clock,
+                agent_name="Alice",
+                message_text="Try turning it off.",
+            )
     answers = [r for r in outbox_rows(desk) if r.kind == "agent_response"]
     assert len(answers) == 12 and all(r.state == "queued" and not r.is_automatic for r in answers)
     msg = parsed(answers[0])
@@ -200,8 +280,16 @@ def test_status_notices_render(desk: Desk) -> None:
     desk.feed(make_mail())
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        closed = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock)
-        reopened = notify.notify_status_change(session, ticket, notice="ticket_reopened", settings=desk.settings.notify, clock=desk.clock)
+        closed = notify.notify_status_change(
+            session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock
+        )
+        reopened = notify.notify_status_change(
+            session,
+            ticket,
+            notice="ticket_reopened",
+            settings=desk.settings.notify,
+            clock=desk.clock,
+        )
     assert desk.compose_notices() == 2
     rows = {row.id: row for row in outbox_rows(desk)}
     assert parsed(rows[closed.id])["Subject"] == "[#100001] Closed: Help please"
@@ -217,13 +305,23 @@ def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path:
     inline = dataclasses.replace(desk.settings.notify, compose_in_sender=False)
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        deferred = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=desk.settings.notify,
-                                               clock=desk.clock)
-        direct = notify.notify_status_change(session, ticket, notice="ticket_closed", settings=inline, clock=desk.clock)
-        assert deferred.raw == b"" and deferred.compose_spec and direct.raw and direct.compose_spec is None
+        deferred = notify.notify_status_change(
+            session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock
+        )
+        direct = notify.notify_status_change(
+            session, ticket, notice="ticket_closed", settings=inline, clock=desk.clock
+        )
+        assert (
+            deferred.raw == b""
+            and deferred.compose_spec
+            and direct.raw
+            and direct.compose_spec is None
+        )
         deferred_id, direct_id, deferred_mid = deferred.id, direct.id, deferred.message_id
     with session_scope(desk.engine) as session:  # not claimable before it is composed
-        assert deferred_id not in [r.id for r in outbox.claim_due(session, now=desk.clock.now(), limit=100, lease_s=1)]
+        assert deferred_id not in [
+            r.id for r in outbox.claim_due(session, now=desk.clock.now(), limit=100, lease_s=1)
+        ]
     assert desk.compose_notices() == 1
     rows = {row.id: row for row in outbox_rows(desk)}
     a, b = parsed(rows[deferred_id]), parsed(rows[direct_id])
@@ -237,13 +335,18 @@ def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path:
     broken = dataclasses.replace(desk.settings.notify, template_dir=str(tmp_path))
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        bad = notify.notify_status_change(session, ticket, notice="ticket_closed",
-                                          settings=broken, clock=desk.clock)
+        bad = notify.notify_status_change(
+            session, ticket, notice="ticket_closed", settings=broken, clock=desk.clock
+        )
         bad_id = bad.id
     with session_scope(desk.engine) as session:
         assert notify.compose_pending(session, broken, clock=desk.clock) == 1
     row = {r.id: r for r in outbox_rows(desk)}[bad_id]
-    assert row.state == "failed" and row.last_error.startswith("cannot compose") and row.compose_spec is None
+    assert (
+        row.state == "failed"
+        and row.last_error.startswith("cannot compose")
+        and row.compose_spec is None
+    )
 
 
 def test_cli_render_matches_the_notice_the_service_queued(desk: Desk, tmp_path: Path) -> None:
@@ -256,7 +359,18 @@ def test_cli_render_matches_the_notice_the_service_queued(desk: Desk, tmp_path: 
         context = notify.notice_context(session, ticket, settings=desk.settings.notify)
     cfg = tmp_path / "cli.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "cli.db"}"\n')
-    result = CliRunner().invoke(main, ["--config", str(cfg), "render", "acknowledgement", "--data", json.dumps(context), "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--config",
+            str(cfg),
+            "render",
+            "acknowledgement",
+            "--data",
+            json.dumps(context),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cli = json.loads(result.output)
     msg = parsed(ack)
@@ -268,5 +382,11 @@ def test_cli_render_matches_the_notice_the_service_queued(desk: Desk, tmp_path: 
 def test_cli_render_reports_missing_data(tmp_path: Path) -> None:
     cfg = tmp_path / "cli.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "cli.db"}"\n')
-    result = CliRunner().invoke(main, ["--config", str(cfg), "render", "acknowledgement", "--data", "{}"])
-    assert result.exit_code != 0 and "is undefined" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        main, ["--config", str(cfg), "render", "acknowledgement", "--data", "{}"]
+    )
+    assert (
+        result.exit_code != 0
+        and "is undefined" in result.output
+        and "Traceback" not in result.output
+    )

@@ -33,12 +33,18 @@ def test_close_and_reopen_send_status_notices(desk: Desk) -> None:
     before = kinds(desk)
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        assert ticket_changes.set_status(session, ticket, "closed", clock=desk.clock, notify_settings=desk.settings.notify)
+        assert ticket_changes.set_status(
+            session, ticket, "closed", clock=desk.clock, notify_settings=desk.settings.notify
+        )
         assert ticket.resolved_at is not None
-        assert not ticket_changes.set_status(session, ticket, "closed", clock=desk.clock, notify_settings=desk.settings.notify)
-        assert ticket_changes.set_status(session, ticket, "open", clock=desk.clock, notify_settings=desk.settings.notify)
+        assert not ticket_changes.set_status(
+            session, ticket, "closed", clock=desk.clock, notify_settings=desk.settings.notify
+        )
+        assert ticket_changes.set_status(
+            session, ticket, "open", clock=desk.clock, notify_settings=desk.settings.notify
+        )
         assert ticket.resolved_at is None
-    assert kinds(desk)[len(before):] == ["ticket_closed", "ticket_reopened"]
+    assert kinds(desk)[len(before) :] == ["ticket_closed", "ticket_reopened"]
 
 
 def test_on_hold_needs_a_date_and_sends_nothing(desk: Desk) -> None:
@@ -49,8 +55,14 @@ def test_on_hold_needs_a_date_and_sends_nothing(desk: Desk) -> None:
             ticket_changes.set_status(session, ticket, "on-hold", clock=desk.clock)
         with pytest.raises(InvalidInputError, match="unknown status"):
             ticket_changes.set_status(session, ticket, "pending", clock=desk.clock)
-        ticket_changes.set_status(session, ticket, "on-hold", on_hold_until=date(2026, 12, 1), clock=desk.clock,
-                                  notify_settings=desk.settings.notify)
+        ticket_changes.set_status(
+            session,
+            ticket,
+            "on-hold",
+            on_hold_until=date(2026, 12, 1),
+            clock=desk.clock,
+            notify_settings=desk.settings.notify,
+        )
         assert (ticket.status, ticket.on_hold_until) == ("on-hold", date(2026, 12, 1))
     assert kinds(desk) == before
 
@@ -63,8 +75,14 @@ def test_assign_priority_tags(desk: Desk) -> None:
         with pytest.raises(InvalidInputError, match="not an agent"):
             ticket_changes.assign(session, ticket, "mallory@evil.test", clock=desk.clock)
         assert ticket.assigned_to_email == "alice@helpdesk.test"
-        assert ticket_changes.assign(session, ticket, None, clock=desk.clock) and ticket.assigned_to_email is None
-        assert ticket_changes.set_priority(session, ticket, "Urgent", clock=desk.clock) and ticket.priority == 40
+        assert (
+            ticket_changes.assign(session, ticket, None, clock=desk.clock)
+            and ticket.assigned_to_email is None
+        )
+        assert (
+            ticket_changes.set_priority(session, ticket, "Urgent", clock=desk.clock)
+            and ticket.priority == 40
+        )
         with pytest.raises(InvalidInputError):
             ticket_changes.set_priority(session, ticket, "extreme", clock=desk.clock)
         assert ticket_changes.tag(session, ticket, "vip", clock=desk.clock)

@@ -29,19 +29,34 @@ def desk(tmp_path: Path) -> Desk:
     return Desk(tmp_path)
 
 
-def _ticket(session: Session, desk: Desk, subject: str, *, attachments: tuple[ticket_service.NewAttachment, ...] = ()) -> int:
+def _ticket(
+    session: Session,
+    desk: Desk,
+    subject: str,
+    *,
+    attachments: tuple[ticket_service.NewAttachment, ...] = (),
+) -> int:
     ticket = ticket_service.create_ticket(
-        session, subject=subject, originator_email="c@customer.test", clock=desk.clock,
-        first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text=f"body of {subject}",
-                                         attachments=attachments))
+        session,
+        subject=subject,
+        originator_email="c@customer.test",
+        clock=desk.clock,
+        first=ticket_service.NewResponse(
+            kind=ResponseKind.customer, plain_text=f"body of {subject}", attachments=attachments
+        ),
+    )
     return ticket.number
 
 
 def _reply(session: Session, desk: Desk, number: int, text: str) -> None:
     ticket = ticket_service.store.get_ticket_by_number(session, number)
     assert ticket is not None
-    ticket_service.add_response(session, ticket, ticket_service.NewResponse(kind=ResponseKind.customer,
-                                                                            plain_text=text), clock=desk.clock)
+    ticket_service.add_response(
+        session,
+        ticket,
+        ticket_service.NewResponse(kind=ResponseKind.customer, plain_text=text),
+        clock=desk.clock,
+    )
 
 
 def _walk(desk: Desk, limit: int, between: list[str] | None = None) -> list[str]:
@@ -50,12 +65,16 @@ def _walk(desk: Desk, limit: int, between: list[str] | None = None) -> list[str]
     cursor = None
     while True:
         with read_scope(desk.engine) as session:
-            page = ticket_reads.query_responses(session, ticket_reads.ResponseQuery(limit=limit, cursor=cursor),
-                                                clock=desk.clock)
+            page = ticket_reads.query_responses(
+                session, ticket_reads.ResponseQuery(limit=limit, cursor=cursor), clock=desk.clock
+            )
         seen.extend(r["id"] for r in page["responses"])
         if page["next_cursor"] is None:
             return seen
-        cursor = (datetime.fromisoformat(page["next_cursor"]["created_at"]), int(page["next_cursor"]["id"]))
+        cursor = (
+            datetime.fromisoformat(page["next_cursor"]["created_at"]),
+            int(page["next_cursor"]["id"]),
+        )
         if between:
             text = between.pop(0)
             with session_scope(desk.engine) as session:
@@ -72,7 +91,9 @@ def test_keyset_ties_on_created_at_are_broken_by_id(desk: Desk) -> None:
     assert _walk(desk, 1) == [str(i) for i in range(1, 11)]
 
 
-def test_inserts_between_pages_with_equal_times_are_neither_skipped_nor_repeated(desk: Desk) -> None:
+def test_inserts_between_pages_with_equal_times_are_neither_skipped_nor_repeated(
+    desk: Desk,
+) -> None:
     """Rows added at the cursor's own created_at (a frozen clock) come after it, by id."""
     with session_scope(desk.engine) as session:
         _ticket(session, desk, "t")
@@ -91,8 +112,14 @@ def test_sqlite_needs_no_settle_horizon(desk: Desk) -> None:
 def test_moment_bounds() -> None:
     """A bare date is the whole day; a time is exact; anything else is refused."""
     assert ticket_reads.moment("2026-11-23", end=False).isoformat() == "2026-11-23T00:00:00+00:00"
-    assert ticket_reads.moment("2026-11-23", end=True).isoformat() == "2026-11-23T23:59:59.999999+00:00"
-    assert ticket_reads.moment("2026-11-23 10:11:12", end=True).isoformat() == "2026-11-23T10:11:12+00:00"
+    assert (
+        ticket_reads.moment("2026-11-23", end=True).isoformat()
+        == "2026-11-23T23:59:59.999999+00:00"
+    )
+    assert (
+        ticket_reads.moment("2026-11-23 10:11:12", end=True).isoformat()
+        == "2026-11-23T10:11:12+00:00"
+    )
     for bad in ("2026-11-23 10:11", "2026-11-31", "23.11.2026", "2026-11-23 10:11:12.5"):
         with pytest.raises(ValueError):
             ticket_reads.moment(bad, end=False)
@@ -103,7 +130,10 @@ def test_query_errors(desk: Desk) -> None:
     with read_scope(desk.engine) as session:
         for kwargs, needle in (
             ({"perspective": "All", "criteria": [("zodiac", ["x"])]}, "Unknown criteria mode"),
-            ({"perspective": "All", "criteria": [("watchlist", ["1"])]}, "Watchlists are not supported"),
+            (
+                {"perspective": "All", "criteria": [("watchlist", ["1"])]},
+                "Watchlists are not supported",
+            ),
             ({"perspective": "For my attention", "criteria": []}, "needs a token with an owner"),
             ({"perspective": "Nope", "criteria": []}, "not found"),
         ):
@@ -117,10 +147,17 @@ def test_text_criteria_empty_tokens_match_everything(desk: Desk) -> None:
         _ticket(session, desk, "alpha")
         _ticket(session, desk, "beta")
     with read_scope(desk.engine) as session:
-        found = ticket_reads.query(session, perspective="All", criteria=[("content", ["  "])], page=1, per_page=10)
+        found = ticket_reads.query(
+            session, perspective="All", criteria=[("content", ["  "])], page=1, per_page=10
+        )
         assert found["meta"]["total"] == 2
-        found = ticket_reads.query(session, perspective="All", criteria=[("content", ["body", "alpha"])],
-                                   page=1, per_page=10)
+        found = ticket_reads.query(
+            session,
+            perspective="All",
+            criteria=[("content", ["body", "alpha"])],
+            page=1,
+            per_page=10,
+        )
         assert [t["subject"] for t in found["tickets"]] == ["alpha"]
 
 
@@ -128,21 +165,42 @@ def test_attachment_refusals(desk: Desk) -> None:
     """Not on this ticket, unknown ticket, review and block raise their own errors."""
     pe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 100
     with session_scope(desk.engine) as session:
-        first = _ticket(session, desk, "files", attachments=(
-            ticket_service.NewAttachment(name="a.exe", mime_type="application/octet-stream", data=pe),
-            ticket_service.NewAttachment(name="b.scr", mime_type="application/octet-stream", data=pe),
-            ticket_service.NewAttachment(name="c.txt", mime_type="text/plain", data=b"hi")))
+        first = _ticket(
+            session,
+            desk,
+            "files",
+            attachments=(
+                ticket_service.NewAttachment(
+                    name="a.exe", mime_type="application/octet-stream", data=pe
+                ),
+                ticket_service.NewAttachment(
+                    name="b.scr", mime_type="application/octet-stream", data=pe
+                ),
+                ticket_service.NewAttachment(name="c.txt", mime_type="text/plain", data=b"hi"),
+            ),
+        )
         second = _ticket(session, desk, "other")
     with read_scope(desk.engine) as session:
         with pytest.raises(AttachmentReviewRequiredError, match="review_ok"):
             ticket_reads.attachment(session, ticket_number=first, attachment_id=1, intent=None)
-        assert ticket_reads.attachment(session, ticket_number=first, attachment_id=1, intent="review_ok")["name"] == "a.exe"
+        assert (
+            ticket_reads.attachment(
+                session, ticket_number=first, attachment_id=1, intent="review_ok"
+            )["name"]
+            == "a.exe"
+        )
         with pytest.raises(AttachmentBlockedError):
-            ticket_reads.attachment(session, ticket_number=first, attachment_id=2, intent="review_ok")
+            ticket_reads.attachment(
+                session, ticket_number=first, attachment_id=2, intent="review_ok"
+            )
         with pytest.raises(AttachmentNotFoundError):
             ticket_reads.attachment(session, ticket_number=second, attachment_id=3, intent=None)
         with pytest.raises(NotFoundError) as exc:
             ticket_reads.attachment(session, ticket_number=999999, attachment_id=3, intent=None)
         assert not isinstance(exc.value, AttachmentNotFoundError)
         got = ticket_reads.attachment(session, ticket_number=first, attachment_id=3, intent=None)
-        assert (got["content_base64"], got["mime_type"], got["file_size"]) == ("aGk=", "text/plain", 2)
+        assert (got["content_base64"], got["mime_type"], got["file_size"]) == (
+            "aGk=",
+            "text/plain",
+            2,
+        )

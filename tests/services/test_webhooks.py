@@ -42,19 +42,24 @@ class Desk:
 
     @staticmethod
     def configure(tmp: Path, hooks: list[dict[str, Any]]) -> Config:
-        return config_from_dict({
-            "helpdesk": {"address": "support@helpdesk.test", "secret": "s3cret"},
-            "database": {"url": f"sqlite:///{tmp / 'w.db'}"},
-            "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
-            "http_deliveries": {"timeout_s": 7, "max_attempts": 4},
-            "webhooks": hooks,
-        })
+        return config_from_dict(
+            {
+                "helpdesk": {"address": "support@helpdesk.test", "secret": "s3cret"},
+                "database": {"url": f"sqlite:///{tmp / 'w.db'}"},
+                "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
+                "http_deliveries": {"timeout_s": 7, "max_attempts": 4},
+                "webhooks": hooks,
+            }
+        )
 
     def create(self) -> int:
         with session_scope(self.engine) as session:
             ticket = ticket_service.create_ticket(
-                session, subject="Printer", originator_email="Priya@Customer.test",
-                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="on fire"), clock=self.clock,
+                session,
+                subject="Printer",
+                originator_email="Priya@Customer.test",
+                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="on fire"),
+                clock=self.clock,
             )
             return ticket.id or 0
 
@@ -79,22 +84,36 @@ def test_created_ticket_queues_signed_events_with_the_ticket_header(desk: Desk) 
     assert desk.events("/pager") == []  # it only wants ticket.assigned
     created, response = desk.rows()
     with read_scope(desk.engine) as session:
-        sub = session.exec(select(WebhookSubscription).where(WebhookSubscription.name == "crm")).one()
+        sub = session.exec(
+            select(WebhookSubscription).where(WebhookSubscription.name == "crm")
+        ).one()
     for row in (created, response):
         body = json.loads(row.body)
-        assert row.kind == "webhook" and row.ref == f"webhook:{sub.id}" and row.ticket_id == ticket_id
+        assert (
+            row.kind == "webhook" and row.ref == f"webhook:{sub.id}" and row.ticket_id == ticket_id
+        )
         assert row.secret_ref == "webhook:crm" and row.state == "queued"
         assert (row.timeout_s, row.max_attempts) == (7.0, 4)  # from [http_deliveries]
         assert http_outbox.headers_of(row) == {"Idempotency-Key": f"webhook:{body['event_id']}"}
         assert body["occurred_at"] == "2026-11-23T10:00:00+00:00"
         assert body["ticket"]["id"] == str(ticket_id) and body["ticket"]["number"] == 100001
-        assert body["ticket"]["originator_email"] == "priya@customer.test" and body["ticket"]["queue"] == "Inbox"
+        assert (
+            body["ticket"]["originator_email"] == "priya@customer.test"
+            and body["ticket"]["queue"] == "Inbox"
+        )
     assert json.loads(created.body)["event_id"] != json.loads(response.body)["event_id"]
     assert "response" not in json.loads(created.body)
     assert json.loads(response.body)["response"] | {"id": None} == {
-        "id": None, "kind": "customer", "is_internal": False, "staff_response": False, "is_email_sourced": False,
-        "created_by_email": None, "created_by_name": "", "created_at": "2026-11-23T10:00:00+00:00",
-        "subject": "", "visible_text": "on fire",
+        "id": None,
+        "kind": "customer",
+        "is_internal": False,
+        "staff_response": False,
+        "is_email_sourced": False,
+        "created_by_email": None,
+        "created_by_name": "",
+        "created_at": "2026-11-23T10:00:00+00:00",
+        "subject": "",
+        "visible_text": "on fire",
     }
 
 
@@ -104,35 +123,57 @@ def test_status_assignment_notes_and_a_reopening_reply(desk: Desk) -> None:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
         assert ticket_changes.assign(session, ticket, "alice@helpdesk.test", clock=desk.clock)
-        assert not ticket_changes.assign(session, ticket, "alice@helpdesk.test", clock=desk.clock)  # no change, no event
+        assert not ticket_changes.assign(
+            session, ticket, "alice@helpdesk.test", clock=desk.clock
+        )  # no change, no event
         assert ticket_changes.set_status(session, ticket, "closed", clock=desk.clock)
         ticket_service.add_response(
-            session, ticket, ticket_service.NewResponse(kind=ResponseKind.note, plain_text="internal", is_internal=True),
+            session,
+            ticket,
+            ticket_service.NewResponse(
+                kind=ResponseKind.note, plain_text="internal", is_internal=True
+            ),
             clock=desk.clock,
         )
         ticket_service.add_response(
-            session, ticket, ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="still broken"), clock=desk.clock,
+            session,
+            ticket,
+            ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="still broken"),
+            clock=desk.clock,
         )
     assert desk.events("/crm") == [
-        "ticket.created", "response.created", "ticket.assigned", "ticket.status_changed",
-        "response.created", "response.created", "ticket.status_changed",
+        "ticket.created",
+        "response.created",
+        "ticket.assigned",
+        "ticket.status_changed",
+        "response.created",
+        "response.created",
+        "ticket.status_changed",
     ]
     assert desk.events("/pager") == ["ticket.assigned"]
     bodies = [json.loads(r.body) for r in desk.rows() if "/crm" in r.url]
     assigned, closed, note, reply, reopened = bodies[2:]
-    assert assigned["ticket"]["assigned_to_email"] == "alice@helpdesk.test" and assigned["previous_assignee"] is None
+    assert (
+        assigned["ticket"]["assigned_to_email"] == "alice@helpdesk.test"
+        and assigned["previous_assignee"] is None
+    )
     assert closed["ticket"]["status"] == "closed" and closed["previous_status"] == "open"
     assert note["response"]["is_internal"] is True and note["response"]["kind"] == "note"
     assert reply["response"]["is_internal"] is False
     assert reopened["ticket"]["status"] == "open" and reopened["previous_status"] == "closed"
-    assert [r for r in desk.rows() if "/pager" in r.url][0].secret_ref == ""  # unsigned subscription
+    assert [r for r in desk.rows() if "/pager" in r.url][
+        0
+    ].secret_ref == ""  # unsigned subscription
 
 
 def test_events_roll_back_with_the_change(desk: Desk) -> None:
     with pytest.raises(RuntimeError), session_scope(desk.engine) as session:
         ticket_service.create_ticket(
-            session, subject="x", originator_email="a@b.test",
-            first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="x"), clock=desk.clock,
+            session,
+            subject="x",
+            originator_email="a@b.test",
+            first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="x"),
+            clock=desk.clock,
         )
         assert len(list(session.exec(select(HttpDelivery)))) == 2
         raise RuntimeError("the request failed after the change")
@@ -142,8 +183,11 @@ def test_events_roll_back_with_the_change(desk: Desk) -> None:
 def test_mail_raises_the_same_events_as_the_service(desk: Desk) -> None:
     with session_scope(desk.engine) as session:
         spool.add_inbound(
-            session, raw=make_mail(), envelope=spool.Envelope(source="smtp", mail_from="priya@customer.test",
-                                                              rcpt_tos=("support@helpdesk.test",)),
+            session,
+            raw=make_mail(),
+            envelope=spool.Envelope(
+                source="smtp", mail_from="priya@customer.test", rcpt_tos=("support@helpdesk.test",)
+            ),
             now=desk.clock.now(),
         )
     worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
@@ -165,14 +209,19 @@ def test_without_subscriptions_a_write_costs_one_small_select(tmp_path: Path) ->
         event.remove(desk.engine, "before_cursor_execute", record)
         desk.engine.dispose()
     hooks = [s for s in statements if "webhook_subscriptions" in s]
-    assert len(hooks) == 1 and hooks[0].lstrip().upper().startswith("SELECT")  # two events, one query
+    assert len(hooks) == 1 and hooks[0].lstrip().upper().startswith(
+        "SELECT"
+    )  # two events, one query
     assert not [s for s in statements if "http_deliveries" in s]
 
 
 def test_sync_follows_the_config(tmp_path: Path) -> None:
     desk = Desk(tmp_path, HOOKS)
     try:
-        changed = Desk.configure(tmp_path, [{"name": "crm", "url": "https://crm.example.test/new", "events": ["ticket.created"]}])
+        changed = Desk.configure(
+            tmp_path,
+            [{"name": "crm", "url": "https://crm.example.test/new", "events": ["ticket.created"]}],
+        )
         sync_config(desk.engine, changed)
         with read_scope(desk.engine) as session:
             subs = list(session.exec(select(WebhookSubscription)))
@@ -187,11 +236,20 @@ def test_sync_follows_the_config(tmp_path: Path) -> None:
     ("hooks", "message"),
     [
         ([{"name": "a", "url": "ftp://x"}], "webhooks[0].url: expected an http:// or https:// URL"),
-        ([{"name": "a", "url": "http://x", "events": ["ticket.deleted"]}], "webhooks[0].events[0]: expected one of"),
-        ([{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}], "webhooks[1].name: expected a unique"),
+        (
+            [{"name": "a", "url": "http://x", "events": ["ticket.deleted"]}],
+            "webhooks[0].events[0]: expected one of",
+        ),
+        (
+            [{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}],
+            "webhooks[1].name: expected a unique",
+        ),
         ([{"url": "http://x"}], "webhooks[0].name: required key is missing"),
         ([{"name": "a", "url": "http://x:0/"}], "webhooks[0].url: port 0"),
-        ([{"name": "a", "url": "http://x", "secret": "has space"}], "webhooks[0].secret: printable ASCII"),
+        (
+            [{"name": "a", "url": "http://x", "secret": "has space"}],
+            "webhooks[0].secret: printable ASCII",
+        ),
         ([{"name": "a", "url": "http://x"}], None),
     ],
 )
@@ -219,11 +277,24 @@ def test_on_hold_wake_up_and_api_status_go_through_the_status_path(desk: Desk) -
     with session_scope(desk.engine) as session:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        api_requests.respond(session, settings=api, clock=desk.clock, ticket_number=ticket.number,
-                             from_email="alice@helpdesk.test", content="Waiting for parts", is_internal=False,
-                             status="on-hold", on_hold_until=date(2026, 11, 25))
+        api_requests.respond(
+            session,
+            settings=api,
+            clock=desk.clock,
+            ticket_number=ticket.number,
+            from_email="alice@helpdesk.test",
+            content="Waiting for parts",
+            is_internal=False,
+            status="on-hold",
+            on_hold_until=date(2026, 11, 25),
+        )
     desk.clock.advance(days=2)
     with session_scope(desk.engine) as session:
         assert wake_on_hold(session, clock=desk.clock, settings=desk.settings.notify) == [100001]
-    changes = [json.loads(r.body) for r in desk.rows() if "/crm" in r.url and b"status_changed" in r.body]
-    assert [(c["previous_status"], c["ticket"]["status"]) for c in changes] == [("open", "on-hold"), ("on-hold", "open")]
+    changes = [
+        json.loads(r.body) for r in desk.rows() if "/crm" in r.url and b"status_changed" in r.body
+    ]
+    assert [(c["previous_status"], c["ticket"]["status"]) for c in changes] == [
+        ("open", "on-hold"),
+        ("on-hold", "open"),
+    ]

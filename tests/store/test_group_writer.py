@@ -35,6 +35,7 @@ def test_waiting_jobs_share_one_commit_and_a_failing_job_undoes_only_itself(tmp_
             if n == 7:
                 raise ValueError("job 7 fails")
             return f"k{n}"
+
         return write(engine, run)
 
     results: dict[int, object] = {}
@@ -110,11 +111,15 @@ def test_an_error_that_ends_the_transaction_fails_the_whole_batch(tmp_path: Path
         session.execute(text("CREATE TABLE big (v BLOB)"))
         session.commit()
         pages = session.execute(text("PRAGMA page_count")).scalar()
-    event.listen(engine, "connect", lambda c, _r: c.execute(f"PRAGMA max_page_count={int(pages or 0) + 20}"))
+    event.listen(
+        engine, "connect", lambda c, _r: c.execute(f"PRAGMA max_page_count={int(pages or 0) + 20}")
+    )
     engine.dispose()
 
     def insert(size: int):  # type: ignore[no-untyped-def]
-        return lambda session: session.execute(text("INSERT INTO big VALUES (:v)"), {"v": b"x" * size}) and size
+        return lambda session: (
+            session.execute(text("INSERT INTO big VALUES (:v)"), {"v": b"x" * size}) and size
+        )
 
     results = _burst(engine, [insert(10), insert(10), insert(4_000_000), insert(10)])
     assert all(isinstance(results[n], Exception) for n in range(4)), results
@@ -137,11 +142,13 @@ def test_a_database_locked_elsewhere_fails_the_batch_once(tmp_path: Path) -> Non
         results = {}
         threads = []
         for n in range(6):
+
             def call(n: int = n) -> None:
                 try:
                     results[n] = write(engine, lambda s: s.add(Setting(key=f"l{n}", value="1")))
                 except Exception as exc:  # noqa: BLE001
                     results[n] = exc
+
             threads.append(threading.Thread(target=call))
             threads[-1].start()
         for t in threads:

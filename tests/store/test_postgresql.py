@@ -23,7 +23,9 @@ from tests.postgres import Postgres, pg_bin
 
 
 def _setup(url: str):  # type: ignore[no-untyped-def]
-    config = config_from_dict({"helpdesk": {"address": "support@helpdesk.test", "secret": "s"}, "database": {"url": url}})
+    config = config_from_dict(
+        {"helpdesk": {"address": "support@helpdesk.test", "secret": "s"}, "database": {"url": url}}
+    )
     engine = make_engine(url)
     schema.upgrade(engine)
     sync_config(engine, config)
@@ -42,16 +44,25 @@ def test_pipeline_outcomes_match_on_postgresql(postgres: Postgres) -> None:
     clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
     mails = [
         make_mail(message_id="<pg1@c.test>", subject="first"),
-        make_mail(message_id="<pg2@c.test>", subject="Re: first", headers={"In-Reply-To": "<pg1@c.test>"}),
+        make_mail(
+            message_id="<pg2@c.test>", subject="Re: first", headers={"In-Reply-To": "<pg1@c.test>"}
+        ),
         make_mail(message_id="<pg1@c.test>", subject="first"),  # the same message again
         make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),
     ]
     with session_scope(engine) as session:
         for raw in mails:
-            spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="smtp", mail_from="x@c.test"), now=clock.now())
+            spool.add_inbound(
+                session,
+                raw=raw,
+                envelope=spool.Envelope(source="smtp", mail_from="x@c.test"),
+                now=clock.now(),
+            )
     worker.process_batch(engine, settings, clock, limit=10)
     with read_scope(engine) as session:
-        outcomes = [r.outcome for r in session.exec(select(InboundMessage).order_by(InboundMessage.id))]
+        outcomes = [
+            r.outcome for r in session.exec(select(InboundMessage).order_by(InboundMessage.id))
+        ]
         tickets = session.exec(select(Ticket)).all()
         responses = session.exec(select(Response)).all()
     assert outcomes == ["ticket_created", "reply_added", "duplicate", "classified"]
@@ -64,8 +75,14 @@ def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None
     clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
     with session_scope(engine) as session:
         for i in range(200):
-            raw = make_mail(message_id=f"<w{i % 150}@c.test>", subject=f"m{i % 150}", sender=f"c{i}@c.test" if i < 150 else f"c{i - 150}@c.test")
-            spool.add_inbound(session, raw=raw, envelope=spool.Envelope(source="smtp"), now=clock.now())
+            raw = make_mail(
+                message_id=f"<w{i % 150}@c.test>",
+                subject=f"m{i % 150}",
+                sender=f"c{i}@c.test" if i < 150 else f"c{i - 150}@c.test",
+            )
+            spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=clock.now()
+            )
     done: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -93,7 +110,9 @@ def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None
 def test_daemon_serves_on_postgresql(postgres: Postgres, tmp_path: Path) -> None:
     url = postgres.create_database()
     daemon = Daemon(tmp_path)
-    daemon.config.write_text(daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"'))
+    daemon.config.write_text(
+        daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"')
+    )
     daemon.start()
     try:
         for i in range(20):
@@ -109,7 +128,9 @@ def test_daemon_serves_on_postgresql(postgres: Postgres, tmp_path: Path) -> None
 def _daemon_on(url: str, tmp: Path) -> Daemon:
     tmp.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(tmp, extra_config="[api]\nrate_limit_requests = 1000000\n")
-    daemon.config.write_text(daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"'))
+    daemon.config.write_text(
+        daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"')
+    )
     return daemon
 
 
@@ -128,18 +149,32 @@ def test_two_daemons_one_key_one_ticket_on_postgresql(postgres: Postgres, tmp_pa
     for d in daemons:
         d.start()
     try:
-        token = daemons[0].cli("token", "create", "--name", "pg-both", "--ability", "all").stdout.strip().splitlines()[-1]
+        token = (
+            daemons[0]
+            .cli("token", "create", "--name", "pg-both", "--ability", "all")
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         engine = make_engine(url)
         for round_no in range(3):
             email = f"pg-race{round_no}@customer.test"
-            body = json.dumps({"originator_email_address": email, "data": {"subject": f"PG race {round_no}",
-                                                                            "content": "go"}}).encode()
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                       "Idempotency-Key": str(uuid.uuid4())}
+            body = json.dumps(
+                {
+                    "originator_email_address": email,
+                    "data": {"subject": f"PG race {round_no}", "content": "go"},
+                }
+            ).encode()
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": str(uuid.uuid4()),
+            }
 
             def post(i: int) -> httpx.Response:
                 base = f"http://127.0.0.1:{daemons[i % 2].http_port}"
-                return httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+                return httpx.post(
+                    base + "/api/create_ticket", content=body, headers=headers, timeout=60
+                )
 
             with ThreadPoolExecutor(50) as pool:
                 results = list(pool.map(post, range(50)))
@@ -147,14 +182,21 @@ def test_two_daemons_one_key_one_ticket_on_postgresql(postgres: Postgres, tmp_pa
             assert set(statuses) <= {200, 409}, statuses
             oks = {r.content for r in results if r.status_code == 200}
             assert len(oks) == 1, oks
-            assert all(r.json()["error"] == "idempotency_key_in_progress" for r in results if r.status_code == 409)
+            assert all(
+                r.json()["error"] == "idempotency_key_in_progress"
+                for r in results
+                if r.status_code == 409
+            )
             with read_scope(engine) as session:
                 tickets = session.exec(select(Ticket).where(Ticket.originator_email == email)).all()
                 assert len(tickets) == 1
                 from mailhelpdesk.domain.models import OutboxItem
 
-                acks = session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == email,
-                                                             OutboxItem.kind == "acknowledgement")).all()
+                acks = session.exec(
+                    select(OutboxItem).where(
+                        OutboxItem.primary_rcpt == email, OutboxItem.kind == "acknowledgement"
+                    )
+                ).all()
                 assert len(acks) == 1
         engine.dispose()
     finally:
@@ -177,31 +219,63 @@ def test_api_answers_503_while_postgresql_is_down_and_the_key_stays_usable(tmp_p
         daemon = _daemon_on(url, tmp_path / "d")
         daemon.start()
         try:
-            token = daemon.cli("token", "create", "--name", "pg-down", "--ability", "all").stdout.strip().splitlines()[-1]
+            token = (
+                daemon.cli("token", "create", "--name", "pg-down", "--ability", "all")
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             base = f"http://127.0.0.1:{daemon.http_port}"
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": "down-1"}
-            body = json.dumps({"originator_email_address": "down@customer.test",
-                               "data": {"subject": "While down", "content": "x"}}).encode()
-            assert httpx.post(base + "/api/v1/tickets/query", content=b"{}", headers=headers, timeout=30).status_code == 200
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": "down-1",
+            }
+            body = json.dumps(
+                {
+                    "originator_email_address": "down@customer.test",
+                    "data": {"subject": "While down", "content": "x"},
+                }
+            ).encode()
+            assert (
+                httpx.post(
+                    base + "/api/v1/tickets/query", content=b"{}", headers=headers, timeout=30
+                ).status_code
+                == 200
+            )
             server.pause()
             for _ in range(2):
-                resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+                resp = httpx.post(
+                    base + "/api/create_ticket", content=body, headers=headers, timeout=60
+                )
                 assert resp.status_code == 503, resp.text
                 assert resp.json()["ok"] is False and resp.json()["error"] == "unavailable"
-                assert resp.headers["retry-after"] and resp.headers["content-type"].startswith("application/json")
+                assert resp.headers["retry-after"] and resp.headers["content-type"].startswith(
+                    "application/json"
+                )
             server.resume()
             deadline = time.monotonic() + 30
             while True:
-                resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+                resp = httpx.post(
+                    base + "/api/create_ticket", content=body, headers=headers, timeout=60
+                )
                 if resp.status_code != 503 or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             assert resp.status_code == 200 and "idempotent-replayed" not in resp.headers, resp.text
-            again = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
+            again = httpx.post(
+                base + "/api/create_ticket", content=body, headers=headers, timeout=60
+            )
             assert again.content == resp.content and again.headers["idempotent-replayed"] == "true"
             engine = make_engine(url)
             with read_scope(engine) as session:
-                assert len(session.exec(select(Ticket).where(Ticket.originator_email == "down@customer.test")).all()) == 1
+                assert (
+                    len(
+                        session.exec(
+                            select(Ticket).where(Ticket.originator_email == "down@customer.test")
+                        ).all()
+                    )
+                    == 1
+                )
             engine.dispose()
         finally:
             daemon.stop()
@@ -209,7 +283,9 @@ def test_api_answers_503_while_postgresql_is_down_and_the_key_stays_usable(tmp_p
         server.stop()
 
 
-def test_a_claim_held_by_a_stuck_peer_is_409_after_a_bounded_wait(postgres: Postgres, tmp_path: Path) -> None:
+def test_a_claim_held_by_a_stuck_peer_is_409_after_a_bounded_wait(
+    postgres: Postgres, tmp_path: Path
+) -> None:
     """Another daemon's transaction holds a key's claim and does not finish: a request with that
     key waits at most CLAIM_WAIT_MS, then answers 409 in progress (never hangs); once the peer is
     gone the key executes once."""
@@ -224,21 +300,36 @@ def test_a_claim_held_by_a_stuck_peer_is_409_after_a_bounded_wait(postgres: Post
     daemon = _daemon_on(url, tmp_path / "d")
     daemon.start()
     try:
-        token = daemon.cli("token", "create", "--name", "stuck", "--ability", "all").stdout.strip().splitlines()[-1]
+        token = (
+            daemon.cli("token", "create", "--name", "stuck", "--ability", "all")
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         token_id = int(token.split("|")[0])
         peer = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
         peer.execute(
             "INSERT INTO idempotency_keys (token_id, key, action, fingerprint, state, lease, created_at, expires_at) "
             "VALUES (%s, 'held', 'create_ticket', 'x', 'in_progress', 'peer', now(), now() + interval '1 day')",
-            (token_id,))  # the transaction stays open: a peer stuck mid-request
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": "held"}
-        body = json.dumps({"originator_email_address": "stuck@customer.test",
-                           "data": {"subject": "Held", "content": "x"}}).encode()
+            (token_id,),
+        )  # the transaction stays open: a peer stuck mid-request
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": "held",
+        }
+        body = json.dumps(
+            {
+                "originator_email_address": "stuck@customer.test",
+                "data": {"subject": "Held", "content": "x"},
+            }
+        ).encode()
         base = f"http://127.0.0.1:{daemon.http_port}"
         started = time.monotonic()
         resp = httpx.post(base + "/api/create_ticket", content=body, headers=headers, timeout=60)
         waited = time.monotonic() - started
-        assert resp.status_code == 409 and resp.json()["error"] == "idempotency_key_in_progress", resp.text
+        assert resp.status_code == 409 and resp.json()["error"] == "idempotency_key_in_progress", (
+            resp.text
+        )
         assert resp.headers["retry-after"] == "1" and waited < CLAIM_WAIT_MS / 1000 + 3, waited
         peer.rollback()  # the peer dies: its claim goes with its transaction
         peer.close()

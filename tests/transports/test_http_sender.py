@@ -52,7 +52,10 @@ class Recorder:
         ticket = session.get(Ticket, row.ticket_id or 0)
         assert ticket is not None
         ticket_service.add_response(
-            session, ticket, ticket_service.NewResponse(kind=ResponseKind.note, plain_text=text), clock=self.clock,
+            session,
+            ticket,
+            ticket_service.NewResponse(kind=ResponseKind.note, plain_text=text),
+            clock=self.clock,
             reopen=False,
         )
         if self.explode:
@@ -72,21 +75,41 @@ class Box:
         with session_scope(self.engine) as session:
             ticket_service.store.ensure_counters(session)
             ticket = ticket_service.create_ticket(
-                session, subject="Refund", originator_email="priya@customer.test",
-                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="please"), clock=self.clock,
+                session,
+                subject="Refund",
+                originator_email="priya@customer.test",
+                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="please"),
+                clock=self.clock,
             )
             return ticket.id or 0
 
-    def queue(self, url: str, n: int = 1, *, secret_ref: str = "", max_attempts: int = 10,
-              timeout_s: float = 5, ticket_id: int | None = None, kind: str = "webhook") -> list[int]:
+    def queue(
+        self,
+        url: str,
+        n: int = 1,
+        *,
+        secret_ref: str = "",
+        max_attempts: int = 10,
+        timeout_s: float = 5,
+        ticket_id: int | None = None,
+        kind: str = "webhook",
+    ) -> list[int]:
         ids = []
         with session_scope(self.engine) as session:
             for i in range(n):
                 body = json.dumps({"event": "ticket.created", "n": i}).encode()
                 row = http_outbox.enqueue(
-                    session, kind=kind, ref=f"webhook:{i}", ticket_id=ticket_id, url=url, body=body,
+                    session,
+                    kind=kind,
+                    ref=f"webhook:{i}",
+                    ticket_id=ticket_id,
+                    url=url,
+                    body=body,
                     headers={"Idempotency-Key": f"webhook:evt-{i}", "Authorization": "Bearer abc"},
-                    secret_ref=secret_ref, timeout_s=timeout_s, max_attempts=max_attempts, now=self.clock.now(),
+                    secret_ref=secret_ref,
+                    timeout_s=timeout_s,
+                    max_attempts=max_attempts,
+                    now=self.clock.now(),
                 )
                 ids.append(row.id or 0)
         return ids
@@ -97,7 +120,12 @@ class Box:
 
     def notes(self) -> list[str]:
         with read_scope(self.engine) as session:
-            return [r.plain_text for r in session.exec(select(Response).where(Response.kind == "note").order_by(Response.id))]
+            return [
+                r.plain_text
+                for r in session.exec(
+                    select(Response).where(Response.kind == "note").order_by(Response.id)
+                )
+            ]
 
     def sender(self, **kw: Any) -> HttpSender:
         kw.setdefault("secrets", {"webhook:crm": SECRET}.get)
@@ -121,7 +149,9 @@ def due_in(box: Box, row: HttpDelivery) -> float:
     return (when - box.clock.now()).total_seconds()
 
 
-async def test_a_row_the_client_cannot_even_send_is_a_failed_try_not_a_stuck_batch(box: Box, receiver: Receiver) -> None:
+async def test_a_row_the_client_cannot_even_send_is_a_failed_try_not_a_stuck_batch(
+    box: Box, receiver: Receiver
+) -> None:
     """A URL or header value the HTTP client refuses (rows written before the config checks, or
     by a bug) fails that row's try like a refused connection; its batch-mates are delivered."""
     bad_url = box.queue("http://[::1/hook")
@@ -130,9 +160,17 @@ async def test_a_row_the_client_cannot_even_send_is_a_failed_try_not_a_stuck_bat
         row = session.get(HttpDelivery, good[0])
         assert row is not None
         bad_header = http_outbox.enqueue(
-            session, kind="webhook", ref="webhook:x", ticket_id=None, url=receiver.url, body=b"{}",
-            headers={"Idempotency-Key": "epilog:x:commande-\u00e9t\u00e9:5"}, secret_ref="", timeout_s=5,
-            max_attempts=3, now=box.clock.now(),
+            session,
+            kind="webhook",
+            ref="webhook:x",
+            ticket_id=None,
+            url=receiver.url,
+            body=b"{}",
+            headers={"Idempotency-Key": "epilog:x:commande-\u00e9t\u00e9:5"},
+            secret_ref="",
+            timeout_s=5,
+            max_attempts=3,
+            now=box.clock.now(),
         ).id
     sender = box.sender()
     assert await sender.drain_once() == 3
@@ -140,7 +178,11 @@ async def test_a_row_the_client_cannot_even_send_is_a_failed_try_not_a_stuck_bat
     rows = {r.id: r for r in box.rows()}
     assert rows[good[0]].state == "delivered"
     for failed in (bad_url[0], bad_header):
-        assert rows[failed].state == "queued" and rows[failed].attempts == 1 and rows[failed].last_error, rows[failed]
+        assert (
+            rows[failed].state == "queued"
+            and rows[failed].attempts == 1
+            and rows[failed].last_error
+        ), rows[failed]
     assert len(receiver.requests) == 1
 
 
@@ -154,13 +196,18 @@ async def test_signed_post_with_static_headers_and_delivered(box: Box, receiver:
     assert got.path == "/hook"
     assert got.headers["content-type"] == "application/json"
     assert got.headers["user-agent"] == f"mailhelpdesk/{__version__}"
-    assert got.headers["authorization"] == "Bearer abc" and got.headers["idempotency-key"] == "webhook:evt-0"
+    assert (
+        got.headers["authorization"] == "Bearer abc"
+        and got.headers["idempotency-key"] == "webhook:evt-0"
+    )
     # what a receiver does, written out independently of the sender's helper
     parts = dict(p.split("=", 1) for p in got.headers["x-mailhelpdesk-signature"].split(","))
     assert int(parts["t"]) == int(START.timestamp())
     expected = hmac.new(SECRET, parts["t"].encode() + b"." + got.body, hashlib.sha256).hexdigest()
     assert parts["v1"] == expected
-    assert verify_signature(SECRET, got.body, got.headers["x-mailhelpdesk-signature"], now=START.timestamp())
+    assert verify_signature(
+        SECRET, got.body, got.headers["x-mailhelpdesk-signature"], now=START.timestamp()
+    )
     assert not verify_signature(b"wrong", got.body, got.headers["x-mailhelpdesk-signature"])
     assert not verify_signature(SECRET, got.body + b" ", got.headers["x-mailhelpdesk-signature"])
     assert json.loads(got.body) == {"event": "ticket.created", "n": 0}
@@ -169,13 +216,18 @@ async def test_signed_post_with_static_headers_and_delivered(box: Box, receiver:
     assert row.response_body == b'{"ok": true}' and row.delivered_at is not None
 
 
-async def test_unsigned_row_has_no_signature_and_missing_secret_is_not_sent(box: Box, receiver: Receiver) -> None:
+async def test_unsigned_row_has_no_signature_and_missing_secret_is_not_sent(
+    box: Box, receiver: Receiver
+) -> None:
     box.queue(receiver.url)
     box.queue(receiver.url, secret_ref="webhook:gone")
     sender = box.sender()
     await sender.drain_once()
     await sender.close()
-    assert len(receiver.requests) == 1 and "x-mailhelpdesk-signature" not in receiver.requests[0].headers
+    assert (
+        len(receiver.requests) == 1
+        and "x-mailhelpdesk-signature" not in receiver.requests[0].headers
+    )
     unsigned, unknown = box.rows()
     assert unsigned.state == "delivered"
     assert unknown.state == "queued" and "no secret configured" in unknown.last_error
@@ -203,11 +255,15 @@ async def test_receiver_down_then_up_delivers_with_the_same_key(box: Box) -> Non
     (row,) = box.rows()
     assert (row.state, row.attempts) == ("delivered", 4)
     assert up.keys() == ["webhook:evt-0"]
-    assert verify_signature(SECRET, up.requests[0].body, up.requests[0].headers["x-mailhelpdesk-signature"])
+    assert verify_signature(
+        SECRET, up.requests[0].body, up.requests[0].headers["x-mailhelpdesk-signature"]
+    )
 
 
 @pytest.mark.parametrize("answer", [500, 404, 302, "stall"])
-async def test_non_2xx_and_timeouts_retry_then_fail_after_max_attempts(box: Box, receiver: Receiver, answer: int | str) -> None:
+async def test_non_2xx_and_timeouts_retry_then_fail_after_max_attempts(
+    box: Box, receiver: Receiver, answer: int | str
+) -> None:
     box.queue(receiver.url, max_attempts=3, timeout_s=0.3)
     receiver.script = [answer] * 3
     receiver.stall_s = 1.5
@@ -261,7 +317,9 @@ async def test_handler_writes_commit_with_the_outcome(box: Box, receiver: Receiv
     ]
 
 
-async def test_a_failing_handler_is_undone_but_the_outcome_is_kept(box: Box, receiver: Receiver) -> None:
+async def test_a_failing_handler_is_undone_but_the_outcome_is_kept(
+    box: Box, receiver: Receiver
+) -> None:
     ticket_id = box.ticket()
     box.queue(receiver.url, ticket_id=ticket_id, kind="epilog")
     sender = box.sender(handlers={"epilog": Recorder(box.clock, explode=True)})
@@ -315,20 +373,31 @@ async def _each_row_posted_once(url: str, receiver: Receiver) -> None:
     try:
         counts = Counter(receiver.keys())
         assert len(counts) == 40 and set(counts.values()) == {1}
-        assert {r.state for r in first.rows()} == {"delivered"} and {r.attempts for r in first.rows()} == {1}
+        assert {r.state for r in first.rows()} == {"delivered"} and {
+            r.attempts for r in first.rows()
+        } == {1}
     finally:
         first.close()
         second.close()
 
 
-async def test_two_senders_on_one_sqlite_database_never_post_a_row_twice(tmp_path: Path, receiver: Receiver) -> None:
+async def test_two_senders_on_one_sqlite_database_never_post_a_row_twice(
+    tmp_path: Path, receiver: Receiver
+) -> None:
     await _each_row_posted_once(f"sqlite:///{tmp_path / 'shared.db'}", receiver)
 
 
-async def test_two_senders_on_one_postgresql_database_never_post_a_row_twice(postgres: Postgres, receiver: Receiver) -> None:
+async def test_two_senders_on_one_postgresql_database_never_post_a_row_twice(
+    postgres: Postgres, receiver: Receiver
+) -> None:
     await _each_row_posted_once(postgres.create_database(), receiver)
 
 
 def test_signature_helper_matches_the_contract() -> None:
-    assert signature(b"k", b"{}", 1700000000) == "t=1700000000,v1=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
-    assert not verify_signature(b"k", b"{}", signature(b"k", b"{}", 1700000000), now=1700000000 + 301)
+    assert (
+        signature(b"k", b"{}", 1700000000)
+        == "t=1700000000,v1=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+    )
+    assert not verify_signature(
+        b"k", b"{}", signature(b"k", b"{}", 1700000000), now=1700000000 + 301
+    )

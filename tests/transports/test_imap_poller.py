@@ -56,8 +56,13 @@ def user(dovecot: Dovecot) -> ImapUser:
 def mailbox_toml(dovecot: Dovecot, user: ImapUser, *, security: str = "none", **extra: Any) -> str:
     port = dovecot.ssl_port if security == "ssl" else dovecot.port
     lines = [
-        "[[imap_mailboxes]]", f'name = "{BOX}"', f'host = "{dovecot.host}"', f"port = {port}",
-        f'security = "{security}"', f'username = "{user.name}"', f'password = "{user.password}"',
+        "[[imap_mailboxes]]",
+        f'name = "{BOX}"',
+        f'host = "{dovecot.host}"',
+        f"port = {port}",
+        f'security = "{security}"',
+        f'username = "{user.name}"',
+        f'password = "{user.password}"',
     ]
     for key, value in extra.items():
         if isinstance(value, bool):
@@ -89,8 +94,15 @@ def count(daemon: Daemon, where: str = "1") -> int:
     return int(scalar(daemon, f"SELECT COUNT(*) FROM inbound_messages WHERE {where}"))
 
 
-def wait_count(daemon: Daemon, where: str, at_least: int, *, timeout: float, every: float = 0.05) -> None:
-    wait_for(lambda: count(daemon, where) >= at_least, timeout=timeout, what=f"{at_least} rows where {where}", every=every)
+def wait_count(
+    daemon: Daemon, where: str, at_least: int, *, timeout: float, every: float = 0.05
+) -> None:
+    wait_for(
+        lambda: count(daemon, where) >= at_least,
+        timeout=timeout,
+        what=f"{at_least} rows where {where}",
+        every=every,
+    )
 
 
 def imap_status(daemon: Daemon) -> dict[str, Any]:
@@ -114,7 +126,8 @@ def wait_ingested(daemon: Daemon, total: int, timeout: float = 120) -> None:
     """Until `total` IMAP messages are kept and nothing kept is still pending."""
     wait_for(
         lambda: count(daemon, "source = 'imap'") >= total and count(daemon, "state = 'new'") == 0,
-        timeout=timeout, what=f"{total} IMAP messages ingested",
+        timeout=timeout,
+        what=f"{total} IMAP messages ingested",
     )
 
 
@@ -124,16 +137,26 @@ def generated(prefix: str, n: int, *, body_bytes: int = 0) -> list[tuple[str, by
     return [
         (
             mid := f"<{prefix}-{i}@customer.test>",
-            make_mail(subject=f"{prefix} {i}", message_id=mid, sender=f"c{i % 37}@customer.test",
-                      body=f"Message {i} of {prefix}.\n{pad}\n"),
+            make_mail(
+                subject=f"{prefix} {i}",
+                message_id=mid,
+                sender=f"c{i % 37}@customer.test",
+                body=f"Message {i} of {prefix}.\n{pad}\n",
+            ),
         )
         for i in range(n)
     ]
 
 
 CORPUS_GLOBS = (
-    "zammad/*.box", "redmine/*.eml", "rt/**/*", "zbateson-mail-mime-parser/m*.txt",
-    "php-mime-mail-parser/*", "django-helpdesk/*", "mailman3/*", "talon/**/*.eml",
+    "zammad/*.box",
+    "redmine/*.eml",
+    "rt/**/*",
+    "zbateson-mail-mime-parser/m*.txt",
+    "php-mime-mail-parser/*",
+    "django-helpdesk/*",
+    "mailman3/*",
+    "talon/**/*.eml",
 )
 
 
@@ -156,7 +179,9 @@ def corpus_messages(root: Path, n: int) -> list[bytes]:
 # -- the must-show points ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("processed_folder", ["", "Processed"], ids=["flag-seen", "move-to-processed"])
+@pytest.mark.parametrize(
+    "processed_folder", ["", "Processed"], ids=["flag-seen", "move-to-processed"]
+)
 def test_200_corpus_messages_each_ingested_once_then_marked(
     dovecot: Dovecot, user: ImapUser, tmp_path: Path, corpus_dir: Path, processed_folder: str
 ) -> None:
@@ -171,11 +196,17 @@ def test_200_corpus_messages_each_ingested_once_then_marked(
         if processed_folder:
             wait_for(lambda: dovecot.count(user, "INBOX") == 0, timeout=30, what="INBOX emptied")
         else:
-            wait_for(lambda: all("\\Seen" in f for f in dovecot.flags(user).values()), timeout=30, what="all \\Seen")
+            wait_for(
+                lambda: all("\\Seen" in f for f in dovecot.flags(user).values()),
+                timeout=30,
+                what="all \\Seen",
+            )
         status = imap_status(daemon)
     finally:
         daemon.stop()
-    rows = query(daemon, "SELECT source_ref, state, outcome, raw FROM inbound_messages WHERE source = 'imap'")
+    rows = query(
+        daemon, "SELECT source_ref, state, outcome, raw FROM inbound_messages WHERE source = 'imap'"
+    )
     refs = Counter(ref for ref, *_ in rows)
     outcomes = Counter(outcome for _r, _s, outcome, _raw in rows)
     mode = f"moved to {processed_folder}" if processed_folder else "flagged Seen"
@@ -185,7 +216,11 @@ def test_200_corpus_messages_each_ingested_once_then_marked(
     assert sorted(int(ref.rsplit(":", 1)[1]) for ref in refs) == list(range(1, 201))
     assert all(state == "done" for _r, state, _o, _raw in rows)
     assert sorted(bytes(raw) for *_x, raw in rows) == sorted(crlf(m) for m in messages)
-    assert status["messages_kept"] == 200 and status["last_uid"] == 200 and status["last_error"] is None
+    assert (
+        status["messages_kept"] == 200
+        and status["last_uid"] == 200
+        and status["last_error"] is None
+    )
     if processed_folder:
         assert dovecot.count(user, "INBOX") == 0
         assert dovecot.count(user, processed_folder) == 200
@@ -194,7 +229,9 @@ def test_200_corpus_messages_each_ingested_once_then_marked(
         assert len(flags) == 200 and all("\\Seen" in f for f in flags.values())
 
 
-def test_idle_new_mail_becomes_a_ticket_within_seconds(dovecot: Dovecot, user: ImapUser, tmp_path: Path) -> None:
+def test_idle_new_mail_becomes_a_ticket_within_seconds(
+    dovecot: Dovecot, user: ImapUser, tmp_path: Path
+) -> None:
     """20 messages APPENDed one at a time while the daemon waits in IDLE: p50 from APPEND to
     ticket under 5 s."""
     daemon = start_daemon(tmp_path, dovecot, user, poll_interval_s=3600)
@@ -207,12 +244,16 @@ def test_idle_new_mail_becomes_a_ticket_within_seconds(dovecot: Dovecot, user: I
                 time.sleep(random.uniform(0.02, 0.15))  # arrive while it waits, not in a burst
                 started = time.monotonic()
                 assert conn.append("INBOX", None, None, crlf(raw))[0] == "OK"
-                wait_count(daemon, "state = 'done' AND ticket_id IS NOT NULL", n, timeout=30, every=0.01)
+                wait_count(
+                    daemon, "state = 'done' AND ticket_id IS NOT NULL", n, timeout=30, every=0.01
+                )
                 latencies.append(time.monotonic() - started)
     finally:
         daemon.stop()
     p50 = statistics.median(latencies)
-    print(f"\nIDLE: APPEND to ticket p50={p50:.3f}s max={max(latencies):.3f}s over {len(latencies)} messages")
+    print(
+        f"\nIDLE: APPEND to ticket p50={p50:.3f}s max={max(latencies):.3f}s over {len(latencies)} messages"
+    )
     assert scalar(daemon, "SELECT COUNT(*) FROM tickets") == 20
     assert p50 < 5.0
 
@@ -232,18 +273,29 @@ def test_sigkill_during_300_message_sync_loses_and_doubles_nothing(
     kills: list[str] = []
     try:
         for kind, point in points:
-            wait_count(daemon, "state = 'done'" if kind == "done" else "1", point, timeout=60, every=0.002)
+            wait_count(
+                daemon, "state = 'done'" if kind == "done" else "1", point, timeout=60, every=0.002
+            )
             time.sleep(rng.uniform(0, 0.05))
             kept, done = count(daemon), count(daemon, "state = 'done'")
             daemon.kill()
             kills.append(f"{kind}>={point} (kept {kept}, done {done})")
             daemon.start()
         wait_ingested(daemon, 300)
-        wait_for(lambda: all("\\Seen" in f for f in dovecot.flags(user).values()), timeout=30, what="all \\Seen")
+        wait_for(
+            lambda: all("\\Seen" in f for f in dovecot.flags(user).values()),
+            timeout=30,
+            what="all \\Seen",
+        )
     finally:
         daemon.kill()
     rows = query(daemon, "SELECT source_ref, state, outcome, message_id FROM inbound_messages")
-    on_tickets = Counter(mid for (mid,) in query(daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<kill-%'"))
+    on_tickets = Counter(
+        mid
+        for (mid,) in query(
+            daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<kill-%'"
+        )
+    )
     print(f"\nIMAP kill -9: {len(kills)} kills: {'; '.join(kills)}")
     expected = {mid for mid, _raw in mails}
     assert len(kills) == len(points)
@@ -254,7 +306,9 @@ def test_sigkill_during_300_message_sync_loses_and_doubles_nothing(
     assert scalar(daemon, "SELECT COUNT(*) FROM tickets") == 300
 
 
-def test_dovecot_restart_mid_sync_recovers_by_itself(dovecot: Dovecot, user: ImapUser, tmp_path: Path) -> None:
+def test_dovecot_restart_mid_sync_recovers_by_itself(
+    dovecot: Dovecot, user: ImapUser, tmp_path: Path
+) -> None:
     """Dovecot goes away in the middle of a sync and comes back: the poller reconnects on its own
     (backoff) and finishes; nothing lost, nothing doubled."""
     mails = generated("restart", 300, body_bytes=8000)
@@ -267,7 +321,11 @@ def test_dovecot_restart_mid_sync_recovers_by_itself(dovecot: Dovecot, user: Ima
         wait_count(daemon, "1", 1, timeout=60, every=0.002)
         dovecot.stop()
         kept_when_stopped = count(daemon)
-        wait_for(lambda: imap_status(daemon)["state"] in ("error", "connecting"), timeout=30, what="poller notices")
+        wait_for(
+            lambda: imap_status(daemon)["state"] in ("error", "connecting"),
+            timeout=30,
+            what="poller notices",
+        )
         error = imap_status(daemon)["last_error"]
         time.sleep(1.5)
         dovecot.start()
@@ -278,9 +336,16 @@ def test_dovecot_restart_mid_sync_recovers_by_itself(dovecot: Dovecot, user: Ima
         status = imap_status(daemon)
     finally:
         daemon.stop()
-    print(f"\nDovecot restart: stopped with {kept_when_stopped}/300 kept; error seen: {error}; connects={status['connects']}")
+    print(
+        f"\nDovecot restart: stopped with {kept_when_stopped}/300 kept; error seen: {error}; connects={status['connects']}"
+    )
     rows = query(daemon, "SELECT source_ref, state, outcome FROM inbound_messages")
-    on_tickets = Counter(mid for (mid,) in query(daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<restart-%'"))
+    on_tickets = Counter(
+        mid
+        for (mid,) in query(
+            daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<restart-%'"
+        )
+    )
     assert kept_when_stopped < 300, "Dovecot must stop mid-sync"
     assert error
     assert status["connects"] >= 2 and status["last_error"] is None and status["state"] == "idle"
@@ -314,13 +379,26 @@ def test_uidvalidity_change_reads_folder_again_without_doubling(
         after = dovecot.uidvalidity(user, "Support")
         if not polling:
             daemon.start()
-        wait_for(lambda: imap_status(daemon)["uidvalidity"] == after and imap_status(daemon)["last_uid"] == 30,
-                 timeout=60, what="poller on the new UIDVALIDITY")
+        wait_for(
+            lambda: (
+                imap_status(daemon)["uidvalidity"] == after
+                and imap_status(daemon)["last_uid"] == 30
+            ),
+            timeout=60,
+            what="poller on the new UIDVALIDITY",
+        )
         wait_ingested(daemon, 60)
     finally:
         daemon.stop()
-    outcomes = Counter(outcome for (outcome,) in query(daemon, "SELECT outcome FROM inbound_messages"))
-    on_tickets = Counter(mid for (mid,) in query(daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<uidv-%'"))
+    outcomes = Counter(
+        outcome for (outcome,) in query(daemon, "SELECT outcome FROM inbound_messages")
+    )
+    on_tickets = Counter(
+        mid
+        for (mid,) in query(
+            daemon, "SELECT message_id FROM responses WHERE message_id LIKE '<uidv-%'"
+        )
+    )
     assert after != before
     assert scalar(daemon, "SELECT uidvalidity FROM mailbox_cursors WHERE mailbox = ?", BOX) == after
     assert outcomes == {"ticket_created": 30, "duplicate": 30}
@@ -329,7 +407,9 @@ def test_uidvalidity_change_reads_folder_again_without_doubling(
     assert "UIDVALIDITY changed" in daemon.log.read_text()
 
 
-def test_message_already_seen_is_still_ingested(dovecot: Dovecot, user: ImapUser, tmp_path: Path) -> None:
+def test_message_already_seen_is_still_ingested(
+    dovecot: Dovecot, user: ImapUser, tmp_path: Path
+) -> None:
     """Mail another client has read (\\Seen) is selected by UID, not UNSEEN: it is ingested."""
     seen, unseen, later = generated("seen", 3), generated("unseen", 2), generated("seen-later", 1)
     dovecot.append(user, [raw for _mid, raw in seen], flags="\\Seen")
@@ -362,8 +442,14 @@ def test_tls_with_ca_file_verifies_the_test_certificate(
         daemon.stop()
     assert status["last_error"] is None and status["messages_kept"] == 5
     assert scalar(daemon, "SELECT COUNT(*) FROM tickets") == 5
-    logins = [line for line in dovecot.log_tail(200_000).splitlines() if f"Login: user=<{user.name}>" in line]
-    assert any(", TLS," in line for line in logins)  # the daemon's session was encrypted (the APPEND's was not)
+    logins = [
+        line
+        for line in dovecot.log_tail(200_000).splitlines()
+        if f"Login: user=<{user.name}>" in line
+    ]
+    assert any(
+        ", TLS," in line for line in logins
+    )  # the daemon's session was encrypted (the APPEND's was not)
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
@@ -377,7 +463,8 @@ def test_tls_verification_failure_is_reported_not_a_crash(
     try:
         status = wait_for(
             lambda: (s := imap_status(daemon))["state"] == "error" and s["last_error"] and s,
-            timeout=30, what="TLS error reported",
+            timeout=30,
+            what="TLS error reported",
         )
         daemon.send(make_mail(subject="still serving"))
         daemon.wait_idle(timeout=30)
@@ -400,8 +487,13 @@ def test_unhandled_message_is_set_aside_and_the_50_after_it_are_ingested(
     are ingested."""
     before, after = generated("before-bad", 3), generated("after-bad", 50)
     dovecot.append(user, [raw for _mid, raw in before])
-    dovecot.append(user, [b"\x00\x01\x02\xff\xfe not a mail message at all \x80\x81\n\x00"])  # UID 4
-    dovecot.append(user, [make_mail(subject="unreadable on the server", message_id="<unreadable@customer.test>")])  # UID 5
+    dovecot.append(
+        user, [b"\x00\x01\x02\xff\xfe not a mail message at all \x80\x81\n\x00"]
+    )  # UID 4
+    dovecot.append(
+        user,
+        [make_mail(subject="unreadable on the server", message_id="<unreadable@customer.test>")],
+    )  # UID 5
     dovecot.append(user, [raw for _mid, raw in after])
     os.chmod(dovecot.message_file(user, 5), 0)  # the mail process (nobody) cannot open it any more
     daemon = start_daemon(tmp_path, dovecot, user)
@@ -411,12 +503,19 @@ def test_unhandled_message_is_set_aside_and_the_50_after_it_are_ingested(
     finally:
         daemon.stop()
         os.chmod(dovecot.message_file(user, 5), 0o600)
-    rows = {int(ref.rsplit(":", 1)[1]): (state, outcome, reason, size) for ref, state, outcome, reason, size in
-            query(daemon, "SELECT source_ref, state, outcome, reason, size FROM inbound_messages")}
+    rows = {
+        int(ref.rsplit(":", 1)[1]): (state, outcome, reason, size)
+        for ref, state, outcome, reason, size in query(
+            daemon, "SELECT source_ref, state, outcome, reason, size FROM inbound_messages"
+        )
+    }
     on_tickets = {mid for (mid,) in query(daemon, "SELECT message_id FROM responses")}
     print(f"\nset aside: garbage -> {rows[4][:3]}; unreadable -> {rows[5][:3]}")
     assert sorted(rows) == list(range(1, 56))
-    assert rows[4][3] > 0 and rows[4][0] in ("done", "failed")  # kept as received; the pipeline decided
+    assert rows[4][3] > 0 and rows[4][0] in (
+        "done",
+        "failed",
+    )  # kept as received; the pipeline decided
     assert rows[5][0] == "failed" and "uid=5" in rows[5][2] and rows[5][3] == 0
     assert {mid for mid, _raw in before + after} <= on_tickets
     assert all(rows[uid][0] == "done" for uid in range(6, 56))
@@ -431,7 +530,12 @@ def test_unhandled_message_is_set_aside_and_the_50_after_it_are_ingested(
 
 def plain_box(dovecot: Dovecot, user: ImapUser) -> ImapMailboxConfig:
     return ImapMailboxConfig(
-        name=BOX, host=dovecot.host, port=dovecot.port, security="none", username=user.name, password=user.password
+        name=BOX,
+        host=dovecot.host,
+        port=dovecot.port,
+        security="none",
+        username=user.name,
+        password=user.password,
     )
 
 
@@ -445,7 +549,9 @@ def test_probe_reports_capabilities_folder_and_count(dovecot: Dovecot, user: Ima
         "starttls": replace(box, security="starttls", ca_file=ca),
         "no-verify": replace(box, port=dovecot.ssl_port, security="ssl", verify_tls=False),
         # Dovecot's XOAUTH2 with a passwd-file checks the token as the password
-        "xoauth2": replace(box, password="", auth="xoauth2", oauth2_token_command=f"echo {user.password}"),
+        "xoauth2": replace(
+            box, password="", auth="xoauth2", oauth2_token_command=f"echo {user.password}"
+        ),
     }
     reports = {key: asyncio.run(probe(config)) for key, config in configs.items()}
     for key, report in reports.items():
@@ -455,13 +561,19 @@ def test_probe_reports_capabilities_folder_and_count(dovecot: Dovecot, user: Ima
     assert reports["none"]["processed_folder"] == "Processed"
 
 
-def test_probe_reports_refused_login_missing_folder_and_no_server(dovecot: Dovecot, user: ImapUser) -> None:
+def test_probe_reports_refused_login_missing_folder_and_no_server(
+    dovecot: Dovecot, user: ImapUser
+) -> None:
     """Every failure is a report with the reason, never an exception."""
     box = plain_box(dovecot, user)
     folder = asyncio.run(probe(replace(box, folder="Nope")))
     closed = asyncio.run(probe(replace(box, port=1)))
-    token = asyncio.run(probe(replace(box, auth="xoauth2", oauth2_token_command="echo oops >&2; exit 3")))
-    wrong = asyncio.run(probe(replace(box, password="wrong")))  # last: Dovecot delays the next login
+    token = asyncio.run(
+        probe(replace(box, auth="xoauth2", oauth2_token_command="echo oops >&2; exit 3"))
+    )
+    wrong = asyncio.run(
+        probe(replace(box, password="wrong"))
+    )  # last: Dovecot delays the next login
     assert not folder["ok"] and "Nope" in folder["error"]
     assert not closed["ok"] and "cannot connect" in closed["error"]
     assert not token["ok"] and "oauth2_token_command failed (exit 3): oops" in token["error"]
@@ -476,7 +588,9 @@ def test_a_burst_of_untagged_lines_does_not_overflow_the_parser() -> None:
     async def feed() -> bool:
         protocol = _Protocol(asyncio.get_running_loop())
         protocol.state = "SELECTED"
-        protocol.data_received(b"".join(b"* %d EXPUNGE\r\n" % n for n in range(5000, 0, -1)) + b"* 7 EXISTS\r\n")
+        protocol.data_received(
+            b"".join(b"* %d EXPUNGE\r\n" % n for n in range(5000, 0, -1)) + b"* 7 EXISTS\r\n"
+        )
         return protocol.new_mail.is_set()
 
     assert asyncio.run(feed()) is True
@@ -487,7 +601,6 @@ def test_uid_set_is_compact() -> None:
 
     assert uid_set([5, 1, 2, 3, 9, 10, 7]) == "1:3,5,7,9:10"
     assert uid_set([42]) == "42"
-
 
 
 # -- the cursor and the order of work, in process ------------------------------------------------
@@ -541,7 +654,9 @@ def test_failed_commit_marks_nothing_and_loses_nothing(
 
     async def run() -> dict[str, Any]:
         executor = ThreadPoolExecutor(max_workers=1)
-        poller = IMAPPoller(plain_box(dovecot, user), engine=engine, clock=SystemClock(), executor=executor)
+        poller = IMAPPoller(
+            plain_box(dovecot, user), engine=engine, clock=SystemClock(), executor=executor
+        )
         poller.start()
         try:
             for _ in range(600):
@@ -563,7 +678,9 @@ def test_failed_commit_marks_nothing_and_loses_nothing(
     assert all("\\Seen" in f for f in dovecot.flags(user).values())
 
 
-def test_idle_is_rearmed_and_each_round_selects_again(dovecot: Dovecot, user: ImapUser, tmp_path: Path) -> None:
+def test_idle_is_rearmed_and_each_round_selects_again(
+    dovecot: Dovecot, user: ImapUser, tmp_path: Path
+) -> None:
     """IDLE ends after `idle_rearm_s` (5 minutes in the daemon, under the servers' 30) and the
     next round SELECTs again: a folder recreated under an idling session (Dovecot says nothing)
     is noticed by its new UIDVALIDITY at the next re-arm."""
@@ -578,13 +695,17 @@ def test_idle_is_rearmed_and_each_round_selects_again(dovecot: Dovecot, user: Im
     async def run() -> tuple[dict[str, Any], int]:
         executor = ThreadPoolExecutor(max_workers=1)
         box = replace(plain_box(dovecot, user), folder="Support")
-        poller = IMAPPoller(box, engine=engine, clock=SystemClock(), executor=executor, idle_rearm_s=1.0)
+        poller = IMAPPoller(
+            box, engine=engine, clock=SystemClock(), executor=executor, idle_rearm_s=1.0
+        )
         poller.start()
         try:
             while poller.status()["state"] != "idle":
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(dovecot.recreate_folder, user, "Support")
-            await asyncio.to_thread(dovecot.append, user, [make_mail(subject="after")], folder="Support")
+            await asyncio.to_thread(
+                dovecot.append, user, [make_mail(subject="after")], folder="Support"
+            )
             after = await asyncio.to_thread(dovecot.uidvalidity, user, "Support")
             for _ in range(100):
                 if poller.status()["uidvalidity"] == after and poller.status()["last_uid"] == 1:
@@ -597,11 +718,15 @@ def test_idle_is_rearmed_and_each_round_selects_again(dovecot: Dovecot, user: Im
 
     status, after = asyncio.run(run())
     engine.dispose()
-    assert status["uidvalidity"] == after and status["last_uid"] == 1 and status["messages_kept"] == 4
+    assert (
+        status["uidvalidity"] == after and status["last_uid"] == 1 and status["messages_kept"] == 4
+    )
     assert status["connects"] == 1  # noticed without reconnecting
 
 
-def test_cli_check_logs_in_and_reports_the_mailbox(dovecot: Dovecot, user: ImapUser, tmp_path: Path) -> None:
+def test_cli_check_logs_in_and_reports_the_mailbox(
+    dovecot: Dovecot, user: ImapUser, tmp_path: Path
+) -> None:
     """`mailhelpdesk check` logs in to every configured mailbox and says what it found."""
     good = Daemon(tmp_path, extra_config=mailbox_toml(dovecot, user))
     dovecot.append(user, [make_mail(subject="one"), make_mail(subject="two")])
@@ -612,7 +737,10 @@ def test_cli_check_logs_in_and_reports_the_mailbox(dovecot: Dovecot, user: ImapU
 
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
-    bad = Daemon(bad_dir, extra_config=mailbox_toml(dovecot, ImapUser(user.name, "wrong-password", user.home)))
+    bad = Daemon(
+        bad_dir,
+        extra_config=mailbox_toml(dovecot, ImapUser(user.name, "wrong-password", user.home)),
+    )
     result = bad.cli("check", check=False)
     assert result.returncode != 0
     assert f"imap {BOX}: FAILED" in result.stdout

@@ -74,7 +74,12 @@ def test_smtputf8_and_8bitmime_are_offered_and_work(daemon: Daemon) -> None:
     with smtplib.SMTP("127.0.0.1", daemon.smtp_port) as smtp:
         smtp.ehlo()
         assert smtp.has_extn("smtputf8") and smtp.has_extn("8bitmime")
-        smtp.sendmail("josé@exämple.test", ["support@helpdesk.test"], raw, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        smtp.sendmail(
+            "josé@exämple.test",
+            ["support@helpdesk.test"],
+            raw,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
     daemon.wait_idle()
     (ticket,) = daemon.tickets()
     assert ticket["subject"] == "Grüße aus Köln"
@@ -95,9 +100,22 @@ def test_swaks_delivers_a_message(daemon: Daemon) -> None:
     """A second real SMTP client, with its own dialogue (PIPELINING, its own headers)."""
     require(shutil.which("swaks") is not None, "swaks (apt-get install swaks)")
     result = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{daemon.smtp_port}", "--from", "priya@customer.test",
-         "--to", "support@helpdesk.test", "--header", "Subject: sent by swaks", "--body", "hello from swaks"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{daemon.smtp_port}",
+            "--from",
+            "priya@customer.test",
+            "--to",
+            "support@helpdesk.test",
+            "--header",
+            "Subject: sent by swaks",
+            "--body",
+            "hello from swaks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "250 2.0.0 OK kept as" in result.stdout
@@ -150,7 +168,9 @@ async def test_concurrent_sessions_share_one_commit(tmp_path: Path) -> None:
     writer = SpoolWriter(engine, SystemClock(), executor, window_s=0.05, on_commit=commits.append)
     writer.start()
     envelope = spool.Envelope(source="smtp")
-    ids = await asyncio.gather(*(writer.keep(crlf(make_mail(subject=f"m{i}")), envelope) for i in range(20)))
+    ids = await asyncio.gather(
+        *(writer.keep(crlf(make_mail(subject=f"m{i}")), envelope) for i in range(20))
+    )
     await writer.stop()
     executor.shutdown()
     assert sorted(ids) == list(range(1, 21))

@@ -40,7 +40,9 @@ class Sink:
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
@@ -52,12 +54,21 @@ class Sink:
                 return self.script.pop(0)
             if self.data_reply:
                 return self.data_reply
-            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+            self.messages.append(
+                (
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content or envelope.content,
+                )
+            )
         return "250 Message accepted"
 
     def parsed(self) -> list[email.message.EmailMessage]:
         with self.lock:
-            return [email.message_from_bytes(raw, policy=default_policy) for _f, _t, raw in self.messages]  # type: ignore[misc]
+            return [
+                email.message_from_bytes(raw, policy=default_policy)
+                for _f, _t, raw in self.messages
+            ]  # type: ignore[misc]
 
     def start(self) -> Sink:
         self.controller.start()
@@ -89,11 +100,27 @@ class Box:
         ids = []
         with session_scope(self.engine) as session:
             for i in range(n):
-                msg = compose(Outgoing("Support", "support@helpdesk.test", [("", rcpt)], f"Notice {i}", f"body {i}", ticket_number=100001 + i))
+                msg = compose(
+                    Outgoing(
+                        "Support",
+                        "support@helpdesk.test",
+                        [("", rcpt)],
+                        f"Notice {i}",
+                        f"body {i}",
+                        ticket_number=100001 + i,
+                    )
+                )
                 item = outbox.enqueue(
-                    session, kind="acknowledgement", ticket_id=None, message_id=str(msg["Message-ID"]),
-                    mail_from="support@helpdesk.test", rcpt_tos=[rcpt], is_automatic=True, raw=as_bytes(msg),
-                    now=self.clock.now(), deadline_at=self.clock.now() + timedelta(days=2),
+                    session,
+                    kind="acknowledgement",
+                    ticket_id=None,
+                    message_id=str(msg["Message-ID"]),
+                    mail_from="support@helpdesk.test",
+                    rcpt_tos=[rcpt],
+                    is_automatic=True,
+                    raw=as_bytes(msg),
+                    now=self.clock.now(),
+                    deadline_at=self.clock.now() + timedelta(days=2),
                 )
                 ids.append(item.id or 0)
         return ids
@@ -115,7 +142,9 @@ def box(tmp_path: Path) -> Iterator[Box]:
 
 
 def relay_to(sink: Sink) -> SMTPRelay:
-    return SMTPRelay(SmtpRelayConfig(host="127.0.0.1", port=sink.port, security="none", timeout_s=5))
+    return SMTPRelay(
+        SmtpRelayConfig(host="127.0.0.1", port=sink.port, security="none", timeout_s=5)
+    )
 
 
 async def test_sends_and_marks_sent_after_250(box: Box, sink: Sink) -> None:
@@ -126,12 +155,16 @@ async def test_sends_and_marks_sent_after_250(box: Box, sink: Sink) -> None:
     await sender.relay.close()
     assert [r.state for r in box.rows()] == ["sent"] * 3
     assert all(r.sent_at is not None and r.attempts == 1 for r in box.rows())
-    assert sorted(m["Subject"] for m in sink.parsed()) == [f"[#{100001 + i}] Notice {i}" for i in range(3)]
+    assert sorted(m["Subject"] for m in sink.parsed()) == [
+        f"[#{100001 + i}] Notice {i}" for i in range(3)
+    ]
     assert {m[1][0] for m in sink.messages} == {"priya@customer.test"}
 
 
 @pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "421 4.3.2 shutting down"])
-async def test_temporary_failures_retry_with_backoff_then_deliver_once(box: Box, sink: Sink, reply: str) -> None:
+async def test_temporary_failures_retry_with_backoff_then_deliver_once(
+    box: Box, sink: Sink, reply: str
+) -> None:
     """4xx: the row stays queued with a doubling delay; after recovery each notice arrives once."""
     box.queue(2)
     sink.data_reply = reply
@@ -141,7 +174,9 @@ async def test_temporary_failures_retry_with_backoff_then_deliver_once(box: Box,
         await sender.drain_once()
         first = box.rows()[0]
         assert first.state == "queued" and reply.split()[0] in first.last_error
-        delays.append((first.next_attempt_at.replace(tzinfo=timezone.utc) - box.clock.now()).total_seconds())
+        delays.append(
+            (first.next_attempt_at.replace(tzinfo=timezone.utc) - box.clock.now()).total_seconds()
+        )
         assert await sender.drain_once() == 0  # nothing due before the backoff ends
         box.clock.advance(seconds=delays[-1])
     assert delays == [30, 60, 120]
@@ -150,7 +185,10 @@ async def test_temporary_failures_retry_with_backoff_then_deliver_once(box: Box,
         box.clock.advance(seconds=3600)
     await sender.relay.close()
     assert [r.state for r in box.rows()] == ["sent", "sent"]
-    assert sorted(m["Subject"] for m in sink.parsed()) == ["[#100001] Notice 0", "[#100002] Notice 1"]
+    assert sorted(m["Subject"] for m in sink.parsed()) == [
+        "[#100001] Notice 0",
+        "[#100002] Notice 1",
+    ]
 
 
 async def test_permanent_failure_fails_at_once_with_reply_text(box: Box, sink: Sink) -> None:
@@ -162,7 +200,9 @@ async def test_permanent_failure_fails_at_once_with_reply_text(box: Box, sink: S
     assert await sender.drain_once() == 0  # not retried
     await sender.relay.close()
     (row,) = box.rows()
-    assert row.state == "failed" and "550" in row.last_error and "no such user here" in row.last_error
+    assert (
+        row.state == "failed" and "550" in row.last_error and "no such user here" in row.last_error
+    )
     assert row.attempts == 1 and sink.messages == []
 
 
@@ -178,7 +218,9 @@ async def test_550_at_data_is_permanent(box: Box, sink: Sink) -> None:
 
 async def test_relay_down_retries_until_deadline_then_fails(box: Box) -> None:
     box.queue(2)
-    dead = SMTPRelay(SmtpRelayConfig(host="127.0.0.1", port=free_port(), security="none", timeout_s=2))
+    dead = SMTPRelay(
+        SmtpRelayConfig(host="127.0.0.1", port=free_port(), security="none", timeout_s=2)
+    )
     sender = box.sender(dead, retry_base_s=3600, retry_max_s=12 * 3600)
     for _ in range(20):
         await sender.drain_once()
@@ -190,7 +232,9 @@ async def test_relay_down_retries_until_deadline_then_fails(box: Box) -> None:
 
 async def test_connection_error_leaves_untried_rows_without_an_attempt(box: Box) -> None:
     box.queue(3)
-    dead = SMTPRelay(SmtpRelayConfig(host="127.0.0.1", port=free_port(), security="none", timeout_s=2))
+    dead = SMTPRelay(
+        SmtpRelayConfig(host="127.0.0.1", port=free_port(), security="none", timeout_s=2)
+    )
     sender = box.sender(dead, retry_base_s=30)
     await sender.drain_once()
     assert [r.attempts for r in box.rows()] == [1, 0, 0]
