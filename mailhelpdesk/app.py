@@ -13,8 +13,8 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from concurrent.futures import Executor
+from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
@@ -25,13 +25,15 @@ from sqlalchemy.engine import Engine
 
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import Config, webhook_secret
+from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
-from mailhelpdesk.ingest.pipeline import IngestSettings
+from mailhelpdesk.ingest.context import IngestSettings
 from mailhelpdesk.services import interventions, lifecycle, notify
 from mailhelpdesk.services.api_requests import ApiSettings
+from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import idempotency, schema, spool
-from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
 from mailhelpdesk.transports.http_sender import DeliveryHandler, HttpSender
@@ -88,18 +90,61 @@ class Metrics:
         )
 
 
+def delivery_secrets(config: Config) -> dict[str, bytes]:
+    """HMAC keys of signed HTTP deliveries, by the secret_ref their rows carry. Read once, when
+    the app is built: an unreadable or empty key file stops the daemon there, with one line
+    naming it, instead of failing every delivery later."""
+    found: dict[str, bytes] = {}
+    for index, hook in enumerate(config.webhooks):
+        key = webhook_secret(hook, index)
+        if key:
+            found[secret_ref_for(hook.name)] = key
+    found.update(interventions.delivery_secrets(config))
+    return found
+
+
+def build_app(config: Config, *, clock: Clock | None = None) -> App:
+    """The composition root: a fully formed App for `config`. The one Database (engine, writer
+    lock, group writer, executor) is made here; the schema is brought up to date, the config's
+    agents, queues and webhooks copied into the store, and the settings every part needs are
+    read, so nothing about the app is optional afterwards. The CLI, `serve` and the tests all
+    build it this way. Raises ConfigError or SQLAlchemyError with nothing left open."""
+    database = Database(config.database.url, sqlite_synchronous=config.database.sqlite_synchronous)
+    try:
+        schema.upgrade(database.engine)
+        sync_config(database.engine, config)
+        settings = worker.load_settings(database.engine, config)
+        secrets = delivery_secrets(config)
+    except BaseException:
+        database.close()
+        raise
+    return App(
+        config,
+        database=database,
+        clock=clock or SystemClock(),
+        settings=settings,
+        delivery_secrets=secrets,
+    )
+
+
 class App:
     """The daemon. `run()` serves until `stop()` (or SIGTERM/SIGINT) and then shuts down cleanly."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        database: Database,
+        clock: Clock,
+        settings: IngestSettings,
+        delivery_secrets: dict[str, bytes],
+    ) -> None:
+        """Use `build_app(config)`: it prepares the store and reads what this needs."""
         self.config = config
-        self.clock = clock or SystemClock()
-        self.engine: Engine = make_engine(
-            config.database.url, sqlite_synchronous=config.database.sqlite_synchronous
-        )
-        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self.database = database
+        self.clock = clock
+        self.settings = settings
         self.metrics = Metrics()
-        self.settings: IngestSettings | None = None
         self.started_at = time.time()
         self.last_ingest_at: float | None = None
         self.ingest_errors = 0
@@ -110,37 +155,44 @@ class App:
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.sender: SMTPSender | None = None
         self.http_sender: HttpSender | None = None
-        # secret_ref -> HMAC key for signed HTTP deliveries (read once, at start)
-        self._delivery_secrets: dict[str, bytes] = {}
+        # secret_ref -> HMAC key for signed HTTP deliveries (read once, at build)
+        self._delivery_secrets = delivery_secrets
 
-    def prepare(self) -> None:
-        """Schema up to date, config agents and queues in the store, settings loaded."""
-        schema.upgrade(self.engine)
-        sync_config(self.engine, self.config)
-        self.settings = worker.load_settings(self.engine, self.config)
-        # read before anything starts: an unreadable or empty key file stops the daemon here,
-        # with one line naming it, instead of failing every delivery later
-        self._delivery_secrets = self.delivery_secrets()
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    @property
+    def db(self) -> Executor:
+        """The thread the loop hands its database work to (owned by the Database)."""
+        return self.database.executor
+
+    def close(self) -> None:
+        """Release the database (for an app that was built but not run, e.g. by the CLI)."""
+        self.database.close()
 
     # -- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve until stopped; whatever happens, shut down what was started and close the
+        database (a bind error at start included)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.db, self.prepare)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
-        await self.start()
-        log.info(
-            "mailhelpdesk serving config=%s database=%s",
-            self.config.source,
-            self.engine.url.render_as_string(),
-        )
-        await self._stopping.wait()
-        await self.shutdown()
+        try:
+            await self.start()
+            log.info(
+                "mailhelpdesk serving config=%s database=%s",
+                self.config.source,
+                self.engine.url.render_as_string(),
+            )
+            await self._stopping.wait()
+        finally:
+            await self.shutdown()
 
     async def start(self) -> None:
         interventions.check_templates(
@@ -161,17 +213,15 @@ class App:
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         self.scheduler.start()
-        self._schedule("on-hold wake-up", 60, self._wake_on_hold)
-        notify_settings = self.settings.notify if self.settings else None
+        self._schedule("on-hold wake-up", 60, self.wake_on_hold)
+        notify_settings = self.settings.notify
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay,
             self.engine,
             self.clock,
             self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
-            composer=(lambda spec: notify.try_compose_spec(spec, notify_settings))
-            if notify_settings
-            else None,
+            composer=lambda spec: notify.try_compose_spec(spec, notify_settings),
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(
@@ -198,11 +248,10 @@ class App:
                 self.pollers.append(poller)
                 poller.start()
         if self.config.http.enabled:
-            assert self.settings is not None and self.settings.notify is not None
             api = create_api(
                 health=self.health,
                 metrics=self.render_metrics,
-                engine=self.engine,
+                database=self.database,
                 clock=self.clock,
                 settings=ApiSettings.from_config(self.config, self.settings.notify),
                 api_config=self.config.api,
@@ -251,8 +300,7 @@ class App:
             await self.sender.stop()
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
             await self.http_sender.stop()
-        self.db.shutdown(wait=True)
-        self.engine.dispose()
+        self.database.close()
         log.info("mailhelpdesk stopped")
 
     def _schedule(self, name: str, every_s: float, job: Callable[[], object]) -> None:
@@ -274,7 +322,16 @@ class App:
             name=name,
             max_instances=1,
             coalesce=True,
-            next_run_time=datetime.now(timezone.utc),
+            next_run_time=datetime.now(UTC),
+        )
+
+    def scheduler_change(self) -> ChangeContext:
+        """What the scheduler's jobs change, they change as the helpdesk itself."""
+        return ChangeContext.of(
+            clock=self.clock,
+            channel=Channel.scheduler,
+            actor=Actor.system(),
+            notices=self.settings.notify,
         )
 
     def delivery_handlers(self) -> dict[str, DeliveryHandler]:
@@ -282,25 +339,13 @@ class App:
         these in the transaction that records the outcome). A kind without a handler is only
         recorded: webhooks need nothing more. Interventions register "epilog" here."""
         return {
-            interventions.EPILOG_KIND: interventions.EpilogHandler(
-                lambda: self.settings.notify if self.settings else None, self.clock
-            )
+            interventions.EPILOG_KIND: interventions.EpilogHandler(self.settings.notify, self.clock)
         }
 
     def delivery_secret(self, secret_ref: str) -> bytes | None:
         """The sender's secret resolver: the HMAC key a row's secret_ref names, or None.
         "webhook:<name>" comes from [[webhooks]]; other prefixes (interventions) go here too."""
         return self._delivery_secrets.get(secret_ref)
-
-    def delivery_secrets(self) -> dict[str, bytes]:
-        """HMAC keys of signed HTTP deliveries, by the secret_ref their rows carry."""
-        found: dict[str, bytes] = {}
-        for index, hook in enumerate(self.config.webhooks):
-            key = webhook_secret(hook, index)
-            if key:
-                found[secret_ref_for(hook.name)] = key
-        found.update(interventions.delivery_secrets(self.config))
-        return found
 
     def _purge_keys(self) -> None:
         """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""
@@ -309,12 +354,11 @@ class App:
         if purged:
             log.info("idempotency keys purged count=%s", purged)
 
-    def _wake_on_hold(self) -> None:
-        """On-hold tickets whose date has come are opened and their assignee told."""
+    def wake_on_hold(self) -> list[int]:
+        """On-hold tickets whose date has come are opened (the scheduler's job, every minute);
+        returns their numbers."""
         with session_scope(self.engine) as session:
-            lifecycle.wake_on_hold(
-                session, clock=self.clock, settings=self.settings.notify if self.settings else None
-            )
+            return lifecycle.wake_on_hold(session, change=self.scheduler_change())
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)
@@ -335,7 +379,6 @@ class App:
                         self.db, worker.load_settings, self.engine, self.config
                     )
                     last_reload = time.monotonic()
-                assert self.settings is not None
                 started = time.perf_counter()
                 result = await loop.run_in_executor(
                     self.db,
@@ -345,7 +388,7 @@ class App:
                         self.clock,
                         limit=self.config.ingest.batch_size,
                         budget_s=self.config.ingest.batch_budget_ms / 1000,
-                    ),  # type: ignore[arg-type]
+                    ),
                 )
                 if result.processed:
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)

@@ -37,16 +37,20 @@ class _State:
 
 
 def _app(ctx: click.Context) -> Any:
-    from mailhelpdesk.app import App
+    """The app, built the one way (app.build_app), released when the command ends."""
+    from mailhelpdesk.app import build_app
 
     state: _State = ctx.obj
-    app = App(state.config)
     try:
-        app.prepare()
+        app = build_app(state.config)
     except SQLAlchemyError as exc:
         raise click.ClickException(
-            f"database {state.config.database.url}: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}"
+            f"database {state.config.database.url}: {exc.__class__.__name__}: "
+            f"{exc.args[0] if exc.args else ''}"
         ) from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.call_on_close(app.close)
     return app
 
 
@@ -90,12 +94,12 @@ def init(ctx: click.Context) -> None:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run the SMTP listener, IMAP pollers, HTTP API and scheduler until SIGTERM/SIGINT."""
-    from mailhelpdesk.app import App
+    from mailhelpdesk.app import build_app
 
     config: Config = ctx.obj.config
     configure_logging(config.logging.level, config.logging.format)
-    app = App(config)
     try:
+        app = build_app(config)
         asyncio.run(app.run())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -176,6 +180,114 @@ def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
         click.echo(r["visible_text"])
         for a in r["attachments"]:
             click.echo(f"[attachment] {a['name']} ({a['mime_type']}, {a['file_size']} bytes)")
+
+
+@ticket.command("history")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print {ticket_number, events: [...]}.")
+@click.pass_context
+def ticket_history(ctx: click.Context, number: int, as_json: bool) -> None:
+    """Every change to a ticket, oldest first: when, who, through which channel, what."""
+    from mailhelpdesk.errors import NotFoundError
+    from mailhelpdesk.services import history
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        try:
+            data = history.history(session, ticket_number=number)
+        except NotFoundError:
+            raise click.ClickException(f"no ticket {number}") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for event in data["events"]:
+        actor = event["actor"]
+        who = actor["email"] or actor["name"] or actor["kind"]
+        click.echo(
+            f"{event['at']}  {event['channel']:<9}  {actor['kind']:<8} {who:<30}  "
+            f"{history.describe(event)}"
+        )
+
+
+@ticket.command("update")
+@click.argument("number", type=int)
+@click.option("--status", type=click.Choice(["open", "on-hold", "closed"]), help="New status.")
+@click.option(
+    "--until",
+    "on_hold_until",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="On-hold until this date (YYYY-MM-DD), with --status on-hold.",
+)
+@click.option("--resolution", help="Kept with the status change (how it was resolved).")
+@click.option("--comment", help="Kept with the status change.")
+@click.option("--priority", help="Low, Normal, High or Urgent.")
+@click.option("--assign", "assign", metavar="EMAIL|none", help="Assign to an agent, or none.")
+@click.option("--tag", "tags_add", multiple=True, help="Add a tag (repeatable).")
+@click.option("--untag", "tags_remove", multiple=True, help="Remove a tag (repeatable).")
+@click.option(
+    "--no-notify-customer",
+    "quiet",
+    is_flag=True,
+    help="Do not send the customer the status notice (closed / reopened).",
+)
+@click.option(
+    "--as", "as_agent", metavar="EMAIL", help="Act as this agent (default: the helpdesk)."
+)
+@click.pass_context
+def ticket_update(
+    ctx: click.Context,
+    number: int,
+    status: str | None,
+    on_hold_until: Any,
+    resolution: str | None,
+    comment: str | None,
+    priority: str | None,
+    assign: str | None,
+    tags_add: tuple[str, ...],
+    tags_remove: tuple[str, ...],
+    quiet: bool,
+    as_agent: str | None,
+) -> None:
+    """Change a ticket: all the changes or none; each is recorded in its history and causes
+    the same notices and webhooks as the agent's mail command or the API would."""
+    from mailhelpdesk.domain.events import Actor, Channel
+    from mailhelpdesk.errors import InvalidInputError
+    from mailhelpdesk.services import ticket_changes
+    from mailhelpdesk.services.context import ChangeContext
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    changes = ticket_changes.TicketUpdate(
+        status=status,
+        on_hold_until=on_hold_until.date() if on_hold_until else None,
+        resolution=resolution,
+        comment=comment,
+        priority=priority,
+        assign=assign,
+        tags_add=tags_add,
+        tags_remove=tags_remove,
+        notify_customer=not quiet,
+    )
+    with session_scope(app.engine) as session:
+        found = store.get_ticket_by_number(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        actor = Actor.system("cli")
+        if as_agent:
+            agent = store.find_agent(session, as_agent)
+            if agent is None:
+                raise click.ClickException(f"--as: {as_agent} is not an agent")
+            actor = Actor.agent(agent.email, agent.name)
+        change = ChangeContext.of(
+            clock=app.clock, channel=Channel.cli, actor=actor, notices=app.settings.notify
+        )
+        try:
+            changed = ticket_changes.update(session, found, changes, change=change)
+        except InvalidInputError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"ticket {number}: " + (", ".join(changed) if changed else "nothing changed"))
 
 
 # -- inbound ---------------------------------------------------------------------------------------

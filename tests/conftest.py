@@ -66,3 +66,23 @@ def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def desk_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Builds in-process helpdesks the one way (app.build_app, tests/desk.py) and closes them
+    after the test: `desk_factory({"webhooks": [...]})`, optionally `db_url=` for PostgreSQL."""
+    from tests.desk import Desk, make_desk
+
+    made: list[Desk] = []
+
+    def make(sections: dict | None = None, **kw):  # type: ignore[no-untyped-def,type-arg]
+        desk = make_desk(tmp_path, sections, **kw)
+        made.append(desk)
+        return desk
+
+    try:
+        yield make
+    finally:
+        for desk in made:
+            desk.app.close()

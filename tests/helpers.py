@@ -206,3 +206,26 @@ class Daemon:
 
     def ticket(self, number: int) -> dict[str, Any]:
         return dict(json.loads(self.cli("ticket", "show", str(number), "--json").stdout))
+
+
+def store_change() -> Any:
+    """A ChangeContext for tests that change a running daemon's tickets straight in its store
+    (channel cli, the helpdesk as actor, mail silent: only the daemon itself sends mail)."""
+    from mailhelpdesk.clock import SystemClock
+    from mailhelpdesk.domain.events import Actor, Channel
+    from mailhelpdesk.services.context import ChangeContext, MailPolicy
+    from mailhelpdesk.services.notify import NotifySettings
+
+    notices = NotifySettings(
+        helpdesk_name="Test Support",
+        helpdesk_address="support@helpdesk.test",
+        secret=b"unused: nothing is mailed",
+        own_addresses=frozenset({"support@helpdesk.test"}),
+    )
+    return ChangeContext.of(
+        clock=SystemClock(),
+        channel=Channel.cli,
+        actor=Actor.system(),
+        notices=notices,
+        mail=MailPolicy.silent,
+    )

@@ -6,11 +6,10 @@ naive, so readers go through `as_utc`.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
-
 
 # the largest value an INTEGER column holds on PostgreSQL (ids, ticket numbers): a larger number
 # in a request names nothing, and must be refused before it reaches a query
@@ -26,9 +25,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return (
-        value.replace(tzinfo=timezone.utc)
+        value.replace(tzinfo=UTC)
         if value.tzinfo is None
-        else value.astimezone(timezone.utc)
+        else value.astimezone(UTC)
     )
 
 
@@ -353,3 +352,21 @@ class InterventionInstance(SQLModel, table=True):
     submitted_by_email: str | None = Field(default=None, max_length=320)
     submitted_response_id: int | None = None
     submitted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class TicketEvent(SQLModel, table=True):
+    """One change to a ticket (domain/events.py), appended in the transaction of the change and
+    never updated: the ticket's history, and what notices, webhooks, reports and SLAs derive
+    from. `data` is a JSON object whose keys depend on `type`."""
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (Index("ix_ticket_events_ticket_id_id", "ticket_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id")
+    type: str = Field(max_length=40, index=True)
+    at: datetime = Field(sa_column=utc_column(index=True))
+    actor_kind: str = Field(max_length=20)  # customer | agent | token | system
+    actor_email: str | None = Field(default=None, max_length=320)
+    actor_name: str = Field(default="", max_length=400)
+    channel: str = Field(max_length=20)  # smtp | imap | api | cli | scheduler | import
+    data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))

@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailhelpdesk import __version__
@@ -25,6 +24,7 @@ from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_g
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
 from mailhelpdesk.services.api_requests import ApiSettings
+from mailhelpdesk.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ def create_api(
     *,
     health: Callable[[], dict[str, Any]],
     metrics: Callable[[], bytes],
-    engine: Engine | None = None,
+    database: Database | None = None,
     settings: ApiSettings | None = None,
     api_config: ApiConfig | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """The app. Without an engine and settings only /healthz and /metrics are served."""
+    """The app. Without a database and settings only /healthz and /metrics are served."""
     api = FastAPI(title="mailhelpdesk", version=__version__, docs_url=None, redoc_url=None)
 
     @api.get("/healthz")
@@ -94,16 +94,16 @@ def create_api(
     cfg = api_config or ApiConfig()
     limiter = RateLimiter(cfg.rate_limit_requests, cfg.rate_limit_window_s)
     api.add_middleware(RateHeaders, limiter=limiter)
-    if engine is not None and settings is not None:
+    if database is not None and settings is not None:
         clock = clock or SystemClock()
         rt = Runtime(
-            engine=engine,
+            engine=database.engine,
             clock=clock,
             settings=settings,
-            auth=Authenticator(engine, clock),
+            auth=Authenticator(database.engine, clock),
             limiter=limiter,
             runner=KeyedRunner(
-                engine, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s
+                database, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s
             ),
             max_body_bytes=cfg.max_body_bytes,
         )
@@ -116,6 +116,14 @@ def create_api(
             "tickets:read",
             v1.show_by_path,
             "One ticket with all its responses (the ticket object, as POST tickets/show)",
+        )
+        add_get_route(
+            api,
+            rt,
+            "/api/v1/tickets/{number:int}/history",
+            "tickets:read",
+            v1.history_by_path,
+            "A ticket's history: every change, who made it, through which channel",
         )
         api.state.runtime = rt
     return api

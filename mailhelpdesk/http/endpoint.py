@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -30,17 +30,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.events import Channel
 from mailhelpdesk.http.auth import Authenticator, RateLimiter, RateState, require
 from mailhelpdesk.http.errors import JSON_TYPE, ApiError, dumps, validation_failed
 from mailhelpdesk.http.idempotency import KeyedRunner, Outcome, fingerprint, parse_key
+from mailhelpdesk.services import api_tokens
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
+from mailhelpdesk.services.context import ChangeContext
 
 log = logging.getLogger(__name__)
 
 RATE_SCOPE_KEY = "mailhelpdesk.rate"
 # the request's AuthenticatedToken, handed to `check` in its params (never a path parameter name)
 TOKEN_PARAM = "@token"
+A = TypeVar("A")
 
 
 @dataclass
@@ -55,6 +59,35 @@ class Runtime:
     runner: KeyedRunner
     max_body_bytes: int
 
+    def change(self, session: Session, token: AuthenticatedToken | None) -> ChangeContext:
+        """A request's change context: channel api, acting as the token's owner when that is
+        an agent (resources.md §1), else as the token itself."""
+        return ChangeContext.of(
+            clock=self.clock,
+            channel=Channel.api,
+            actor=api_tokens.actor_for(session, token),
+            notices=self.settings.notify,
+        )
+
+
+@dataclass(frozen=True)
+class Acting(Generic[A]):
+    """A handler's arguments with the token of the request that asked for them."""
+
+    args: A
+    token: AuthenticatedToken | None
+
+
+def with_token(
+    check: Callable[[Any, dict[str, Any]], A],
+) -> Callable[[Any, dict[str, Any]], Acting[A]]:
+    """A `check` whose handler also needs to know who asks (to record it as the actor)."""
+
+    def checked(model: Any, params: dict[str, Any]) -> Acting[A]:
+        return Acting(check(model, params), params.get(TOKEN_PARAM))
+
+    return checked
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -67,6 +100,7 @@ class Endpoint:
     handle: Callable[[Session, Any], Any]
     summary: str = ""
     writes: bool = True  # False: the handler only reads (no write lock, runs beside the writers)
+    method: str = "POST"  # or PATCH / DELETE for the native resources (DESIGN.md §6)
 
 
 async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
@@ -90,7 +124,7 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
     api.add_api_route(
         ep.path,
         route,
-        methods=["POST"],
+        methods=[ep.method],
         summary=ep.summary or ep.action,
         response_model=None,
         openapi_extra={
@@ -210,7 +244,7 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
         return ep.check(model, params)
 
     if key is not None and token is not None:
-        fp = fingerprint("POST", request.url.path, payload)
+        fp = fingerprint(ep.method, request.url.path, payload)
         return await run_in_threadpool(
             rt.runner.run,
             token_id=token.id,

@@ -85,6 +85,9 @@ def from_exception(exc: BaseException) -> ApiError:
             field = getattr(exc, "field", None)
             message = _one_line(str(exc))
             errors = {field: [message]} if field and code == "validation_failed" else None
+            fields = getattr(exc, "fields", None)
+            if code == "validation_failed" and isinstance(fields, dict):
+                errors = fields
             if code == "validation_failed" and errors is None:
                 errors = {"request": [message]}
             return ApiError(status, code, message, errors=errors, data=getattr(exc, "data", None))

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -29,7 +28,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.models import IdempotencyKey, as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
-from mailhelpdesk.store.db import read_scope, session_scope, write
+from mailhelpdesk.store.db import Database, read_scope, session_scope
 
 MAX_KEY_CHARS = 255
 
@@ -93,9 +92,10 @@ class KeyedRunner:
     daemon waits for the first transaction's outcome (up to CLAIM_WAIT_MS) and then replays it,
     or answers 409 in progress when the first is still running by then."""
 
-    def __init__(self, engine: Engine, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
+    def __init__(self, database: Database, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
+        self.database = database
         self.engine, self.clock, self.ttl, self.lease = (
-            engine,
+            database.engine,
             clock,
             timedelta(seconds=ttl_s),
             timedelta(seconds=lease_s),
@@ -186,7 +186,7 @@ class KeyedRunner:
             return Outcome(status, body, headers)
 
         try:
-            return write(self.engine, job)
+            return self.database.write(job)
         except _Discard as discarded:
             return discarded.outcome
 
@@ -200,7 +200,7 @@ class KeyedRunner:
         try:
             parsed = validate()
             if writes:
-                body = write(self.engine, lambda session: ok(handle(session, parsed)))
+                body = self.database.write(lambda session: ok(handle(session, parsed)))
             else:
                 with read_scope(self.engine) as session:
                     body = ok(handle(session, parsed))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from mailhelpdesk.domain.models import MAX_INTEGER
-from mailhelpdesk.http.endpoint import Endpoint, Runtime
+from mailhelpdesk.http.endpoint import Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.tickiti import _email
 from mailhelpdesk.services import interventions
 
@@ -45,11 +45,11 @@ def check_submit(m: SubmitIn, _params: dict[str, Any]) -> SubmitArgs:
 
 
 def endpoints(rt: Runtime) -> list[Endpoint]:
-    def submit(session: Session, a: SubmitArgs) -> dict[str, Any]:
+    def submit(session: Session, acting: Acting[SubmitArgs]) -> dict[str, Any]:
+        a = acting.args
         return interventions.submit_api(
             session,
-            settings=rt.settings.notify,
-            clock=rt.clock,
+            change=rt.change(session, acting.token),
             ticket_number=a.ticket_number,
             from_email=a.from_email,
             values=a.values,
@@ -63,7 +63,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "tickets:write",
             "optional",
             SubmitIn,
-            check_submit,
+            with_token(check_submit),
             submit,
             "Submit a ticket's intervention (field values; queues the epilog call)",
         ),

@@ -7,7 +7,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.enums import Priority
 from mailhelpdesk.domain.models import MAX_INTEGER
-from mailhelpdesk.http.endpoint import Endpoint, Runtime
+from mailhelpdesk.http.endpoint import Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.errors import ApiError, validation_failed
 from mailhelpdesk.mail.compose import OutgoingAttachment
 from mailhelpdesk.services import api_requests
@@ -258,9 +258,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
     if m.status == "on-hold":
         if m.on_hold_until is None:
             raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
-        if (
-            m.on_hold_until < datetime.now(timezone.utc).date()
-        ):  # dates are UTC (api-contract.md §1)
+        if m.on_hold_until < datetime.now(UTC).date():  # dates are UTC (api-contract.md §1)
             raise validation_failed({"on_hold_until": ["must not be in the past"]})
     return RespondArgs(
         number,
@@ -370,11 +368,12 @@ def check_mint(m: MintIn, _params: dict[str, Any]) -> str:
 def endpoints(rt: Runtime) -> list[Endpoint]:
     s, clock = rt.settings, rt.clock
 
-    def create(session: Session, a: CreateArgs) -> dict[str, Any]:
+    def create(session: Session, acting: Acting[CreateArgs]) -> dict[str, Any]:
+        a = acting.args
         return api_requests.create_ticket(
             session,
             settings=s,
-            clock=clock,
+            change=rt.change(session, acting.token),
             originator_email=a.originator_email,
             body=a.body,
             queue_name=a.queue_name,
@@ -386,11 +385,11 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             assignee=a.assigned_to_email,
         )
 
-    def respond(session: Session, a: RespondArgs) -> dict[str, Any]:
+    def respond(session: Session, acting: Acting[RespondArgs]) -> dict[str, Any]:
+        a = acting.args
         return api_requests.respond(
             session,
-            settings=s,
-            clock=clock,
+            change=rt.change(session, acting.token),
             ticket_number=a.ticket_number,
             from_email=a.from_email,
             content=a.content,
@@ -425,7 +424,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "create-ticket",
             "required",
             CreateTicketIn,
-            check_create,
+            with_token(check_create),
             create,
             "Create a ticket (subject+content, template, or intervention)",
         ),
@@ -435,7 +434,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "ticket-respond",
             "required",
             RespondIn,
-            check_respond,
+            with_token(check_respond),
             respond,
             "Respond to a ticket",
         ),
@@ -465,7 +464,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "create-ticket",
             "optional",
             FlatCreateIn,
-            check_flat_create,
+            with_token(check_flat_create),
             create,
             "Create a ticket (flat fields, key optional)",
         ),
@@ -475,7 +474,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "ticket-respond",
             "optional",
             FlatRespondIn,
-            check_flat_respond,
+            with_token(check_flat_respond),
             respond,
             "Respond to a ticket (flat fields, key optional)",
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,10 +11,11 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import tickiti
-from mailhelpdesk.http.endpoint import TOKEN_PARAM, Endpoint, Runtime
+from mailhelpdesk.http.endpoint import TOKEN_PARAM, Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.errors import ApiError, validation_failed
-from mailhelpdesk.services import ticket_reads
+from mailhelpdesk.services import history, ticket_reads
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
+from mailhelpdesk.services.ticket_changes import TicketUpdate
 
 Id = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
 
@@ -62,6 +63,20 @@ class ResponsesQueryIn(_In):
     fields: list[Literal["html", "plain_text", "attachments"]] | None = None
     limit: int = Field(default=ticket_reads.DEFAULT_LIMIT, ge=1, le=ticket_reads.MAX_LIMIT)
     cursor: CursorIn | None = None
+
+
+class TicketPatchIn(_In):
+    """PATCH /api/v1/tickets/{number} (resources.md §2); every key optional."""
+
+    status: Literal["open", "on-hold", "closed"] | None = None
+    on_hold_until: date | None = None
+    resolution: str | None = Field(default=None, max_length=10_000)
+    comment: str | None = Field(default=None, max_length=10_000)
+    priority: str | None = Field(default=None, max_length=20)
+    assigned_to_email: str | None = Field(default="", max_length=320)  # null unassigns
+    tags_add: list[str] = Field(default_factory=list, max_length=100)
+    tags_remove: list[str] = Field(default_factory=list, max_length=100)
+    notify_customer: bool = True
 
 
 class AttachmentIn(_In):
@@ -183,8 +198,26 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             session, ticket_number=a.ticket_number, attachment_id=a.attachment_id, intent=a.intent
         )
 
+    def patch(session: Session, acting: Acting[tuple[int, TicketUpdate]]) -> dict[str, Any]:
+        number, changes = acting.args
+        return ticket_reads.update(
+            session, ticket_number=number, changes=changes, change=rt.change(session, acting.token)
+        )
+
     create, respond = legacy["create_ticket"], legacy["ticket_respond"]
     return [
+        Endpoint(
+            "/api/v1/tickets/{number}",
+            "v1_tickets_update",
+            "tickets:write",
+            "optional",
+            TicketPatchIn,
+            with_token(check_patch),
+            patch,
+            "Change a ticket: status (with resolution, comment), priority, assignee, tags; "
+            "all or nothing; returns the ticket object",
+            method="PATCH",
+        ),
         Endpoint(
             "/api/v1/tickets",
             "v1_tickets_create",
@@ -274,6 +307,32 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     ]
 
 
+def check_patch(m: TicketPatchIn, params: dict[str, Any]) -> tuple[int, TicketUpdate]:
+    raw = str(params.get("number", ""))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_INTEGER:
+        raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
+    if m.on_hold_until is not None and m.status not in (None, "on-hold"):
+        raise validation_failed({"on_hold_until": ["only with status on-hold"]})
+    if m.status == "on-hold" and m.on_hold_until is None:
+        raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
+    assign = None
+    if m.assigned_to_email is None:
+        assign = "none"
+    elif m.assigned_to_email:
+        assign = tickiti._email(m.assigned_to_email, "assigned_to_email")
+    return int(raw), TicketUpdate(
+        status=m.status,
+        on_hold_until=m.on_hold_until,
+        resolution=m.resolution,
+        comment=m.comment,
+        priority=m.priority,
+        assign=assign,
+        tags_add=tuple(m.tags_add),
+        tags_remove=tuple(m.tags_remove),
+        notify_customer=m.notify_customer,
+    )
+
+
 def show_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number too
     large for any ticket is as unknown as a number nobody has (404, never 422). The route only
@@ -282,3 +341,11 @@ def show_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
         raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
     return ticket_reads.show(session, ticket_number=number)
+
+
+def history_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/tickets/{number}/history: every event of the ticket, oldest first."""
+    number = params.get("number")
+    if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
+        raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
+    return history.history(session, ticket_number=number)

@@ -9,23 +9,16 @@ from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.errors import ConflictError, InvalidInputError
-from mailhelpdesk.ingest.facts import (
-    customer_thread,
-    notify_settings_of,
-    parsed_of,
-    queue_for,
-    response_from,
-    sender_email,
-)
-from mailhelpdesk.ingest.pipeline import IngestContext
+from mailhelpdesk.ingest.context import IngestContext, ThreadVia
+from mailhelpdesk.ingest.facts import queue_for, response_from, sender_email
 from mailhelpdesk.mail.commands import Command, CommandBlock, CommandError, parse_commands
-from mailhelpdesk.mail.compose import OutgoingAttachment
 from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import interventions, notify, ticket_changes
+from mailhelpdesk.services import interventions, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
+from mailhelpdesk.services.reactions import Thread
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
 from mailhelpdesk.store import tickets as store
 
@@ -49,18 +42,15 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     block = parse_commands(parsed.text)
     error = block.error or _check_commands(ctx, block)
     if error is not None:
-        settings = notify_settings_of(ctx)
-        if settings is not None:
-            notify.notify_command_error(
-                ctx.session,
-                ticket,
-                settings=settings,
-                clock=ctx.clock,
-                agent=notify.Recipient(agent.email, agent.name, agent.id),
-                error=error.message,
-                line=f"line {error.line_number}: {error.line}",
-                in_reply_to=parsed.message_id[:998] if parsed.message_id else None,
-            )
+        message_id = parsed.message_id[:998] if parsed.message_id else None
+        ticket_service.refuse_command(
+            ctx.session,
+            ticket,
+            error=error.message,
+            line=f"line {error.line_number}: {error.line}",
+            change=ctx.change,
+            thread=Thread(message_id, (message_id,) if message_id else ()),
+        )
         log.warning(
             "agent mail command refused agent=%s ticket=%s %s",
             agent.email,
@@ -83,15 +73,12 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     # a verified agent forwarding ticket mail to the support address (linked by References or
     # the subject tag, not by answering a notice) is passing it on, not answering the customer
     forward_of_ticket_mail = (
-        ctx.thread_via != "signed_address" and find_forwarded(parsed) is not None
+        ctx.thread_via != ThreadVia.signed_address and find_forwarded(parsed) is not None
     )
-    if (
-        block.intervention and ctx.settings.notify is not None
-    ):  # #set / #submit: one staff note, no mail out
+    if block.intervention:  # #set / #submit: one staff note, no mail out
         interventions.submit(
             ctx.session,
-            settings=ctx.settings.notify,
-            clock=ctx.clock,
+            change=ctx.change,
             ticket=ticket,
             agent_email=agent.email,
             agent_name=agent.name,
@@ -99,9 +86,12 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
             content=visible,
             final=block.is_submit,
             base=base,
-            mail=notify_settings_of(ctx) is not None,
         )
         what = "intervention " + ("submit" if block.is_submit else "edit")
+    elif block.changes and not visible and not block.is_note and not forward_of_ticket_mail:
+        # only commands: the changes themselves are the record (ticket events with the agent
+        # and the channel); there is no message for anyone to read
+        what = "commands"
     elif block.is_note or not visible or forward_of_ticket_mail:
         if body.strip():
             text = body.strip()
@@ -117,29 +107,12 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
             html=html,
             is_internal=True,
         )
-        ticket_service.add_response(ctx.session, ticket, note, clock=ctx.clock, reopen=False)
+        ticket_service.add_response(ctx.session, ticket, note, change=ctx.change, reopen=False)
         what = "note"
     else:
+        # an `agent_response` event: mailed to the customer and CCs with the mail's files
         answer = replace(base, plain_text=body, visible_text=visible, html=html)
-        ticket_service.add_response(ctx.session, ticket, answer, clock=ctx.clock, reopen=False)
-        settings = notify_settings_of(ctx)
-        if settings is not None:
-            last_id, references = customer_thread(ctx)
-            notify.notify_agent_response(
-                ctx.session,
-                ticket,
-                settings=settings,
-                clock=ctx.clock,
-                agent_name=agent.name or agent.email,
-                message_text=visible,
-                in_reply_to=last_id,
-                references=references,
-                attachments=[
-                    OutgoingAttachment(a.filename, a.content_type, a.data)
-                    for a in parsed_of(ctx).attachments
-                    if not a.is_inline
-                ],
-            )
+        ticket_service.add_response(ctx.session, ticket, answer, change=ctx.change, reopen=False)
         what = "answer"
     for command in block.changes:
         _run_command(ctx, command)
@@ -155,8 +128,6 @@ def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | N
     services, which refuse what they cannot apply.)"""
     for command in block.intervention:
         try:
-            if ctx.settings.notify is None:
-                raise InvalidInputError("interventions are not available here")
             interventions.check_command(
                 ctx.session,
                 ctx.settings.notify,
@@ -191,25 +162,21 @@ def _assignee(ctx: IngestContext, argument: str) -> str | None:
 
 
 def _run_command(ctx: IngestContext, command: Command) -> None:
+    """One checked mail command through the same service call the API and the CLI make."""
     assert ctx.ticket is not None
-    ticket, clock = ctx.ticket, ctx.clock
+    ticket, change, argument = ctx.ticket, ctx.change, command.argument
     if command.name == "status":
         ticket_changes.set_status(
-            ctx.session,
-            ticket,
-            command.argument,
-            on_hold_until=command.on_hold_until,
-            clock=clock,
-            notify_settings=notify_settings_of(ctx),
+            ctx.session, ticket, argument, on_hold_until=command.on_hold_until, change=change
         )
     elif command.name == "assign":
-        ticket_changes.assign(ctx.session, ticket, _assignee(ctx, command.argument), clock=clock)
+        ticket_changes.assign(ctx.session, ticket, _assignee(ctx, argument), change=change)
     elif command.name == "priority":
-        ticket_changes.set_priority(ctx.session, ticket, command.argument, clock=clock)
+        ticket_changes.set_priority(ctx.session, ticket, argument, change=change)
     elif command.name == "tag":
-        ticket_changes.tag(ctx.session, ticket, command.argument, clock=clock)
+        ticket_changes.tag(ctx.session, ticket, argument, change=change)
     elif command.name == "untag":
-        ticket_changes.untag(ctx.session, ticket, command.argument, clock=clock)
+        ticket_changes.untag(ctx.session, ticket, argument, change=change)
 
 
 def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
@@ -221,6 +188,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
     agent_addresses = {a for agent in ctx.settings.agents for a in agent.addresses}
     subject = _FORWARD_PREFIX.sub("", forwarded.subject or parsed.subject) or parsed.subject
     attachments = forwarded.attachments if forwarded.shape == "rfc822" else parsed.attachments
+    original = forwarded.message_id[:998] if forwarded.message_id else None
     first = NewResponse(
         kind=ResponseKind.customer,
         plain_text=forwarded.text,
@@ -249,7 +217,9 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
             if a.email not in agent_addresses
             and split_plus(a.email)[0] not in ctx.settings.own_addresses
         ],
-        clock=ctx.clock,
+        change=ctx.change,
+        # the original sender never saw the forward: their notices thread on their own message
+        thread=Thread(original, (original,) if original else ()),
     )
     if forwarded.message_id:
         store.record_message_id(
@@ -277,7 +247,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
                 verified=ctx.verified,
                 inbound_id=ctx.inbound.id,
             ),
-            clock=ctx.clock,
+            change=ctx.change,
             reopen=False,
         )
     ctx.ticket, ctx.outcome = ticket, Outcome.ticket_created

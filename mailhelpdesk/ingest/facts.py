@@ -6,14 +6,12 @@ import logging
 from email.utils import getaddresses
 
 from mailhelpdesk.domain.enums import ResponseKind
-from mailhelpdesk.ingest.pipeline import IngestContext
+from mailhelpdesk.ingest.context import IngestContext
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import notify
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
-from mailhelpdesk.store import tickets as store
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +72,3 @@ def response_from(
             for a in parsed.attachments
         ],
     )
-
-
-def notify_settings_of(ctx: IngestContext) -> notify.NotifySettings | None:
-    """Notice settings when this message may cause mail (not for imported archives)."""
-    if ctx.envelope.source == "import":
-        return None
-    return ctx.settings.notify
-
-
-def customer_thread(ctx: IngestContext) -> tuple[str | None, list[str]]:
-    """In-Reply-To and References for an answer to the customer: their last public message and
-    the ones before it (at most 20), so it threads in the customer's own client."""
-    assert ctx.ticket is not None
-    ids = [
-        r.message_id
-        for r in store.responses_of(ctx.session, ctx.ticket.id or 0)
-        if r.kind == ResponseKind.customer and not r.is_internal and r.message_id
-    ]
-    ids = list(dict.fromkeys(ids))[-20:]
-    return (ids[-1] if ids else None), ids

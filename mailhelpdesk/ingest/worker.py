@@ -15,15 +15,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import Config, read_secret
 from mailhelpdesk.domain.enums import InboundState, Outcome
 from mailhelpdesk.domain.models import InboundMessage
-from mailhelpdesk.ingest.pipeline import AgentIdentity, IngestContext, IngestSettings, run_pipeline
-from mailhelpdesk.ingest.steps import STEPS
+from mailhelpdesk.ingest.context import AgentIdentity, IngestContext, IngestSettings
+from mailhelpdesk.ingest.pipeline import StepFailed, run_pipeline
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
@@ -109,15 +108,9 @@ def _process_one(
     )
     savepoint = session.begin_nested()
     try:
-        run_pipeline(STEPS, ctx)
+        ended_at = run_pipeline(ctx)
         savepoint.commit()
-    except IntegrityError as exc:
-        savepoint.rollback()
-        if "applied_messages" in str(exc.orig) or "fingerprint" in str(exc.orig):
-            ctx.outcome, ctx.reason = Outcome.duplicate, "same message applied concurrently"
-        else:
-            return _set_aside(session, row, clock, exc)
-    except Exception as exc:  # noqa: BLE001 - the worker boundary: set aside, never crash
+    except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
         return _set_aside(session, row, clock, exc)
     row.state = InboundState.done
@@ -128,27 +121,30 @@ def _process_one(
     session.add(row)
     session.flush()
     log.info(
-        "inbound applied inbound_id=%s outcome=%s ticket=%s reason=%s",
+        "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
         row.id,
         row.outcome,
         ctx.ticket.number if ctx.ticket else "-",
+        ended_at or "apply",
         row.reason,
     )
     return row.outcome
 
 
-def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: BaseException) -> str:
+def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: StepFailed) -> str:
+    """Keep the message as failed with the step that failed and its error (`inbound retry`)."""
     row.state = InboundState.failed
     row.outcome = ""
-    row.reason = f"{type(exc).__name__}: {exc}"[:2000]
+    row.reason = str(exc)[:2000]
     row.processed_at = clock.now()
     session.add(row)
     session.flush()
     log.error(
-        "inbound set aside inbound_id=%s error=%s\n%s",
+        "inbound set aside inbound_id=%s step=%s error=%s\n%s",
         row.id,
+        exc.step,
         row.reason,
-        "".join(traceback.format_exception(exc)),
+        "".join(traceback.format_exception(exc.error)),
     )
     return "failed"
 

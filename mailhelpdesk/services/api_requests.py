@@ -1,8 +1,9 @@
 """What the Tickiti-compatible API does (api-contract.md §4–5), behind the HTTP layer.
 
-Each function takes the session of the request's transaction, changes tickets only through
-services/tickets.py and writes notices and mail to the outbox through services/notify.py and
-store/outbox.py in that same transaction, exactly as mail-created tickets do. The HTTP layer has
+Each function takes the session of the request's transaction and the request's ChangeContext
+(channel api, the token or its owner agent as the actor) and changes tickets only through the
+ticket services, whose events decide the notices exactly as for mail (services/reactions.py);
+`send_email` writes its one message to the outbox in the same transaction. The HTTP layer has
 already checked types and shapes; what needs the store (queue, template, mailbox, ticket) is
 checked here and raised as FieldError / NotFoundError.
 """
@@ -39,11 +40,12 @@ from mailhelpdesk.mail.render import (
     render_notice,
 )
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import interventions, notify, ticket_changes
+from mailhelpdesk.services import interventions, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
-from mailhelpdesk.services.notify import NotifySettings, Recipient
-from mailhelpdesk.store import outbox
-from mailhelpdesk.store import ticket_query
+from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.services.notify import NotifySettings
+from mailhelpdesk.services.reactions import REPLY_CAUSE
+from mailhelpdesk.store import outbox, ticket_query
 from mailhelpdesk.store import tickets as store
 
 _LOOKS_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
@@ -55,6 +57,14 @@ class FieldError(InvalidInputError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class FieldErrors(InvalidInputError):
+    """Several fields of one request are invalid: 422 with every field named."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.fields = {k: [v] for k, v in errors.items()}
 
 
 @dataclass(frozen=True)
@@ -129,10 +139,6 @@ def _body(body: Body, settings: ApiSettings, extra: Mapping[str, Any] | None = N
     return Rendered(body.subject, text, html)
 
 
-def _agents(session: Session) -> list[Recipient]:
-    return [Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
-
-
 def secure_id(settings: ApiSettings, ticket_id: int) -> str:
     """An unguessable id for customer-facing links: keyed with the helpdesk secret, not derivable
     from the ticket number without it."""
@@ -145,7 +151,7 @@ def create_ticket(
     session: Session,
     *,
     settings: ApiSettings,
-    clock: Clock,
+    change: ChangeContext,
     originator_email: str,
     body: Body,
     queue_name: str | None,
@@ -157,7 +163,8 @@ def create_ticket(
     priority: str | None = None,
     assignee: str | None = None,
 ) -> dict[str, Any]:
-    """A ticket from the API, with the same notices a ticket from mail gets."""
+    """A ticket from the API: the same `created` event, so the same notices, as one from mail
+    (a staff-only opening tells the agents and not the customer)."""
     if assignee is not None:
         try:
             ticket_changes.check_assignee(session, assignee)
@@ -166,16 +173,14 @@ def create_ticket(
     if intervention is not None:  # shape C: services/interventions.py
         ticket = interventions.create(
             session,
-            settings=settings.notify,
-            clock=clock,
+            change=change,
             originator_email=originator_email,
             name=intervention,
             uid=uid or "",
             data=body.data,
-            agents=_agents(session),
             actor=actor,
         )
-        _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
+        _set_at_creation(session, ticket, priority=priority, assignee=assignee, change=change)
         return {
             "ticket_number": ticket.number,
             "ticket_id": ticket.id,
@@ -200,35 +205,9 @@ def create_ticket(
         originator_email=originator_email,
         queue_name=queue,
         first=first,
-        clock=clock,
+        change=change,
     )
-    _set_at_creation(session, ticket, priority=priority, assignee=assignee, clock=clock)
-    agents = _agents(session)
-    if is_public:
-        notify.notify_ticket_created(
-            session,
-            ticket,
-            settings=settings.notify,
-            clock=clock,
-            agents=agents,
-            customer_message_id=None,
-            message_text=rendered.text,
-        )
-    else:  # a staff-only opening: the agents hear of it, the customer does not
-        context = notify.notice_context(
-            session, ticket, settings=settings.notify, message_text=rendered.text
-        )
-        for agent in agents:
-            notify.schedule_notice(
-                session,
-                notice="new_ticket",
-                ticket=ticket,
-                recipient=agent,
-                context=context,
-                settings=settings.notify,
-                clock=clock,
-                auto_submitted=AUTO_GENERATED,
-            )
+    _set_at_creation(session, ticket, priority=priority, assignee=assignee, change=change)
     return {
         "ticket_number": ticket.number,
         "ticket_id": ticket.id,
@@ -237,20 +216,24 @@ def create_ticket(
 
 
 def _set_at_creation(
-    session: Session, ticket: Any, *, priority: str | None, assignee: str | None, clock: Clock
+    session: Session,
+    ticket: Any,
+    *,
+    priority: str | None,
+    assignee: str | None,
+    change: ChangeContext,
 ) -> None:
     """The EXT creation fields, through the same service calls as `#priority` / `#assign`."""
     if priority is not None:
-        ticket_changes.set_priority(session, ticket, priority, clock=clock)
+        ticket_changes.set_priority(session, ticket, priority, change=change)
     if assignee is not None:
-        ticket_changes.assign(session, ticket, assignee, clock=clock)
+        ticket_changes.assign(session, ticket, assignee, change=change)
 
 
 def respond(
     session: Session,
     *,
-    settings: ApiSettings,
-    clock: Clock,
+    change: ChangeContext,
     ticket_number: int,
     from_email: str,
     content: str | None,
@@ -258,7 +241,9 @@ def respond(
     status: str | None,
     on_hold_until: date | None,
 ) -> dict[str, Any]:
-    """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold."""
+    """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold.
+    The reactivation is caused by the response (it mails nothing of its own); a `status` given
+    explicitly is the same change as an agent's `#status` and causes the same notices."""
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
@@ -290,37 +275,24 @@ def respond(
             created_by_name=agent.name if agent else "",
             subject=ticket.subject,
         ),
-        clock=clock,
+        change=change,
         reopen=False,
     )
     before = ticket.status
-    # through the one status path (webhooks); the response's own notices tell people about it
     if status == TicketStatus.on_hold:
         ticket_changes.set_status(
-            session, ticket, TicketStatus.on_hold.value, on_hold_until=on_hold_until, clock=clock
+            session,
+            ticket,
+            TicketStatus.on_hold.value,
+            on_hold_until=on_hold_until,
+            change=change,
         )
     elif ticket.status != TicketStatus.open:
-        ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
+        ticket_changes.set_status(
+            session, ticket, TicketStatus.open.value, change=change, cause=REPLY_CAUSE
+        )
     if kind == ResponseKind.customer:
         ticket_service.add_ccs(session, ticket, [(from_email, "")], exclude=set())
-        notify.notify_customer_reply(
-            session,
-            ticket,
-            settings=settings.notify,
-            clock=clock,
-            agents=_agents(session),
-            customer_message_id=None,
-            message_text=text,
-        )
-    elif kind == ResponseKind.agent:
-        notify.notify_agent_response(
-            session,
-            ticket,
-            settings=settings.notify,
-            clock=clock,
-            agent_name=agent.name if agent else "",
-            message_text=text,
-        )
     return {
         "ticket_id": ticket.id,
         "response_id": response.id,

@@ -18,9 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.events import Actor
 from mailhelpdesk.domain.models import as_utc
 from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
 from mailhelpdesk.store import api_tokens as store
+from mailhelpdesk.store import tickets as ticket_store
 
 LEGACY_ABILITIES = ("create-ticket", "ticket-respond", "send-email", "ticket-index")
 _FAMILIES = ("tickets", "mail", "templates", "settings", "workflow", "administration", "supervisor")
@@ -169,3 +171,15 @@ def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedT
 
 def touch(session: Session, token_id: int, *, clock: Clock) -> None:
     store.touch(session, token_id, now=clock.now())
+
+
+def actor_for(session: Session, token: AuthenticatedToken | None) -> Actor:
+    """Who a request acts as in history: the token's owner when that is an agent, else the
+    token itself (by name); the helpdesk itself without a token."""
+    if token is None:
+        return Actor.system()
+    if token.owner_email:
+        agent = ticket_store.find_agent(session, token.owner_email)
+        if agent is not None:
+            return Actor.agent(agent.email, agent.name)
+    return Actor.token(token.name)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,14 +49,15 @@ from mailhelpdesk.config import (
     read_intervention_token,
 )
 from mailhelpdesk.domain.enums import ResponseKind
+from mailhelpdesk.domain.events import Actor, Channel, EventType
 from mailhelpdesk.domain.models import HttpDelivery, InterventionInstance, Ticket
 from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
-from mailhelpdesk.mail.compose import AUTO_GENERATED
 from mailhelpdesk.mail.html_text import sanitize_html
 from mailhelpdesk.mail.render import NoticeRenderError, environment, render_file
-from mailhelpdesk.services import notify
+from mailhelpdesk.services import events
 from mailhelpdesk.services import tickets as ticket_service
-from mailhelpdesk.services.notify import NotifySettings, Recipient
+from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.services.tickets import NewResponse
 from mailhelpdesk.store import http_outbox
 from mailhelpdesk.store import interventions as store
@@ -210,17 +211,17 @@ def labels(
 def create(
     session: Session,
     *,
-    settings: NotifySettings,
-    clock: Clock,
+    change: ChangeContext,
     originator_email: str,
     name: str,
     uid: str,
     data: Mapping[str, Any],
-    agents: Sequence[Recipient],
     actor: str = "API",
 ) -> Ticket:
     """Shape C of create_ticket. Raises InterventionFieldError (unknown intervention, bad uid, a
-    template the bag cannot fill) or InterventionUidExists."""
+    template the bag cannot fill) or InterventionUidExists. The opening is a staff note, so the
+    `created` event tells the agents and not the customer (services/reactions.py)."""
+    settings = change.notices
     defn = definition(settings, name)
     if defn is None:
         raise InterventionFieldError("intervention", f"Intervention '{name}' is not configured.")
@@ -261,36 +262,39 @@ def create(
         originator_email=originator_email,
         queue_name=defn.queue,
         first=first,
-        clock=clock,
+        change=change,
     )
-    if (
-        store.insert(
-            session, name=name, uid=uid, ticket_id=ticket.id or 0, data=bag, now=clock.now()
-        )
-        is None
-    ):
+    row = store.insert(
+        session, name=name, uid=uid, ticket_id=ticket.id or 0, data=bag, now=change.clock.now()
+    )
+    if row is None:
         # a concurrent create won the unique index: this transaction (and its ticket) rolls back
         winner = store.get_by_uid(session, name=name, uid=uid)
         raise InterventionUidExists(name, uid, _number_of(session, winner) if winner else 0)
-    note_context = notify.notice_context(
-        session, ticket, settings=settings, message_text=private.text
-    )
-    for agent in agents:
-        notify.schedule_notice(
-            session,
-            notice="new_ticket",
-            ticket=ticket,
-            recipient=agent,
-            context=note_context,
-            settings=settings,
-            clock=clock,
-            auto_submitted=AUTO_GENERATED,
-        )
+    _step(session, ticket, "created", name=name, uid=uid, change=change)
     if public is not None:
-        _post_public(
-            session, settings=settings, clock=clock, ticket=ticket, part=public, author=actor
-        )
+        _post_public(session, change=change, ticket=ticket, part=public, author=actor)
     return ticket
+
+
+def _step(
+    session: Session,
+    ticket: Ticket,
+    step: str,
+    *,
+    name: str,
+    uid: str,
+    change: ChangeContext,
+    **extra: Any,
+) -> None:
+    """One step of an intervention's life on the ticket's record."""
+    events.record(
+        session,
+        ticket,
+        EventType.intervention,
+        {"step": step, "name": name, "uid": uid, **extra},
+        change=change,
+    )
 
 
 def _number_of(session: Session, row: InterventionInstance) -> int:
@@ -301,14 +305,13 @@ def _number_of(session: Session, row: InterventionInstance) -> int:
 def _post_public(
     session: Session,
     *,
-    settings: NotifySettings,
-    clock: Clock,
+    change: ChangeContext,
     ticket: Ticket,
     part: RenderedPart,
     author: str,
-    mail: bool = True,
 ) -> int:
-    """A customer-visible staff response, mailed to the customer (and CCs) like an agent's answer."""
+    """A customer-visible staff response, mailed to the customer (and CCs) like an agent's
+    answer: an `agent_response` event, whatever mails it is decided there."""
     response = ticket_service.add_response(
         session,
         ticket,
@@ -320,13 +323,9 @@ def _post_public(
             created_by_name=author,
             subject=ticket.subject,
         ),
-        clock=clock,
+        change=change,
         reopen=False,
     )
-    if mail:
-        notify.notify_agent_response(
-            session, ticket, settings=settings, clock=clock, agent_name="", message_text=part.text
-        )
     return response.id or 0
 
 
@@ -335,7 +334,7 @@ def _staff_note(
     ticket: Ticket,
     text: str,
     *,
-    clock: Clock,
+    change: ChangeContext,
     base: NewResponse | None = None,
     author_email: str | None = None,
     author_name: str = SYSTEM_NAME,
@@ -357,7 +356,7 @@ def _staff_note(
             html=None,
             is_internal=True,
         )
-    return ticket_service.add_response(session, ticket, new, clock=clock, reopen=False).id or 0
+    return ticket_service.add_response(session, ticket, new, change=change, reopen=False).id or 0
 
 
 # -- submit ----------------------------------------------------------------------------------------
@@ -446,8 +445,7 @@ class Submitted:
 def submit(
     session: Session,
     *,
-    settings: NotifySettings,
-    clock: Clock,
+    change: ChangeContext,
     ticket: Ticket,
     agent_email: str,
     agent_name: str,
@@ -455,12 +453,12 @@ def submit(
     content: str | None = None,
     final: bool = True,
     base: NewResponse | None = None,
-    mail: bool = True,
 ) -> Submitted:
     """Edit the fields (`values`, by field name) and, with `final`, submit the decision: one staff
     note (the response that submits it), the bag saved, state `submitted` and the epilog queued,
     in the caller's transaction. Without `final` (mail `#set` without `#submit`) only the edits
     and their note. `base` is the agent's mail when it came by mail."""
+    settings = change.notices
     row, defn = _open_instance(session, settings, ticket)
     bag = store.data_of(row)
     edits: dict[str, Any] = {}
@@ -476,7 +474,7 @@ def submit(
         except InvalidInputError as exc:
             raise InterventionFieldError(f"data.{key}", str(exc)) from None
     bag.update(edits)
-    now = clock.now()
+    now = change.clock.now()
     shown = labels(settings, defn, bag)
     lines = [
         f'Intervention "{defn.title or defn.name}" ({defn.name}, uid {row.uid}) '
@@ -494,7 +492,7 @@ def submit(
         session,
         ticket,
         "\n".join(lines),
-        clock=clock,
+        change=change,
         base=base,
         author_email=agent_email,
         author_name=agent_name,
@@ -514,16 +512,24 @@ def submit(
         else:
             row.state = InterventionState.completed
     store.save(session, row, now=now, data=bag)
+    _step(
+        session,
+        ticket,
+        "submitted" if final else "edited",
+        name=row.name,
+        uid=row.uid,
+        change=change,
+        response_id=response_id,
+        fields=sorted(edits),
+    )
     if final and epilog is None:
         _complete(
             session,
-            settings=settings,
-            clock=clock,
+            change=change,
             ticket=ticket,
             row=row,
             defn=defn,
             bag=bag,
-            mail=mail,
             how="no remote is configured, so the submission completes it",
         )
     return Submitted(ticket, row, response_id, epilog)
@@ -594,8 +600,7 @@ def delivery_secrets(config: Config) -> dict[str, bytes]:
 def submit_api(
     session: Session,
     *,
-    settings: NotifySettings,
-    clock: Clock,
+    change: ChangeContext,
     ticket_number: int,
     from_email: str,
     values: Mapping[str, Any],
@@ -612,8 +617,7 @@ def submit_api(
         )
     done = submit(
         session,
-        settings=settings,
-        clock=clock,
+        change=change,
         ticket=ticket,
         agent_email=agent.email,
         agent_name=agent.name,
@@ -629,16 +633,16 @@ def submit_api(
 def _complete(
     session: Session,
     *,
-    settings: NotifySettings,
-    clock: Clock,
+    change: ChangeContext,
     ticket: Ticket,
     row: InterventionInstance,
     defn: InterventionConfig,
     bag: Mapping[str, Any],
-    mail: bool,
     how: str,
 ) -> None:
     """Post `.final` (public, mailed to the customer) or, without one, a staff note saying so."""
+    settings = change.notices
+    _step(session, ticket, "completed", name=row.name, uid=row.uid, change=change)
     context = context_of(
         defn,
         bag=bag,
@@ -654,33 +658,25 @@ def _complete(
             ticket,
             f"Intervention {defn.name} completed ({how}), but its final response "
             f"could not be rendered: {exc}",
-            clock=clock,
+            change=change,
         )
         return
     if final is None:
-        _staff_note(session, ticket, f"Intervention {defn.name} completed: {how}.", clock=clock)
+        _staff_note(session, ticket, f"Intervention {defn.name} completed: {how}.", change=change)
         return
     author = _render_string(settings.template_dir, defn.title or defn.name, context)
     try:
         # in a savepoint: a final response that cannot be posted or mailed (say, a customer
         # address our mail cannot carry) must not undo the completion recorded before it
         with session.begin_nested():
-            _post_public(
-                session,
-                settings=settings,
-                clock=clock,
-                ticket=ticket,
-                part=final,
-                author=author,
-                mail=mail,
-            )
+            _post_public(session, change=change, ticket=ticket, part=final, author=author)
     except (InvalidInputError, NoticeRenderError) as exc:
         _staff_note(
             session,
             ticket,
             f"Intervention {defn.name} completed ({how}), but its final response "
             f"could not be posted: {exc}",
-            clock=clock,
+            change=change,
         )
 
 
@@ -707,41 +703,42 @@ def _shown_url(url: str) -> str:
 
 
 class EpilogHandler:
-    """The HTTP sender's DeliveryHandler for `epilog` rows (transports/http_sender.py)."""
+    """The HTTP sender's DeliveryHandler for `epilog` rows (transports/http_sender.py). What it
+    changes is the helpdesk's own doing: actor system, channel scheduler (a background job)."""
 
-    def __init__(self, settings: Callable[[], NotifySettings | None], clock: Clock) -> None:
-        self._settings, self.clock = settings, clock
+    def __init__(self, notices: NotifySettings, clock: Clock) -> None:
+        self.change = ChangeContext.of(
+            clock=clock, channel=Channel.scheduler, actor=Actor.system(), notices=notices
+        )
+        self.clock = clock
 
     def _load(
         self, session: Session, row: HttpDelivery
-    ) -> tuple[NotifySettings, InterventionInstance, Ticket, InterventionConfig] | None:
-        settings = self._settings()
+    ) -> tuple[InterventionInstance, Ticket, InterventionConfig] | None:
         ref = row.ref.removeprefix("intervention:")
         instance = store.get(session, int(ref)) if ref.isascii() and ref.isdigit() else None
         ticket = session.get(Ticket, instance.ticket_id) if instance else None
-        defn = definition(settings, instance.name) if settings and instance else None
-        if settings is None or instance is None or ticket is None or defn is None:
+        defn = definition(self.change.notices, instance.name) if instance else None
+        if instance is None or ticket is None or defn is None:
             log.warning("epilog outcome for an unknown intervention row=%s ref=%s", row.id, row.ref)
             return None
-        return settings, instance, ticket, defn
+        return instance, ticket, defn
 
     def delivered(self, session: Session, row: HttpDelivery, status: int, body: bytes) -> None:
         loaded = self._load(session, row)
         if loaded is None:
             return
-        settings, instance, ticket, defn = loaded
+        instance, ticket, defn = loaded
         bag = {**store.data_of(instance), **_remote_data(body)}
         instance.state = InterventionState.completed
         store.save(session, instance, now=self.clock.now(), data=bag)
         _complete(
             session,
-            settings=settings,
-            clock=self.clock,
+            change=self.change,
             ticket=ticket,
             row=instance,
             defn=defn,
             bag=bag,
-            mail=True,
             how=f"the remote system accepted the decision (HTTP {status})",
         )
 
@@ -749,7 +746,7 @@ class EpilogHandler:
         loaded = self._load(session, row)
         if loaded is None:
             return
-        _settings, instance, ticket, defn = loaded
+        instance, ticket, defn = loaded
         what = (
             f"Intervention {defn.name}: the epilog call to {_shown_url(row.url)} failed "
             f"(attempt {row.attempts} of {row.max_attempts}): {error}"
@@ -763,4 +760,13 @@ class EpilogHandler:
             )
         else:
             what += "\nIt will be retried."
-        _staff_note(session, ticket, what, clock=self.clock)
+        _step(
+            session,
+            ticket,
+            "failed" if final else "epilog_failed",
+            name=instance.name,
+            uid=instance.uid,
+            change=self.change,
+            attempt=row.attempts,
+        )
+        _staff_note(session, ticket, what, change=self.change)

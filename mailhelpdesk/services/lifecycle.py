@@ -6,22 +6,20 @@ import logging
 
 from sqlmodel import Session, col, select
 
-from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import TicketStatus
 from mailhelpdesk.domain.models import Ticket
-from mailhelpdesk.services import notify, ticket_changes
-from mailhelpdesk.store import tickets as store
+from mailhelpdesk.services import ticket_changes
+from mailhelpdesk.services.context import ChangeContext
 
 log = logging.getLogger(__name__)
 
-
-def wake_on_hold(
-    session: Session, *, clock: Clock, settings: notify.NotifySettings | None, limit: int = 500
-) -> list[int]:
-    """Open every on-hold ticket whose on-hold-until date has come (today, UTC) and tell its
-    assignee (else all agents). Returns the woken ticket numbers. Safe to run often and from
-    several daemons: a woken ticket is no longer on hold, so it is never woken twice."""
-    today = clock.now().date()
+def wake_on_hold(session: Session, *, change: ChangeContext, limit: int = 500) -> list[int]:
+    """Open every on-hold ticket whose on-hold-until date has come (today, UTC). Returns the
+    woken ticket numbers. Each is one `status` event through the one status path, so its
+    assignee (else every agent) hears of it as services/reactions.py decides for any channel.
+    Safe to run often and from several daemons: the due rows are locked (SKIP LOCKED on
+    PostgreSQL) and a woken ticket is no longer on hold, so it is never woken twice."""
+    today = change.clock.now().date()
     due = session.exec(
         select(Ticket)
         .where(Ticket.status == TicketStatus.on_hold, col(Ticket.on_hold_until) <= today)
@@ -29,21 +27,11 @@ def wake_on_hold(
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    agents = [notify.Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
     woken = []
     for ticket in due:
         until = ticket.on_hold_until.isoformat() if ticket.on_hold_until else ""
-        # through the one status path, so the change raises its webhook like any other
-        ticket_changes.set_status(session, ticket, TicketStatus.open.value, clock=clock)
-        if settings is not None and agents:
-            notify.notify_on_hold_woke(
-                session,
-                ticket,
-                settings=settings,
-                clock=clock,
-                agents=agents,
-                was_on_hold_until=until,
-            )
+        # the same change as an agent's `#status open`: the scheduler channel says who did it
+        ticket_changes.set_status(session, ticket, TicketStatus.open.value, change=change)
         log.info("on-hold ticket woke ticket=%s was_until=%s", ticket.number, until)
         woken.append(ticket.number)
     return woken

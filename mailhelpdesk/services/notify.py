@@ -1,8 +1,11 @@
-"""Which notices a change causes, and writing them to the outbox in the change's transaction.
+"""Writing a notice to the outbox in the change's transaction, and the rules it must obey.
 
-A notice is rendered (mail/render.py), composed (mail/compose.py) and written as an OutboxItem
-with the session of the change, so a rolled-back change sends nothing; the sender drains the
-outbox later. Its Message-ID is recorded on the ticket so replies to it thread.
+Which notices a change causes is decided in services/reactions.py; this module writes one: a
+`NoticeSpec` rendered (mail/render.py) and composed (mail/compose.py) by `compose_notice`, now
+or by the sender just before sending, and an OutboxItem written with the session of the
+change, so a rolled-back change sends nothing. Its Message-ID is recorded on the ticket so
+replies to it thread. A notice that cannot be built (a broken template, a value no header can
+carry) is written `failed` with the reason on either path: it never undoes the change.
 
 Loop safety lives in one pure function, `auto_reply_refusal`: no automatic notice to our own
 addresses, to `noreply`/`mailer-daemon`/`postmaster`-style addresses, to a suppressed (bouncing)
@@ -10,7 +13,7 @@ address, or to a customer who already got `max_auto_notices_per_window` automati
 the sliding window. A refused notice is still written, with state `suppressed` and the reason in
 `last_error`, so `mailhelpdesk outbox list --state suppressed` shows what was held back and why;
 it is never sent and its Message-ID is not recorded. (Bounces, auto-replies, lists and our own
-mail never reach this module: the pipeline stops them before `schedule_notices`.)
+mail cause no notices: the pipeline records them without a reaction that mails.)
 
 Agents are exempt from the per-recipient rate limit (a busy queue legitimately sends an agent
 many `new_ticket` notices an hour); the other rules apply to them too.
@@ -24,7 +27,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import Message
 from typing import Any
 
 from sqlmodel import Session
@@ -33,8 +35,6 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
-    AUTO_GENERATED,
-    AUTO_REPLIED,
     Outgoing,
     OutgoingAttachment,
     as_bytes,
@@ -43,10 +43,11 @@ from mailhelpdesk.mail.compose import (
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.render import render_notice
+from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
+from mailhelpdesk.store.outbox import OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,105 @@ def notice_context(
     }
 
 
+@dataclass(frozen=True)
+class NoticeSpec:
+    """Everything a notice's message is built from. Written to the outbox as JSON when the
+    sender composes it (`compose_in_sender`), composed at once otherwise: either way by
+    `compose_notice`, so both paths build the same message and fail the same way."""
+
+    notice: str
+    context: Mapping[str, Any]
+    to: tuple[str, str]  # (name, address)
+    message_id: str
+    reply_to: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    auto_submitted: str | None
+    ticket_number: int
+    thread_topic: str
+    date: datetime
+    from_name: str
+
+    def to_json(self) -> str | None:
+        """The spec as JSON, or None when the context is not plain JSON data."""
+        try:
+            return json.dumps(
+                {
+                    "v": 1,
+                    "notice": self.notice,
+                    "context": dict(self.context),
+                    "to": list(self.to),
+                    "message_id": self.message_id,
+                    "reply_to": self.reply_to,
+                    "in_reply_to": self.in_reply_to,
+                    "references": list(self.references),
+                    "auto_submitted": self.auto_submitted,
+                    "ticket_number": self.ticket_number,
+                    "thread_topic": self.thread_topic,
+                    "date": self.date.isoformat(),
+                    "from_name": self.from_name,
+                },
+                ensure_ascii=False,
+                allow_nan=False,
+            )
+        except (TypeError, ValueError):
+            return None
+
+    @classmethod
+    def from_json(cls, text: str) -> NoticeSpec:
+        data = json.loads(text)
+        return cls(
+            notice=data["notice"],
+            context=data["context"],
+            to=(data["to"][0], data["to"][1]),
+            message_id=data["message_id"],
+            reply_to=data["reply_to"],
+            in_reply_to=data["in_reply_to"],
+            references=tuple(data["references"]),
+            auto_submitted=data["auto_submitted"],
+            ticket_number=data["ticket_number"],
+            thread_topic=data["thread_topic"],
+            date=datetime.fromisoformat(data["date"]),
+            from_name=data["from_name"],
+        )
+
+
+def compose_notice(
+    spec: NoticeSpec, settings: NotifySettings, attachments: Sequence[OutgoingAttachment] = ()
+) -> bytes:
+    """The message bytes of a notice; raises NoticeRenderError (a broken template) or
+    InvalidInputError (a value that cannot go into a header)."""
+    rendered = render_notice(spec.notice, spec.context, template_dir=settings.template_dir)
+    message = compose(
+        Outgoing(
+            from_name=spec.from_name,
+            from_address=settings.helpdesk_address,
+            to=[spec.to],
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            reply_to=spec.reply_to,
+            in_reply_to=spec.in_reply_to,
+            references=spec.references,
+            auto_submitted=spec.auto_submitted,
+            ticket_number=spec.ticket_number,
+            thread_topic=spec.thread_topic,
+            message_id=spec.message_id,
+            date=spec.date,
+            attachments=tuple(attachments),
+        )
+    )
+    return as_bytes(message)
+
+
+def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
+    """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
+    try:
+        return compose_notice(NoticeSpec.from_json(spec), settings), ""
+    except Exception as exc:  # noqa: BLE001 - the reason is kept on the row
+        return None, f"cannot compose: {exc}"
+
+
 def schedule_notice(
     session: Session,
     *,
@@ -178,192 +278,96 @@ def schedule_notice(
     from_name: str | None = None,
     attachments: Sequence[OutgoingAttachment] = (),
 ) -> OutboxItem:
-    """Render, compose and write one notice to one recipient (state queued, or suppressed).
+    """Write one notice to one recipient: `queued` (composed, or as a spec the sender composes),
+    `suppressed` (loop safety, with the reason), or `failed` when it cannot be built (a broken
+    template, a value that cannot go into a header) — visible in `outbox list`, never undoing
+    the change that caused it. Only services/reactions.py calls this.
 
     `auto_submitted` is `auto-replied`/`auto-generated` for automatic notices and None for an
-    agent's own answer (human mail: no Auto-Submitted, no rate limit). Raises NoticeRenderError
-    for a broken template and InvalidInputError for a value that would break a header.
-    """
+    agent's own answer (human mail: no Auto-Submitted, no rate limit)."""
     now = clock.now()
     automatic = auto_submitted is not None
-    refusal: str | None = None
-    if automatic:
-        since = now - timedelta(seconds=settings.auto_notice_window_s)
-        refusal = auto_reply_refusal(
-            recipient.email,
-            own_addresses=settings.own_addresses,
-            suppressed=outbox.suppressed_reason(session, email=recipient.email, now=now),
-            # agents are exempt from the rate limit: skip the count (a query per notice) for them
-            recent_automatic=(
-                outbox.count_recent_automatic(session, rcpt=recipient.email, since=since)
-                if recipient.agent_id is None
-                else 0
-            ),
-            max_per_window=settings.max_auto_notices_per_window,
-            rate_limited=recipient.agent_id is None,
-        )
-    # a customer's malformed Message-ID must not cost the notice its threading, or the notice
-    in_reply_to = in_reply_to if is_message_id(in_reply_to) else None
-    references = [r for r in references if is_message_id(r)]
-    signed = reply_address(
-        settings.secret, settings.helpdesk_address, ReplyToken(ticket.number, recipient.agent_id)
+    refusal = _refusal(session, recipient, settings, now) if automatic else None
+    spec = NoticeSpec(
+        notice=notice,
+        context=dict(context),
+        to=(recipient.name, recipient.email),
+        message_id=make_message_id(domain_of(settings.helpdesk_address)),
+        reply_to=reply_address(
+            settings.secret,
+            settings.helpdesk_address,
+            ReplyToken(ticket.number, recipient.agent_id),
+        ),
+        # a customer's malformed Message-ID must not cost the notice its threading
+        in_reply_to=in_reply_to if is_message_id(in_reply_to) else None,
+        references=tuple(r for r in references if is_message_id(r)),
+        auto_submitted=auto_submitted,
+        ticket_number=ticket.number,
+        thread_topic=ticket.subject,
+        date=now,
+        from_name=settings.helpdesk_name if from_name is None else from_name,
     )
-    spec = None
-    if automatic and not attachments and settings.compose_in_sender:
-        message_id = make_message_id(domain_of(settings.helpdesk_address))
-        spec = _notice_spec(
-            notice=notice,
-            context=context,
-            recipient=recipient,
-            message_id=message_id,
-            reply_to=signed,
-            in_reply_to=in_reply_to,
-            references=references,
-            auto_submitted=auto_submitted,
-            ticket=ticket,
-            now=now,
-            from_name=settings.helpdesk_name if from_name is None else from_name,
-        )
-        raw = b""  # the sender composes it from the spec, with this Message-ID
-    if spec is None:
-        rendered = render_notice(notice, context, template_dir=settings.template_dir)
+    deferred = (
+        spec.to_json()
+        if automatic and not attachments and settings.compose_in_sender and not refusal
+        else None
+    )
+    state, error, raw = OutboxState.queued, refusal or "", b""
+    if refusal:
+        state = OutboxState.suppressed
+    elif deferred is None:
         try:
-            message = _compose_notice(
-                settings,
-                recipient,
-                rendered.subject,
-                rendered.text,
-                rendered.html,
-                signed,
-                in_reply_to,
-                references,
-                auto_submitted,
-                ticket,
-                now,
-                from_name,
-                attachments,
-            )
-        except InvalidInputError as exc:
-            if not automatic:
-                raise
-            # an automatic notice must never undo the change that caused it: keep it, unsendable
-            return outbox.enqueue(
-                session,
-                kind=notice,
-                ticket_id=ticket.id,
-                message_id=make_message_id(domain_of(settings.helpdesk_address)),
-                mail_from=settings.helpdesk_address,
-                rcpt_tos=[recipient.email.lower()[:320] or "-"],
-                is_automatic=True,
-                raw=b"",
-                now=now,
-                deadline_at=now,
-                state=outbox.OutboxState.suppressed,
-                last_error=f"cannot compose: {exc}",
-            )
-        message_id, raw = str(message["Message-ID"]), as_bytes(message)
+            raw = compose_notice(spec, settings, attachments)
+        except (NoticeRenderError, InvalidInputError) as exc:
+            state, error = OutboxState.failed, f"cannot compose: {exc}"
     item = outbox.enqueue(
         session,
         kind=notice,
         ticket_id=ticket.id,
-        message_id=message_id,
+        message_id=spec.message_id,
         mail_from=settings.helpdesk_address,
-        rcpt_tos=[recipient.email.lower()],
+        rcpt_tos=[recipient.email.lower()[:320] or "-"],
         is_automatic=automatic,
         raw=raw,
         now=now,
         deadline_at=now + timedelta(seconds=settings.deadline_s),
-        state=outbox.OutboxState.suppressed if refusal else outbox.OutboxState.queued,
-        last_error=refusal or "",
-        compose_spec=spec,
+        state=state,
+        last_error=error,
+        compose_spec=deferred,
     )
-    if refusal:
+    if state == OutboxState.queued:
+        ticket_store.record_message_id(
+            session, message_id=spec.message_id, ticket_id=ticket.id or 0, direction="out"
+        )
+    else:
         log.warning(
-            "notice suppressed notice=%s ticket=%s rcpt=%s reason=%s",
+            "notice %s notice=%s ticket=%s rcpt=%s reason=%s",
+            state,
             notice,
             ticket.number,
             recipient.email,
-            refusal,
-        )
-    else:
-        ticket_store.record_message_id(
-            session, message_id=message_id, ticket_id=ticket.id or 0, direction="out"
+            error,
         )
     return item
 
 
-def _notice_spec(
-    *,
-    notice: str,
-    context: Mapping[str, Any],
-    recipient: Recipient,
-    message_id: str,
-    reply_to: str,
-    in_reply_to: str | None,
-    references: Sequence[str],
-    auto_submitted: str,
-    ticket: Ticket,
-    now: Any,
-    from_name: str,
+def _refusal(
+    session: Session, recipient: Recipient, settings: NotifySettings, now: datetime
 ) -> str | None:
-    """Everything composing the notice later needs, as JSON (None: the context is not plain
-    JSON data, and the notice is composed at once instead)."""
-    try:
-        return json.dumps(
-            {
-                "v": 1,
-                "notice": notice,
-                "context": dict(context),
-                "to": [recipient.name, recipient.email],
-                "message_id": message_id,
-                "reply_to": reply_to,
-                "in_reply_to": in_reply_to,
-                "references": list(references),
-                "auto_submitted": auto_submitted,
-                "ticket_number": ticket.number,
-                "thread_topic": ticket.subject,
-                "date": now.isoformat(),
-                "from_name": from_name,
-            },
-            ensure_ascii=False,
-            allow_nan=False,
-        )
-    except (TypeError, ValueError):
-        return None
-
-
-def compose_spec(spec: str, settings: NotifySettings) -> bytes:
-    """The message bytes of a notice written as a spec; raises NoticeRenderError or
-    InvalidInputError when it cannot be built (the caller fails the row with the reason)."""
-    data = json.loads(spec)
-    rendered = render_notice(data["notice"], data["context"], template_dir=settings.template_dir)
-    message = compose(
-        Outgoing(
-            from_name=data["from_name"],
-            from_address=settings.helpdesk_address,
-            to=[tuple(data["to"])],
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            reply_to=data["reply_to"],
-            in_reply_to=data["in_reply_to"],
-            references=tuple(data["references"]),
-            auto_submitted=data["auto_submitted"],
-            ticket_number=data["ticket_number"],
-            thread_topic=data["thread_topic"],
-            message_id=data["message_id"],
-            date=datetime.fromisoformat(data["date"]),
-        )
+    since = now - timedelta(seconds=settings.auto_notice_window_s)
+    return auto_reply_refusal(
+        recipient.email,
+        own_addresses=settings.own_addresses,
+        suppressed=outbox.suppressed_reason(session, email=recipient.email, now=now),
+        # agents are exempt from the rate limit: skip the count (a query per notice) for them
+        recent_automatic=(
+            outbox.count_recent_automatic(session, rcpt=recipient.email, since=since)
+            if recipient.agent_id is None
+            else 0
+        ),
+        max_per_window=settings.max_auto_notices_per_window,
+        rate_limited=recipient.agent_id is None,
     )
-    return as_bytes(message)
-
-
-def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
-    """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
-    try:
-        return compose_spec(spec, settings), ""
-    except Exception as exc:  # noqa: BLE001 - the reason is kept on the row
-        return None, f"cannot compose: {exc}"
 
 
 def compose_pending(
@@ -377,121 +381,6 @@ def compose_pending(
         outbox.store_composed(session, item_id, raw=raw, error=error, now=clock.now())
     session.flush()
     return len(rows)
-
-
-def _compose_notice(
-    settings: NotifySettings,
-    recipient: Recipient,
-    subject: str,
-    text: str,
-    html: str,
-    signed: str,
-    in_reply_to: str | None,
-    references: Sequence[str],
-    auto_submitted: str | None,
-    ticket: Ticket,
-    now: Any,
-    from_name: str | None = None,
-    attachments: Sequence[OutgoingAttachment] = (),
-) -> Message:
-    return compose(
-        Outgoing(
-            from_name=settings.helpdesk_name if from_name is None else from_name,
-            from_address=settings.helpdesk_address,
-            to=[(recipient.name, recipient.email)],
-            subject=subject,
-            text=text,
-            html=html,
-            reply_to=signed,
-            in_reply_to=in_reply_to,
-            references=tuple(references),
-            auto_submitted=auto_submitted,
-            ticket_number=ticket.number,
-            thread_topic=ticket.subject,
-            date=now,
-            attachments=tuple(attachments),
-        )
-    )
-
-
-def notify_ticket_created(
-    session: Session,
-    ticket: Ticket,
-    *,
-    settings: NotifySettings,
-    clock: Clock,
-    agents: Sequence[Recipient],
-    customer_message_id: str | None,
-    customer_references: Sequence[str] = (),
-    message_text: str = "",
-) -> list[OutboxItem]:
-    """A new ticket from a customer's mail: the acknowledgement to the customer (unless the
-    queue says not to) and `new_ticket` to every agent, all threaded on the customer's mail."""
-    items: list[OutboxItem] = []
-    context = notice_context(session, ticket, settings=settings, message_text=message_text)
-    references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
-    if context["queue"] not in settings.no_ack_queues:
-        items.append(
-            schedule_notice(
-                session,
-                notice="acknowledgement",
-                ticket=ticket,
-                recipient=Recipient(ticket.originator_email, ticket.originator_name),
-                context=context,
-                settings=settings,
-                clock=clock,
-                auto_submitted=AUTO_REPLIED,
-                in_reply_to=customer_message_id,
-                references=references,
-            )
-        )
-    for agent in agents:
-        items.append(
-            schedule_notice(
-                session,
-                notice="new_ticket",
-                ticket=ticket,
-                recipient=agent,
-                context=context,
-                settings=settings,
-                clock=clock,
-                auto_submitted=AUTO_GENERATED,
-                in_reply_to=customer_message_id,
-                references=references,
-            )
-        )
-    return items
-
-
-def notify_customer_reply(
-    session: Session,
-    ticket: Ticket,
-    *,
-    settings: NotifySettings,
-    clock: Clock,
-    agents: Sequence[Recipient],
-    customer_message_id: str | None,
-    customer_references: Sequence[str] = (),
-    message_text: str = "",
-) -> list[OutboxItem]:
-    """A customer's reply on a ticket: `customer_reply` to the assigned agent, else to every agent."""
-    context = notice_context(session, ticket, settings=settings, message_text=message_text)
-    references = [*customer_references, *([customer_message_id] if customer_message_id else [])]
-    return [
-        schedule_notice(
-            session,
-            notice="customer_reply",
-            ticket=ticket,
-            recipient=agent,
-            context=context,
-            settings=settings,
-            clock=clock,
-            auto_submitted=AUTO_GENERATED,
-            in_reply_to=customer_message_id,
-            references=references,
-        )
-        for agent in assignee_or_all(ticket, agents)
-    ]
 
 
 def assignee_or_all(ticket: Ticket, agents: Sequence[Recipient]) -> Sequence[Recipient]:
@@ -514,131 +403,3 @@ def agent_display_name(settings: NotifySettings, agent_name: str) -> str:
         .replace("{helpdesk}", settings.helpdesk_name)
         .split()
     )
-
-
-def notify_agent_response(
-    session: Session,
-    ticket: Ticket,
-    *,
-    settings: NotifySettings,
-    clock: Clock,
-    agent_name: str,
-    message_text: str,
-    in_reply_to: str | None = None,
-    references: Sequence[str] = (),
-    include_ccs: bool = True,
-    attachments: Sequence[OutgoingAttachment] = (),
-) -> OutboxItem:
-    """An agent's public answer, mailed to the customer and (one copy each) to the ticket's CCs:
-    human mail, so no Auto-Submitted and no rate limit. From the helpdesk's address, named after
-    the agent (`agent_name_format`). Returns the customer's copy."""
-    context = notice_context(
-        session, ticket, settings=settings, message_text=message_text, agent_name=agent_name
-    )
-    from_name = agent_display_name(settings, agent_name)
-    recipients = [Recipient(ticket.originator_email, ticket.originator_name)]
-    if include_ccs:
-        recipients += [
-            Recipient(cc.email, cc.name)
-            for cc in ticket_store.ccs_of(session, ticket.id or 0)
-            if cc.email.lower() != ticket.originator_email.lower()
-        ]
-    items = [
-        schedule_notice(
-            session,
-            notice="agent_response",
-            ticket=ticket,
-            recipient=recipient,
-            context=context,
-            settings=settings,
-            clock=clock,
-            auto_submitted=None,
-            in_reply_to=in_reply_to,
-            references=references,
-            from_name=from_name,
-            attachments=attachments,
-        )
-        for recipient in recipients
-    ]
-    return items[0]
-
-
-def notify_command_error(
-    session: Session,
-    ticket: Ticket,
-    *,
-    settings: NotifySettings,
-    clock: Clock,
-    agent: Recipient,
-    error: str,
-    line: str,
-    in_reply_to: str | None = None,
-) -> OutboxItem:
-    """`command_error` to the (verified) agent whose mail command failed: which line, and why.
-    An automatic answer to their mail (`auto-replied`); agents are exempt from the rate limit."""
-    context = {
-        **notice_context(session, ticket, settings=settings),
-        "error": error,
-        "error_line": line,
-    }
-    return schedule_notice(
-        session,
-        notice="command_error",
-        ticket=ticket,
-        recipient=agent,
-        context=context,
-        settings=settings,
-        clock=clock,
-        auto_submitted=AUTO_REPLIED,
-        in_reply_to=in_reply_to,
-        references=[in_reply_to] if in_reply_to else (),
-    )
-
-
-def notify_status_change(
-    session: Session, ticket: Ticket, *, notice: str, settings: NotifySettings, clock: Clock
-) -> OutboxItem:
-    """`ticket_closed` or `ticket_reopened` to the customer (automatic, auto-generated)."""
-    if notice not in ("ticket_closed", "ticket_reopened"):
-        raise ValueError(f"not a status notice: {notice}")
-    context = notice_context(session, ticket, settings=settings)
-    return schedule_notice(
-        session,
-        notice=notice,
-        ticket=ticket,
-        recipient=Recipient(ticket.originator_email, ticket.originator_name),
-        context=context,
-        settings=settings,
-        clock=clock,
-        auto_submitted=AUTO_GENERATED,
-    )
-
-
-def notify_on_hold_woke(
-    session: Session,
-    ticket: Ticket,
-    *,
-    settings: NotifySettings,
-    clock: Clock,
-    agents: Sequence[Recipient],
-    was_on_hold_until: str,
-) -> list[OutboxItem]:
-    """An on-hold ticket whose date came: `on_hold_woke` (subject `[reopened] [#N] …`) to the
-    assignee, else to every agent, so the ticket is looked at again."""
-    context = {
-        **notice_context(session, ticket, settings=settings),
-        "on_hold_until": was_on_hold_until,
-    }
-    return [
-        schedule_notice(
-            session,
-            notice="on_hold_woke",
-            ticket=ticket,
-            recipient=agent,
-            context=context,
-            settings=settings,
-            clock=clock,
-            auto_submitted=AUTO_GENERATED,
-        )
-        for agent in assignee_or_all(ticket, agents)
-    ]

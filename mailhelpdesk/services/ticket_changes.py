@@ -1,10 +1,10 @@
 """Changes to a ticket's state: status, assignee, priority, tags.
 
-The one code path for them: agents' mail commands (ingest), the HTTP API and the CLI call these
-functions. Like every service they take the session and the clock, flush but never commit, and
-write the notices a change causes to the outbox in the same transaction: closing a ticket sends
-`ticket_closed` to the customer, reopening a closed one `ticket_reopened` (pass `notify=None`
-to change state silently, e.g. for imported archives).
+The one code path for them: agents' mail commands (ingest), the HTTP API, the CLI and the
+scheduler call these functions. Like every service they take the session and a ChangeContext,
+flush but never commit, and record each change as one ticket event; what the event causes
+(closing a ticket sends `ticket_closed` to the customer, reopening a closed one
+`ticket_reopened`, webhooks) is decided in services/reactions.py, the same for every channel.
 
 `check_*` functions validate without changing anything, so a caller holding several changes
 (one agent mail with `#assign` and `#status`) can refuse them all before applying any. Every
@@ -13,16 +13,18 @@ error is an `InvalidInputError` with a short message meant for the person who as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlmodel import Session, select
 
-from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Priority, TicketStatus
+from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Agent, Ticket, TicketTag
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.services import notify, webhooks
-from mailhelpdesk.services.notify import NotifySettings
+from mailhelpdesk.services import events
+from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import tickets as store
 
 MAX_TAG_CHARS = 100
@@ -46,38 +48,41 @@ def set_status(
     status: str,
     *,
     on_hold_until: date | None = None,
-    clock: Clock,
-    notify_settings: NotifySettings | None = None,
+    change: ChangeContext,
+    resolution: str | None = None,
+    comment: str | None = None,
+    notify_customer: bool = True,
+    cause: str | None = None,
 ) -> bool:
-    """Set the status; True when it changed. Closing sends `ticket_closed`, opening a closed
-    ticket `ticket_reopened` (both automatic notices to the customer) when `notify_settings`."""
+    """Set the status; True when it changed (one `status` event with from, to and what was
+    said with it). `cause` "reply" marks a change a message made (a reply reactivating the
+    ticket), which mails nothing of its own (services/reactions.py)."""
     value = check_status(status, on_hold_until)
     before = TicketStatus(ticket.status)
+    was_until = ticket.on_hold_until
     if before == value and ticket.on_hold_until == on_hold_until:
         return False
-    now = clock.now()
+    now = change.clock.now()
     ticket.status = value.value
     ticket.on_hold_until = on_hold_until if value == TicketStatus.on_hold else None
     ticket.resolved_at = now if value == TicketStatus.closed else None
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
-    webhooks.emit(
-        session,
-        "ticket.status_changed",
-        webhooks.about(session, ticket, previous_status=before.value),
-        ticket_id=ticket.id,
-        now=now,
-    )
-    if notify_settings is not None and before != value:
-        if value == TicketStatus.closed:
-            notify.notify_status_change(
-                session, ticket, notice="ticket_closed", settings=notify_settings, clock=clock
-            )
-        elif before == TicketStatus.closed:
-            notify.notify_status_change(
-                session, ticket, notice="ticket_reopened", settings=notify_settings, clock=clock
-            )
+    data: dict[str, object] = {"from": before.value, "to": value.value}
+    if on_hold_until is not None:
+        data["on_hold_until"] = on_hold_until.isoformat()
+    if was_until is not None and before == TicketStatus.on_hold:
+        data["was_on_hold_until"] = was_until.isoformat()
+    if resolution:
+        data["resolution"] = resolution
+    if comment:
+        data["comment"] = comment
+    if not notify_customer:
+        data["notify_customer"] = False
+    if cause:
+        data["cause"] = cause
+    events.record(session, ticket, EventType.status, data, change=change)
     return True
 
 
@@ -85,36 +90,21 @@ def check_assignee(session: Session, email: str | None) -> Agent | None:
     """The agent for `email` (None for nobody), or InvalidInputError when no agent has it."""
     if email is None or not email.strip():
         return None
-    agent = store.get_agent_by_email(session, email.strip().lower())
-    if agent is None:
-        agent = next(
-            (
-                a
-                for a in store.list_agents(session)
-                if email.strip().lower() in a.alternate_addresses.lower().split()
-            ),
-            None,
-        )
+    agent = store.find_agent(session, email)
     if agent is None:
         raise InvalidInputError(f"{email} is not an agent")
     return agent
 
 
-def assign(session: Session, ticket: Ticket, email: str | None, *, clock: Clock) -> bool:
+def assign(session: Session, ticket: Ticket, email: str | None, *, change: ChangeContext) -> bool:
     """Assign the ticket to the agent with `email` (None: unassign); True when it changed."""
     agent = check_assignee(session, email)
     new = agent.email.lower() if agent else None
     if ticket.assigned_to_email == new:
         return False
     previous, ticket.assigned_to_email = ticket.assigned_to_email, new
-    _touch(session, ticket, clock)
-    webhooks.emit(
-        session,
-        "ticket.assigned",
-        webhooks.about(session, ticket, previous_assignee=previous),
-        ticket_id=ticket.id,
-        now=ticket.updated_at,
-    )
+    _touch(session, ticket, change)
+    events.record(session, ticket, EventType.assigned, {"from": previous, "to": new}, change=change)
     return True
 
 
@@ -128,14 +118,26 @@ def check_priority(priority: str | int | Priority) -> Priority:
 
 
 def set_priority(
-    session: Session, ticket: Ticket, priority: str | int | Priority, *, clock: Clock
+    session: Session, ticket: Ticket, priority: str | int | Priority, *, change: ChangeContext
 ) -> bool:
     value = check_priority(priority)
     if ticket.priority == int(value):
         return False
+    before = Priority(ticket.priority) if ticket.priority in Priority._value2member_map_ else None
     ticket.priority = int(value)
-    _touch(session, ticket, clock)
+    _touch(session, ticket, change)
+    events.record(
+        session,
+        ticket,
+        EventType.priority,
+        {"from": _priority_name(before), "to": _priority_name(value)},
+        change=change,
+    )
     return True
+
+
+def _priority_name(value: Priority | None) -> str | None:
+    return value.name.capitalize() if value is not None else None
 
 
 def check_tag(name: str) -> str:
@@ -147,17 +149,18 @@ def check_tag(name: str) -> str:
     return tag
 
 
-def tag(session: Session, ticket: Ticket, name: str, *, clock: Clock) -> bool:
+def tag(session: Session, ticket: Ticket, name: str, *, change: ChangeContext) -> bool:
     """Add a tag (idempotent); True when it was not there."""
     value = check_tag(name)
     if value in store.tags_of(session, ticket.id or 0):
         return False
     session.add(TicketTag(ticket_id=ticket.id or 0, name=value))
-    _touch(session, ticket, clock)
+    _touch(session, ticket, change)
+    events.record(session, ticket, EventType.tag_added, {"tag": value}, change=change)
     return True
 
 
-def untag(session: Session, ticket: Ticket, name: str, *, clock: Clock) -> bool:
+def untag(session: Session, ticket: Ticket, name: str, *, change: ChangeContext) -> bool:
     """Remove a tag; True when it was there (removing an absent tag is not an error)."""
     value = check_tag(name)
     row = session.exec(
@@ -166,11 +169,90 @@ def untag(session: Session, ticket: Ticket, name: str, *, clock: Clock) -> bool:
     if row is None:
         return False
     session.delete(row)
-    _touch(session, ticket, clock)
+    _touch(session, ticket, change)
+    events.record(session, ticket, EventType.tag_removed, {"tag": value}, change=change)
     return True
 
 
-def _touch(session: Session, ticket: Ticket, clock: Clock) -> None:
-    ticket.updated_at = clock.now()
+def _touch(session: Session, ticket: Ticket, change: ChangeContext) -> None:
+    ticket.updated_at = change.clock.now()
     session.add(ticket)
     session.flush()
+
+
+@dataclass(frozen=True)
+class TicketUpdate:
+    """Several changes to one ticket, asked for together (CLI `ticket update`, the API's PATCH):
+    all are checked before any is applied, so they happen all or not at all. `assign` "none"
+    unassigns, as `#assign none` does; None leaves a field as it is."""
+
+    status: str | None = None
+    on_hold_until: date | None = None
+    resolution: str | None = None
+    comment: str | None = None
+    priority: str | None = None
+    assign: str | None = None
+    tags_add: tuple[str, ...] = ()
+    tags_remove: tuple[str, ...] = ()
+    notify_customer: bool = True
+
+
+def check_update(session: Session, ticket: Ticket, update: TicketUpdate) -> dict[str, str]:
+    """What is wrong with `update`, by field (empty: it can be applied)."""
+    errors: dict[str, str] = {}
+    checks: list[tuple[str, Any]] = []
+    if update.status is not None or update.on_hold_until is not None:
+        status = update.status if update.status is not None else ticket.status
+        checks.append(("status", lambda: check_status(status, update.on_hold_until)))
+    if update.priority is not None:
+        checks.append(("priority", lambda: check_priority(update.priority or "")))
+    if update.assign is not None and update.assign.lower() != "none":
+        checks.append(("assign", lambda: check_assignee(session, update.assign)))
+    for name in (*update.tags_add, *update.tags_remove):
+        checks.append(("tags", lambda name=name: check_tag(name)))
+    for field_name, check in checks:
+        try:
+            check()
+        except InvalidInputError as exc:
+            errors.setdefault(field_name, str(exc))
+    return errors
+
+
+def update(
+    session: Session, ticket: Ticket, changes: TicketUpdate, *, change: ChangeContext
+) -> list[str]:
+    """Apply `changes` through the one path of each (each an event of its own); returns the
+    names of what changed. Raises InvalidInputError (naming the fields) before changing
+    anything. The status goes last, so a closing notice shows the ticket as it ends up."""
+    errors = check_update(session, ticket, changes)
+    if errors:
+        raise InvalidInputError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    changed: list[str] = []
+    if changes.assign is not None:
+        who = None if changes.assign.lower() == "none" else changes.assign
+        if assign(session, ticket, who, change=change):
+            changed.append("assign")
+    if changes.priority is not None and set_priority(
+        session, ticket, changes.priority, change=change
+    ):
+        changed.append("priority")
+    for name in changes.tags_add:
+        if tag(session, ticket, name, change=change):
+            changed.append(f"+{check_tag(name)}")
+    for name in changes.tags_remove:
+        if untag(session, ticket, name, change=change):
+            changed.append(f"-{check_tag(name)}")
+    if changes.status is not None or changes.on_hold_until is not None:
+        status = changes.status if changes.status is not None else ticket.status
+        if set_status(
+            session,
+            ticket,
+            status,
+            on_hold_until=changes.on_hold_until,
+            resolution=changes.resolution,
+            comment=changes.comment,
+            notify_customer=changes.notify_customer,
+            change=change,
+        ):
+            changed.append("status")
+    return changed

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlmodel import Session
@@ -34,7 +34,10 @@ from mailhelpdesk.errors import (
     NotFoundError,
 )
 from mailhelpdesk.mail import attachment_policy as policy
-from mailhelpdesk.services.api_requests import FieldError
+from mailhelpdesk.services import ticket_changes
+from mailhelpdesk.services.api_requests import FieldError, FieldErrors
+from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.services.ticket_changes import TicketUpdate
 from mailhelpdesk.services.views import response_object, ticket_headers, ticket_object
 from mailhelpdesk.store import response_query, ticket_query
 from mailhelpdesk.store import tickets as store
@@ -81,6 +84,21 @@ def show(session: Session, *, ticket_number: int) -> dict[str, Any]:
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
+    return ticket_object(session, ticket)
+
+
+def update(
+    session: Session, *, ticket_number: int, changes: TicketUpdate, change: ChangeContext
+) -> dict[str, Any]:
+    """PATCH /api/v1/tickets/{number}: the changes, all or none (422 naming the fields), then
+    the ticket object as it is now."""
+    ticket = store.get_ticket_by_number(session, ticket_number)
+    if ticket is None:
+        raise NotFoundError(f"Ticket {ticket_number} not found.")
+    errors = ticket_changes.check_update(session, ticket, changes)
+    if errors:
+        raise FieldErrors(errors)
+    ticket_changes.update(session, ticket, changes, change=change)
     return ticket_object(session, ticket)
 
 
@@ -191,7 +209,7 @@ def _day(value: str, *, end: bool) -> datetime:
     if len(value) != 10:
         raise ValueError(f"'{value}' is not a YYYY-MM-DD date")
     day = date.fromisoformat(value)
-    return datetime.combine(day, time.max if end else time.min, tzinfo=timezone.utc)
+    return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
 
 
 def moment(value: str, *, end: bool) -> datetime:
@@ -201,7 +219,7 @@ def moment(value: str, *, end: bool) -> datetime:
         return _day(value, end=end)
     if len(value) != 19 or value[10] not in " T":
         raise ValueError(f"'{value}' is not YYYY-MM-DD or YYYY-MM-DD HH:MM:SS")
-    return datetime.fromisoformat(value.replace("T", " ")).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value.replace("T", " ")).replace(tzinfo=UTC)
 
 
 ResponseFilter = response_query.ResponseFilter  # the filters of §5.3, every one optional

@@ -1,7 +1,9 @@
 """The one code path that changes tickets: mail, HTTP and CLI all call these functions.
 
-Services take the session and the clock as arguments, flush but never commit (the caller owns
-the transaction), and never talk to the network.
+Services take the session and a ChangeContext (the clock, who acts through which channel, the
+notice settings), flush but never commit (the caller owns the transaction), and never talk to
+the network. Every change is recorded as a ticket event (services/events.py), which is what
+writes the notices and webhooks it causes.
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlmodel import Session
 
-from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
+from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Attachment, Response, Ticket
-from mailhelpdesk.services import webhooks
+from mailhelpdesk.services import events
+from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.services.reactions import REPLY_CAUSE, Thread
 from mailhelpdesk.store import tickets as store
 
 DEFAULT_QUEUE = "Inbox"
@@ -60,10 +65,12 @@ def create_ticket(
     first: NewResponse,
     cc: Sequence[tuple[str, str]] = (),
     priority: Priority = Priority.normal,
-    clock: Clock,
+    change: ChangeContext,
+    thread: Thread | None = None,
 ) -> Ticket:
-    """Open a ticket with its first message."""
-    now = clock.now()
+    """Open a ticket with its first message: one `created` event (the acknowledgement and
+    `new_ticket` notices follow from it; `thread` threads them on the customer's mail)."""
+    now = change.clock.now()
     queue = store.get_or_create_queue(session, queue_name or DEFAULT_QUEUE)
     ticket = Ticket(
         number=store.next_ticket_number(session),
@@ -81,19 +88,90 @@ def create_ticket(
     for email, name in cc:
         if email and email.lower() != ticket.originator_email:
             store.add_cc(session, ticket_id=ticket.id or 0, email=email.lower(), name=name)
-    webhooks.emit(
-        session, "ticket.created", webhooks.about(session, ticket), ticket_id=ticket.id, now=now
+    response = _store_response(session, ticket, first, now=now)
+    events.record(
+        session,
+        ticket,
+        EventType.created,
+        {
+            "response_id": response.id,
+            "public": not response.is_internal,
+            "subject": ticket.subject,
+            "queue": queue.name,
+            "priority": Priority(ticket.priority).name.capitalize(),
+            "originator_email": ticket.originator_email,
+            **({"message_id": response.message_id} if response.message_id else {}),
+        },
+        change=change,
+        thread=thread,
     )
-    add_response(session, ticket, first, clock=clock, reopen=False)
     return ticket
 
 
+def message_event(new: NewResponse) -> EventType:
+    """The event a message on a ticket is, by its kind and visibility."""
+    internal = new.is_internal or new.kind == ResponseKind.note
+    if new.kind == ResponseKind.customer:
+        return EventType.held if internal else EventType.customer_reply
+    if new.kind == ResponseKind.agent and not internal:
+        return EventType.agent_response
+    if new.kind == ResponseKind.system:
+        return EventType.bounce
+    return EventType.note
+
+
 def add_response(
-    session: Session, ticket: Ticket, new: NewResponse, *, clock: Clock, reopen: bool = True
+    session: Session,
+    ticket: Ticket,
+    new: NewResponse,
+    *,
+    change: ChangeContext,
+    reopen: bool = True,
+    event: EventType | None = None,
+    thread: Thread | None = None,
+    reason: str = "",
 ) -> Response:
-    """Put a message on a ticket. A public message from the customer side wakes a closed or
-    on-hold ticket (api-contract.md §6: a customer reply reopens at once)."""
-    now = clock.now()
+    """Put a message on a ticket, as one event (`event`, else by the message's kind). A public
+    message from the customer side wakes a closed or on-hold ticket (api-contract.md §6: a
+    customer reply reopens at once): a `status` event caused by the reply, which mails nothing
+    of its own. `reason` says why a held or recorded message is not public."""
+    now = change.clock.now()
+    response = _store_response(session, ticket, new, now=now)
+    reopened_from = None
+    public_from_customer = new.kind == ResponseKind.customer and not response.is_internal
+    if reopen and public_from_customer and ticket.status != TicketStatus.open:
+        reopened_from = ticket.status
+        ticket.status = TicketStatus.open
+        ticket.on_hold_until = None
+        ticket.resolved_at = None
+    ticket.updated_at = now
+    session.add(ticket)
+    session.flush()
+    data: dict[str, object] = {"response_id": response.id}
+    if response.message_id:
+        data["message_id"] = response.message_id
+    if reason:
+        data["reason"] = reason[:500]
+    events.record(session, ticket, event or message_event(new), data, change=change, thread=thread)
+    if reopened_from is not None:
+        events.record(
+            session,
+            ticket,
+            EventType.status,
+            {
+                "from": str(reopened_from),
+                "to": TicketStatus.open.value,
+                "cause": REPLY_CAUSE,
+                "response_id": response.id,
+            },
+            change=change,
+        )
+    return response
+
+
+def _store_response(
+    session: Session, ticket: Ticket, new: NewResponse, *, now: datetime
+) -> Response:
     response = Response(
         ticket_id=ticket.id or 0,
         kind=new.kind,
@@ -132,32 +210,29 @@ def add_response(
         store.record_message_id(
             session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in"
         )
-    reopened_from = None
-    if reopen and new.kind == ResponseKind.customer and not response.is_internal:
-        if ticket.status != TicketStatus.open:
-            reopened_from = ticket.status
-            ticket.status = TicketStatus.open
-            ticket.on_hold_until = None
-            ticket.resolved_at = None
-    ticket.updated_at = now
-    session.add(ticket)
     session.flush()
-    webhooks.emit(
-        session,
-        "response.created",
-        webhooks.about(session, ticket, response),
-        ticket_id=ticket.id,
-        now=now,
-    )
-    if reopened_from is not None:
-        webhooks.emit(
-            session,
-            "ticket.status_changed",
-            webhooks.about(session, ticket, previous_status=str(reopened_from)),
-            ticket_id=ticket.id,
-            now=now,
-        )
     return response
+
+
+def refuse_command(
+    session: Session,
+    ticket: Ticket,
+    *,
+    error: str,
+    line: str,
+    change: ChangeContext,
+    thread: Thread | None = None,
+) -> None:
+    """An agent's mail command that could not be applied: nothing changed, but the refusal is
+    on the record, and the agent is told which line and why (`command_error`)."""
+    events.record(
+        session,
+        ticket,
+        EventType.command_refused,
+        {"error": error[:1000], "line": line[:1000]},
+        change=change,
+        thread=thread,
+    )
 
 
 def add_ccs(

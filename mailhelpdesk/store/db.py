@@ -1,7 +1,15 @@
-"""Engines and transactions. The caller owns the transaction: `session_scope` commits or rolls back.
+"""The database handle, engines and transactions. The caller owns the transaction:
+`session_scope` commits or rolls back.
 
 SQLite runs in WAL mode with `synchronous=FULL` by default, so a commit is on disk before the
 SMTP listener says 250. PostgreSQL needs nothing special: its commits are durable.
+
+How writes are serialised on SQLite, in one place: SQLite has one writer. Inside this process,
+every write transaction takes the engine's writer lock (made with the engine, kept in its
+execution options, so nothing here is a module-level registry); the API's short writes queue
+for that same lock as group commits (`Database.write`). Other processes (the CLI beside the
+daemon) meet SQLite's own lock through `BEGIN IMMEDIATE` and the busy timeout. The composition
+root builds one `Database` and closes it (group writer, executor thread, engine) at shutdown.
 """
 
 from __future__ import annotations
@@ -9,10 +17,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -21,11 +28,9 @@ from sqlmodel import Session, create_engine
 
 # SQLite has one writer. Threads of this process queue for it on a lock instead of in SQLite's
 # busy handler, which sleeps in growing steps (up to 100 ms) and made p99 latencies of seconds
-# under concurrent API writes. Other processes (the CLI beside the daemon) still meet the busy
-# timeout.
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
-_WRITERS: weakref.WeakKeyDictionary[Engine, GroupWriter] = weakref.WeakKeyDictionary()
-_WRITERS_LOCK = threading.Lock()
+# under concurrent API writes. The lock is made with the engine and travels in its execution
+# options under this key; other processes (the CLI beside the daemon) meet the busy timeout.
+WRITE_LOCK_OPTION = "mailhelpdesk_write_lock"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +72,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
-        _WRITE_LOCKS[engine] = threading.RLock()
+        engine.update_execution_options(**{WRITE_LOCK_OPTION: threading.RLock()})
         return engine
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
@@ -77,7 +82,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back when it raises."""
-    with _WRITE_LOCKS.get(engine) or nullcontext():
+    with write_lock(engine) or nullcontext():
         session = Session(engine, expire_on_commit=False)
         try:
             yield session
@@ -99,6 +104,15 @@ def read_scope(engine: Engine) -> Iterator[Session]:
         session.close()  # ends the transaction without expiring what was read
 
 
+def write_lock(engine: Engine) -> threading.RLock | None:
+    """The in-process writer lock of a SQLite engine (None for PostgreSQL)."""
+    lock = engine.get_execution_options().get(WRITE_LOCK_OPTION)
+    return lock if isinstance(lock, type(threading.RLock())) else None
+
+
+_STOP = object()
+
+
 class GroupWriter:
     """Group commit for the short write jobs of one process on SQLite (the HTTP API's requests).
 
@@ -106,14 +120,13 @@ class GroupWriter:
     open wait for the next one; each runs in a savepoint of a shared transaction, so a job that
     raises undoes only its own work, and all of them become durable with one commit before any
     caller is answered. Callers block until their job's transaction has committed: an answer is
-    never given for work that could still be lost.
+    never given for work that could still be lost. The transaction takes the engine's writer
+    lock like any other, so this is batching on top of the one serialisation, not a second one.
     """
 
     def __init__(self, engine: Engine, *, max_jobs: int = 64) -> None:
         self.engine, self.max_jobs = engine, max_jobs
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="db-group-writer", daemon=True)
         self._thread.start()
 
@@ -123,19 +136,36 @@ class GroupWriter:
             raise RuntimeError(
                 "a group-commit job must use the session it is given, not write() again"
             )
+        if not self._thread.is_alive():
+            raise RuntimeError("the database is closed")
         done: Future[T] = Future()
         self._jobs.put((job, done))
         return done.result()
 
+    def stop(self, timeout: float = 10) -> None:
+        """Finish the jobs already queued, then end the thread."""
+        self._jobs.put(_STOP)
+        self._thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
-            batch = [self._jobs.get()]
+            first = self._jobs.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stopping = False
             while len(batch) < self.max_jobs:
                 try:
-                    batch.append(self._jobs.get_nowait())
+                    item = self._jobs.get_nowait()
                 except queue.Empty:
                     break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
             self._run_batch(batch)
+            if stopping:
+                return
 
     def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
@@ -180,16 +210,51 @@ def _in_transaction(session: Session) -> bool:
     return bool(getattr(dbapi, "in_transaction", False))
 
 
-def write(engine: Engine, job: Callable[[Session], T]) -> T:
-    """Run `job(session)` in a committed transaction: grouped with other jobs on SQLite, a
-    transaction of its own elsewhere (PostgreSQL commits concurrent transactions well itself)."""
-    if engine not in _WRITE_LOCKS:
-        with session_scope(engine) as session:
-            return job(session)
-    writer = _WRITERS.get(engine)
-    if writer is None:
-        with _WRITERS_LOCK:
-            writer = _WRITERS.get(engine)
-            if writer is None:
-                writer = _WRITERS[engine] = GroupWriter(engine)
-    return writer.run(job)
+class Database:
+    """The one database handle of a running helpdesk, built by the composition root: the
+    engine, the writer lock that comes with it, the group writer for the API's short writes,
+    and the executor thread the event loop hands its database work to. `close()` ends them all.
+    """
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.is_sqlite = is_sqlite(url)
+        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        # the loop's database work (spool, ingest, senders) runs here, one thing at a time
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self._group: GroupWriter | None = None
+        self._group_lock = threading.Lock()
+        self._closed = False
+
+    def session(self) -> AbstractContextManager[Session]:
+        """One write transaction (serialised with the others of this process on SQLite)."""
+        return session_scope(self.engine)
+
+    def read(self) -> AbstractContextManager[Session]:
+        return read_scope(self.engine)
+
+    def write(self, job: Callable[[Session], T]) -> T:
+        """Run `job(session)` in a committed transaction: grouped with other jobs on SQLite, a
+        transaction of its own on PostgreSQL (which commits concurrent transactions well)."""
+        if not self.is_sqlite:
+            with session_scope(self.engine) as session:
+                return job(session)
+        return self._group_writer().run(job)
+
+    def _group_writer(self) -> GroupWriter:
+        with self._group_lock:
+            if self._closed:
+                raise RuntimeError("the database is closed")
+            if self._group is None:
+                self._group = GroupWriter(self.engine)
+            return self._group
+
+    def close(self) -> None:
+        """Finish queued group writes, stop the threads, close the connections."""
+        with self._group_lock:
+            self._closed = True
+            group, self._group = self._group, None
+        if group is not None:
+            group.stop()
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()

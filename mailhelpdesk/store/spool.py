@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InboundState
@@ -97,7 +98,19 @@ def find_applied(session: Session, fingerprint: str) -> AppliedMessage | None:
     return session.get(AppliedMessage, fingerprint)
 
 
-def mark_applied(session: Session, *, fingerprint: str, inbound_id: int) -> None:
-    """Claim the fingerprint; the primary key makes a concurrent second claim fail."""
-    session.add(AppliedMessage(fingerprint=fingerprint, inbound_id=inbound_id))
-    session.flush()
+def claim_applied(session: Session, *, fingerprint: str, inbound_id: int) -> bool:
+    """Claim the fingerprint; False when another transaction has it (a concurrent apply of the
+    same message by a second daemon). INSERT … ON CONFLICT DO NOTHING under the primary key:
+    the database decides, and no error text has to be read to know it was a duplicate (on
+    PostgreSQL the second insert waits for the first transaction, then finds the row)."""
+    table = AppliedMessage.__table__  # type: ignore[attr-defined]
+    insert_ = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    stmt = (
+        insert_(table)
+        .values(fingerprint=fingerprint, inbound_id=inbound_id)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(table.c.fingerprint)
+    )
+    return session.execute(stmt).first() is not None

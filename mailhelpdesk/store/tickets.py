@@ -169,8 +169,8 @@ def participant_emails(session: Session, ticket: Ticket) -> set[str]:
     emails.update(cc.email for cc in ccs_of(session, ticket.id or 0))
     writers = session.exec(
         select(Response.created_by_email).where(
-            Response.ticket_id == ticket.id, Response.is_internal == False
-        )  # noqa: E712
+            Response.ticket_id == ticket.id, col(Response.is_internal).is_(False)
+        )
     )
     emails.update(w.lower() for w in writers if w)
     return emails
@@ -189,3 +189,21 @@ def list_agents(session: Session) -> Sequence[Agent]:
 
 def get_agent_by_email(session: Session, email: str) -> Agent | None:
     return session.exec(select(Agent).where(Agent.email == email.lower())).first()
+
+
+def find_agent(session: Session, email: str) -> Agent | None:
+    """The agent whose main or alternate address is `email`, or None."""
+    wanted = email.strip().lower()
+    if not wanted:
+        return None
+    agent = get_agent_by_email(session, wanted)
+    if agent is not None:
+        return agent
+    return next(
+        (a for a in list_agents(session) if wanted in a.alternate_addresses.lower().split()), None
+    )
+
+
+def blob_data(session: Session, sha256: str) -> bytes:
+    blob = session.get(Blob, sha256)
+    return blob.data if blob is not None else b""

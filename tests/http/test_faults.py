@@ -18,7 +18,7 @@ import uvicorn
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from mailhelpdesk.app import App
+from mailhelpdesk.app import App, build_app
 from mailhelpdesk.config import config_from_dict
 from mailhelpdesk.domain.models import IdempotencyKey, Setting
 from mailhelpdesk.http.app import create_api
@@ -47,13 +47,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, App]]:
             "helpdesk": {"address": "support@helpdesk.test", "secret": "s"},
         }
     )
-    app = App(config)
-    app.prepare()
-    assert app.settings is not None and app.settings.notify is not None
+    app = build_app(config)
     api = create_api(
         health=lambda: {"status": "ok"},
         metrics=lambda: b"",
-        engine=app.engine,
+        database=app.database,
         clock=app.clock,
         settings=ApiSettings.from_config(config, app.settings.notify),
         api_config=config.api,
@@ -79,7 +77,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, App]]:
     finally:
         server.should_exit = True
         thread.join(10)
-        app.engine.dispose()
+        app.close()
 
 
 def test_a_fault_is_500_in_the_envelope_and_leaves_nothing(served: tuple[str, str, App]) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ from mailhelpdesk.http.errors import ApiError
 from mailhelpdesk.http.idempotency import KeyedRunner, canonical_json, fingerprint, parse_key
 from mailhelpdesk.store import idempotency as store_keys
 from mailhelpdesk.store import schema
-from mailhelpdesk.store.db import make_engine
+from mailhelpdesk.store.db import Database
 from tests.helpers import Daemon
 from tests.http.conftest import Api, assert_error, unique
 from tests.transports.test_smtp_sender import Sink
@@ -256,11 +257,12 @@ def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> tuple[KeyedRunner, FrozenClock]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    schema.upgrade(engine)
-    clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
-    return KeyedRunner(engine, clock, ttl_s=86400, lease_s=60), clock
+def runner(tmp_path: Path) -> Iterator[tuple[KeyedRunner, FrozenClock]]:
+    database = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    schema.upgrade(database.engine)
+    clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+    yield KeyedRunner(database, clock, ttl_s=86400, lease_s=60), clock
+    database.close()
 
 
 def test_lease_in_progress_then_takeover(runner: tuple[KeyedRunner, FrozenClock]) -> None:

@@ -343,7 +343,7 @@ def test_failures_become_staff_notes_then_delivered_after_recovery(
     receiver.stop()  # down: the next try cannot connect
     notes = lambda: [
         r
-        for r in show(api, admin, created["ticket_number"])["responses"]  # noqa: E731
+        for r in show(api, admin, created["ticket_number"])["responses"]
         if r["is_internal"] and "epilog call" in r["plain_text"]
     ]
     wait_for(what="two failure notes", check=lambda: len(notes()) >= 2)

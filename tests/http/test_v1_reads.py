@@ -22,6 +22,7 @@ from mailhelpdesk.mail.attachment_policy import MAX_INLINE_BYTES
 from mailhelpdesk.services import api_tokens, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.store.db import make_engine, session_scope
+from tests.helpers import store_change
 from tests.http.conftest import Api, assert_error, unique
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -106,13 +107,13 @@ def _change(
         with session_scope(engine) as session:
             ticket = session.exec(select(Ticket).where(Ticket.number == number)).one()
             if assign:
-                ticket_changes.assign(session, ticket, assign, clock=SystemClock())
+                ticket_changes.assign(session, ticket, assign, change=store_change())
             if priority:
-                ticket_changes.set_priority(session, ticket, priority, clock=SystemClock())
+                ticket_changes.set_priority(session, ticket, priority, change=store_change())
             for tag in tags:
-                ticket_changes.tag(session, ticket, tag, clock=SystemClock())
+                ticket_changes.tag(session, ticket, tag, change=store_change())
             if status:
-                ticket_changes.set_status(session, ticket, status, clock=SystemClock())
+                ticket_changes.set_status(session, ticket, status, change=store_change())
     finally:
         engine.dispose()
 
@@ -511,7 +512,7 @@ def test_attachment_too_large(api: Api, admin: str) -> None:
                 session,
                 subject="big",
                 originator_email="big@customer.test",
-                clock=SystemClock(),
+                change=store_change(),
                 first=ticket_service.NewResponse(
                     kind=ResponseKind.customer,
                     plain_text="big file",

@@ -7,7 +7,7 @@ tests/fixtures/agent_replies/, filled in with the notice the agent answers."""
 from __future__ import annotations
 
 import email
-from datetime import date, datetime, timezone
+from datetime import date
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from itertools import count
@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from mailhelpdesk.clock import FrozenClock
-from mailhelpdesk.config import config_from_dict
 from mailhelpdesk.domain.models import OutboxItem, Ticket
-from mailhelpdesk.ingest import worker
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
-from mailhelpdesk.store import schema
 from mailhelpdesk.store import tickets as store
-from mailhelpdesk.store.db import make_engine, read_scope
-from mailhelpdesk.store.setup import sync_config
+from mailhelpdesk.store.db import read_scope
+from tests.desk import Desk, make_desk
 from tests.helpers import make_mail
-from tests.ingest.test_pipeline import Desk
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agent_replies"
 SHAPES = ("gmail", "outlook", "apple")
@@ -37,31 +32,24 @@ _ids = count(1)
 class AgentDesk(Desk):
     """Desk with two agents (Alice has an alternate address) and a trusted authserv-id."""
 
-    def __init__(self, tmp: Path) -> None:  # noqa: D107 - same as Desk, other config
-        self.config = config_from_dict(
-            {
-                "helpdesk": {
-                    "address": "support@helpdesk.test",
-                    "secret": "s3cret",
-                    "name": "Test Support",
-                    "trusted_authserv_ids": [TRUSTED],
+    def __init__(self, tmp: Path) -> None:
+        sections = {
+            "helpdesk": {
+                "address": "support@helpdesk.test",
+                "secret": "s3cret",
+                "name": "Test Support",
+                "trusted_authserv_ids": [TRUSTED],
+            },
+            "agents": [
+                {
+                    "email": "alice@helpdesk.test",
+                    "name": "Alice Agent",
+                    "alternate_addresses": ["alice@home.test"],
                 },
-                "database": {"url": f"sqlite:///{tmp / 'h.db'}"},
-                "agents": [
-                    {
-                        "email": "alice@helpdesk.test",
-                        "name": "Alice Agent",
-                        "alternate_addresses": ["alice@home.test"],
-                    },
-                    {"email": "bob@helpdesk.test", "name": "Bob Agent"},
-                ],
-            }
-        )
-        self.engine = make_engine(self.config.database.url)
-        schema.upgrade(self.engine)
-        sync_config(self.engine, self.config)
-        self.settings = worker.load_settings(self.engine, self.config)
-        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+                {"email": "bob@helpdesk.test", "name": "Bob Agent"},
+            ],
+        }
+        super().__init__(make_desk(tmp, sections).app)
 
     def agent_id(self, email_: str) -> int:
         return next(a.id for a in self.settings.agents if a.email == email_)

@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress
 from mailhelpdesk.store.db import read_scope
+from tests.desk import make_desk
 from tests.helpers import make_mail
-from tests.ingest.test_pipeline import Desk
 
 
 def postfix_dsn(
@@ -37,7 +37,7 @@ def postfix_dsn(
 
 
 def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_path: Path) -> None:
-    desk = Desk(tmp_path)
+    desk = make_desk(tmp_path)
     desk.feed(make_mail(sender="Gone <gone@customer.test>", subject="Help"))
     with read_scope(desk.engine) as session:
         ack = session.exec(
@@ -76,7 +76,7 @@ def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_p
 
 
 def test_delay_notice_does_not_suppress(tmp_path: Path) -> None:
-    desk = Desk(tmp_path)
+    desk = make_desk(tmp_path)
     desk.feed(make_mail(sender="slow@customer.test"))
     with read_scope(desk.engine) as session:
         ack = session.exec(

@@ -9,9 +9,9 @@ from sqlmodel import select
 
 from mailhelpdesk.domain.models import OutboxItem
 from mailhelpdesk.store.db import read_scope
+from tests.desk import make_desk
 from tests.helpers import make_mail
 from tests.ingest.test_bounces import postfix_dsn
-from tests.ingest.test_pipeline import Desk
 
 OOO = "ooo@customer.test"  # answers everything with an out-of-office
 DEAD = "dead@customer.test"  # every mail to it bounces
@@ -31,7 +31,7 @@ def out_of_office(notice: OutboxItem) -> bytes:
 
 
 def test_ten_minutes_against_an_autoresponder_and_a_bouncing_address(tmp_path: Path) -> None:
-    desk = Desk(tmp_path)
+    desk = make_desk(tmp_path)
     limit = desk.config.outbound.max_auto_notices_per_window
     answered: set[int] = set()
     genuine = 0

@@ -2,87 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from mailhelpdesk.clock import FrozenClock
-from mailhelpdesk.config import config_from_dict
-from mailhelpdesk.domain.models import InboundMessage, Response, Ticket
+from mailhelpdesk.domain.models import InboundMessage, Ticket
 from mailhelpdesk.ingest import worker
-from mailhelpdesk.ingest.steps import STEPS
+from mailhelpdesk.ingest.pipeline import STEPS
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
-from mailhelpdesk.services import notify
-from mailhelpdesk.store import schema, spool
-from mailhelpdesk.store.db import make_engine, read_scope, session_scope
-from mailhelpdesk.store.setup import sync_config
+from mailhelpdesk.store import spool
+from mailhelpdesk.store.db import read_scope, session_scope
+from tests.desk import Desk
 from tests.helpers import make_mail
 
 
-class Desk:
-    """A store plus the worker, without any network: feed raw mail, read what it became."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.config = config_from_dict(
-            {
-                "helpdesk": {"address": "support@helpdesk.test", "secret": "s3cret"},
-                "database": {"url": f"sqlite:///{tmp / 'h.db'}"},
-                "queues": [{"name": "Billing", "address": "billing@helpdesk.test"}],
-                "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
-            }
-        )
-        self.engine = make_engine(self.config.database.url)
-        schema.upgrade(self.engine)
-        sync_config(self.engine, self.config)
-        self.settings = worker.load_settings(self.engine, self.config)
-        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
-
-    def feed(
-        self,
-        raw: bytes,
-        *,
-        rcpt: tuple[str, ...] = ("support@helpdesk.test",),
-        mail_from: str | None = "x@customer.test",
-    ) -> InboundMessage:
-        with session_scope(self.engine) as session:
-            row = spool.add_inbound(
-                session,
-                raw=raw,
-                envelope=spool.Envelope(source="smtp", mail_from=mail_from, rcpt_tos=rcpt),
-                now=self.clock.now(),
-            )
-        worker.process_batch(self.engine, self.settings, self.clock, limit=100)
-        self.compose_notices()
-        self.clock.advance(seconds=1)
-        with read_scope(self.engine) as session:
-            done = session.get(InboundMessage, row.id)
-            assert done is not None
-            return done
-
-    def compose_notices(self) -> int:
-        """What the daemon's sender does before sending: notices written as specs become mail."""
-        assert self.settings.notify is not None
-        with session_scope(self.engine) as session:
-            return notify.compose_pending(session, self.settings.notify, clock=self.clock)
-
-    def tickets(self) -> list[Ticket]:
-        with read_scope(self.engine) as session:
-            return list(session.exec(select(Ticket).order_by(Ticket.number)))
-
-    def responses(self, ticket: Ticket) -> list[Response]:
-        with read_scope(self.engine) as session:
-            return list(
-                session.exec(
-                    select(Response).where(Response.ticket_id == ticket.id).order_by(Response.id)
-                )
-            )
-
-
 @pytest.fixture
-def desk(tmp_path: Path) -> Desk:
-    return Desk(tmp_path)
+def desk(desk_factory: Any) -> Desk:
+    return desk_factory()  # type: ignore[no-any-return]
 
 
 def test_steps_are_one_ordered_table() -> None:
@@ -95,7 +32,6 @@ def test_steps_are_one_ordered_table() -> None:
         "thread",
         "identify-sender",
         "apply",
-        "schedule-notices",
     ]
 
 
@@ -358,8 +294,8 @@ def test_failing_message_is_set_aside_and_others_continue(
 
 
 def test_attachments_are_stored_content_addressed(desk: Desk) -> None:
-    from email.message import EmailMessage
     import hashlib
+    from email.message import EmailMessage
 
     msg = EmailMessage()
     msg["From"] = "priya@customer.test"

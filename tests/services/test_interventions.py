@@ -5,7 +5,8 @@ row it queues, and what the epilog's outcome does to the ticket."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlmodel import select
 
 from mailhelpdesk.clock import FrozenClock
 from mailhelpdesk.config import ConfigError, config_from_dict
+from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.domain.models import (
     HttpDelivery,
     InterventionInstance,
@@ -22,7 +24,6 @@ from mailhelpdesk.domain.models import (
     Ticket,
 )
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.ingest import worker
 from mailhelpdesk.services import interventions
 from mailhelpdesk.services.interventions import (
     EpilogHandler,
@@ -30,10 +31,10 @@ from mailhelpdesk.services.interventions import (
     InterventionNotOpen,
     InterventionUidExists,
 )
-from mailhelpdesk.services.notify import Recipient
-from mailhelpdesk.store import http_outbox, schema
-from mailhelpdesk.store.db import make_engine, read_scope, session_scope
-from mailhelpdesk.store.setup import sync_config
+from mailhelpdesk.store import http_outbox
+from mailhelpdesk.store.db import read_scope, session_scope
+from tests.desk import Desk as BaseDesk
+from tests.desk import make_desk
 
 FIELDS = [
     {"type": "text", "name": "order_price", "label": "Price in {{currency}}"},
@@ -72,31 +73,24 @@ def intervention(**over: Any) -> dict[str, Any]:
     return {**base, **over}
 
 
-class Desk:
+class Desk(BaseDesk):
+    """The one built app (tests/desk.py) with interventions configured."""
+
     def __init__(self, tmp: Path, *items: dict[str, Any]) -> None:
         write_templates(tmp / "tpl")
-        self.config = config_from_dict(
+        built = make_desk(
+            tmp,
             {
-                "helpdesk": {
-                    "address": "support@helpdesk.test",
-                    "secret": "s3cret",
-                    "name": "Test Support",
-                },
-                "database": {"url": f"sqlite:///{tmp / 'h.db'}"},
-                "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
                 "templates": {"dir": str(tmp / "tpl")},
                 "http_deliveries": {"max_attempts": 3},
                 "interventions": list(items) or [intervention()],
-            }
+            },
+            clock=FrozenClock(datetime(2026, 12, 10, 9, 0, tzinfo=UTC)),
         )
+        super().__init__(built.app)
         interventions.check_templates(self.config)
-        self.engine = make_engine(self.config.database.url)
-        schema.upgrade(self.engine)
-        sync_config(self.engine, self.config)
-        self.notify = worker.load_settings(self.engine, self.config).notify
-        assert self.notify is not None
-        self.clock = FrozenClock(datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc))
-        self.handler = EpilogHandler(lambda: self.notify, self.clock)
+        self.handler = EpilogHandler(self.notify, self.clock)
+        self.api = self.change(Channel.api, Actor.token("API"))
 
     def create(
         self,
@@ -107,13 +101,11 @@ class Desk:
         with session_scope(self.engine) as session:
             ticket = interventions.create(
                 session,
-                settings=self.notify,
-                clock=self.clock,
+                change=self.api,
                 originator_email="Cust@Example.test",
                 name=name,
                 uid=uid,
                 data=data or {"currency": "GBP", "order_price": 100, "accept": False},
-                agents=[Recipient("alice@helpdesk.test", "Alice", 1)],
             )
             session.expunge(ticket)
             return ticket
@@ -124,8 +116,7 @@ class Desk:
             assert fresh is not None
             return interventions.submit(
                 session,
-                settings=self.notify,
-                clock=self.clock,
+                change=self.change(Channel.api, Actor.agent("alice@helpdesk.test", "Alice")),
                 ticket=fresh,
                 agent_email="alice@helpdesk.test",
                 agent_name="Alice",
@@ -178,8 +169,10 @@ class Desk:
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Desk:
-    return Desk(tmp_path)
+def desk(tmp_path: Path) -> Iterator[Desk]:
+    made = Desk(tmp_path)
+    yield made
+    made.app.close()
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -483,8 +476,9 @@ def test_delivered_merges_reply_and_posts_final_publicly(desk: Desk) -> None:
 
 def test_a_final_response_that_cannot_be_mailed_does_not_undo_the_completion(desk: Desk) -> None:
     """The customer's address cannot be carried by our mail (a non-ASCII local part, possible on a
-    ticket opened by mail): the remote's acceptance still completes the intervention, and staff
-    are told why the final response is missing."""
+    ticket opened by mail): the remote's acceptance still completes the intervention and the
+    final response is posted; the one notice that cannot be built is failed, with the reason,
+    visible in the outbox (one error behaviour for every notice)."""
     ticket = desk.create()
     desk.submit(ticket, {"accept": True})
     with session_scope(desk.engine) as session:
@@ -495,9 +489,11 @@ def test_a_final_response_that_cannot_be_mailed_does_not_undo_the_completion(des
     before = len(desk.outbox())
     desk.outcome(ok=True, body=b'{"ok": true, "data": {"code": "SAVE10"}}')
     assert desk.instance().state == "completed"
-    note = desk.responses(ticket)[-1]
-    assert note.is_internal and "could not be posted" in note.plain_text, note.plain_text
-    assert len(desk.outbox()) == before  # nothing half-sent
+    final = desk.responses(ticket)[-1]
+    assert (final.kind, final.is_internal) == ("agent", False)
+    (mail,) = desk.outbox()[before:]
+    assert (mail.kind, mail.state) == ("agent_response", "failed")
+    assert "non-ASCII local part" in mail.last_error and mail.raw == b""
 
 
 def test_delivered_without_json_still_completes(desk: Desk) -> None:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
+from typing import Any
 
 from sqlmodel import select
 
+from mailhelpdesk.domain.events import Channel
 from mailhelpdesk.domain.models import OutboxItem, Ticket
 from mailhelpdesk.services.lifecycle import wake_on_hold
 from mailhelpdesk.store.db import read_scope, session_scope
+from tests.desk import Desk
 from tests.helpers import make_mail
-from tests.ingest.test_pipeline import Desk
 
 
-def test_on_hold_ticket_wakes_on_its_date_and_tells_the_assignee_once(tmp_path: Path) -> None:
-    desk = Desk(tmp_path)
+def test_on_hold_ticket_wakes_on_its_date_and_tells_the_assignee_once(desk_factory: Any) -> None:
+    desk: Desk = desk_factory()
     desk.feed(make_mail(subject="Waiting for parts"))
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
@@ -28,7 +29,7 @@ def test_on_hold_ticket_wakes_on_its_date_and_tells_the_assignee_once(tmp_path: 
 
     def run() -> list[int]:
         with session_scope(desk.engine) as session:
-            return wake_on_hold(session, clock=desk.clock, settings=desk.settings.notify)
+            return wake_on_hold(session, change=desk.change(Channel.scheduler))
 
     assert run() == []  # 2026-11-23: not yet
     desk.clock.advance(days=2)

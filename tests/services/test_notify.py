@@ -8,25 +8,29 @@ import json
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
 from mailhelpdesk.cli import main
+from mailhelpdesk.domain.enums import ResponseKind
+from mailhelpdesk.domain.events import Actor
 from mailhelpdesk.domain.models import KnownMessageId, OutboxItem, SuppressedAddress, Ticket
+from mailhelpdesk.mail.compose import AUTO_GENERATED
 from mailhelpdesk.mail.tokens import split_plus, verify_token
-from mailhelpdesk.services import notify
+from mailhelpdesk.services import notify, ticket_changes, tickets
 from mailhelpdesk.services.notify import auto_reply_refusal
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store.db import read_scope, session_scope
+from tests.desk import Desk
 from tests.helpers import make_mail
-from tests.ingest.test_pipeline import Desk
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Desk:
-    return Desk(tmp_path)
+def desk(desk_factory: Any) -> Desk:
+    return desk_factory()  # type: ignore[no-any-return]
 
 
 def outbox_rows(desk: Desk) -> list[OutboxItem]:
@@ -230,87 +234,84 @@ def test_auto_reply_refusal_is_one_pure_function(
     assert (reason is None) if refused is None else (reason is not None and refused in reason)
 
 
-def test_rolled_back_change_sends_nothing(desk: Desk) -> None:
-    assert desk.settings.notify is not None
-    with pytest.raises(RuntimeError), session_scope(desk.engine) as session:
-        from mailhelpdesk.services import tickets
-        from mailhelpdesk.domain.enums import ResponseKind
+def closed_notice(
+    session: Any, ticket: Ticket, settings: notify.NotifySettings, clock: Any
+) -> OutboxItem:
+    """One `ticket_closed` notice written straight through the outbox writer."""
+    return notify.schedule_notice(
+        session,
+        notice="ticket_closed",
+        ticket=ticket,
+        recipient=notify.Recipient(ticket.originator_email, ticket.originator_name),
+        context=notify.notice_context(session, ticket, settings=settings),
+        settings=settings,
+        clock=clock,
+        auto_submitted=AUTO_GENERATED,
+    )
 
-        ticket = tickets.create_ticket(
+
+def test_rolled_back_change_sends_nothing(desk: Desk) -> None:
+    with pytest.raises(RuntimeError), session_scope(desk.engine) as session:
+        tickets.create_ticket(
             session,
             subject="x",
             originator_email="priya@customer.test",
             first=tickets.NewResponse(kind=ResponseKind.customer, plain_text="hi"),
-            clock=desk.clock,
+            change=desk.change(),
         )
-        assert notify.notify_ticket_created(
-            session,
-            ticket,
-            settings=desk.settings.notify,
-            clock=desk.clock,
-            agents=[],
-            customer_message_id=None,
-        )
+        assert session.exec(select(OutboxItem)).all(), "the creation wrote its notices"
         raise RuntimeError("the change fails after the notice was written")
     assert outbox_rows(desk) == [] and desk.tickets() == []
 
 
 def test_agent_response_is_human_mail(desk: Desk) -> None:
-    assert desk.settings.notify is not None
     desk.feed(make_mail())
+    alice = desk.change(actor=Actor.agent("alice@helpdesk.test", "Alice"))
     for _ in range(12):
         with session_scope(desk.engine) as session:
             ticket = session.exec(select(Ticket)).one()
-            notify.notify_agent_response(
+            tickets.add_response(
                 session,
                 ticket,
-                settings=desk.settings.notify,
-                clock=desk.clock,
-                agent_name="Alice",
-                message_text="Try turning it off.",
+                tickets.NewResponse(
+                    kind=ResponseKind.agent,
+                    plain_text="Try turning it off.",
+                    created_by_email="alice@helpdesk.test",
+                    created_by_name="Alice",
+                ),
+                change=alice,
             )
     answers = [r for r in outbox_rows(desk) if r.kind == "agent_response"]
     assert len(answers) == 12 and all(r.state == "queued" and not r.is_automatic for r in answers)
     msg = parsed(answers[0])
     assert msg["Auto-Submitted"] is None and msg["Subject"] == "Re: [#100001] Help please"
+    assert msg["From"].addresses[0].display_name == "Alice via Test Support"
 
 
 def test_status_notices_render(desk: Desk) -> None:
-    assert desk.settings.notify is not None
     desk.feed(make_mail())
+    before = len(outbox_rows(desk))
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        closed = notify.notify_status_change(
-            session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock
-        )
-        reopened = notify.notify_status_change(
-            session,
-            ticket,
-            notice="ticket_reopened",
-            settings=desk.settings.notify,
-            clock=desk.clock,
-        )
+        ticket_changes.set_status(session, ticket, "closed", change=desk.change())
+        ticket_changes.set_status(session, ticket, "open", change=desk.change())
     assert desk.compose_notices() == 2
-    rows = {row.id: row for row in outbox_rows(desk)}
-    assert parsed(rows[closed.id])["Subject"] == "[#100001] Closed: Help please"
-    assert parsed(rows[reopened.id])["Auto-Submitted"] == "auto-generated"
+    closed, reopened = outbox_rows(desk)[before:]
+    assert (closed.kind, reopened.kind) == ("ticket_closed", "ticket_reopened")
+    assert parsed(closed)["Subject"] == "[#100001] Closed: Help please"
+    assert parsed(reopened)["Auto-Submitted"] == "auto-generated"
 
 
 def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path: Path) -> None:
     """The sender composes a deferred notice into the same mail the change would have composed
     inline (same Message-ID it was recorded under, same headers and text), and a template that
-    fails fails only that notice, with the reason."""
-    assert desk.settings.notify is not None
+    fails fails only that notice, with the reason, on either path."""
     desk.feed(make_mail(subject="Deferred or not"))
-    inline = dataclasses.replace(desk.settings.notify, compose_in_sender=False)
+    inline = dataclasses.replace(desk.notify, compose_in_sender=False)
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        deferred = notify.notify_status_change(
-            session, ticket, notice="ticket_closed", settings=desk.settings.notify, clock=desk.clock
-        )
-        direct = notify.notify_status_change(
-            session, ticket, notice="ticket_closed", settings=inline, clock=desk.clock
-        )
+        deferred = closed_notice(session, ticket, desk.notify, desk.clock)
+        direct = closed_notice(session, ticket, inline, desk.clock)
         assert (
             deferred.raw == b""
             and deferred.compose_spec
@@ -329,16 +330,17 @@ def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path:
     for header in ("Subject", "From", "To", "Reply-To", "Auto-Submitted", "In-Reply-To", "Date"):
         assert str(a[header]) == str(b[header]), header
     assert a.get_body(("plain",)).get_content() == b.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    # a broken override template: the notice fails with the reason, the change stands
+    # a broken override template: the notice fails with the reason, the change stands, on the
+    # deferred path (composed by the sender) and on the inline path alike
     (tmp_path / "notices").mkdir()
     (tmp_path / "notices" / "ticket_closed.subject.txt").write_text("{{ ticket_tag ")
-    broken = dataclasses.replace(desk.settings.notify, template_dir=str(tmp_path))
+    broken = dataclasses.replace(desk.notify, template_dir=str(tmp_path))
+    broken_inline = dataclasses.replace(broken, compose_in_sender=False)
     with session_scope(desk.engine) as session:
         ticket = session.exec(select(Ticket)).one()
-        bad = notify.notify_status_change(
-            session, ticket, notice="ticket_closed", settings=broken, clock=desk.clock
-        )
-        bad_id = bad.id
+        bad_id = closed_notice(session, ticket, broken, desk.clock).id
+        bad_inline = closed_notice(session, ticket, broken_inline, desk.clock)
+        assert bad_inline.state == "failed" and bad_inline.last_error.startswith("cannot compose")
     with session_scope(desk.engine) as session:
         assert notify.compose_pending(session, broken, clock=desk.clock) == 1
     row = {r.id: r for r in outbox_rows(desk)}[bad_id]

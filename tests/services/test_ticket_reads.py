@@ -21,12 +21,12 @@ from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.api_requests import FieldError
 from mailhelpdesk.store import response_query
 from mailhelpdesk.store.db import read_scope, session_scope
-from tests.ingest.test_pipeline import Desk
+from tests.desk import Desk, make_desk
 
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Desk:
-    return Desk(tmp_path)
+    return make_desk(tmp_path)
 
 
 def _ticket(
@@ -40,7 +40,7 @@ def _ticket(
         session,
         subject=subject,
         originator_email="c@customer.test",
-        clock=desk.clock,
+        change=desk.change(),
         first=ticket_service.NewResponse(
             kind=ResponseKind.customer, plain_text=f"body of {subject}", attachments=attachments
         ),
@@ -55,7 +55,7 @@ def _reply(session: Session, desk: Desk, number: int, text: str) -> None:
         session,
         ticket,
         ticket_service.NewResponse(kind=ResponseKind.customer, plain_text=text),
-        clock=desk.clock,
+        change=desk.change(),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,18 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import select
 
-from mailhelpdesk.clock import FrozenClock
 from mailhelpdesk.config import Config, ConfigError, config_from_dict
 from mailhelpdesk.domain.enums import ResponseKind
+from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.domain.models import HttpDelivery, Ticket, WebhookSubscription
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.services import ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
-from mailhelpdesk.store import http_outbox, schema, spool
-from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from mailhelpdesk.store import http_outbox, spool
+from mailhelpdesk.store.db import read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
+from tests.desk import Desk as BaseDesk
+from tests.desk import desk_config, make_desk
 from tests.helpers import make_mail
 
 HOOKS = [
@@ -31,26 +32,19 @@ HOOKS = [
 ]
 
 
-class Desk:
+class Desk(BaseDesk):
+    """The one built app (tests/desk.py) with webhook subscriptions."""
+
     def __init__(self, tmp: Path, hooks: list[dict[str, Any]]) -> None:
-        self.config = self.configure(tmp, hooks)
-        self.engine = make_engine(self.config.database.url)
-        schema.upgrade(self.engine)
-        sync_config(self.engine, self.config)
-        self.settings = worker.load_settings(self.engine, self.config)
-        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+        super().__init__(make_desk(tmp, self.sections(hooks)).app)
+
+    @staticmethod
+    def sections(hooks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"http_deliveries": {"timeout_s": 7, "max_attempts": 4}, "webhooks": hooks}
 
     @staticmethod
     def configure(tmp: Path, hooks: list[dict[str, Any]]) -> Config:
-        return config_from_dict(
-            {
-                "helpdesk": {"address": "support@helpdesk.test", "secret": "s3cret"},
-                "database": {"url": f"sqlite:///{tmp / 'w.db'}"},
-                "agents": [{"email": "alice@helpdesk.test", "name": "Alice"}],
-                "http_deliveries": {"timeout_s": 7, "max_attempts": 4},
-                "webhooks": hooks,
-            }
-        )
+        return desk_config(tmp, Desk.sections(hooks))
 
     def create(self) -> int:
         with session_scope(self.engine) as session:
@@ -59,7 +53,7 @@ class Desk:
                 subject="Printer",
                 originator_email="Priya@Customer.test",
                 first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="on fire"),
-                clock=self.clock,
+                change=self.change(Channel.api, Actor.token("crm")),
             )
             return ticket.id or 0
 
@@ -75,7 +69,7 @@ class Desk:
 def desk(tmp_path: Path) -> Iterator[Desk]:
     d = Desk(tmp_path, HOOKS)
     yield d
-    d.engine.dispose()
+    d.app.close()
 
 
 def test_created_ticket_queues_signed_events_with_the_ticket_header(desk: Desk) -> None:
@@ -122,24 +116,24 @@ def test_status_assignment_notes_and_a_reopening_reply(desk: Desk) -> None:
     with session_scope(desk.engine) as session:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        assert ticket_changes.assign(session, ticket, "alice@helpdesk.test", clock=desk.clock)
+        assert ticket_changes.assign(session, ticket, "alice@helpdesk.test", change=desk.change())
         assert not ticket_changes.assign(
-            session, ticket, "alice@helpdesk.test", clock=desk.clock
+            session, ticket, "alice@helpdesk.test", change=desk.change()
         )  # no change, no event
-        assert ticket_changes.set_status(session, ticket, "closed", clock=desk.clock)
+        assert ticket_changes.set_status(session, ticket, "closed", change=desk.change())
         ticket_service.add_response(
             session,
             ticket,
             ticket_service.NewResponse(
                 kind=ResponseKind.note, plain_text="internal", is_internal=True
             ),
-            clock=desk.clock,
+            change=desk.change(),
         )
         ticket_service.add_response(
             session,
             ticket,
             ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="still broken"),
-            clock=desk.clock,
+            change=desk.change(),
         )
     assert desk.events("/crm") == [
         "ticket.created",
@@ -173,7 +167,7 @@ def test_events_roll_back_with_the_change(desk: Desk) -> None:
             subject="x",
             originator_email="a@b.test",
             first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="x"),
-            clock=desk.clock,
+            change=desk.change(),
         )
         assert len(list(session.exec(select(HttpDelivery)))) == 2
         raise RuntimeError("the request failed after the change")
@@ -207,7 +201,7 @@ def test_without_subscriptions_a_write_costs_one_small_select(tmp_path: Path) ->
         desk.create()
     finally:
         event.remove(desk.engine, "before_cursor_execute", record)
-        desk.engine.dispose()
+        desk.app.close()
     hooks = [s for s in statements if "webhook_subscriptions" in s]
     assert len(hooks) == 1 and hooks[0].lstrip().upper().startswith(
         "SELECT"
@@ -229,7 +223,7 @@ def test_sync_follows_the_config(tmp_path: Path) -> None:
             ("crm", "https://crm.example.test/new", "ticket.created", False)
         ]
     finally:
-        desk.engine.dispose()
+        desk.app.close()
 
 
 @pytest.mark.parametrize(
@@ -268,19 +262,15 @@ def test_on_hold_wake_up_and_api_status_go_through_the_status_path(desk: Desk) -
     from datetime import date
 
     from mailhelpdesk.services import api_requests
-    from mailhelpdesk.services.api_requests import ApiSettings
     from mailhelpdesk.services.lifecycle import wake_on_hold
 
     ticket_id = desk.create()
-    assert desk.settings.notify is not None
-    api = ApiSettings.from_config(desk.config, desk.settings.notify)
     with session_scope(desk.engine) as session:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
         api_requests.respond(
             session,
-            settings=api,
-            clock=desk.clock,
+            change=desk.change(Channel.api, Actor.agent("alice@helpdesk.test", "Alice")),
             ticket_number=ticket.number,
             from_email="alice@helpdesk.test",
             content="Waiting for parts",
@@ -290,7 +280,7 @@ def test_on_hold_wake_up_and_api_status_go_through_the_status_path(desk: Desk) -
         )
     desk.clock.advance(days=2)
     with session_scope(desk.engine) as session:
-        assert wake_on_hold(session, clock=desk.clock, settings=desk.settings.notify) == [100001]
+        assert wake_on_hold(session, change=desk.change(Channel.scheduler)) == [100001]
     changes = [
         json.loads(r.body) for r in desk.rows() if "/crm" in r.url and b"status_changed" in r.body
     ]

@@ -1,4 +1,5 @@
-"""Group commit of the API's writes (store/db.py `write`): shared fsyncs, separate fates."""
+"""Group commit of the API's writes (store/db.py `Database.write`): shared fsyncs, separate
+fates; closing the database ends the writer thread."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from sqlmodel import Session, select
 
 from mailhelpdesk.domain.models import Setting
 from mailhelpdesk.store import schema
-from mailhelpdesk.store.db import make_engine, read_scope, write
+from mailhelpdesk.store.db import Database, read_scope
 
 
 def test_waiting_jobs_share_one_commit_and_a_failing_job_undoes_only_itself(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = db.engine
     schema.upgrade(engine)
     commits: list[float] = []
     event.listen(engine, "commit", lambda _conn: commits.append(time.monotonic()))
@@ -36,7 +38,7 @@ def test_waiting_jobs_share_one_commit_and_a_failing_job_undoes_only_itself(tmp_
                 raise ValueError("job 7 fails")
             return f"k{n}"
 
-        return write(engine, run)
+        return db.write(run)
 
     results: dict[int, object] = {}
 
@@ -46,7 +48,7 @@ def test_waiting_jobs_share_one_commit_and_a_failing_job_undoes_only_itself(tmp_
         except ValueError as exc:
             results[n] = exc
 
-    first = threading.Thread(target=lambda: results.__setitem__(-1, write(engine, slow_first)))
+    first = threading.Thread(target=lambda: results.__setitem__(-1, db.write(slow_first)))
     first.start()
     started.wait(5)
     threads = [threading.Thread(target=call, args=(n,)) for n in range(20)]
@@ -61,18 +63,19 @@ def test_waiting_jobs_share_one_commit_and_a_failing_job_undoes_only_itself(tmp_
     with read_scope(engine) as session:
         keys = {row.key for row in session.exec(select(Setting)).all()}
     assert {"first", *(f"k{n}" for n in range(20) if n != 7)} <= keys and "k7" not in keys
-    engine.dispose()
+    db.close()
 
 
 def test_a_job_may_not_write_again_from_inside(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = db.engine
     schema.upgrade(engine)
     with pytest.raises(RuntimeError, match="session it is given"):
-        write(engine, lambda _session: write(engine, lambda s: None))
-    engine.dispose()
+        db.write(lambda _session: db.write(lambda s: None))
+    db.close()
 
 
-def _burst(engine, jobs):  # type: ignore[no-untyped-def]
+def _burst(db, jobs):  # type: ignore[no-untyped-def]
     """Run `jobs` so that they land in one batch: a slow first job holds the writer meanwhile."""
     results: dict[int, object] = {}
     started = threading.Event()
@@ -84,7 +87,7 @@ def _burst(engine, jobs):  # type: ignore[no-untyped-def]
 
     def call(n: int, job) -> None:  # type: ignore[no-untyped-def]
         try:
-            results[n] = write(engine, job)
+            results[n] = db.write(job)
         except Exception as exc:  # noqa: BLE001
             results[n] = exc
 
@@ -105,7 +108,8 @@ def test_an_error_that_ends_the_transaction_fails_the_whole_batch(tmp_path: Path
     answered as done, and none may be committed behind the others' backs."""
     from sqlalchemy import text
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = db.engine
     schema.upgrade(engine)
     with Session(engine) as session:
         session.execute(text("CREATE TABLE big (v BLOB)"))
@@ -114,27 +118,28 @@ def test_an_error_that_ends_the_transaction_fails_the_whole_batch(tmp_path: Path
     event.listen(
         engine, "connect", lambda c, _r: c.execute(f"PRAGMA max_page_count={int(pages or 0) + 20}")
     )
-    engine.dispose()
+    engine.dispose()  # new connections, with the limit
 
     def insert(size: int):  # type: ignore[no-untyped-def]
         return lambda session: (
             session.execute(text("INSERT INTO big VALUES (:v)"), {"v": b"x" * size}) and size
         )
 
-    results = _burst(engine, [insert(10), insert(10), insert(4_000_000), insert(10)])
+    results = _burst(db, [insert(10), insert(10), insert(4_000_000), insert(10)])
     assert all(isinstance(results[n], Exception) for n in range(4)), results
     with read_scope(engine) as session:
         assert session.execute(text("SELECT count(*) FROM big")).scalar() == 0
-    engine.dispose()
+    db.close()
 
 
 def test_a_database_locked_elsewhere_fails_the_batch_once(tmp_path: Path) -> None:
     import sqlite3
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = db.engine
     schema.upgrade(engine)
     event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout=500"))
-    engine.dispose()
+    engine.dispose()  # new connections, with the short timeout
     blocker = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
@@ -145,7 +150,7 @@ def test_a_database_locked_elsewhere_fails_the_batch_once(tmp_path: Path) -> Non
 
             def call(n: int = n) -> None:
                 try:
-                    results[n] = write(engine, lambda s: s.add(Setting(key=f"l{n}", value="1")))
+                    results[n] = db.write(lambda s: s.add(Setting(key=f"l{n}", value="1")))
                 except Exception as exc:  # noqa: BLE001
                     results[n] = exc
 
@@ -159,18 +164,37 @@ def test_a_database_locked_elsewhere_fails_the_batch_once(tmp_path: Path) -> Non
         blocker.close()
     assert all(isinstance(r, Exception) for r in results.values()) and len(results) == 6
     assert elapsed < 2.5, f"{elapsed:.1f} s: every job waited out the busy timeout on its own"
-    assert write(engine, lambda s: s.add(Setting(key="after", value="1")) or "ok") == "ok"
-    engine.dispose()
+    assert db.write(lambda s: s.add(Setting(key="after", value="1")) or "ok") == "ok"
+    db.close()
 
 
 def test_an_interrupted_job_does_not_kill_the_writer(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = db.engine
     schema.upgrade(engine)
 
     def interrupted(_session: Session) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        write(engine, interrupted)
-    assert write(engine, lambda s: 42) == 42
-    engine.dispose()
+        db.write(interrupted)
+    assert db.write(lambda s: 42) == 42
+    db.close()
+
+
+def test_close_finishes_queued_jobs_and_ends_the_writer_thread(tmp_path: Path) -> None:
+    """The Database owns the group writer: close() lets what is queued commit, then the thread
+    is gone, and a write after close is refused instead of hanging."""
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    schema.upgrade(db.engine)
+    assert db.write(lambda s: s.add(Setting(key="before", value="1")) or "ok") == "ok"
+    writers = [t for t in threading.enumerate() if t.name == "db-group-writer"]
+    assert len(writers) >= 1
+    db.close()
+    assert not any(t.is_alive() for t in writers)
+    with pytest.raises(RuntimeError, match="closed"):
+        db.write(lambda s: None)
+    reopened = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    with read_scope(reopened.engine) as session:
+        assert session.get(Setting, "before") is not None
+    reopened.close()

@@ -1,0 +1,289 @@
+"""The one place that decides what a change causes: which notices, to whom, and which webhooks.
+
+Every service records its change as a ticket event (services/events.py) and the event comes
+here, in the same transaction. The decision reads only the event (its type and data), the ticket
+and who acted — never the channel — so a change made by mail, by the API, by the CLI or by the
+scheduler causes the same mail and the same webhooks. The one exception is explicit:
+`MailPolicy.silent` (imported archives) writes no mail at all.
+
+    event            condition                          notice            to
+    created          first message public, queue acks   acknowledgement   customer
+    created                                             new_ticket        agents
+    customer_reply                                      customer_reply    assignee, else agents
+    agent_response                                      agent_response    customer and CCs (human mail)
+    status           to closed                          ticket_closed     customer
+    status           from closed to open / on-hold      ticket_reopened   customer
+    status           from on-hold to open               on_hold_woke      assignee, else agents
+    command_refused                                     command_error     the agent who sent it
+
+A status change that a message caused (a customer's reply reopening the ticket, an API
+response reactivating it) mails nothing more: the message's own notice tells everyone.
+`notify_customer: false` in a status event's data holds back the customer's status notice.
+Agents are never told of their own changes.
+
+Webhooks: `created` → ticket.created and response.created (its first message); every message
+event → response.created; `status` → ticket.status_changed; `assigned` → ticket.assigned.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
+from mailhelpdesk.domain.events import EventType, Origin
+from mailhelpdesk.domain.models import Response, Ticket
+from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAttachment
+from mailhelpdesk.services import notify, webhooks
+from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.services.notify import Recipient
+from mailhelpdesk.store import tickets as store
+
+Data = Mapping[str, Any]
+REPLY_CAUSE = "reply"  # a status event's `cause` when a message made the change
+
+
+@dataclass(frozen=True)
+class Thread:
+    """Threading headers for notices that answer a message (how the mail threads in the
+    recipient's client, not whether it is sent)."""
+
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+
+
+class Audience(enum.Enum):
+    customer = "customer"
+    customer_and_ccs = "customer and CCs"
+    agents = "agents"
+    assignee_or_agents = "assignee, else agents"
+    acting_agent = "the acting agent"
+
+
+@dataclass(frozen=True)
+class NoticeRule:
+    event: EventType
+    notice: str
+    audience: Audience
+    auto_submitted: str | None  # None: human mail (an agent's answer), no Auto-Submitted
+    when: Callable[[Data], bool] = lambda _data: True
+
+
+def _status_notice(data: Data) -> bool:
+    return data.get("cause") != REPLY_CAUSE and data.get("from") != data.get("to")
+
+
+def _closed(data: Data) -> bool:
+    return (
+        _status_notice(data)
+        and data.get("to") == TicketStatus.closed
+        and data.get("notify_customer", True) is not False
+    )
+
+
+def _reopened(data: Data) -> bool:
+    return (
+        _status_notice(data)
+        and data.get("from") == TicketStatus.closed
+        and data.get("notify_customer", True) is not False
+    )
+
+
+def _woke(data: Data) -> bool:
+    return (
+        _status_notice(data)
+        and data.get("from") == TicketStatus.on_hold
+        and data.get("to") == TicketStatus.open
+    )
+
+
+NOTICE_RULES: tuple[NoticeRule, ...] = (
+    NoticeRule(
+        EventType.created,
+        "acknowledgement",
+        Audience.customer,
+        AUTO_REPLIED,
+        lambda data: bool(data.get("public")),
+    ),
+    NoticeRule(EventType.created, "new_ticket", Audience.agents, AUTO_GENERATED),
+    NoticeRule(
+        EventType.customer_reply, "customer_reply", Audience.assignee_or_agents, AUTO_GENERATED
+    ),
+    NoticeRule(EventType.agent_response, "agent_response", Audience.customer_and_ccs, None),
+    NoticeRule(EventType.status, "ticket_closed", Audience.customer, AUTO_GENERATED, _closed),
+    NoticeRule(EventType.status, "ticket_reopened", Audience.customer, AUTO_GENERATED, _reopened),
+    NoticeRule(
+        EventType.status, "on_hold_woke", Audience.assignee_or_agents, AUTO_GENERATED, _woke
+    ),
+    NoticeRule(EventType.command_refused, "command_error", Audience.acting_agent, AUTO_REPLIED),
+)
+
+_MESSAGE_EVENTS = frozenset(
+    {
+        EventType.customer_reply,
+        EventType.agent_response,
+        EventType.note,
+        EventType.held,
+        EventType.bounce,
+        EventType.auto_reply,
+    }
+)
+
+
+def notices_for(event: EventType, data: Data) -> list[NoticeRule]:
+    """The notice rules an event meets, in table order (pure: what the parity tests read)."""
+    return [rule for rule in NOTICE_RULES if rule.event == event and rule.when(data)]
+
+
+def webhooks_for(event: EventType) -> tuple[str, ...]:
+    """The webhook events an event raises, in order."""
+    if event == EventType.created:
+        return ("ticket.created", "response.created")
+    if event in _MESSAGE_EVENTS:
+        return ("response.created",)
+    if event == EventType.status:
+        return ("ticket.status_changed",)
+    if event == EventType.assigned:
+        return ("ticket.assigned",)
+    return ()
+
+
+def react(
+    session: Session,
+    ticket: Ticket,
+    event: EventType,
+    data: Data,
+    *,
+    change: ChangeContext,
+    thread: Thread | None = None,
+) -> None:
+    """Write what `event` causes: its webhook deliveries, then its notices."""
+    response = _response_of(session, data)
+    now = change.clock.now()
+    for name in webhooks_for(event):
+        extra: dict[str, Any] = {}
+        if name == "ticket.status_changed":
+            extra["previous_status"] = data.get("from")
+        elif name == "ticket.assigned":
+            extra["previous_assignee"] = data.get("from")
+        payload = webhooks.about(
+            session, ticket, response if name == "response.created" else None, **extra
+        )
+        webhooks.emit(session, name, payload, ticket_id=ticket.id, now=now)
+    if not change.may_mail:
+        return
+    for rule in notices_for(event, data):
+        _send(session, ticket, rule, data, response, change=change, thread=thread or Thread())
+
+
+def _send(
+    session: Session,
+    ticket: Ticket,
+    rule: NoticeRule,
+    data: Data,
+    response: Response | None,
+    *,
+    change: ChangeContext,
+    thread: Thread,
+) -> None:
+    settings = change.notices
+    message_text = _message_text(rule, response)
+    context: dict[str, Any] = notify.notice_context(
+        session, ticket, settings=settings, message_text=message_text
+    )
+    acknowledging = rule.event == EventType.created and rule.audience == Audience.customer
+    if acknowledging and context["queue"] in settings.no_ack_queues:
+        return
+    from_name: str | None = None
+    attachments: Sequence[OutgoingAttachment] = ()
+    if rule.notice == "agent_response" and response is not None:
+        agent_name = _agent_name(session, response)
+        context["agent_name"] = agent_name
+        from_name = notify.agent_display_name(settings, agent_name)
+        attachments = _attachments_of(session, response)
+        thread = customer_thread(session, ticket)
+    elif rule.notice == "on_hold_woke":
+        context["on_hold_until"] = str(data.get("was_on_hold_until") or "")
+    elif rule.notice == "command_error":
+        context["error"] = str(data.get("error", ""))
+        context["error_line"] = str(data.get("line", ""))
+    for recipient in _recipients(session, ticket, rule.audience, change.origin):
+        notify.schedule_notice(
+            session,
+            notice=rule.notice,
+            ticket=ticket,
+            recipient=recipient,
+            context=context,
+            settings=settings,
+            clock=change.clock,
+            auto_submitted=rule.auto_submitted,
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+            from_name=from_name,
+            attachments=attachments,
+        )
+
+
+def _message_text(rule: NoticeRule, response: Response | None) -> str:
+    if response is None:
+        return ""
+    if rule.event == EventType.created:
+        return response.plain_text
+    return response.visible_text or response.plain_text
+
+
+def _recipients(
+    session: Session, ticket: Ticket, audience: Audience, origin: Origin
+) -> list[Recipient]:
+    customer = Recipient(ticket.originator_email, ticket.originator_name)
+    if audience == Audience.customer:
+        return [customer]
+    if audience == Audience.customer_and_ccs:
+        return [customer] + [
+            Recipient(cc.email, cc.name)
+            for cc in store.ccs_of(session, ticket.id or 0)
+            if cc.email.lower() != ticket.originator_email.lower()
+        ]
+    agents = [Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
+    if audience == Audience.acting_agent:
+        return [a for a in agents if origin.actor.is_agent(a.email)]
+    if audience == Audience.assignee_or_agents:
+        agents = list(notify.assignee_or_all(ticket, agents))
+    return [a for a in agents if not origin.actor.is_agent(a.email)]
+
+
+def _response_of(session: Session, data: Data) -> Response | None:
+    response_id = data.get("response_id")
+    return session.get(Response, int(response_id)) if response_id else None
+
+
+def _agent_name(session: Session, response: Response) -> str:
+    """The answering agent's name (or address) for the From of the answer; "" when the answer
+    is the helpdesk's own (an intervention's response), which then goes out under its name."""
+    agent = store.find_agent(session, response.created_by_email or "")
+    return (agent.name or agent.email) if agent is not None else ""
+
+
+def _attachments_of(session: Session, response: Response) -> list[OutgoingAttachment]:
+    """The files an answer carries (inline images stay with the HTML they belonged to)."""
+    return [
+        OutgoingAttachment(a.name, a.mime_type, store.blob_data(session, a.sha256))
+        for a in store.attachments_of(session, [response.id or 0]).get(response.id or 0, [])
+        if not a.is_inline
+    ]
+
+
+def customer_thread(session: Session, ticket: Ticket) -> Thread:
+    """In-Reply-To and References for an answer to the customer: their last public message and
+    the ones before it (at most 20), so it threads in the customer's own client."""
+    ids = [
+        r.message_id
+        for r in store.responses_of(session, ticket.id or 0)
+        if r.kind == ResponseKind.customer and not r.is_internal and r.message_id
+    ]
+    unique = list(dict.fromkeys(ids))[-20:]
+    return Thread(unique[-1] if unique else None, tuple(unique))
