@@ -7,7 +7,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -162,8 +162,10 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         raise validation_failed(
             {
                 "request": [
-                    "give exactly one of: data.subject + data.content, template_identifier + data, "
-                    "intervention + uid + data.data"
+                    (
+                        "give exactly one of: data.subject + data.content, "
+                        "template_identifier + data, intervention + uid + data.data"
+                    )
                 ]
             },
             "Exactly one payload shape is required (subject + content, template, or intervention).",
@@ -258,9 +260,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
     if m.status == "on-hold":
         if m.on_hold_until is None:
             raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
-        if (
-            m.on_hold_until < datetime.now(timezone.utc).date()
-        ):  # dates are UTC (api-contract.md §1)
+        if m.on_hold_until < datetime.now(UTC).date():  # dates are UTC (api-contract.md §1)
             raise validation_failed({"on_hold_until": ["must not be in the past"]})
     return RespondArgs(
         number,

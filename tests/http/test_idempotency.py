@@ -6,7 +6,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -259,7 +259,7 @@ def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
 def runner(tmp_path: Path) -> tuple[KeyedRunner, FrozenClock]:
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     schema.upgrade(engine)
-    clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+    clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
     return KeyedRunner(engine, clock, ttl_s=86400, lease_s=60), clock
 
 
