@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+import httpx
+import uvicorn
+from fastapi import FastAPI
 
-from tests.helpers import Daemon, free_port  # noqa: E402
+from tests.helpers import Daemon, free_port
 
 
 def bare_app(db: Path) -> FastAPI:
@@ -140,7 +140,10 @@ def main() -> None:
                     drive(
                         f"http://127.0.0.1:{daemon.http_port}/api/create_ticket",
                         bodies,
-                        lambda i: {"Authorization": f"Bearer {token}", "Idempotency-Key": keys[i]},
+                        lambda i, keys=keys: {
+                            "Authorization": f"Bearer {token}",
+                            "Idempotency-Key": keys[i],
+                        },
                         clients,
                     )
                 )

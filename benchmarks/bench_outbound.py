@@ -14,22 +14,22 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiosmtplib  # noqa: E402
-from aiosmtpd.controller import Controller  # noqa: E402
+import aiosmtplib
+from aiosmtpd.controller import Controller
 
-from mailhelpdesk.clock import SystemClock  # noqa: E402
-from mailhelpdesk.config import SmtpRelayConfig  # noqa: E402
-from mailhelpdesk.mail.compose import AUTO_REPLIED, Outgoing, as_bytes, compose  # noqa: E402
-from mailhelpdesk.mail.render import render_notice  # noqa: E402
-from mailhelpdesk.store import outbox, schema  # noqa: E402
-from mailhelpdesk.store.db import make_engine, session_scope  # noqa: E402
-from mailhelpdesk.transports.smtp_sender import SMTPRelay, SMTPSender  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from mailhelpdesk.clock import SystemClock
+from mailhelpdesk.config import SmtpRelayConfig
+from mailhelpdesk.mail.compose import AUTO_REPLIED, Outgoing, as_bytes, compose
+from mailhelpdesk.mail.render import render_notice
+from mailhelpdesk.store import outbox, schema
+from mailhelpdesk.store.db import make_engine, session_scope
+from mailhelpdesk.transports.smtp_sender import SMTPRelay, SMTPSender
+from tests.helpers import free_port
 
 
 class _Counter:
@@ -145,7 +145,7 @@ def main() -> None:
         assert handler.count == 2 * args.messages, handler.count
         n = args.messages
         print(
-            f"messages: {n}, avg size {sum(map(len, raws)) // n} bytes, batch {args.batch}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z"
+            f"messages: {n}, avg size {sum(map(len, raws)) // n} bytes, batch {args.batch}, {datetime.now(UTC):%Y-%m-%d %H:%M}Z"
         )
         print(f"write notices (render+compose+insert): {n / write_s:8.0f} notices/s")
         print(f"bare aiosmtplib, prebuilt, 1 conn:     {n / bare_s:8.0f} msgs/s")

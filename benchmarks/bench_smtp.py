@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiosmtpd.controller import Controller  # noqa: E402
+from aiosmtpd.controller import Controller
 
-from tests.helpers import Daemon, crlf, free_port, make_mail  # noqa: E402
+from tests.helpers import Daemon, crlf, free_port, make_mail
 
 
 class _Sink:

@@ -151,7 +151,7 @@ class App:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self.smtp_server: asyncio.AbstractServer | None = None
+        self.smtp_server: asyncio.Server | None = None
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
@@ -209,7 +209,9 @@ class App:
             )
             self.spool_writer.start()
             handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
-            self.smtp_server = await start_listener(listener, handler)
+            server = await start_listener(listener, handler)
+            assert isinstance(server, asyncio.Server)  # loop.create_server's
+            self.smtp_server = server
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         self.scheduler.start()
@@ -268,7 +270,7 @@ class App:
             )
             self.http_server = _Server(uv)
             self._tasks.append(asyncio.create_task(self.http_server.serve(), name="http"))
-            while not self.http_server.started and not self._tasks[-1].done():
+            while not self.http_server.started and not self._tasks[-1].done():  # noqa: ASYNC110 - uvicorn has no started event
                 await asyncio.sleep(0.01)
             if self._tasks[-1].done():
                 self._tasks[-1].result()  # raises the bind error
@@ -311,7 +313,7 @@ class App:
         async def run() -> None:
             try:
                 await asyncio.get_running_loop().run_in_executor(self.db, job)
-            except Exception:  # noqa: BLE001 - retried on the next round
+            except Exception:
                 log.exception("%s failed", name)
 
         self.scheduler.add_job(
@@ -397,7 +399,7 @@ class App:
                     if self.sender is not None:
                         self.sender.wake()
                     self.last_ingest_at = time.time()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end ingest; retry soon
+            except Exception:
                 self.ingest_errors += 1
                 log.exception("ingest batch failed; retrying")
                 result = worker.BatchResult(0, collections.Counter())

@@ -623,13 +623,13 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for r in rows:
+    for t, r in zip(tokens, rows, strict=True):
         state = f"last used {r['last_used_at'] or 'never'}"
         if r["revoked_at"]:
             state = f"revoked {r['revoked_at']}"
         elif r["expired"]:
             state = f"expired {r['expires_at']}"
-        click.echo(f"{r['name']:<24} {state:<40} {' '.join(r['abilities'])}")
+        click.echo(f"{r['name']:<24} {state:<40} {' '.join(t.abilities)}")
     if not rows:
         click.echo("no tokens", err=True)
 

@@ -308,7 +308,7 @@ def _build(cls: type[Any], data: Any, prefix: str) -> Any:
 
 def _coerce(hint: Any, value: Any, key: str, table: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, prefix=f"{key}.")
     if origin is tuple:
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}

@@ -31,7 +31,9 @@ BASE: dict[str, Any] = {
 }
 
 
-def desk_config(tmp: Path, sections: Mapping[str, Any] | None = None, *, db_url: str = "") -> Config:
+def desk_config(
+    tmp: Path, sections: Mapping[str, Any] | None = None, *, db_url: str = ""
+) -> Config:
     """BASE with `sections` laid over it (a section given replaces BASE's), stored in `tmp`."""
     data = {**BASE, **dict(sections or {})}
     data["database"] = {"url": db_url or f"sqlite:///{tmp / 'h.db'}"}

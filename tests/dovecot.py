@@ -278,10 +278,8 @@ class Dovecot:
                     raise RuntimeError(f"select {select}: {data}")
             yield conn
         finally:
-            try:
+            with contextlib.suppress(OSError, imaplib.IMAP4.error):
                 conn.logout()
-            except (OSError, imaplib.IMAP4.error):
-                pass
 
     def append(
         self, user: ImapUser, messages: Iterable[bytes], *, folder: str = "INBOX", flags: str = ""

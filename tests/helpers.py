@@ -196,6 +196,7 @@ class Daemon:
             text=True,
             cwd=self.tmp,
             timeout=120,
+            check=False,  # a failure is raised below, with the command's stderr
         )
         if check and result.returncode != 0:
             raise AssertionError(f"mailhelpdesk {' '.join(args)} failed: {result.stderr}")

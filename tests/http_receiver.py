@@ -3,6 +3,7 @@ system: it records every POST and answers as the test says."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -50,7 +51,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     action = receiver.script.pop(0) if receiver.script else receiver.status
@@ -67,10 +68,9 @@ class Receiver:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-                try:
+                # the sender may have given up waiting
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(reply)
-                except (BrokenPipeError, ConnectionResetError):  # the sender gave up waiting
-                    pass
 
             def log_message(self, *args: Any) -> None:
                 return None

@@ -68,8 +68,10 @@ def mutt_reply(mutt: str, tmp: Path, notice: EmailMessage, body_top: str) -> byt
             "-F",
             "/dev/null",
             "-e",
-            f"set sendmail='{sendmail}'; set from='Alice Agent <alice@helpdesk.test>'; set use_from=yes; "
-            "set charset=utf-8; set send_charset=utf-8",
+            (
+                f"set sendmail='{sendmail}'; set from='Alice Agent <alice@helpdesk.test>'; "
+                "set use_from=yes; set charset=utf-8; set send_charset=utf-8"
+            ),
             "-H",
             str(draft),
             "-a",
@@ -80,6 +82,7 @@ def mutt_reply(mutt: str, tmp: Path, notice: EmailMessage, body_top: str) -> byt
         timeout=60,
         cwd=tmp,
         env={**os.environ, "HOME": str(home)},
+        check=False,  # asserted below, with mutt's stderr
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     raw = out.read_bytes()

@@ -81,10 +81,7 @@ def test_mail_and_api_tickets_raise_the_same_webhooks_and_notices(
     )
     assert resp.status_code == 200, resp.text
     by_api = resp.json()["data"]["ticket_number"]
-    tickets = {
-        number: subject
-        for number, subject in _rows(api.db_path, "SELECT number, subject FROM tickets")
-    }
+    tickets = dict(_rows(api.db_path, "SELECT number, subject FROM tickets"))
     by_mail = next(n for n, s in tickets.items() if s == "By mail")
 
     events = _events_by_ticket(receiver, want=4)

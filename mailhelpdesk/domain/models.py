@@ -24,11 +24,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes for what was stored as UTC: make them aware again."""
     if value is None:
         return None
-    return (
-        value.replace(tzinfo=UTC)
-        if value.tzinfo is None
-        else value.astimezone(UTC)
-    )
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Setting(SQLModel, table=True):

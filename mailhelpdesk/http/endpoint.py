@@ -157,7 +157,7 @@ def fault(request: Request, exc: Exception) -> Outcome:
             ),
             {"Retry-After": "5"},
         )
-    log.exception("api request failed path=%s", request.url.path)
+    log.error("api request failed path=%s", request.url.path, exc_info=exc)
     return Outcome(
         500,
         dumps(

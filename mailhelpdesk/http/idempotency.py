@@ -166,7 +166,7 @@ class KeyedRunner:
             try:
                 with session.begin_nested():
                     body = ok(handle(session, parsed))
-            except Exception as exc:  # noqa: BLE001 - mapped below
+            except Exception as exc:  # mapped below; a 5xx is re-raised
                 error = from_exception(exc)
                 if error.status >= 500:  # nothing was done: the claim rolls back with the rest
                     raise
@@ -205,7 +205,7 @@ class KeyedRunner:
                 with read_scope(self.engine) as session:
                     body = ok(handle(session, parsed))
             return Outcome(200, body)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             error = from_exception(exc)
             if error.status >= 500:
                 raise

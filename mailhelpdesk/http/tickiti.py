@@ -162,8 +162,10 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         raise validation_failed(
             {
                 "request": [
-                    "give exactly one of: data.subject + data.content, template_identifier + data, "
-                    "intervention + uid + data.data"
+                    (
+                        "give exactly one of: data.subject + data.content, "
+                        "template_identifier + data, intervention + uid + data.data"
+                    )
                 ]
             },
             "Exactly one payload shape is required (subject + content, template, or intervention).",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,11 +136,7 @@ def check_responses_query(
     if m.cursor is not None:
         at = m.cursor.created_at
         try:
-            at = (
-                at.replace(tzinfo=timezone.utc)
-                if at.tzinfo is None
-                else at.astimezone(timezone.utc)
-            )
+            at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         except (OverflowError, ValueError):  # 0001-01-01T00:00+01:00 has no UTC time
             raise validation_failed(
                 {"cursor.created_at": ["is outside the dates a cursor can hold"]}

@@ -126,13 +126,14 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
 def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
     """What the parser cannot know: is the assignee an agent? (The rest is checked again by the
     services, which refuse what they cannot apply.)"""
+    assert ctx.ticket is not None
     for command in block.intervention:
         try:
             interventions.check_command(
                 ctx.session,
                 ctx.settings.notify,
                 ctx.ticket,
-                command.name,  # type: ignore[arg-type]
+                command.name,
                 command.argument,
                 command.value,
             )

@@ -213,7 +213,7 @@ def sniff(head: bytes, *, declared: str = "") -> str:
         return "image/svg+xml"
     if lowered.startswith(_HTML_STARTS):
         return "text/html"
-    declared = declared.split(";")[0].strip().lower()
+    declared = declared.split(";", maxsplit=1)[0].strip().lower()
     return declared if declared.startswith("text/") and declared not in HTML_TYPES else "text/plain"
 
 
@@ -238,7 +238,7 @@ def judge(
     """What to do with one attachment (see the module doc for the order of the checks)."""
     mime = sniff(head, declared=declared)
     ext = extension(name)
-    declared = declared.split(";")[0].strip().lower()
+    declared = declared.split(";", maxsplit=1)[0].strip().lower()
     if ext in BLOCKED_EXTENSIONS:
         return Verdict(Decision.blocked, mime, f".{ext} files are never handed out")
     if mime in WINDOWS_PROGRAM_TYPES and ext not in REVIEW_EXTENSIONS:

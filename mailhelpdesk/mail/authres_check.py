@@ -83,7 +83,6 @@ def check_authentication_results(
             i = props.get(("header", "i"), "")
             if d == domain or (i and i.rpartition("@")[2].rstrip(".") == domain):
                 return AuthVerdict(True, f"dkim=pass for {domain} by {authserv_id}")
-        elif method == "dmarc":
-            if props.get(("header", "from"), "").rstrip(".") == domain:
-                return AuthVerdict(True, f"dmarc=pass for {domain} by {authserv_id}")
+        elif method == "dmarc" and props.get(("header", "from"), "").rstrip(".") == domain:
+            return AuthVerdict(True, f"dmarc=pass for {domain} by {authserv_id}")
     return AuthVerdict(False, f"no dkim/dmarc pass for {domain} from {authserv_id}")

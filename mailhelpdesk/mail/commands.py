@@ -73,7 +73,7 @@ class CommandBlock:
     @property
     def changes(self) -> tuple[Command, ...]:
         """The commands that change the ticket (everything but #note, #set and #submit)."""
-        return tuple(c for c in self.commands if c.name not in ("note",) + INTERVENTION_COMMANDS)
+        return tuple(c for c in self.commands if c.name not in ("note", *INTERVENTION_COMMANDS))
 
     @property
     def intervention(self) -> tuple[Command, ...]:

@@ -103,7 +103,9 @@ def _inline(text: str) -> ForwardedOriginal | None:
             if sender is None:
                 continue
             quoted = _quoted(lines, header_end)
-            body = "\n".join(_QUOTE_PREFIX.sub("", l) if quoted else l for l in lines[header_end:])
+            body = "\n".join(
+                _QUOTE_PREFIX.sub("", line) if quoted else line for line in lines[header_end:]
+            )
             return ForwardedOriginal(
                 sender=sender,
                 subject=fields.get("subject", ""),
@@ -116,8 +118,8 @@ def _inline(text: str) -> ForwardedOriginal | None:
 
 
 def _quoted(lines: list[str], start: int) -> bool:
-    body = [l for l in lines[start:] if l.strip()]
-    return bool(body) and all(_QUOTE_PREFIX.match(l) for l in body)
+    body = [line for line in lines[start:] if line.strip()]
+    return bool(body) and all(_QUOTE_PREFIX.match(line) for line in body)
 
 
 def _block(

@@ -104,7 +104,7 @@ def decode_header_value(value: str, *, hint: str | None = None) -> str:
     """A raw header value to display text: unfolded, 8-bit bytes and encoded words decoded."""
     text = raw_to_str(unfold(value), hint)
     text = decode_encoded_words(text)
-    return "".join(ch for ch in text if ch in "\t" or unicodedata.category(ch) != "Cc")
+    return "".join(ch for ch in text if ch == "\t" or unicodedata.category(ch) != "Cc")
 
 
 _PLACEHOLDER = "mhdew{}x"
@@ -158,10 +158,10 @@ def parse_addresses(raw: str | None, *, hint: str | None = None) -> tuple[Addres
         # `From: Test test@example.com`: no valid address; keep what was written as the name
         found = [(decode_encoded_words(text.strip()), found[0][1])]
     result = []
-    for name, spec in found:
-        name = decode_encoded_words(name).strip().strip('"').strip()
+    for raw_name, raw_spec in found:
+        name = decode_encoded_words(raw_name).strip().strip('"').strip()
         name = name if name in quoted_names else _without_comment(name)
-        spec = decode_encoded_words(spec).strip().strip("<>").strip().lower()
+        spec = decode_encoded_words(raw_spec).strip().strip("<>").strip().lower()
         if len(spec) > 1 and spec[0] == spec[-1] == '"':
             spec = spec[1:-1].strip()
         if spec in ("<>", ""):
@@ -305,10 +305,10 @@ def parse_mime_header(raw: str | None, *, hint: str | None = None) -> MimeHeader
     params: dict[str, str] = {}
     decoded: list[tuple[str, Any]]
     try:
-        decoded = email_utils.decode_params([("", "")] + pairs)[1:]
+        decoded = email_utils.decode_params([("", ""), *pairs])[1:]
     except Exception:  # noqa: BLE001 - keep the undecoded pairs
         decoded = list(pairs)
-    for name, decoded_value in decoded:
+    for raw_name, decoded_value in decoded:
         if isinstance(decoded_value, tuple):
             charset, _lang, quoted_value = decoded_value
             raw_value = email_utils.unquote(quoted_value)
@@ -319,7 +319,7 @@ def parse_mime_header(raw: str | None, *, hint: str | None = None) -> MimeHeader
             text_value: str = decode_bytes(data, charset or "utf-8")[0]
         else:
             text_value = email_utils.unquote(str(decoded_value))
-        name = name.rstrip("*")
+        name = raw_name.rstrip("*")
         if name not in params:
             params[name] = decode_encoded_words(raw_to_str(text_value, hint)).strip()
     return MimeHeader(value, params)

@@ -141,11 +141,11 @@ def _headers(message: Message, hint: str | None, defects: list[str]) -> tuple[tu
     """Every header field as (lower-case name, decoded value), within MAX_HEADERS fields of
     MAX_HEADER_VALUE characters; what is cut off is recorded as a defect."""
     result = []
-    for index, (name, value) in enumerate(message.raw_items()):
+    for index, (name, raw_value) in enumerate(message.raw_items()):
         if index >= MAX_HEADERS:
             defects.append("TooManyHeadersDefect")
             break
-        value = str(value)
+        value = str(raw_value)
         if len(value) > MAX_HEADER_VALUE:
             defects.append("HeaderTooLongDefect")
             value = value[:MAX_HEADER_VALUE]
@@ -260,7 +260,7 @@ def _minimal(raw: bytes, error: BaseException) -> ParsedMail:
             )
             for n, v in fields
         )
-        lookup = {name: value for name, value in reversed(headers)}
+        lookup = dict(reversed(headers))
         text = decode_bytes(body, None)[0].replace("\r\n", "\n")
         digest = fingerprint(raw)
     except Exception as exc:  # noqa: BLE001

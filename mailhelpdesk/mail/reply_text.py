@@ -165,7 +165,7 @@ def visible_text(text: str) -> str:
     begin, end = _history_start(lines)
     kept = _strip_tail(lines[begin:end])
     result = "\n".join(kept).strip()
-    return result if result else full.strip()
+    return result or full.strip()
 
 
 # ---- markers --------------------------------------------------------------------------------
@@ -465,6 +465,6 @@ def _starts_mobile_block(lines: list[str], index: int) -> bool:
     if len(tail) > MOBILE_BLOCK_MAX_LINES:
         return False
     return all(
-        _MOBILE_LINE.match(line) or len(line.split()) <= 8 and not _QUOTE.match(line)
+        _MOBILE_LINE.match(line) or (len(line.split()) <= 8 and not _QUOTE.match(line))
         for line in tail
     )

@@ -1,4 +1,4 @@
-"""What the Tickiti-compatible API does (api-contract.md §4–5), behind the HTTP layer.
+"""What the Tickiti-compatible API does (api-contract.md §4 and §5), behind the HTTP layer.
 
 Each function takes the session of the request's transaction and the request's ChangeContext
 (channel api, the token or its owner agent as the actor) and changes tickets only through the
@@ -120,7 +120,7 @@ def render_template(identifier: str, data: Mapping[str, Any], *, template_dir: s
                 "template_identifier", f"Template '{identifier}' has a syntax error: {exc.message}"
             ) from None
     missing -= set(data)
-    context = {**{name: "" for name in missing}, **data}
+    context = {**dict.fromkeys(missing, ""), **data}
     try:
         notice = render_notice(identifier, context, template_dir=template_dir)
     except NoticeRenderError as exc:

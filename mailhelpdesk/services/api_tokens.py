@@ -26,7 +26,7 @@ from mailhelpdesk.store import tickets as ticket_store
 
 LEGACY_ABILITIES = ("create-ticket", "ticket-respond", "send-email", "ticket-index")
 _FAMILIES = ("tickets", "mail", "templates", "settings", "workflow", "administration", "supervisor")
-V1_ABILITIES = tuple(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")) + ("reports:read",)
+V1_ABILITIES = (*(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")), "reports:read")
 ABILITIES = LEGACY_ABILITIES + V1_ABILITIES
 ALL = "all"
 

@@ -61,4 +61,4 @@ def describe(event: dict[str, Any]) -> str:
     if "response_id" in data:
         reason = f" ({data['reason']})" if data.get("reason") else ""
         return f"{kind.replace('_', ' ')} #{data['response_id']}{reason}"
-    return kind
+    return str(kind)

@@ -13,6 +13,7 @@ from mailhelpdesk.services.context import ChangeContext
 
 log = logging.getLogger(__name__)
 
+
 def wake_on_hold(session: Session, *, change: ChangeContext, limit: int = 500) -> list[int]:
     """Open every on-hold ticket whose on-hold-until date has come (today, UTC). Returns the
     woken ticket numbers. Each is one `status` event through the one status path, so its

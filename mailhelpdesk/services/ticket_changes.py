@@ -13,9 +13,9 @@ error is an `InvalidInputError` with a short message meant for the person who as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from sqlmodel import Session, select
 
@@ -200,7 +200,10 @@ class TicketUpdate:
 def check_update(session: Session, ticket: Ticket, update: TicketUpdate) -> dict[str, str]:
     """What is wrong with `update`, by field (empty: it can be applied)."""
     errors: dict[str, str] = {}
-    checks: list[tuple[str, Any]] = []
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("tags", lambda name=name: check_tag(name))  # type: ignore[misc]
+        for name in (*update.tags_add, *update.tags_remove)
+    ]
     if update.status is not None or update.on_hold_until is not None:
         status = update.status if update.status is not None else ticket.status
         checks.append(("status", lambda: check_status(status, update.on_hold_until)))
@@ -208,8 +211,6 @@ def check_update(session: Session, ticket: Ticket, update: TicketUpdate) -> dict
         checks.append(("priority", lambda: check_priority(update.priority or "")))
     if update.assign is not None and update.assign.lower() != "none":
         checks.append(("assign", lambda: check_assignee(session, update.assign)))
-    for name in (*update.tags_add, *update.tags_remove):
-        checks.append(("tags", lambda name=name: check_tag(name)))
     for field_name, check in checks:
         try:
             check()
@@ -236,12 +237,16 @@ def update(
         session, ticket, changes.priority, change=change
     ):
         changed.append("priority")
-    for name in changes.tags_add:
-        if tag(session, ticket, name, change=change):
-            changed.append(f"+{check_tag(name)}")
-    for name in changes.tags_remove:
-        if untag(session, ticket, name, change=change):
-            changed.append(f"-{check_tag(name)}")
+    changed += [
+        f"+{check_tag(name)}"
+        for name in changes.tags_add
+        if tag(session, ticket, name, change=change)
+    ]
+    changed += [
+        f"-{check_tag(name)}"
+        for name in changes.tags_remove
+        if untag(session, ticket, name, change=change)
+    ]
     if changes.status is not None or changes.on_hold_until is not None:
         status = changes.status if changes.status is not None else ticket.status
         if set_status(

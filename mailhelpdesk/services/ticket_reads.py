@@ -187,7 +187,10 @@ def query(
         hashtags=[h.lstrip("#") for h in alternatives("hashtag")],
         unassigned=perspective == "Unassigned",
         order="priority" if perspective == "For my attention" else "number",
-        **dates,
+        created_from=dates.get("created_from"),
+        created_to=dates.get("created_to"),
+        updated_from=dates.get("updated_from"),
+        updated_to=dates.get("updated_to"),
     )
     rows, total = ticket_query.query_tickets(
         session, flt, offset=(page - 1) * per_page, limit=per_page

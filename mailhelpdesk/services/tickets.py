@@ -239,8 +239,8 @@ def add_ccs(
     session: Session, ticket: Ticket, addresses: Sequence[tuple[str, str]], *, exclude: set[str]
 ) -> None:
     """Copy the customer's CCs onto the ticket, leaving out our own and known addresses."""
-    for email, name in addresses:
-        email = email.lower()
+    for address, name in addresses:
+        email = address.lower()
         if email and email not in exclude and email != ticket.originator_email:
             store.add_cc(session, ticket_id=ticket.id or 0, email=email, name=name)
 

@@ -178,7 +178,7 @@ class GroupWriter:
                     try:
                         with session.begin_nested():
                             outcomes.append((done, job(session), None))
-                    except Exception as exc:  # noqa: BLE001 - the job's own answer
+                    except Exception as exc:
                         if not _in_transaction(session):
                             # SQLite rolled the whole transaction back by itself (disk full, I/O
                             # error): the jobs before this one are lost too, so none may succeed
@@ -186,13 +186,13 @@ class GroupWriter:
                         outcomes.append((done, None, exc))
         except BaseException as exc:  # noqa: BLE001 - nothing of this batch is durable; the writer lives on
             log.error("group commit failed jobs=%d error=%s", len(batch), exc)
-            error = (
+            failure = (
                 exc
                 if isinstance(exc, Exception)
                 else RuntimeError(f"the write was interrupted: {type(exc).__name__}")
             )
             for _job, done in batch:
-                done.set_exception(error)
+                done.set_exception(failure)
             return
         for done, value, error in outcomes:
             if error is not None:

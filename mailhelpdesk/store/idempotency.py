@@ -38,17 +38,17 @@ def insert_claim(
     expires_at: datetime,
 ) -> int | None:
     """Try to claim (token_id, key); the new row's id if this call inserted it, else None."""
-    values = dict(
-        token_id=token_id,
-        key=key,
-        action=action,
-        fingerprint=fingerprint,
-        state=KeyState.in_progress,
-        lease=lease,
-        locked_until=locked_until,
-        created_at=now,
-        expires_at=expires_at,
-    )
+    values = {
+        "token_id": token_id,
+        "key": key,
+        "action": action,
+        "fingerprint": fingerprint,
+        "state": KeyState.in_progress,
+        "lease": lease,
+        "locked_until": locked_until,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
     table = IdempotencyKey.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -81,10 +81,10 @@ def take_minted(session: Session, *, key: str) -> str | None:
         delete(IdempotencyKey)
         .where(
             col(IdempotencyKey.token_id).is_(None),
-            IdempotencyKey.key == key,
-            IdempotencyKey.state == KeyState.minted,
+            col(IdempotencyKey.key) == key,
+            col(IdempotencyKey.state) == KeyState.minted,
         )
-        .returning(IdempotencyKey.action)
+        .returning(col(IdempotencyKey.action))
         .execution_options(synchronize_session=False)
     ).first()
     return None if found is None else str(found[0] or "")

@@ -28,12 +28,12 @@ def sync_config(engine: Engine, config: Config) -> None:
                 session.delete(agent)
         session.flush()
         for email, item in configured.items():
-            row = store.get_agent_by_email(session, email)
-            if row is None:
-                row = Agent(email=email, origin="config")
-            row.name = item.name
-            row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
-            session.add(row)
+            agent_row = store.get_agent_by_email(session, email)
+            if agent_row is None:
+                agent_row = Agent(email=email, origin="config")
+            agent_row.name = item.name
+            agent_row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
+            session.add(agent_row)
         webhooks.sync_subscriptions(
             session,
             config.webhooks,

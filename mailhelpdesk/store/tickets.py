@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func
+from sqlalchemy import false, func
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import (
@@ -169,7 +169,7 @@ def participant_emails(session: Session, ticket: Ticket) -> set[str]:
     emails.update(cc.email for cc in ccs_of(session, ticket.id or 0))
     writers = session.exec(
         select(Response.created_by_email).where(
-            Response.ticket_id == ticket.id, col(Response.is_internal).is_(False)
+            Response.ticket_id == ticket.id, col(Response.is_internal) == false()
         )
     )
     emails.update(w.lower() for w in writers if w)

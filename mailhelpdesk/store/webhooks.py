@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailhelpdesk.config import WebhookConfig
 from mailhelpdesk.domain.models import WebhookSubscription
@@ -35,11 +35,14 @@ def sync_subscriptions(
             session.delete(row)
     session.flush()
     for name, hook in configured.items():
-        row = session.exec(
+        found = session.exec(
             select(WebhookSubscription).where(WebhookSubscription.name == name)
         ).first()
-        if row is None:
-            row = WebhookSubscription(name=name, url=hook.url, origin="config")
+        row = (
+            found
+            if found is not None
+            else WebhookSubscription(name=name, url=hook.url, origin="config")
+        )
         row.url = hook.url
         row.events = " ".join(hook.events)
         row.signed = bool(hook.secret or hook.secret_file)
@@ -72,7 +75,7 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
     transaction = session.get_transaction()
     cached = session.info.get(_CACHE_KEY)
     if cached is None or cached[0] is not transaction:
-        rows = session.exec(select(WebhookSubscription).order_by(WebhookSubscription.id)).all()
+        rows = session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.id))).all()
         found = [
             Subscriber(
                 r.id or 0,
@@ -91,4 +94,4 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
 
 
 def list_subscriptions(session: Session) -> Sequence[WebhookSubscription]:
-    return session.exec(select(WebhookSubscription).order_by(WebhookSubscription.id)).all()
+    return session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.id))).all()

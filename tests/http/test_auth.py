@@ -235,8 +235,8 @@ def test_plaintext_tokens_absent_from_database_and_logs(api: Api) -> None:
         and "create-ticket send-email" in listing
         and secret.decode() not in listing
     )
-    assert (
-        "last used 20" in [line for line in listing.splitlines() if line.startswith("cli-made")][0]
+    assert "last used 20" in next(
+        line for line in listing.splitlines() if line.startswith("cli-made")
     )
 
 
@@ -297,13 +297,10 @@ def test_expired_token_is_401_and_listed_as_expired(api: Api) -> None:
         rows["short-lived"]["expired"] is True
         and rows["short-lived"]["owner_email"] == "alice@helpdesk.test"
     )
-    assert (
-        "expired 20"
-        in [
-            line
-            for line in api.daemon.cli("token", "list").stdout.splitlines()
-            if line.startswith("short-lived")
-        ][0]
+    assert "expired 20" in next(
+        line
+        for line in api.daemon.cli("token", "list").stdout.splitlines()
+        if line.startswith("short-lived")
     )
     for bad in ("soon", "0h", "-5m"):
         result = api.daemon.cli(

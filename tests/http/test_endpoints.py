@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tests.http.conftest import Api, assert_error, unique
 
@@ -198,7 +198,7 @@ def test_lenient_booleans_and_staff_only_opening(api: Api, admin: str) -> None:
 
 def test_ticket_respond_reopen_and_status(api: Api, admin: str) -> None:
     number = _create(api, admin, "r1@customer.test")["ticket_number"]
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
     hold = api.post(
         "/api/ticket_respond",
         {
@@ -235,7 +235,7 @@ def test_ticket_respond_reopen_and_status(api: Api, admin: str) -> None:
     assert open_again.json()["data"]["reopened"] is False
     shown = api.post("/api/v1/tickets/show", {"ticket_number": number}, token=admin).json()["data"]
     assert shown["status"] == "open" and shown["on_hold_until"] is None
-    agent = [r for r in shown["responses"] if r["created_by_email"] == "alice@helpdesk.test"][0]
+    agent = next(r for r in shown["responses"] if r["created_by_email"] == "alice@helpdesk.test")
     assert agent["staff_response"] is True and agent["kind"] == "agent"
     sent = {k for (k,) in api.rows("SELECT kind FROM outbox WHERE ticket_id = ?", shown["id"])}
     assert {"acknowledgement", "new_ticket", "agent_response", "customer_reply"} <= sent
@@ -496,7 +496,7 @@ def test_send_email_with_attachments(api: Api, admin: str) -> None:
     assert parts["invoice 42.pdf"].get_content_type() == "application/pdf"
     assert parts["invoice 42.pdf"].get_content() == pdf
     assert not any("\r" in n or "\n" in n for n in parts)  # the control characters were replaced
-    assert message["Auto-Submitted"] == "auto-generated" and "Invoice 42" == message["Subject"]
+    assert message["Auto-Submitted"] == "auto-generated" and message["Subject"] == "Invoice 42"
 
 
 def test_send_email_to_a_bouncing_address_is_kept_suppressed(api: Api, admin: str) -> None:

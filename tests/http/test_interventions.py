@@ -341,11 +341,14 @@ def test_failures_become_staff_notes_then_delivered_after_recovery(
     assert resp.status_code == 200, resp.text
     wait_for(what="the first try", check=lambda: receiver.for_uid("order-5005"))
     receiver.stop()  # down: the next try cannot connect
-    notes = lambda: [
-        r
-        for r in show(api, admin, created["ticket_number"])["responses"]
-        if r["is_internal"] and "epilog call" in r["plain_text"]
-    ]
+
+    def notes() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in show(api, admin, created["ticket_number"])["responses"]
+            if r["is_internal"] and "epilog call" in r["plain_text"]
+        ]
+
     wait_for(what="two failure notes", check=lambda: len(notes()) >= 2)
     receiver.status, receiver.reply = 200, b'{"ok": true, "data": {"code": "LATE"}}'
     receiver.start()

@@ -60,9 +60,7 @@ def test_ten_minutes_against_an_autoresponder_and_a_bouncing_address(tmp_path: P
 
     with read_scope(desk.engine) as session:
         sent_to = {
-            rcpt: [
-                n for n in session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == rcpt))
-            ]
+            rcpt: list(session.exec(select(OutboxItem).where(OutboxItem.primary_rcpt == rcpt)))
             for rcpt in (OOO, DEAD)
         }
     to_ooo = [n for n in sent_to[OOO] if n.state != "suppressed"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.policy import default as default_policy
 
 import pytest
@@ -19,7 +19,7 @@ from mailhelpdesk.mail.compose import (
     thread_topic,
 )
 
-WHEN = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+WHEN = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 def make(**kw: object) -> Outgoing:

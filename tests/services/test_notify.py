@@ -251,16 +251,20 @@ def closed_notice(
 
 
 def test_rolled_back_change_sends_nothing(desk: Desk) -> None:
-    with pytest.raises(RuntimeError), session_scope(desk.engine) as session:
-        tickets.create_ticket(
-            session,
-            subject="x",
-            originator_email="priya@customer.test",
-            first=tickets.NewResponse(kind=ResponseKind.customer, plain_text="hi"),
-            change=desk.change(),
-        )
-        assert session.exec(select(OutboxItem)).all(), "the creation wrote its notices"
-        raise RuntimeError("the change fails after the notice was written")
+    def create_then_fail() -> None:
+        with session_scope(desk.engine) as session:
+            tickets.create_ticket(
+                session,
+                subject="x",
+                originator_email="priya@customer.test",
+                first=tickets.NewResponse(kind=ResponseKind.customer, plain_text="hi"),
+                change=desk.change(),
+            )
+            assert session.exec(select(OutboxItem)).all(), "the creation wrote its notices"
+            raise RuntimeError("the change fails after the notice was written")
+
+    with pytest.raises(RuntimeError, match="fails after"):
+        create_then_fail()
     assert outbox_rows(desk) == [] and desk.tickets() == []
 
 

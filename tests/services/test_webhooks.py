@@ -155,22 +155,25 @@ def test_status_assignment_notes_and_a_reopening_reply(desk: Desk) -> None:
     assert note["response"]["is_internal"] is True and note["response"]["kind"] == "note"
     assert reply["response"]["is_internal"] is False
     assert reopened["ticket"]["status"] == "open" and reopened["previous_status"] == "closed"
-    assert [r for r in desk.rows() if "/pager" in r.url][
-        0
-    ].secret_ref == ""  # unsigned subscription
+    pager = next(r for r in desk.rows() if "/pager" in r.url)
+    assert pager.secret_ref == ""  # unsigned subscription
 
 
 def test_events_roll_back_with_the_change(desk: Desk) -> None:
-    with pytest.raises(RuntimeError), session_scope(desk.engine) as session:
-        ticket_service.create_ticket(
-            session,
-            subject="x",
-            originator_email="a@b.test",
-            first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="x"),
-            change=desk.change(),
-        )
-        assert len(list(session.exec(select(HttpDelivery)))) == 2
-        raise RuntimeError("the request failed after the change")
+    def create_then_fail() -> None:
+        with session_scope(desk.engine) as session:
+            ticket_service.create_ticket(
+                session,
+                subject="x",
+                originator_email="a@b.test",
+                first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="x"),
+                change=desk.change(),
+            )
+            assert len(list(session.exec(select(HttpDelivery)))) == 2
+            raise RuntimeError("the request failed after the change")
+
+    with pytest.raises(RuntimeError, match="failed after"):
+        create_then_fail()
     assert desk.rows() == []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlmodel import select
@@ -41,7 +41,7 @@ def test_migrations_run_and_repeat_on_postgresql(postgres: Postgres) -> None:
 
 def test_pipeline_outcomes_match_on_postgresql(postgres: Postgres) -> None:
     _config, engine, settings = _setup(postgres.create_database())
-    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=UTC))
     mails = [
         make_mail(message_id="<pg1@c.test>", subject="first"),
         make_mail(
@@ -72,7 +72,7 @@ def test_pipeline_outcomes_match_on_postgresql(postgres: Postgres) -> None:
 
 def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None:
     _config, engine, settings = _setup(postgres.create_database())
-    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=timezone.utc))
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=UTC))
     with session_scope(engine) as session:
         for i in range(200):
             raw = make_mail(
@@ -170,7 +170,9 @@ def test_two_daemons_one_key_one_ticket_on_postgresql(postgres: Postgres, tmp_pa
                 "Idempotency-Key": str(uuid.uuid4()),
             }
 
-            def post(i: int) -> httpx.Response:
+            def post(
+                i: int, body: bytes = body, headers: dict[str, str] = headers
+            ) -> httpx.Response:
                 base = f"http://127.0.0.1:{daemons[i % 2].http_port}"
                 return httpx.post(
                     base + "/api/create_ticket", content=body, headers=headers, timeout=60

@@ -8,9 +8,8 @@ Create Date: 2026-11-23 19:44:07.251165
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "2fbd19dba64c"
 down_revision = None

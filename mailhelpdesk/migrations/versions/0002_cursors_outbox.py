@@ -8,9 +8,8 @@ Create Date: 2026-11-23 19:51:09.100533
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "eb7062584bd8"
 down_revision = "2fbd19dba64c"

@@ -8,9 +8,8 @@ Create Date: 2026-11-23 20:37:44.584506
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "7525937a563f"
 down_revision = "eb7062584bd8"

@@ -8,9 +8,8 @@ Create Date: 2026-12-02 16:45:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "4c1e7a9d2b10"
 down_revision = "7525937a563f"

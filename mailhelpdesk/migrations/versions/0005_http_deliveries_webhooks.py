@@ -8,9 +8,8 @@ Create Date: 2026-12-09 10:00:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "5d2f8b0e3c21"
 down_revision = "4c1e7a9d2b10"

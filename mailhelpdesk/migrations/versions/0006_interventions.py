@@ -8,9 +8,8 @@ Create Date: 2026-12-10 09:00:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # autogenerate writes sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-
 
 revision = "6a3c9e1f7b42"
 down_revision = "5d2f8b0e3c21"

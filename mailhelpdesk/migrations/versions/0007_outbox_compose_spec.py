@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "7b4d0f2a8c63"
 down_revision = "6a3c9e1f7b42"
 branch_labels = None
