@@ -20,7 +20,6 @@ from typing import Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.clock import Clock, SystemClock
@@ -32,7 +31,7 @@ from mailhelpdesk.ingest.context import IngestSettings
 from mailhelpdesk.services import interventions, lifecycle, notify
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
-from mailhelpdesk.store import idempotency, schema, spool
+from mailhelpdesk.store import backlog, idempotency, schema, spool
 from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
@@ -426,17 +425,20 @@ class App:
 
     def health(self) -> dict[str, Any]:
         """Runs on the HTTP worker thread; reads with its own short session."""
-        status, pending, db_error = "ok", None, None
+        status, todo, db_error = "ok", None, None
         try:
             with read_scope(self.engine) as session:
-                session.exec(text("SELECT 1"))  # type: ignore[call-overload]
-                pending = spool.count_pending(session)
+                todo = backlog.backlog(session)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             status, db_error = "degraded", type(exc).__name__
         return {
             "status": status,
             "database": "ok" if db_error is None else db_error,
-            "inbound_pending": pending,
+            "inbound_pending": todo.inbound_pending if todo else None,
+            # queued, not yet sent (due now or retrying later); all three zero: idle
+            "outbox_queued": todo.outbox_queued if todo else None,
+            "deliveries_queued": todo.deliveries_queued if todo else None,
+            "idle": todo.idle if todo else None,
             "last_ingest_at": self.last_ingest_at,
             "uptime_s": round(time.time() - self.started_at, 1),
             "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,

@@ -170,14 +170,18 @@ class Daemon:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def wait_idle(self, timeout: float = 60) -> None:
-        """Until every kept message is processed."""
+    def wait_idle(self, timeout: float = 60, *, sending: bool = False) -> None:
+        """Until every kept message is processed; with `sending`, until nothing is queued to be
+        sent either (mail or HTTP): after that, nothing more can go out, so a test may assert
+        that nothing more did, without sleeping."""
         deadline = time.monotonic() + timeout
+        key = "idle" if sending else "inbound_pending"
         while time.monotonic() < deadline:
-            if self.health()["data"]["inbound_pending"] == 0:
+            value = self.health()["data"][key]
+            if value is True or value == 0:
                 return
             time.sleep(0.05)
-        raise TimeoutError("ingest did not finish")
+        raise TimeoutError("the daemon did not become idle" if sending else "ingest did not finish")
 
     def send(
         self,
@@ -209,7 +213,7 @@ class Daemon:
         return dict(json.loads(self.cli("ticket", "show", str(number), "--json").stdout))
 
 
-def store_change() -> Any:
+def store_change(clock: Any = None) -> Any:
     """A ChangeContext for tests that change a running daemon's tickets straight in its store
     (channel cli, the helpdesk as actor, mail silent: only the daemon itself sends mail)."""
     from mailhelpdesk.clock import SystemClock
@@ -224,7 +228,7 @@ def store_change() -> Any:
         own_addresses=frozenset({"support@helpdesk.test"}),
     )
     return ChangeContext.of(
-        clock=SystemClock(),
+        clock=clock or SystemClock(),
         channel=Channel.cli,
         actor=Actor.system(),
         notices=notices,

@@ -134,7 +134,7 @@ def test_relay_outage_then_every_notice_once(tmp_path: Path, sink: Sink) -> None
             timeout=40,
             what="delivery",
         )
-        time.sleep(1.5)  # nothing more arrives: no duplicates
+        daemon.wait_idle(sending=True)  # nothing is left to send: nothing more can arrive
         ids = [m["Message-ID"] for m in sink.parsed()]
         assert len(ids) == 6 and len(set(ids)) == 6
         assert all(i["attempts"] >= 2 for i in outbox(daemon))
@@ -158,7 +158,7 @@ def test_permanent_refusal_is_failed_with_the_reply_and_not_retried(
             ),
             what="failed rows",
         )
-        time.sleep(2.5)
+        daemon.wait_idle(sending=True)  # nothing queued: no retry can follow
         rows = outbox(daemon, "--state", "failed")
         assert all(
             "550 5.1.1" in r["last_error"] and "no such user" in r["last_error"] for r in rows
@@ -211,6 +211,17 @@ class AutoResponder(Sink):
             self.sent_back += 1
 
 
+def settle(daemon: Daemon, peer: AutoResponder) -> None:
+    """Until the loop has run its course: the peer's answers are all in, the daemon has applied
+    them and has nothing left to send (which could draw another answer), twice in a row."""
+    answers = -1
+    while answers != peer.sent_back:
+        answers = peer.sent_back
+        for thread in list(peer.threads):
+            thread.join(timeout=30)
+        daemon.wait_idle(sending=True)
+
+
 def test_autoresponder_loop_is_bounded(tmp_path: Path) -> None:
     """A customer whose mailbox answers everything: at most the rate limit's worth of mail goes
     out to it, and the out-of-office answers open no ticket and cause no notice."""
@@ -229,11 +240,7 @@ def test_autoresponder_loop_is_bounded(tmp_path: Path) -> None:
             lambda: len(to(peer, "priya@customer.test")) == 3 and peer.sent_back == 6,
             what="autoresponder answers",
         )
-        time.sleep(2)
-        for thread in peer.threads:
-            thread.join(timeout=10)
-        daemon.wait_idle()
-        time.sleep(1.5)
+        settle(daemon, peer)
         assert len(to(peer, "priya@customer.test")) == 3
         assert (
             len(daemon.tickets()) == 5

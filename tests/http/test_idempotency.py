@@ -239,7 +239,7 @@ def test_send_email_retried_across_restart_sends_once(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while not sink.messages and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(2.5)  # longer than the retry interval: a second copy would have arrived by now
+        api.daemon.wait_idle(sending=True)  # nothing queued: no second copy can follow
         delivered = [
             m for m in sink.parsed() if m["To"].addresses[0].addr_spec == "once@customer.test"
         ]

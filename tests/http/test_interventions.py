@@ -293,7 +293,7 @@ def test_submit_by_api_sends_signed_epilog_and_posts_final(
         and final["plain_text"] == f"Decision on {created['ticket_number']}: code SAVE10.\n"
     )
     assert_error(submit(api, admin, created["ticket_number"], {}), 409, "intervention_not_open")
-    time.sleep(0.3)
+    api.daemon.wait_idle(sending=True)  # nothing queued: nothing more can be POSTed
     assert len(receiver.for_uid("order-3003")) == 1  # delivered once, never again
 
 

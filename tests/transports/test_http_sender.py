@@ -25,7 +25,7 @@ from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.store import http_outbox, schema
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.transports.http_sender import HttpSender, signature, verify_signature
-from tests.helpers import free_port
+from tests.helpers import free_port, store_change
 from tests.http_receiver import Receiver
 from tests.postgres import Postgres
 
@@ -55,7 +55,7 @@ class Recorder:
             session,
             ticket,
             ticket_service.NewResponse(kind=ResponseKind.note, plain_text=text),
-            clock=self.clock,
+            change=store_change(self.clock),
             reopen=False,
         )
         if self.explode:
@@ -79,7 +79,7 @@ class Box:
                 subject="Refund",
                 originator_email="priya@customer.test",
                 first=ticket_service.NewResponse(kind=ResponseKind.customer, plain_text="please"),
-                clock=self.clock,
+                change=store_change(self.clock),
             )
             return ticket.id or 0
 
