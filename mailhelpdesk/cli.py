@@ -8,7 +8,7 @@ import mailbox
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -147,22 +147,28 @@ def ticket_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
         click.echo("no tickets", err=True)
 
 
+def _read_ticket(ctx: click.Context, number: int, read: Callable[[Any], dict[str, Any]]) -> Any:
+    """What `read(session)` finds about ticket `number`; a clear error when there is none."""
+    from mailhelpdesk.errors import NotFoundError
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        try:
+            return read(session)
+        except NotFoundError:
+            raise click.ClickException(f"no ticket {number}") from None
+
+
 @ticket.command("show")
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the ticket object (DESIGN.md §7).")
 @click.pass_context
 def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
     """Show one ticket with all its messages."""
-    from mailhelpdesk.services.views import ticket_object
-    from mailhelpdesk.store import tickets as store
-    from mailhelpdesk.store.db import read_scope
+    from mailhelpdesk.services import ticket_reads
 
-    app = _app(ctx)
-    with read_scope(app.engine) as session:
-        found = store.get_ticket_by_number(session, number)
-        if found is None:
-            raise click.ClickException(f"no ticket {number}")
-        data = ticket_object(session, found)
+    data = _read_ticket(ctx, number, lambda s: ticket_reads.show(s, ticket_number=number))
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -188,16 +194,9 @@ def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
 @click.pass_context
 def ticket_history(ctx: click.Context, number: int, as_json: bool) -> None:
     """Every change to a ticket, oldest first: when, who, through which channel, what."""
-    from mailhelpdesk.errors import NotFoundError
     from mailhelpdesk.services import history
-    from mailhelpdesk.store.db import read_scope
 
-    app = _app(ctx)
-    with read_scope(app.engine) as session:
-        try:
-            data = history.history(session, ticket_number=number)
-        except NotFoundError:
-            raise click.ClickException(f"no ticket {number}") from None
+    data = _read_ticket(ctx, number, lambda s: history.history(s, ticket_number=number))
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -349,6 +348,7 @@ def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
             f"inbound message {inbound_id} is not set aside (see `inbound list --failed`)"
         )
     _drain(app)
+    from mailhelpdesk.domain.enums import InboundState
     from mailhelpdesk.domain.models import InboundMessage
     from mailhelpdesk.store.db import read_scope
 
@@ -356,7 +356,7 @@ def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
         row = session.get(InboundMessage, inbound_id)
         assert row is not None
         click.echo(f"inbound {inbound_id}: {row.state} {row.outcome} {row.reason}".rstrip())
-        if row.state == "failed":
+        if row.state == InboundState.failed:
             sys.exit(1)
 
 

@@ -40,6 +40,22 @@ def receiver():  # type: ignore[no-untyped-def]
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def dovecot():  # type: ignore[no-untyped-def]
+    """A private Dovecot on 127.0.0.1 for a test module (tests/dovecot.py); each test adds its
+    own user. Missing server binaries fail under CI."""
+    from tests.dovecot import Dovecot, dovecot_binary
+    from tests.helpers import require
+
+    require(dovecot_binary() is not None, "dovecot (apt-get install dovecot-imapd)")
+    server = Dovecot()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def postgres():  # type: ignore[no-untyped-def]
     """One private PostgreSQL cluster on 127.0.0.1 for the run; each test takes a fresh database

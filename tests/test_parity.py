@@ -42,8 +42,8 @@ from mailhelpdesk.store import events as event_store
 from mailhelpdesk.store.db import read_scope, session_scope
 from mailhelpdesk.transports.imap_poller import IMAPPoller
 from tests.desk import Desk
-from tests.dovecot import Dovecot, ImapUser, dovecot_binary
-from tests.helpers import free_port, make_mail, require
+from tests.dovecot import Dovecot, ImapUser
+from tests.helpers import free_port, make_mail
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 ALICE, BOB, CUSTOMER = "alice@helpdesk.test", "bob@helpdesk.test", "priya@customer.test"
@@ -164,17 +164,6 @@ def via_cli(desk: Helpdesk, _commands: str, _patch: dict[str, Any], cli: list[st
 def via_scheduler(desk: Helpdesk, _commands: str, _patch: dict[str, Any], _cli: list[str]) -> None:
     assert desk.app.wake_on_hold() == [100001]
     desk.compose_notices()
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    require(dovecot_binary() is not None, "dovecot (apt-get install dovecot-imapd)")
-    server = Dovecot()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

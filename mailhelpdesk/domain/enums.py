@@ -43,6 +43,23 @@ class InboundState(enum.StrEnum):
     failed = "failed"
 
 
+class InterventionState(enum.StrEnum):
+    """Life of an intervention (api-contract.md §4.9): open → submitted → completed | failed."""
+
+    open = "open"
+    submitted = "submitted"
+    completed = "completed"
+    failed = "failed"
+
+
+class KeyState(enum.StrEnum):
+    """Life of an Idempotency-Key: minted (POST /api/idempotency_key) → in_progress → completed."""
+
+    minted = "minted"
+    in_progress = "in_progress"
+    completed = "completed"
+
+
 class Outcome(enum.StrEnum):
     """What applying an inbound message did; shown by `inbound list` and the import summary."""
 

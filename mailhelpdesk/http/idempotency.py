@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.enums import KeyState
 from mailhelpdesk.domain.models import IdempotencyKey, as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
@@ -216,7 +217,7 @@ class KeyedRunner:
     def _replay(self, *, token_id: int, key: str, fp: str) -> Outcome | None:
         with read_scope(self.engine) as session:
             row = store.get(session, token_id=token_id, key=key)
-            if row is None or row.state != store.KeyState.completed:
+            if row is None or row.state != KeyState.completed:
                 return None
             if row.fingerprint != fp:
                 raise _conflict()
@@ -252,7 +253,7 @@ class KeyedRunner:
             raise _in_progress()
         if row.fingerprint != fp:
             raise _conflict()
-        if row.state == store.KeyState.completed:
+        if row.state == KeyState.completed:
             return _replayed(row)
         # an in-progress row on disk: a claim committed by an older version that crashed (or by
         # `abandon_claim`); it is taken over once its lease has run out

@@ -48,7 +48,7 @@ from mailhelpdesk.config import (
     InterventionFieldConfig,
     read_intervention_token,
 )
-from mailhelpdesk.domain.enums import ResponseKind
+from mailhelpdesk.domain.enums import InterventionState, ResponseKind
 from mailhelpdesk.domain.events import Actor, Channel, EventType
 from mailhelpdesk.domain.models import HttpDelivery, InterventionInstance, Ticket
 from mailhelpdesk.errors import ConflictError, InvalidInputError, NotFoundError
@@ -62,7 +62,6 @@ from mailhelpdesk.services.tickets import NewResponse
 from mailhelpdesk.store import http_outbox
 from mailhelpdesk.store import interventions as store
 from mailhelpdesk.store import tickets as ticket_store
-from mailhelpdesk.store.interventions import InterventionState
 
 log = logging.getLogger(__name__)
 

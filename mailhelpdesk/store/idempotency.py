@@ -14,15 +14,10 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from mailhelpdesk.domain.enums import KeyState
 from mailhelpdesk.domain.models import IdempotencyKey
 
 CLAIM_WAIT_MS = 5000
-
-
-class KeyState:
-    minted = "minted"
-    in_progress = "in_progress"
-    completed = "completed"
 
 
 def insert_claim(

@@ -16,14 +16,8 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from mailhelpdesk.domain.enums import InterventionState
 from mailhelpdesk.domain.models import InterventionInstance
-
-
-class InterventionState:
-    open = "open"
-    submitted = "submitted"
-    completed = "completed"
-    failed = "failed"
 
 
 def dump_data(data: Mapping[str, Any]) -> str:

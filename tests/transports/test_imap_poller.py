@@ -15,7 +15,7 @@ import sqlite3
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -26,22 +26,11 @@ import pytest
 from mailhelpdesk.clock import SystemClock
 from mailhelpdesk.config import ImapMailboxConfig
 from mailhelpdesk.transports.imap_poller import IMAPPoller, probe
-from tests.dovecot import Dovecot, ImapUser, crlf, dovecot_binary
-from tests.helpers import Daemon, make_mail, require
+from tests.dovecot import Dovecot, ImapUser, crlf
+from tests.helpers import Daemon, make_mail
 
 BOX = "support"
 _users = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    require(dovecot_binary() is not None, "dovecot (apt-get install dovecot-imapd)")
-    server = Dovecot()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
