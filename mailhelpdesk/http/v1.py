@@ -203,7 +203,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     create, respond = legacy["create_ticket"], legacy["ticket_respond"]
     return [
         Endpoint(
-            "/api/v1/tickets/{number}",
+            "/api/v1/tickets/{number:int}",  # digits only, as the GET: /tickets/abc is 404
             "v1_tickets_update",
             "tickets:write",
             "optional",

@@ -42,10 +42,13 @@ class StepFailed(Exception):
         self.error = error
 
 
-def run_pipeline(ctx: IngestContext, table: tuple[tuple[str, Step], ...] = STEPS) -> str | None:
-    """Run the steps in order. Returns the name of the step that ended the run with a Discard
-    (its outcome is on the context), or None when every step ran; raises StepFailed."""
-    for name, step in table:
+def run_pipeline(
+    ctx: IngestContext, table: tuple[tuple[str, Step], ...] | None = None
+) -> str | None:
+    """Run the steps (STEPS unless another table is given) in order. Returns the name of the
+    step that ended the run with a Discard (its outcome is on the context), or None when every
+    step ran; raises StepFailed."""
+    for name, step in STEPS if table is None else table:
         try:
             step(ctx)
         except Discard as stop:

@@ -276,7 +276,8 @@ def test_several_commands_and_reopen(desk: AgentDesk) -> None:
 
 
 def test_commands_only_change_state_and_send_no_answer(desk: AgentDesk) -> None:
-    """A reply with only commands above the quote: nothing to say to the customer."""
+    """A reply with only commands above the quote: nothing to say to the customer, and no
+    message to keep either: the change is on the record as the agent's event, by mail."""
     notice = alice_notice(desk)
     reply_to = notice["Reply-To"].addresses[0].addr_spec
     raw = make_mail(
@@ -285,12 +286,19 @@ def test_commands_only_change_state_and_send_no_answer(desk: AgentDesk) -> None:
         subject="Re: [#100001] Printer on fire",
         body="#status closed\n\nOn Mon, Nov 23, 2026 at 10:00 AM Test Support wrote:\n> My printer is on fire.\n",
     )
-    before = len(desk.outbox())
-    desk.feed(raw, rcpt=(reply_to,))
+    before, responses = len(desk.outbox()), len(desk.responses(desk.ticket()))
+    row = desk.feed(raw, rcpt=(reply_to,))
     assert desk.ticket().status == "closed"
     assert [r.kind for r in new_rows(desk, before)] == ["ticket_closed"]
-    last = desk.responses(desk.ticket())[-1]
-    assert last.kind == "note" and last.is_internal
+    assert len(desk.responses(desk.ticket())) == responses
+    assert row.outcome == "reply_added" and "agent commands on ticket 100001" in row.reason
+    last = desk.events()[-1]
+    assert (last.type, last.channel, last.actor_kind, last.actor_email) == (
+        "status",
+        "smtp",
+        "agent",
+        "alice@helpdesk.test",
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -314,3 +314,27 @@ def test_attachments_are_stored_content_addressed(desk: Desk) -> None:
     (att,) = data["responses"][0]["attachments"]
     assert att["name"] == "shot.png" and att["mime_type"] == "image/png"
     assert att["sha256"] == hashlib.sha256(png).hexdigest() and att["file_size"] == len(png)
+
+
+def test_a_failing_step_is_named_in_the_set_aside_reason_and_the_log(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message is kept as failed with "step <name>: <error>", the log line names the step,
+    nothing of it is applied, and `inbound retry` replays it once the step works again."""
+    from mailhelpdesk.ingest import pipeline
+
+    def broken(_ctx: object) -> None:
+        raise RuntimeError("threading index unavailable")
+
+    table = tuple((name, broken if name == "thread" else step) for name, step in pipeline.STEPS)
+    monkeypatch.setattr(pipeline, "STEPS", table)
+    with caplog.at_level("ERROR", logger="mailhelpdesk.ingest.worker"):
+        row = desk.feed(make_mail(subject="Will fail"))
+    assert row.state == "failed" and row.outcome == ""
+    assert row.reason == "step thread: RuntimeError: threading index unavailable"
+    assert any("step=thread" in r.getMessage() for r in caplog.records)
+    assert desk.tickets() == [] and desk.events() == []
+    monkeypatch.undo()
+    assert worker.retry(desk.engine, row.id or 0)
+    desk.drain()
+    assert len(desk.tickets()) == 1 and [e.type for e in desk.events()] == ["created"]
