@@ -172,6 +172,7 @@ class App:
             composer=(lambda spec: notify.try_compose_spec(spec, notify_settings))
             if notify_settings
             else None,
+            suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(
