@@ -223,6 +223,7 @@ class App:
             self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
             composer=lambda spec: notify.try_compose_spec(spec, notify_settings),
+            suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(

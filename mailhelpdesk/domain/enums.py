@@ -69,3 +69,22 @@ class Outcome(enum.StrEnum):
     recorded = "recorded"  # bounce / auto-reply recorded on its ticket as a system event
     classified = "classified"  # bounce / auto-reply / loop that belongs to no ticket
     duplicate = "duplicate"
+
+
+class OutboxState(enum.StrEnum):
+    """Life of an outgoing mail row (store/outbox.py): `queued` until the relay's 250 (`sent`), a
+    permanent refusal or the deadline (`failed`); `suppressed` rows are kept but never sent."""
+
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+    suppressed = "suppressed"
+
+
+class DeliveryState(enum.StrEnum):
+    """Life of an outgoing HTTP POST row (store/http_outbox.py): `queued` until a 2xx
+    (`delivered`) or until its max_attempts tries are used up (`failed`)."""
+
+    queued = "queued"
+    delivered = "delivered"
+    failed = "failed"

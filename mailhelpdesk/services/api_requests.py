@@ -23,7 +23,7 @@ from jinja2 import meta
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
+from mailhelpdesk.domain.enums import OutboxState, ResponseKind, TicketStatus
 from mailhelpdesk.errors import InvalidInputError, NotFoundError
 from mailhelpdesk.mail.compose import (
     AUTO_GENERATED,
@@ -358,7 +358,7 @@ def send_email(
         raw=as_bytes(message),
         now=now,
         deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
-        state=outbox.OutboxState.suppressed if suppressed else outbox.OutboxState.queued,
+        state=OutboxState.suppressed if suppressed else OutboxState.queued,
         last_error=f"{to_address} is suppressed: {suppressed}" if suppressed else "",
     )
     status = "suppressed" if suppressed else "queued"

@@ -32,6 +32,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
+from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
@@ -47,7 +48,6 @@ from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
-from mailhelpdesk.store.outbox import OutboxState
 
 log = logging.getLogger(__name__)
 

@@ -2,37 +2,35 @@
 them (a webhook event, an intervention's epilog) and drained by transports/http_sender.py.
 
 Life of a row: `queued` → `delivered` (any 2xx), or `failed` (max_attempts tries without a 2xx).
-A sender claims a due row with one conditional UPDATE that pushes `next_attempt_at` one lease
-ahead and counts the attempt; the UPDATE only matches while the row is still due, so of two
-senders on one database (SQLite or PostgreSQL, whose row lock makes the second UPDATE re-check
-its WHERE) exactly one gets the row. A row claimed by a sender that crashed is due again once the
-lease runs out: delivery is at least once, never lost. These functions flush, never commit.
+Claiming, backoff and release are the shared delivery mechanism of store/deliveries.py (the mail
+outbox uses the same), so of two senders on one database (SQLite or PostgreSQL) exactly one gets
+a row, and a row claimed by a sender that crashed is due again once the lease runs out: delivery
+is at least once, never lost. This table's own policy is when to give up: after max_attempts
+tries. These functions flush, never commit.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from mailhelpdesk.domain.models import HttpDelivery, as_utc
+# the state enum lives in domain/enums.py; callers keep using it as http_outbox.DeliveryState
+from mailhelpdesk.domain.enums import DeliveryState
+from mailhelpdesk.domain.models import HttpDelivery
+from mailhelpdesk.store import deliveries
+
+# the shared backoff, under the name callers (and tests) know it by here
+retry_delay_s = deliveries.retry_delay_s
 
 MAX_RESPONSE_BYTES = 64 * 1024
-MAX_ERROR_CHARS = 2000
+MAX_ERROR_CHARS = deliveries.MAX_ERROR_CHARS
 # set on a session that queued rows, so the sender can be woken right after its commit
 ENQUEUED_FLAG = "http_outbox_enqueued"
 
-
-class DeliveryState:
-    queued = "queued"
-    delivered = "delivered"
-    failed = "failed"
-
-
-STATES = (DeliveryState.queued, DeliveryState.delivered, DeliveryState.failed)
+STATES = tuple(DeliveryState)
 
 
 def enqueue(
@@ -82,43 +80,9 @@ def headers_of(row: HttpDelivery) -> dict[str, str]:
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[HttpDelivery]:
-    """Queued rows whose time has come, oldest first; each is leased to the caller (attempt counted).
-    On PostgreSQL the candidates are locked with SKIP LOCKED, as the spool's are, so two daemons
-    claiming at once take different rows instead of colliding on the same ones; a row another
-    sender claimed between our SELECT and our UPDATE is left out all the same."""
-    query = (
-        select(HttpDelivery.id)
-        .where(HttpDelivery.state == DeliveryState.queued, col(HttpDelivery.next_attempt_at) <= now)
-        .order_by(col(HttpDelivery.next_attempt_at), col(HttpDelivery.id))
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    candidates = list(session.exec(query))
-    lease_until = now + timedelta(seconds=lease_s)
-    claimed: list[int] = []
-    for row_id in candidates:
-        result = session.execute(
-            update(HttpDelivery)
-            .where(
-                col(HttpDelivery.id) == row_id,
-                HttpDelivery.state == DeliveryState.queued,
-                col(HttpDelivery.next_attempt_at) <= now,
-            )
-            .values(attempts=HttpDelivery.attempts + 1, next_attempt_at=lease_until)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(int(row_id or 0))
-    if not claimed:
-        return []
-    rows = session.exec(
-        select(HttpDelivery)
-        .where(col(HttpDelivery.id).in_(claimed))
-        .order_by(col(HttpDelivery.id))
-        .execution_options(populate_existing=True)
-    )
-    return list(rows)
+    """Queued rows whose time has come, oldest first; each is leased to the caller with its
+    attempt counted (store/deliveries.py: exclusive on SQLite and PostgreSQL)."""
+    return deliveries.claim_due(session, HttpDelivery, now=now, limit=limit, lease_s=lease_s)
 
 
 def mark_delivered(
@@ -134,12 +98,6 @@ def mark_delivered(
     session.add(row)
     session.flush()
     return row
-
-
-def retry_delay_s(attempts: int, *, base_s: float, max_s: float) -> float:
-    """Backoff after the `attempts`-th failed try: base_s, doubling, capped at max_s (no jitter,
-    so the schedule is predictable: 60 s, 120 s, 240 s … 6 h with the defaults)."""
-    return float(min(base_s * 2 ** max(attempts - 1, 0), max_s))
 
 
 def record_failure(
@@ -160,37 +118,32 @@ def record_failure(
         return None
     row.last_status = status
     row.response_body = body[:MAX_RESPONSE_BYTES] if body is not None else None
-    if row.attempts >= row.max_attempts:
-        row.state = DeliveryState.failed
-        row.last_error = f"gave up after {row.attempts} attempts: {error}"[:MAX_ERROR_CHARS]
-    else:
-        row.next_attempt_at = now + timedelta(
-            seconds=retry_delay_s(row.attempts, base_s=base_s, max_s=max_s)
-        )
-        row.last_error = error[:MAX_ERROR_CHARS]
-    session.add(row)
-    session.flush()
-    return row
+    return deliveries.schedule_retry(
+        session,
+        HttpDelivery,
+        row_id,
+        now=now,
+        error=error,
+        base_s=base_s,
+        max_s=max_s,
+        give_up=_out_of_attempts,
+    )
+
+
+def _out_of_attempts(row: HttpDelivery, _next_try_at: datetime) -> str | None:
+    """A receiver is tried max_attempts times, however long that takes (the row's own limit:
+    an epilog and a webhook may differ); "" adds no reason to "gave up after N attempts"."""
+    return "" if row.attempts >= row.max_attempts else None
 
 
 def release(session: Session, row_id: int, *, at: datetime) -> None:
     """Give back a claimed row that was not tried (the sender is stopping): due again at `at`,
     without counting an attempt."""
-    row = session.get(HttpDelivery, row_id)
-    if row is not None and row.state == DeliveryState.queued:
-        row.attempts = max(row.attempts - 1, 0)
-        row.next_attempt_at = at
-        session.add(row)
-        session.flush()
+    deliveries.release(session, HttpDelivery, row_id, at=at)
 
 
 def next_due_at(session: Session) -> datetime | None:
-    found = session.exec(
-        select(func.min(HttpDelivery.next_attempt_at)).where(
-            HttpDelivery.state == DeliveryState.queued
-        )
-    ).one()
-    return as_utc(found)
+    return deliveries.next_due_at(session, HttpDelivery)
 
 
 def get(session: Session, row_id: int) -> HttpDelivery | None:

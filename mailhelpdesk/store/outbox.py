@@ -1,31 +1,34 @@
 """The outbox: outgoing mail as rows, written in the transaction of the change that caused it.
 
-Life of a row: `queued` → `sent` (after the relay's 250), or `failed` (5xx, or the deadline
-passed), or `suppressed` (written but never to be sent: loop safety, see services/notify.py).
-A sender claims due rows by pushing `next_attempt_at` one lease ahead, so two senders on one
-database do not send the same row, and a row claimed by a sender that crashed is sent again
-once the lease runs out. These functions flush, never commit.
+Life of a row: `queued` → `sent` (after the relay's 250), or `failed` (a 5xx, or the next try
+would fall after the row's deadline), or `suppressed` (written but never to be sent: loop safety
+and bouncing addresses, see services/notify.py). Claiming, backoff and release are the shared
+delivery mechanism of store/deliveries.py, so two senders on one database (SQLite or PostgreSQL)
+never send the same row, and a row claimed by a sender that crashed is sent again once its lease
+runs out. What is this table's own is two small policies: a row still holding a compose spec is
+not claimable (the sender composes it first), and a row is given up at its deadline.
+
+Addresses whose mail bounced, or that the relay refused for good, are held back from automatic
+mail for a while (`suppress`, `suppressed_reason`). These functions flush, never commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+# the state enum lives in domain/enums.py; callers keep using it as outbox.OutboxState
+from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress, as_utc
+from mailhelpdesk.store import deliveries
 
+STATES = tuple(OutboxState)
 
-class OutboxState:
-    queued = "queued"
-    sent = "sent"
-    failed = "failed"
-    suppressed = "suppressed"
-
-
-STATES = (OutboxState.queued, OutboxState.sent, OutboxState.failed, OutboxState.suppressed)
+# a row written as a spec is composed before it can be claimed (services/notify.py)
+_CLAIMABLE = (col(OutboxItem.compose_spec).is_(None),)
 
 
 def enqueue(
@@ -108,32 +111,15 @@ def set_uncomposable(session: Session, item_id: int, *, now: datetime, error: st
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:
-    """Queued rows whose time has come, oldest first; each is leased to the caller."""
-    rows = list(
-        session.exec(
-            select(OutboxItem)
-            .where(
-                OutboxItem.state == OutboxState.queued,
-                col(OutboxItem.next_attempt_at) <= now,
-                col(OutboxItem.compose_spec).is_(None),
-            )
-            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
-            .limit(limit)
-        )
+    """Queued, composed rows whose time has come, oldest first; each is leased to the caller with
+    its attempt counted (store/deliveries.py: exclusive on SQLite and PostgreSQL)."""
+    return deliveries.claim_due(
+        session, OutboxItem, now=now, limit=limit, lease_s=lease_s, extra_where=_CLAIMABLE
     )
-    for row in rows:
-        row.attempts += 1
-        row.next_attempt_at = now + timedelta(seconds=lease_s)
-        session.add(row)
-    session.flush()
-    return rows
 
 
 def next_due_at(session: Session) -> datetime | None:
-    found = session.exec(
-        select(func.min(OutboxItem.next_attempt_at)).where(OutboxItem.state == OutboxState.queued)
-    ).one()
-    return as_utc(found)
+    return deliveries.next_due_at(session, OutboxItem)
 
 
 def mark_sent(session: Session, item_id: int, *, now: datetime, reply: str = "") -> None:
@@ -166,22 +152,26 @@ def schedule_retry(
     session: Session, item_id: int, *, now: datetime, error: str, base_s: float, max_s: float
 ) -> str:
     """Try again later (base_s doubling per attempt, capped at max_s), or fail the row if the
-    next try would fall after its deadline. Returns the row's new state."""
-    row = session.get(OutboxItem, item_id)
-    if row is None:
-        return ""
-    delay = min(base_s * 2 ** max(row.attempts - 1, 0), max_s)
-    when = now + timedelta(seconds=delay)
+    next try would fall after its deadline. Returns the row's new state ("" when the row is not
+    queued any more, e.g. a bounce failed it meanwhile: it is left as it is)."""
+    row = deliveries.schedule_retry(
+        session,
+        OutboxItem,
+        item_id,
+        now=now,
+        error=error,
+        base_s=base_s,
+        max_s=max_s,
+        give_up=_past_deadline,
+    )
+    return row.state if row is not None else ""
+
+
+def _past_deadline(row: OutboxItem, next_try_at: datetime) -> str | None:
+    """Mail is worth sending only until its deadline (a late "we got your mail" confuses more
+    than it helps): give up when the next try would come after it."""
     deadline = as_utc(row.deadline_at)
-    if deadline is not None and when > deadline:
-        row.state = OutboxState.failed
-        row.last_error = f"gave up after {row.attempts} attempts (deadline passed): {error}"[:2000]
-    else:
-        row.next_attempt_at = when
-        row.last_error = error[:2000]
-    session.add(row)
-    session.flush()
-    return row.state
+    return "deadline passed" if deadline is not None and next_try_at > deadline else None
 
 
 def count_recent_automatic(session: Session, *, rcpt: str, since: datetime) -> int:
@@ -226,12 +216,7 @@ def next_attempt_of(session: Session, item_id: int) -> datetime | None:
 def release(session: Session, item_id: int, *, at: datetime) -> None:
     """Give back a claimed row that was not tried (the relay went away first): due again at `at`,
     without counting an attempt."""
-    row = session.get(OutboxItem, item_id)
-    if row is not None and row.state == OutboxState.queued:
-        row.attempts = max(row.attempts - 1, 0)
-        row.next_attempt_at = at
-        session.add(row)
-        session.flush()
+    deliveries.release(session, OutboxItem, item_id, at=at)
 
 
 def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[OutboxItem]:

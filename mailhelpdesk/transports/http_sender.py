@@ -1,8 +1,8 @@
 """The HTTP sender: drains due rows of the HTTP outbox (store/http_outbox.py) with POSTs.
 
-One task on the daemon's loop, like the SMTP sender: database work runs on the daemon's DB
-executor thread, the network work on the loop, the POSTs of one batch side by side. Each row
-is POSTed with its stored body and headers plus
+One task on the daemon's loop, in the shape both outboxes' senders share (transports/drain.py):
+database work runs on the daemon's DB executor thread, the network work on the loop, the POSTs
+of one batch side by side. Each row is POSTed with its stored body and headers plus
 
     Content-Type: application/json
     User-Agent: mailhelpdesk/<version>
@@ -25,13 +25,13 @@ with it, or not at all). A handler that raises is logged; the outcome is recorde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -43,10 +43,10 @@ from sqlmodel import Session
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import HttpDeliveriesConfig
+from mailhelpdesk.domain.enums import DeliveryState
 from mailhelpdesk.domain.models import HttpDelivery
 from mailhelpdesk.store import http_outbox
-from mailhelpdesk.store.db import session_scope
-from mailhelpdesk.transports.drain import drain_until_stopped
+from mailhelpdesk.transports.drain import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,12 @@ class _Outcome:
     tried: bool = True  # False: claimed but not tried (stopping); given back without an attempt
 
 
-class HttpSender:
+class HttpSender(OutboxSender[_Attempt, _Outcome]):
     """Drains the HTTP outbox: `start()` a task on the running loop, `wake()` it (from any
     thread) after a commit that queued rows, `await stop()` to end it."""
+
+    what = "http outbox"
+    task_name = "http-sender"
 
     def __init__(
         self,
@@ -127,16 +130,20 @@ class HttpSender:
         poll_s: float = 1.0,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
-        self.engine, self.clock, self.executor = engine, clock, executor
+        super().__init__(
+            engine,
+            clock,
+            executor,
+            retry_base_s=retry_base_s,
+            retry_max_s=retry_max_s,
+            lease_s=lease_s,
+            batch_size=batch_size,
+            poll_s=poll_s,
+            on_result=on_result,
+        )
         self.secrets = secrets
         self.handlers: dict[str, DeliveryHandler] = dict(handlers or {})
-        self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
-        self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
         self._client: httpx.AsyncClient | None = None
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
         self._listening = False
 
     @classmethod
@@ -161,29 +168,16 @@ class HttpSender:
 
     def start(self) -> asyncio.Task[None]:
         """Run on the current loop; also wake up after every commit on our engine that queued rows."""
-        self._loop = asyncio.get_running_loop()
+        task = super().start()
         event.listen(SASession, "after_commit", self._after_commit)
         self._listening = True
-        self._task = asyncio.create_task(self._run(), name="http-sender")
-        return self._task
-
-    def wake(self) -> None:
-        """Drain now instead of at the next poll. Safe to call from any thread."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-        else:
-            self._wakeup.set()
+        return task
 
     async def stop(self, timeout: float = 10) -> None:
         if self._listening:
             event.remove(SASession, "after_commit", self._after_commit)
             self._listening = False
-        self._stopping.set()
-        self._wakeup.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=timeout)
-        await self.close()
+        await super().stop(timeout)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -196,54 +190,35 @@ class HttpSender:
         if session.bind is self.engine and session.info.pop(http_outbox.ENQUEUED_FLAG, False):
             self.wake()
 
-    async def _run(self) -> None:
-        await drain_until_stopped(
-            self.drain_once,
-            wakeup=self._wakeup,
-            stopping=self._stopping,
-            poll_s=self.poll_s,
-            what="http outbox",
-        )
-
     # -- one batch -----------------------------------------------------------------------------
 
-    async def drain_once(self) -> int:
-        """POST one batch of due rows (side by side) and record the outcomes; returns how many
-        rows were claimed."""
-        loop = asyncio.get_running_loop()
-        attempts = await loop.run_in_executor(self.executor, self._claim)
-        if not attempts:
-            return 0
+    def _claim_in(self, session: Session, *, now: datetime) -> list[_Attempt]:
+        rows = http_outbox.claim_due(session, now=now, limit=self.batch_size, lease_s=self.lease_s)
+        return [
+            _Attempt(
+                row.id or 0,
+                row.url,
+                row.body,
+                http_outbox.headers_of(row),
+                row.secret_ref,
+                # a try must end well inside the lease, or a second sender could take the row
+                min(float(row.timeout_s) or 10.0, self.lease_s / 2),
+                row.bearer_from_secret,
+            )
+            for row in rows
+        ]
+
+    async def _attempt(self, attempts: list[_Attempt]) -> list[_Outcome]:
+        """POST the batch side by side (each row has its own receiver and timeout)."""
         # `_post` turns every failure into an outcome; should one escape anyway, its row is
         # recorded as a failed try like the others, never left claimed and unrecorded
         results = await asyncio.gather(*(self._post(a) for a in attempts), return_exceptions=True)
-        outcomes = [
+        return [
             r
             if isinstance(r, _Outcome)
             else _Outcome(a.row_id, ok=False, error=f"{type(r).__name__}: {r}")
             for a, r in zip(attempts, results, strict=True)
         ]
-        await loop.run_in_executor(self.executor, self._record, outcomes)
-        return len(attempts)
-
-    def _claim(self) -> list[_Attempt]:
-        with session_scope(self.engine) as session:
-            rows = http_outbox.claim_due(
-                session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s
-            )
-            return [
-                _Attempt(
-                    row.id or 0,
-                    row.url,
-                    row.body,
-                    http_outbox.headers_of(row),
-                    row.secret_ref,
-                    # a try must end well inside the lease, or a second sender could take the row
-                    min(float(row.timeout_s) or 10.0, self.lease_s / 2),
-                    row.bearer_from_secret,
-                )
-                for row in rows
-            ]
 
     async def _post(self, attempt: _Attempt) -> _Outcome:
         if self._stopping.is_set():
@@ -272,7 +247,7 @@ class HttpSender:
             status, body = await asyncio.wait_for(
                 self._send(attempt, headers), timeout=attempt.timeout_s + 1
             )
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(
                 attempt.row_id, ok=False, error=f"timed out after {attempt.timeout_s:g} s"
             )
@@ -306,59 +281,50 @@ class HttpSender:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         return self._client
 
-    def _record(self, outcomes: list[_Outcome]) -> None:
-        now = self.clock.now()
+    def _record_in(self, session: Session, outcomes: list[_Outcome], *, now: datetime) -> list[str]:
         results: list[str] = []
-        with session_scope(self.engine) as session:
-            for out in outcomes:
-                if not out.tried:
-                    http_outbox.release(session, out.row_id, at=now)
-                    continue
-                if out.ok:
-                    row = http_outbox.mark_delivered(
-                        session, out.row_id, now=now, status=out.status or 0, body=out.body or b""
-                    )
-                    if row is not None:
-                        log.info(
-                            "http delivery delivered id=%s kind=%s status=%s",
-                            row.id,
-                            row.kind,
-                            out.status,
-                        )
-                        self._call(
-                            session,
-                            row,
-                            lambda h, r: h.delivered(session, r, out.status or 0, out.body or b""),
-                        )
-                        results.append("delivered")
-                    continue
-                row = http_outbox.record_failure(
-                    session,
-                    out.row_id,
-                    now=now,
-                    error=out.error,
-                    status=out.status,
-                    body=out.body,
-                    base_s=self.retry_base_s,
-                    max_s=self.retry_max_s,
-                )
-                if row is not None:
-                    final = row.state == http_outbox.DeliveryState.failed
-                    log.warning(
-                        "http delivery %s id=%s kind=%s attempt=%s error=%s",
-                        "failed" if final else "will retry",
-                        row.id,
-                        row.kind,
-                        row.attempts,
-                        out.error,
-                    )
-                    self._call(
-                        session, row, lambda h, r: h.failed(session, r, out.error, final=final)
-                    )
-                    results.append("failed" if final else "retry")
-        if self.on_result is not None:
-            for result in results:
-                self.on_result(result)
+        for out in outcomes:
+            if not out.tried:
+                http_outbox.release(session, out.row_id, at=now)
+            elif out.ok:
+                results.extend(self._record_delivered(session, out, now=now))
+            else:
+                results.extend(self._record_failed(session, out, now=now))
+        return results
+
+    def _record_delivered(self, session: Session, out: _Outcome, *, now: datetime) -> list[str]:
+        status, body = out.status or 0, out.body or b""
+        row = http_outbox.mark_delivered(session, out.row_id, now=now, status=status, body=body)
+        if row is None:  # not queued any more: nothing to record
+            return []
+        log.info("http delivery delivered id=%s kind=%s status=%s", row.id, row.kind, status)
+        self._call(session, row, lambda h, r: h.delivered(session, r, status, body))
+        return ["delivered"]
+
+    def _record_failed(self, session: Session, out: _Outcome, *, now: datetime) -> list[str]:
+        row = http_outbox.record_failure(
+            session,
+            out.row_id,
+            now=now,
+            error=out.error,
+            status=out.status,
+            body=out.body,
+            base_s=self.retry_base_s,
+            max_s=self.retry_max_s,
+        )
+        if row is None:
+            return []
+        final = row.state == DeliveryState.failed
+        log.warning(
+            "http delivery %s id=%s kind=%s attempt=%s error=%s",
+            "failed" if final else "will retry",
+            row.id,
+            row.kind,
+            row.attempts,
+            out.error,
+        )
+        self._call(session, row, lambda h, r: h.failed(session, r, out.error, final=final))
+        return ["failed" if final else "retry"]
 
     def _call(
         self,
@@ -375,7 +341,7 @@ class HttpSender:
         try:
             call(handler, row)
             session.flush()
-        except Exception:  # noqa: BLE001 - one handler's bug must not block deliveries
+        except Exception:  # one handler's bug must not block deliveries
             savepoint.rollback()
             log.exception("http delivery handler failed id=%s kind=%s", row.id, row.kind)
         else:

@@ -256,7 +256,7 @@ class IMAPPoller:
             fetched = await session.fetch(batch)
         except ImapConnectionError:
             if len(batch) > 1:
-                self._careful_until = max(self._careful_until, max(batch))
+                self._careful_until = max(self._careful_until, *batch)
                 log.warning(
                     "imap fetch lost the connection, next fetching one by one mailbox=%s uids=%s:%s",
                     self.name,

@@ -5,11 +5,18 @@ that cheap, messages of concurrent sessions are committed together (group commit
 hands its message to the `SpoolWriter` and waits; the writer commits whatever has gathered in one
 transaction and one fsync, then wakes them all. Any failure there answers 451, so the sending MTA
 keeps the message and retries: nothing is lost.
+
+The same holds for a failure of our own anywhere in the session (a bug in a recipient check, a
+config lookup that raises): aiosmtpd hands an exception from any hook to the handler's
+`handle_exception` and sends back what it returns, which here is a logged 451. Without it
+aiosmtpd answers `500 Error: (...)`, a permanent refusal, and the customer's mail bounces for a
+fault that is ours and may be gone in a minute. The session stays open after the 451.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -17,7 +24,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope as SMTPEnvelope, Session as SMTPSession
+from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from aiosmtpd.smtp import Session as SMTPSession
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.clock import Clock
@@ -64,10 +73,8 @@ class SpoolWriter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         while not self._queue.empty():  # anyone still waiting is told to retry (451)
             item = self._queue.get_nowait()
             if not item.done.done():
@@ -117,8 +124,12 @@ def _clean_address(address: str) -> str:
     return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+TEMPORARY_FAILURE = "451 4.3.0 Temporary local problem, please retry"
+
+
 class SMTPHandler:
-    """aiosmtpd hooks: which recipients we take, and keeping the message before 250."""
+    """aiosmtpd hooks: which recipients we take, and keeping the message before 250. Any hook
+    that fails answers 451 (`handle_exception`, and `handle_DATA` itself)."""
 
     def __init__(
         self,
@@ -143,7 +154,26 @@ class SMTPHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd calls this with what any hook (or its own command handling) raised and sends
+        back the string it returns: a temporary failure, so the sending MTA retries later."""
+        log.error(
+            "smtp session error, answering 451 error=%s: %s",
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        return TEMPORARY_FAILURE
+
     async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: SMTPEnvelope) -> str:
+        # failures answer here rather than through handle_exception: aiosmtpd resets the
+        # envelope only when this hook returns, so the client can send its next message at once
+        try:
+            return await self._keep_data(session, envelope)
+        except Exception as exc:  # noqa: BLE001 - the sender's MTA keeps the mail and retries
+            return await self.handle_exception(exc)
+
+    async def _keep_data(self, session: SMTPSession, envelope: SMTPEnvelope) -> str:
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):  # only with decode_data=True, which we never set
             raw = raw.encode("utf-8", "surrogateescape")

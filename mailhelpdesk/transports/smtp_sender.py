@@ -1,7 +1,9 @@
 """The sender: drains due outbox rows through the SMTP relay (or into a Maildir).
 
-One task on the daemon's loop. Database work runs on the daemon's single DB executor thread;
-the network work on the loop. A row is marked `sent` only after the relay's 250 to DATA.
+One task on the daemon's loop, in the shape both outboxes' senders share (transports/drain.py):
+claim a batch on the daemon's single DB executor thread, send it on the loop over one relay
+connection (kept open across messages, closed when idle), record the outcomes in one transaction.
+A row is marked `sent` only after the relay's 250 to DATA.
 
 Failures are split in two (Mailman's outgoing runner):
 
@@ -10,6 +12,12 @@ Failures are split in two (Mailman's outgoing runner):
                                       until the row's deadline; then `failed`
     DeliveryError(permanent=True)   5xx to MAIL FROM, RCPT TO or DATA
                                     → `failed` at once, the reply text kept in last_error
+
+A 5xx to RCPT TO or DATA refuses the recipient, as a bounce would, only sooner: the address is
+also held back from automatic mail for `suppress_s` seconds (`[outbound] suppress_bouncing_s`),
+with the reason "relay refused: <reply>", so the next automatic notice to it is written
+`suppressed` instead of being refused again. A 5xx to MAIL FROM refuses us, not the customer, and
+suppresses nothing.
 
 aiosmtplib's exceptions are translated into DeliveryError in one place (`_map_smtp_error`).
 A row is leased while it is being sent (its next_attempt_at pushed ahead), so a crash between
@@ -22,20 +30,22 @@ import asyncio
 import contextlib
 import logging
 import mailbox
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import aiosmtplib
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpRelayConfig, read_password
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store.db import read_scope, session_scope
-from mailhelpdesk.transports.drain import drain_until_stopped
+from mailhelpdesk.transports.drain import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +53,20 @@ log = logging.getLogger(__name__)
 class DeliveryError(Exception):
     """A message the relay did not take; `permanent` says whether trying again can help."""
 
-    def __init__(self, message: str, *, permanent: bool, connection: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        connection: bool = False,
+        refused: Sequence[str] = (),
+        reply: str = "",
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.connection = connection  # the connection is unusable: stop this batch
+        # recipients the relay refused for good (5xx to RCPT TO or DATA), and its reply
+        self.refused, self.reply = tuple(refused), reply
 
 
 class Relay(Protocol):
@@ -76,7 +96,7 @@ class SMTPRelay:
             password=password,
             timeout=cfg.timeout_s,
             use_tls=cfg.security == "ssl",
-            start_tls=True if cfg.security == "starttls" else False,
+            start_tls=cfg.security == "starttls",
         )
         await client.connect()
         return client
@@ -86,13 +106,20 @@ class SMTPRelay:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
             errors, reply = await self._client.sendmail(mail_from, rcpt_tos, raw)
-        except Exception as exc:  # noqa: BLE001 - translated in one place
+        except Exception as exc:  # translated in one place
             await self.close()
-            raise _map_smtp_error(exc) from exc
+            raise _map_smtp_error(exc, rcpt_tos) from exc
         if errors:  # some recipients refused (we send one recipient per row, so rarely seen)
             await self.close()
             code, text = next(iter(errors.values()))
-            raise DeliveryError(f"{code} {text}", permanent=500 <= code < 600)
+            permanent = 500 <= code < 600
+            refused = [r for r, (c, _t) in errors.items() if 500 <= c < 600]
+            raise DeliveryError(
+                f"{code} {text}",
+                permanent=permanent,
+                refused=refused if permanent else (),
+                reply=f"{code} {text}",
+            )
         return reply
 
     async def close(self) -> None:
@@ -105,14 +132,22 @@ class SMTPRelay:
                 client.close()
 
 
-def _map_smtp_error(exc: BaseException) -> DeliveryError:
-    """The one table from aiosmtplib's exceptions to temporary / permanent."""
+def _map_smtp_error(exc: BaseException, rcpt_tos: Sequence[str] = ()) -> DeliveryError:
+    """The one table from aiosmtplib's exceptions to temporary / permanent, and to the
+    recipients a permanent refusal is about (none when it is about us: MAIL FROM, the session)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = exc.recipients[0] if exc.recipients else None
         code = refused.code if refused else 0
         text = f"{code} {refused.message}" if refused else str(exc)
+        permanent = 500 <= code < 600
         return DeliveryError(
-            f"RCPT refused: {text}", permanent=500 <= code < 600, connection=code == 421
+            f"RCPT refused: {text}",
+            permanent=permanent,
+            connection=code == 421,
+            refused=[r.recipient for r in exc.recipients if 500 <= r.code < 600]
+            if permanent
+            else (),
+            reply=text,
         )
     if isinstance(
         exc,
@@ -139,10 +174,14 @@ def _map_smtp_error(exc: BaseException) -> DeliveryError:
         stage = {aiosmtplib.SMTPSenderRefused: "MAIL FROM", aiosmtplib.SMTPDataError: "DATA"}.get(
             type(exc), "SMTP"
         )
+        permanent = 500 <= exc.code < 600
         return DeliveryError(
             f"{stage} refused: {exc.code} {exc.message}",
-            permanent=500 <= exc.code < 600,
+            permanent=permanent,
             connection=exc.code == 421,
+            # refused at DATA: the message, for these recipients; at MAIL FROM: us, not them
+            refused=rcpt_tos if permanent and stage == "DATA" else (),
+            reply=f"{exc.code} {exc.message}",
         )
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
         return DeliveryError(
@@ -179,16 +218,29 @@ def relay_for(config: SmtpRelayConfig) -> Relay:
     return SMTPRelay(config) if config.host else MaildirRelay(config.maildir)
 
 
+class _Item(NamedTuple):
+    item_id: int
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+
 @dataclass
 class _Result:
     item_id: int
     state: str  # sent | retry | failed | release
     text: str
+    refused: tuple[str, ...] = ()  # failed: recipients the relay refused for good
+    reply: str = ""  # ... and what it said
 
 
-class SMTPSender:
+class SMTPSender(OutboxSender[_Item, _Result]):
     """Drains the outbox: `start()` a task on the running loop, `wake()` it after a commit that
     queued mail, `await stop()` to end it."""
+
+    what = "outbox"
+    task_name = "smtp-sender"
+    close_when_idle = True  # idle: do not hold the relay's connection open
 
     def __init__(
         self,
@@ -204,16 +256,24 @@ class SMTPSender:
         poll_s: float = 1.0,
         on_result: Callable[[str], None] | None = None,
         composer: Callable[[str], tuple[bytes | None, str]] | None = None,
+        suppress_s: float = 0,
     ) -> None:
-        self.engine, self.clock, self.executor, self.relay = engine, clock, executor, relay
-        self.composer = (
-            composer  # spec -> (message bytes, "") or (None, why not): notices written as a spec
+        super().__init__(
+            engine,
+            clock,
+            executor,
+            retry_base_s=retry_base_s,
+            retry_max_s=retry_max_s,
+            lease_s=lease_s,
+            batch_size=batch_size,
+            poll_s=poll_s,
+            on_result=on_result,
         )
-        self.retry_base_s, self.retry_max_s, self.lease_s = retry_base_s, retry_max_s, lease_s
-        self.batch_size, self.poll_s, self.on_result = batch_size, poll_s, on_result
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.relay = relay
+        # spec -> (message bytes, "") or (None, why not): notices written as a spec
+        self.composer = composer
+        # how long an address the relay refused for good gets no automatic mail (0: not at all)
+        self.suppress_s = suppress_s
 
     @classmethod
     def from_config(
@@ -230,31 +290,10 @@ class SMTPSender:
             **kw,  # type: ignore[arg-type]
         )
 
-    def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name="smtp-sender")
-        return self._task
-
-    def wake(self) -> None:
-        self._wakeup.set()
-
-    async def stop(self, timeout: float = 10) -> None:
-        self._stopping.set()
-        self._wakeup.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=timeout)
+    async def close(self) -> None:
         await self.relay.close()
 
-    async def _run(self) -> None:
-        # idle: do not hold the relay's connection open
-        await drain_until_stopped(
-            self.drain_once,
-            wakeup=self._wakeup,
-            stopping=self._stopping,
-            poll_s=self.poll_s,
-            what="outbox",
-            on_idle=self.relay.close,
-        )
+    # -- composing -----------------------------------------------------------------------------
 
     async def compose_once(self) -> int:
         """Turn one batch of notices written as specs into messages; returns how many.
@@ -287,14 +326,21 @@ class SMTPSender:
                 if raw is None:
                     log.warning("outbox notice failed id=%s error=%s", item_id, error)
 
+    # -- one batch -----------------------------------------------------------------------------
+
     async def drain_once(self) -> int:
         """Compose what waits to be composed, then send one batch of due rows; returns how many
         rows were composed or claimed."""
-        loop = asyncio.get_running_loop()
         composed = await self.compose_once()
-        items = await loop.run_in_executor(self.executor, self._claim)
-        if not items:
-            return composed
+        return composed + await super().drain_once()
+
+    def _claim_in(self, session: Session, *, now: datetime) -> list[_Item]:
+        rows = outbox.claim_due(session, now=now, limit=self.batch_size, lease_s=self.lease_s)
+        return [_Item(r.id or 0, r.mail_from, r.rcpt_tos.split(), r.raw) for r in rows]
+
+    async def _attempt(self, items: list[_Item]) -> list[_Result]:
+        """One message after another over the one relay connection; once the relay is gone,
+        the rest of the batch is given back untried."""
         results: list[_Result] = []
         broken: DeliveryError | None = None
         for item_id, mail_from, rcpt_tos, raw in items:
@@ -307,51 +353,58 @@ class SMTPSender:
             try:
                 reply = await self.relay.deliver(mail_from, rcpt_tos, raw)
             except DeliveryError as exc:
-                results.append(_Result(item_id, "failed" if exc.permanent else "retry", str(exc)))
+                state = "failed" if exc.permanent else "retry"
+                results.append(_Result(item_id, state, str(exc), exc.refused, exc.reply))
                 if exc.connection and not exc.permanent:
                     broken = exc
                 continue
             results.append(_Result(item_id, "sent", reply))
-        await loop.run_in_executor(self.executor, self._record, results)
-        return composed + len(items)
+        return results
 
-    def _claim(self) -> list[tuple[int, str, list[str], bytes]]:
-        with session_scope(self.engine) as session:
-            rows = outbox.claim_due(
-                session, now=self.clock.now(), limit=self.batch_size, lease_s=self.lease_s
+    def _record_in(self, session: Session, results: list[_Result], *, now: datetime) -> list[str]:
+        retry_at: datetime | None = None
+        sent = [(res.item_id, res.text) for res in results if res.state == "sent"]
+        outbox.mark_sent_many(session, sent, now=now)
+        for res in results:
+            if res.state == "sent":
+                log.info("outbox sent id=%s", res.item_id)
+            elif res.state == "failed":
+                outbox.mark_failed(session, res.item_id, now=now, error=res.text)
+                log.warning("outbox failed id=%s error=%s", res.item_id, res.text)
+                self._suppress_refused(session, res, now=now)
+            elif res.state == "retry":
+                state = outbox.schedule_retry(
+                    session,
+                    res.item_id,
+                    now=now,
+                    error=res.text,
+                    base_s=self.retry_base_s,
+                    max_s=self.retry_max_s,
+                )
+                retry_at = outbox.next_attempt_of(session, res.item_id) or retry_at
+                log.warning(
+                    "outbox temporary failure id=%s state=%s error=%s",
+                    res.item_id,
+                    state,
+                    res.text,
+                )
+            else:  # untried after the relay went away: due with the row that found it gone
+                outbox.release(session, res.item_id, at=retry_at or now)
+        return [res.state for res in results]
+
+    def _suppress_refused(self, session: Session, res: _Result, *, now: datetime) -> None:
+        """A recipient the relay refused for good is treated like one whose mail bounced: no
+        automatic mail to it for a while, so a dead address does not get (and refuse) a notice
+        for every change on its tickets."""
+        if self.suppress_s <= 0:
+            return
+        for address in res.refused:
+            outbox.suppress(
+                session,
+                email=address,
+                reason=f"relay refused: {res.reply}",
+                until=now + timedelta(seconds=self.suppress_s),
             )
-            return [(r.id or 0, r.mail_from, r.rcpt_tos.split(), r.raw) for r in rows]
-
-    def _record(self, results: list[_Result]) -> None:
-        now = self.clock.now()
-        retry_at = None
-        with session_scope(self.engine) as session:
-            sent = [(res.item_id, res.text) for res in results if res.state == "sent"]
-            outbox.mark_sent_many(session, sent, now=now)
-            for res in results:
-                if res.state == "sent":
-                    log.info("outbox sent id=%s", res.item_id)
-                elif res.state == "failed":
-                    outbox.mark_failed(session, res.item_id, now=now, error=res.text)
-                    log.warning("outbox failed id=%s error=%s", res.item_id, res.text)
-                elif res.state == "retry":
-                    state = outbox.schedule_retry(
-                        session,
-                        res.item_id,
-                        now=now,
-                        error=res.text,
-                        base_s=self.retry_base_s,
-                        max_s=self.retry_max_s,
-                    )
-                    retry_at = outbox.next_attempt_of(session, res.item_id) or retry_at
-                    log.warning(
-                        "outbox temporary failure id=%s state=%s error=%s",
-                        res.item_id,
-                        state,
-                        res.text,
-                    )
-                else:
-                    outbox.release(session, res.item_id, at=retry_at or now)
-        if self.on_result is not None:
-            for res in results:
-                self.on_result(res.state)
+            log.info(
+                "address suppressed after relay refusal rcpt=%s for_s=%d", address, self.suppress_s
+            )

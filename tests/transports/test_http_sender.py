@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tests.http_receiver import Receiver
 from tests.postgres import Postgres
 
 SECRET = b"webhook-test-secret"
-START = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 class Recorder:
@@ -339,7 +339,7 @@ async def test_task_is_woken_by_the_commit_that_queued(box: Box, receiver: Recei
         await asyncio.sleep(0.05)  # the first (empty) drain is done; the task now waits
         await asyncio.get_running_loop().run_in_executor(None, lambda: box.queue(receiver.url, 2))
         deadline = time.monotonic() + 5
-        while len(receiver.requests) < 2 and time.monotonic() < deadline:
+        while len(receiver.requests) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another thread's server
             await asyncio.sleep(0.01)
     finally:
         await sender.stop()

@@ -229,7 +229,7 @@ def test_idle_new_mail_becomes_a_ticket_within_seconds(
         wait_for(lambda: imap_status(daemon)["state"] == "idle", timeout=30, what="poller in IDLE")
         assert imap_status(daemon)["idle"] is True
         with dovecot.client(user, select=None) as conn:
-            for n, (mid, raw) in enumerate(generated("idle", 20), start=1):
+            for n, (_mid, raw) in enumerate(generated("idle", 20), start=1):
                 time.sleep(random.uniform(0.02, 0.15))  # arrive while it waits, not in a burst
                 started = time.monotonic()
                 assert conn.append("INBOX", None, None, crlf(raw))[0] == "OK"
@@ -689,7 +689,7 @@ def test_idle_is_rearmed_and_each_round_selects_again(
         )
         poller.start()
         try:
-            while poller.status()["state"] != "idle":
+            while poller.status()["state"] != "idle":  # noqa: ASYNC110 - the poller has no event to await
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(dovecot.recreate_folder, user, "Support")
             await asyncio.to_thread(

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
 
 from mailhelpdesk.clock import SystemClock
 from mailhelpdesk.config import SmtpListenerConfig
@@ -99,7 +100,7 @@ def test_mail_becomes_ticket_within_a_second(daemon: Daemon) -> None:
 def test_swaks_delivers_a_message(daemon: Daemon) -> None:
     """A second real SMTP client, with its own dialogue (PIPELINING, its own headers)."""
     require(shutil.which("swaks") is not None, "swaks (apt-get install swaks)")
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is asserted below
         [
             "swaks",
             "--server",
@@ -175,3 +176,94 @@ async def test_concurrent_sessions_share_one_commit(tmp_path: Path) -> None:
     executor.shutdown()
     assert sorted(ids) == list(range(1, 21))
     assert sum(commits) == 20 and len(commits) < 20
+
+
+class _Flaky(dict[str, str]):
+    """The inbound address table, broken for the first `failures` lookups (a bug of ours)."""
+
+    def __init__(self, table: dict[str, str], *, failures: int) -> None:
+        super().__init__(table)
+        self.failures = failures
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("address table unavailable")
+
+    def __contains__(self, key: object) -> bool:
+        self._maybe_fail()
+        return super().__contains__(key)
+
+    def get(self, key: str, default: str = "") -> str:  # type: ignore[override]
+        self._maybe_fail()
+        return super().get(key, default)
+
+
+async def _listen(table: dict[str, str]) -> tuple[asyncio.AbstractServer, int, list[bytes]]:
+    """A real listener on 127.0.0.1 whose `keep` only records the message."""
+    kept: list[bytes] = []
+
+    async def keep(raw: bytes, envelope: spool.Envelope) -> int:
+        kept.append(raw)
+        return len(kept)
+
+    server = await start_listener(SmtpListenerConfig(port=0), SMTPHandler(table, keep))
+    return server, server.sockets[0].getsockname()[1], kept
+
+
+async def test_an_error_in_the_rcpt_hook_answers_451_and_the_session_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiosmtpd's default for a raising hook is a permanent 500; ours is a logged 451, after
+    which the same session can retry the recipient and deliver."""
+    server, port, kept = await _listen(_Flaky({"support@helpdesk.test": "Inbox"}, failures=1))
+
+    def dialogue() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.ehlo()
+            replies = [smtp.mail("priya@customer.test")]
+            replies.append(smtp.rcpt("support@helpdesk.test"))  # the lookup raises
+            replies.append(smtp.rcpt("support@helpdesk.test"))  # and works again
+            replies.append(smtp.data(crlf(make_mail(subject="after 451"))))
+            replies.append(smtp.quit())
+            return replies
+
+    try:
+        with caplog.at_level("ERROR", logger="mailhelpdesk.transports.smtp_listener"):
+            replies = await asyncio.to_thread(dialogue)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [code for code, _text in replies] == [250, 451, 250, 250, 221]
+    assert replies[1][1].startswith(b"4.3.0")
+    assert len(kept) == 1 and b"after 451" in kept[0]
+    assert "address table unavailable" in caplog.text and "451" in caplog.text
+
+
+async def test_an_error_in_the_data_hook_answers_451_and_the_next_message_is_kept() -> None:
+    """A failure in handle_DATA before the spool (here the queue lookup) is a 451 too, and the
+    envelope is reset so the same connection sends its next message normally."""
+    table = _Flaky({"support@helpdesk.test": "Inbox"}, failures=0)
+    server, port, kept = await _listen(table)
+
+    def dialogue() -> tuple[int, bytes, dict[str, tuple[int, bytes]]]:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.ehlo()
+            assert smtp.mail("priya@customer.test")[0] == 250
+            assert smtp.rcpt("support@helpdesk.test")[0] == 250
+            table.failures = 1  # the lookup in handle_DATA raises
+            code, text = smtp.data(crlf(make_mail(subject="refused")))
+            refused = smtp.sendmail(
+                "priya@customer.test",
+                ["support@helpdesk.test"],
+                crlf(make_mail(subject="second")),
+            )
+            return code, text, refused
+
+    try:
+        code, text, refused = await asyncio.to_thread(dialogue)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 451 and text.startswith(b"4.3.0")
+    assert refused == {} and len(kept) == 1 and b"second" in kept[0]

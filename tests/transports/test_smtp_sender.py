@@ -6,9 +6,10 @@ import asyncio
 import email
 import mailbox
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
@@ -17,34 +18,49 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlmodel import select
 
-from mailhelpdesk.clock import FrozenClock
+from mailhelpdesk.clock import FrozenClock, SystemClock
 from mailhelpdesk.config import SmtpRelayConfig
-from mailhelpdesk.domain.models import OutboxItem
+from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress, as_utc
 from mailhelpdesk.mail.compose import Outgoing, as_bytes, compose
 from mailhelpdesk.store import outbox, schema
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.transports.smtp_sender import MaildirRelay, SMTPRelay, SMTPSender
 from tests.helpers import free_port
+from tests.postgres import Postgres
 
 
 class Sink:
     """An SMTP server that records what it is given. `script` holds replies to give at DATA
-    (e.g. "451 try later") before it starts answering 250; `rcpt_reply` refuses every RCPT."""
+    (e.g. "451 try later") before it starts answering 250; `rcpt_reply` refuses every RCPT,
+    `mail_reply` every MAIL FROM, `refused_rcpts` the RCPTs of some addresses."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.script: list[str] = []
+        self.mail_reply: str | None = None
         self.rcpt_reply: str | None = None
+        self.refused_rcpts: dict[str, str] = {}
         self.data_reply: str | None = None  # answered at DATA until cleared
         self.lock = threading.Lock()
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any
+    ) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address.lower() in self.refused_rcpts:
+            return self.refused_rcpts[address.lower()]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -93,7 +109,7 @@ class Box:
     def __init__(self, tmp: Path) -> None:
         self.engine = make_engine(f"sqlite:///{tmp / 'o.db'}")
         schema.upgrade(self.engine)
-        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+        self.clock = FrozenClock(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
         self.db = ThreadPoolExecutor(max_workers=1)
 
     def queue(self, n: int, *, rcpt: str = "priya@customer.test") -> list[int]:
@@ -173,10 +189,8 @@ async def test_temporary_failures_retry_with_backoff_then_deliver_once(
     for _ in range(3):
         await sender.drain_once()
         first = box.rows()[0]
-        assert first.state == "queued" and reply.split()[0] in first.last_error
-        delays.append(
-            (first.next_attempt_at.replace(tzinfo=timezone.utc) - box.clock.now()).total_seconds()
-        )
+        assert first.state == "queued" and reply.split(maxsplit=1)[0] in first.last_error
+        delays.append((first.next_attempt_at.replace(tzinfo=UTC) - box.clock.now()).total_seconds())
         assert await sender.drain_once() == 0  # nothing due before the backoff ends
         box.clock.advance(seconds=delays[-1])
     assert delays == [30, 60, 120]
@@ -261,3 +275,177 @@ async def test_sender_task_drains_when_woken_and_stops(box: Box, sink: Sink) -> 
         await asyncio.sleep(0.02)
     await sender.stop()
     assert len(sink.messages) == 2 and [r.state for r in box.rows()] == ["sent", "sent"]
+
+
+def suppressions(box: Box) -> dict[str, tuple[str, datetime | None]]:
+    with read_scope(box.engine) as session:
+        return {
+            r.email: (r.reason, as_utc(r.until_at)) for r in session.exec(select(SuppressedAddress))
+        }
+
+
+@pytest.mark.parametrize(
+    ("refuse", "reply"),
+    [("rcpt", "550 5.1.1 no such user here"), ("data", "554 5.7.1 mailbox disabled")],
+)
+async def test_a_permanent_refusal_of_the_recipient_suppresses_it_like_a_bounce(
+    box: Box, sink: Sink, refuse: str, reply: str
+) -> None:
+    """5xx to RCPT TO or DATA: the row fails as before, and the address gets no automatic mail
+    for suppress_s, with the relay's reply as the reason."""
+    box.queue(1, rcpt="Gone@Customer.test")
+    if refuse == "rcpt":
+        sink.rcpt_reply = reply
+    else:
+        sink.script = [reply]
+    sender = box.sender(relay_to(sink), suppress_s=7 * 86400)
+    await sender.drain_once()
+    await sender.relay.close()
+    (row,) = box.rows()
+    assert row.state == "failed" and reply in row.last_error
+    assert suppressions(box) == {
+        "gone@customer.test": (f"relay refused: {reply}", box.clock.now() + timedelta(days=7))
+    }
+    with read_scope(box.engine) as session:
+        assert outbox.suppressed_reason(
+            session, email="gone@customer.test", now=box.clock.now()
+        ) == (f"relay refused: {reply}")
+
+
+async def test_a_refused_sender_or_a_temporary_refusal_suppresses_nobody(
+    box: Box, sink: Sink
+) -> None:
+    """5xx to MAIL FROM refuses us, not the customer; a 4xx is no verdict on the address."""
+    box.queue(1, rcpt="first@customer.test")
+    sink.mail_reply = "553 5.7.1 sender address rejected"
+    sender = box.sender(relay_to(sink), suppress_s=86400)
+    await sender.drain_once()
+    (row,) = box.rows()
+    assert row.state == "failed" and "MAIL FROM refused: 553" in row.last_error
+    sink.mail_reply = None
+    sink.rcpt_reply = "450 4.2.0 mailbox busy"
+    box.queue(1, rcpt="second@customer.test")
+    await sender.drain_once()
+    await sender.relay.close()
+    assert [r.state for r in box.rows()] == ["failed", "queued"]
+    assert suppressions(box) == {}
+
+
+async def test_without_suppress_s_a_refusal_only_fails_the_row(box: Box, sink: Sink) -> None:
+    box.queue(1)
+    sink.rcpt_reply = "550 5.1.1 no such user here"
+    sender = box.sender(relay_to(sink))
+    await sender.drain_once()
+    await sender.relay.close()
+    assert [r.state for r in box.rows()] == ["failed"] and suppressions(box) == {}
+
+
+async def test_after_a_relay_refusal_the_next_automatic_notice_is_written_suppressed(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """The whole path: a customer's acknowledgement is refused by the relay with 550; the
+    acknowledgement of their next mail is written `suppressed`, never offered to the relay."""
+    from tests.helpers import make_mail
+    from tests.ingest.test_pipeline import Desk
+
+    desk = Desk(tmp_path)
+    db = ThreadPoolExecutor(max_workers=1)
+    sink.refused_rcpts["priya@customer.test"] = "550 5.1.1 mailbox unavailable"
+    sender = SMTPSender(
+        desk.engine,
+        desk.clock,
+        db,
+        relay_to(sink),
+        suppress_s=desk.config.outbound.suppress_bouncing_s,
+    )
+    try:
+        desk.feed(make_mail(subject="first", sender="priya@customer.test"))
+        await sender.drain_once()
+        desk.feed(make_mail(subject="second", sender="priya@customer.test"))
+        await sender.drain_once()
+        await sender.relay.close()
+        with read_scope(desk.engine) as session:
+            acks = list(
+                session.exec(
+                    select(OutboxItem)
+                    .where(OutboxItem.kind == "acknowledgement")
+                    .order_by(OutboxItem.id)
+                )
+            )
+    finally:
+        db.shutdown()
+        desk.engine.dispose()
+    assert [a.state for a in acks] == ["failed", "suppressed"]
+    assert "relay refused: 550 5.1.1 mailbox unavailable" in acks[1].last_error
+    assert all(m[1] != ["priya@customer.test"] for m in sink.messages)  # agents' notices went
+
+
+async def test_two_daemons_senders_on_one_postgresql_send_each_notice_exactly_once(
+    postgres: Postgres, sink: Sink
+) -> None:
+    """Two senders, each with its own engine, DB thread and relay connection (two daemons on one
+    PostgreSQL database), drain 500 queued notices together: every Message-ID reaches the relay
+    exactly once, every row ends `sent` after one attempt, and both senders took part."""
+    url = postgres.create_database()
+    engines = [make_engine(url), make_engine(url)]
+    schema.upgrade(engines[0])
+    clock = SystemClock()
+    total = 500
+    with session_scope(engines[0]) as session:
+        for i in range(total):
+            outbox.enqueue(
+                session,
+                kind="acknowledgement",
+                ticket_id=None,
+                message_id=f"<race{i}@helpdesk.test>",
+                mail_from="support@helpdesk.test",
+                rcpt_tos=[f"c{i}@customer.test"],
+                is_automatic=True,
+                raw=f"Message-ID: <race{i}@helpdesk.test>\r\nSubject: {i}\r\n\r\nx\r\n".encode(),
+                now=clock.now(),
+                deadline_at=clock.now() + timedelta(days=2),
+            )
+    loop = asyncio.get_running_loop()
+    all_sent = asyncio.Event()
+    results: Counter[tuple[int, str]] = Counter()
+    lock = threading.Lock()
+
+    def counting(n: int) -> Any:
+        def on_result(result: str) -> None:  # on that sender's DB thread, after its commit
+            with lock:
+                results[(n, result)] += 1
+                if results[(0, "sent")] + results[(1, "sent")] >= total:
+                    loop.call_soon_threadsafe(all_sent.set)
+
+        return on_result
+
+    executors = [ThreadPoolExecutor(max_workers=1) for _ in engines]
+    senders = [
+        SMTPSender(
+            engines[n],
+            clock,
+            executors[n],
+            relay_to(sink),
+            batch_size=20,
+            poll_s=0.05,
+            on_result=counting(n),
+        )
+        for n in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    try:
+        await asyncio.wait_for(all_sent.wait(), timeout=240)
+    finally:
+        for sender in senders:
+            await sender.stop()
+        for executor in executors:
+            executor.shutdown()
+    with read_scope(engines[0]) as session:
+        rows = list(session.exec(select(OutboxItem)))
+    for engine in engines:
+        engine.dispose()
+    received = Counter(str(m["Message-ID"]) for m in sink.parsed())
+    assert len(received) == total and set(received.values()) == {1}, received.most_common(3)
+    assert {(r.state, r.attempts) for r in rows} == {("sent", 1)} and len(rows) == total
+    assert set(results) == {(0, "sent"), (1, "sent")}, results  # both took part, nothing else
