@@ -341,14 +341,13 @@ async def test_without_suppress_s_a_refusal_only_fails_the_row(box: Box, sink: S
 
 
 async def test_after_a_relay_refusal_the_next_automatic_notice_is_written_suppressed(
-    tmp_path: Path, sink: Sink
+    desk_factory: Any, sink: Sink
 ) -> None:
     """The whole path: a customer's acknowledgement is refused by the relay with 550; the
     acknowledgement of their next mail is written `suppressed`, never offered to the relay."""
     from tests.helpers import make_mail
-    from tests.ingest.test_pipeline import Desk
 
-    desk = Desk(tmp_path)
+    desk = desk_factory()
     db = ThreadPoolExecutor(max_workers=1)
     sink.refused_rcpts["priya@customer.test"] = "550 5.1.1 mailbox unavailable"
     sender = SMTPSender(
