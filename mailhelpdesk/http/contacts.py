@@ -70,8 +70,10 @@ def _fields(m: _Fields) -> ContactFields:
         for name in ("name", "company", "phone", "notes")
     }
     for name, value in texts.items():
-        if value is not None and name != "notes" and any(c in value for c in "\r\n\x00"):
-            raise validation_failed({name: ["must not contain CR, LF or NUL"]})
+        if value is not None and "\x00" in value:  # PostgreSQL text cannot hold NUL
+            raise validation_failed({name: ["must not contain NUL"]})
+        if value is not None and name != "notes" and any(c in value for c in "\r\n"):
+            raise validation_failed({name: ["must not contain CR or LF"]})
     alternates = None
     if "alternate_emails" in m.model_fields_set:
         alternates = [tickiti._email(e, "alternate_emails") for e in m.alternate_emails or ()]
@@ -131,6 +133,9 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
 def list_contacts(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """GET /api/v1/contacts?q=&email=&page=&per_page="""
     query: ContactsQueryIn = params[QUERY_PARAM]
+    for name in ("q", "email"):
+        if "\x00" in (getattr(query, name) or ""):
+            raise validation_failed({name: ["must not contain NUL"]})
     return contacts.list_contacts(
         session,
         q=query.q or None,

@@ -49,7 +49,11 @@ def _address(value: str, field: str) -> str:
     """An address as stored: trimmed, lower-cased. Syntax is checked at the boundary (HTTP);
     this refuses only what could never be an address."""
     email = value.strip().lower()
-    if "@" not in email or len(email) > MAX_EMAIL_CHARS or any(c.isspace() for c in email):
+    if (
+        "@" not in email
+        or len(email) > MAX_EMAIL_CHARS
+        or any(c.isspace() or ord(c) < 32 for c in email)
+    ):
         raise InvalidInputError(f"{field}: {value[:80]!r} is not an email address")
     return email
 
