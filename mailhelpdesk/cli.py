@@ -864,3 +864,75 @@ def check(ctx: click.Context) -> None:
     )
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
+
+
+# -- contacts (resources.md §5) --------------------------------------------------------------------
+
+
+@main.group()
+def contact() -> None:
+    """Contacts: the customers behind the tickets."""
+
+
+@contact.command("list")
+@click.option("--q", "q", help="Only contacts whose name, company or an address contains this.")
+@click.option("--json", "as_json", is_flag=True, help="Print an array of contact objects.")
+@click.pass_context
+def contact_list(ctx: click.Context, q: str | None, as_json: bool) -> None:
+    """List contacts, oldest first."""
+    from mailhelpdesk.services import contacts
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        found = contacts.list_contacts(
+            session, q=q or None, email=None, page=1, per_page=1_000_000
+        )["contacts"]
+    if as_json:
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    for c in found:
+        click.echo(
+            f"{c['id']:>6}  {c['email']:<32} {c['name']:<24} {c['company']:<20} "
+            f"{c['ticket_count']} ticket(s)"
+        )
+    if not found:
+        click.echo("no contacts", err=True)
+
+
+@contact.command("show")
+@click.argument("ref", metavar="ID|EMAIL")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the contact object with its `tickets`."
+)
+@click.pass_context
+def contact_show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one contact (by id or by any of its addresses) and its tickets."""
+    from mailhelpdesk.errors import NotFoundError
+    from mailhelpdesk.services import contacts
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        try:
+            found = contacts.find(session, ref)
+        except NotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        data = contacts.show(session, contact_id=found.id or 0)
+        data["tickets"] = contacts.tickets(
+            session, contact_id=found.id or 0, page=1, per_page=1_000_000
+        )["tickets"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"contact {data['id']}: {data['name']} <{data['email']}>")
+    for label in ("company", "phone"):
+        if data[label]:
+            click.echo(f"{label}: {data[label]}")
+    if data["alternate_emails"]:
+        click.echo(f"also: {', '.join(data['alternate_emails'])}")
+    if data["notes"]:
+        click.echo(f"notes: {data['notes']}")
+    click.echo(f"{data['ticket_count']} ticket(s)")
+    for t in data["tickets"]:
+        click.echo(f"  {t['number']}  {t['status']:<8} {t['originator_email']:<32} {t['subject']}")

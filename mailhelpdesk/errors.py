@@ -2,9 +2,11 @@
 
 HelpdeskError
 ├── NotFoundError            a ticket, message or token that does not exist
-│   └── AttachmentNotFoundError    no such attachment on that ticket
+│   ├── AttachmentNotFoundError    no such attachment on that ticket
+│   └── ContactNotFoundError       no such contact
 ├── InvalidInputError        input that can never succeed as given (4xx / usage error)
 ├── ConflictError            a write that clashes with the current state
+│   └── AddressTakenError          an address that is already another contact's
 └── AttachmentRefusedError   the attachment policy will not hand the file out
     ├── AttachmentReviewRequiredError   only with intent "review_ok"
     ├── AttachmentBlockedError          never
@@ -48,3 +50,16 @@ class AttachmentBlockedError(AttachmentRefusedError):
 
 class AttachmentTooLargeError(AttachmentRefusedError):
     pass
+
+
+class ContactNotFoundError(NotFoundError):
+    pass
+
+
+class AddressTakenError(ConflictError):
+    """An address already belongs to another contact: 409 naming the field that carried it."""
+
+    def __init__(self, field: str, message: str, *, contact_id: int) -> None:
+        super().__init__(message)
+        self.field = field
+        self.data = {"contact_id": contact_id}

@@ -118,6 +118,7 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "originator_name",
         "tags",
         "cc",
+        "contact_id",
         "responses",
         "intervention",
     }

@@ -97,6 +97,8 @@ class Ticket(SQLModel, table=True):
     on_hold_until: date | None = None
     created_at: datetime = Field(sa_column=utc_column(index=True))
     updated_at: datetime = Field(sa_column=utc_column())
+    # the customer the ticket is for (services/contacts.py); None only when it has no originator
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
 
 
 class TicketCC(SQLModel, table=True):
@@ -366,3 +368,31 @@ class TicketEvent(SQLModel, table=True):
     actor_name: str = Field(default="", max_length=400)
     channel: str = Field(max_length=20)  # smtp | imap | api | cli | scheduler | import
     data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+# -- contacts (resources.md §3) ----------------------------------------------------------------
+
+
+class Contact(SQLModel, table=True):
+    """A customer: made by their first ticket, or by POST /api/v1/contacts. `email` is the main
+    address; every address of the contact, the main one included, is a ContactAddress row."""
+
+    __tablename__ = "contacts"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=400)
+    company: str = Field(default="", max_length=200)
+    phone: str = Field(default="", max_length=50)
+    notes: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class ContactAddress(SQLModel, table=True):
+    """One address of a contact. UNIQUE(email) is what makes an address belong to at most one
+    contact, even when two first mails from it arrive at once."""
+
+    __tablename__ = "contact_addresses"
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    email: str = Field(max_length=320, unique=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -131,7 +132,8 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": schema_of(ep.model)}},
-            }
+            },
+            **({"parameters": path_parameters(ep.path)} if "{" in ep.path else {}),
         },
     )
 
@@ -170,6 +172,10 @@ def fault(request: Request, exc: Exception) -> Outcome:
     )
 
 
+# where a GET route's validated query-string model is handed to its handler, in the params
+QUERY_PARAM = "@query"
+
+
 def add_get_route(
     api: FastAPI,
     rt: Runtime,
@@ -177,22 +183,70 @@ def add_get_route(
     ability: str,
     handle: Callable[[Session, dict[str, Any]], Any],
     summary: str,
+    query: type[BaseModel] | None = None,
 ) -> None:
     """A native read (DESIGN.md §6): GET, no body, the same auth, rate limit, ability check and
-    envelope as the POST family; `handle` gets the path parameters and a read-only session."""
+    envelope as the POST family; `handle` gets the path parameters and a read-only session.
+    With a `query` model, the query string is validated by it after admission (422 naming the
+    parameter), handed over under QUERY_PARAM, and its fields are the operation's documented
+    query parameters."""
 
     async def run(request: Request) -> Outcome:
         await _admit(rt, request, ability)
-        params = dict(request.path_params)
+        params: dict[str, Any] = dict(request.path_params)
+
+        def validate() -> dict[str, Any]:
+            if query is not None:
+                try:
+                    params[QUERY_PARAM] = query.model_validate(dict(request.query_params))
+                except ValidationError as exc:
+                    raise validation_failed(pydantic_errors(exc)) from None
+            return params
+
         return await run_in_threadpool(
-            rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False
+            rt.runner.run_unkeyed, validate=validate, handle=handle, writes=False
         )
 
     async def route(request: Request) -> Response:
         return await _answer(request, run(request))
 
     route.__name__ = "get_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
-    api.add_api_route(path, route, methods=["GET"], summary=summary, response_model=None)
+    parameters = path_parameters(path) + (query_parameters(query) if query is not None else [])
+    api.add_api_route(
+        path,
+        route,
+        methods=["GET"],
+        summary=summary,
+        response_model=None,
+        openapi_extra={"parameters": parameters} if parameters else None,
+    )
+
+
+_PATH_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
+
+
+def path_parameters(path: str) -> list[dict[str, Any]]:
+    """The OpenAPI `parameters` (in: path) of a route path such as `/contacts/{contact_id:int}`
+    (the handler takes the request, so FastAPI does not document them itself)."""
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0} if kind == "int" else {"type": "string"},
+        }
+        for name, kind in _PATH_PARAM.findall(path)
+    ]
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The OpenAPI `parameters` (in: query) of a query-string model, one per field."""
+    schema = schema_of(model)
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
 
 
 async def _admit(rt: Runtime, request: Request, ability: str | None) -> AuthenticatedToken | None:

@@ -10,11 +10,13 @@ import json
 from typing import Any
 
 from mailhelpdesk.errors import (
+    AddressTakenError,
     AttachmentBlockedError,
     AttachmentNotFoundError,
     AttachmentReviewRequiredError,
     AttachmentTooLargeError,
     ConflictError,
+    ContactNotFoundError,
     InvalidInputError,
     NotFoundError,
 )
@@ -63,6 +65,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (AttachmentReviewRequiredError, 422, "attachment_review_required"),
     (AttachmentBlockedError, 403, "attachment_blocked"),
     (AttachmentTooLargeError, 413, "attachment_too_large"),
+    (ContactNotFoundError, 404, "contact_not_found"),
     (NotFoundError, 404, "ticket_not_found"),
     (NoticeRenderError, 422, "validation_failed"),
     (InvalidInputError, 422, "validation_failed"),
@@ -72,6 +75,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
         "intervention_uid_exists",
     ),  # data.ticket_number: the existing ticket
     (InterventionNotOpen, 409, "intervention_not_open"),  # data.state: submitted | completed
+    (AddressTakenError, 409, "email_taken"),  # errors names the field, data.contact_id the owner
     (ConflictError, 409, "conflict"),
 )
 
@@ -84,7 +88,8 @@ def from_exception(exc: BaseException) -> ApiError:
         if isinstance(exc, cls):
             field = getattr(exc, "field", None)
             message = _one_line(str(exc))
-            errors = {field: [message]} if field and code == "validation_failed" else None
+            named = code in ("validation_failed", "email_taken")
+            errors = {field: [message]} if field and named else None
             fields = getattr(exc, "fields", None)
             if code == "validation_failed" and isinstance(fields, dict):
                 errors = fields

@@ -25,7 +25,16 @@ from mailhelpdesk.store import api_tokens as store
 from mailhelpdesk.store import tickets as ticket_store
 
 LEGACY_ABILITIES = ("create-ticket", "ticket-respond", "send-email", "ticket-index")
-_FAMILIES = ("tickets", "mail", "templates", "settings", "workflow", "administration", "supervisor")
+_FAMILIES = (
+    "tickets",
+    "mail",
+    "templates",
+    "settings",
+    "workflow",
+    "administration",
+    "supervisor",
+    "contacts",  # resources.md §1: contacts:read, contacts:write
+)
 V1_ABILITIES = (*(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")), "reports:read")
 ABILITIES = LEGACY_ABILITIES + V1_ABILITIES
 ALL = "all"

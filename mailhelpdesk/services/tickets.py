@@ -18,7 +18,7 @@ from sqlmodel import Session
 from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Attachment, Response, Ticket
-from mailhelpdesk.services import events
+from mailhelpdesk.services import contacts, events
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.reactions import REPLY_CAUSE, Thread
 from mailhelpdesk.store import tickets as store
@@ -85,6 +85,7 @@ def create_ticket(
     )
     session.add(ticket)
     session.flush()
+    contacts.attach_contact(session, ticket, name=originator_name, now=now)
     for email, name in cc:
         if email and email.lower() != ticket.originator_email:
             store.add_cc(session, ticket_id=ticket.id or 0, email=email.lower(), name=name)

@@ -37,6 +37,7 @@ def ticket_header(
         "originator_name": ticket.originator_name,
         "tags": tags,
         "cc": cc,
+        "contact_id": ticket.contact_id,  # resources.md §2: the customer (services/contacts.py)
     }
 
 

@@ -11,6 +11,7 @@ from mailhelpdesk.domain.models import (
     Agent,
     Attachment,
     Blob,
+    ContactAddress,
     Counter,
     KnownMessageId,
     Queue,
@@ -164,8 +165,15 @@ def add_cc(session: Session, *, ticket_id: int, email: str, name: str) -> bool:
 
 
 def participant_emails(session: Session, ticket: Ticket) -> set[str]:
-    """Addresses that are on the ticket: originator, CCs and everyone who wrote publicly on it."""
+    """Addresses that are on the ticket: originator, CCs, everyone who wrote publicly on it,
+    and every address of the ticket's contact (an alternate address is the same customer)."""
     emails = {ticket.originator_email.lower()}
+    if ticket.contact_id is not None:
+        emails.update(
+            session.exec(
+                select(ContactAddress.email).where(ContactAddress.contact_id == ticket.contact_id)
+            )
+        )
     emails.update(cc.email for cc in ccs_of(session, ticket.id or 0))
     writers = session.exec(
         select(Response.created_by_email).where(

@@ -1,0 +1,130 @@
+"""Queries and small writers for contacts and their addresses. They flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from mailhelpdesk.domain.models import Contact, ContactAddress, Ticket
+
+LIKE_ESCAPE = "\\"
+
+
+def get(session: Session, contact_id: int) -> Contact | None:
+    return session.get(Contact, contact_id)
+
+
+def by_address(session: Session, email: str) -> Contact | None:
+    """The contact that `email` (main or alternate, any case) belongs to, or None."""
+    row = session.exec(
+        select(ContactAddress).where(ContactAddress.email == email.strip().lower())
+    ).first()
+    return session.get(Contact, row.contact_id) if row is not None else None
+
+
+def owners(session: Session, emails: Sequence[str]) -> dict[str, int]:
+    """Which of `emails` belong to a contact already: address -> contact id."""
+    if not emails:
+        return {}
+    rows = session.exec(
+        select(ContactAddress).where(col(ContactAddress.email).in_(list(emails)))
+    ).all()
+    return {r.email: r.contact_id for r in rows}
+
+
+def addresses_of(session: Session, contact_id: int) -> list[str]:
+    """Every address of the contact, the main one included, sorted."""
+    return sorted(
+        session.exec(
+            select(ContactAddress.email).where(ContactAddress.contact_id == contact_id)
+        ).all()
+    )
+
+
+def add_with_address(session: Session, contact: Contact) -> Contact | None:
+    """Insert a contact and its main address, in a savepoint: None when the address already
+    belongs to someone (a concurrent first mail won; the caller reads that contact instead)."""
+    try:
+        with session.begin_nested():
+            session.add(contact)
+            session.flush()
+            session.add(ContactAddress(contact_id=contact.id or 0, email=contact.email))
+            session.flush()
+    except IntegrityError:
+        return None
+    return contact
+
+
+def set_alternates(session: Session, contact: Contact, alternates: Sequence[str]) -> None:
+    """Make `alternates` (lower-cased, not the main address) the contact's other addresses."""
+    keep = {contact.email, *alternates}
+    for row in session.exec(
+        select(ContactAddress).where(ContactAddress.contact_id == contact.id)
+    ).all():
+        if row.email not in keep:
+            session.delete(row)
+    session.flush()
+    have = set(addresses_of(session, contact.id or 0))
+    for email in alternates:
+        if email not in have:
+            session.add(ContactAddress(contact_id=contact.id or 0, email=email))
+    session.flush()
+
+
+def _like(text: str) -> str:
+    escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.lower()}%"
+
+
+def search(
+    session: Session, *, q: str | None, email: str | None, offset: int, limit: int
+) -> tuple[int, list[Contact]]:
+    """(total, one page) of contacts, by id: `email` matches any address exactly, `q` a part
+    of the name, company or any address, case-insensitively."""
+    query = select(Contact)
+    if email is not None:
+        owner = select(ContactAddress.contact_id).where(
+            ContactAddress.email == email.strip().lower()
+        )
+        query = query.where(col(Contact.id).in_(owner))
+    if q:
+        pattern = _like(q)
+        addressed = select(ContactAddress.contact_id).where(
+            func.lower(ContactAddress.email).like(pattern, escape=LIKE_ESCAPE)
+        )
+        query = query.where(
+            or_(
+                func.lower(Contact.name).like(pattern, escape=LIKE_ESCAPE),
+                func.lower(Contact.company).like(pattern, escape=LIKE_ESCAPE),
+                col(Contact.id).in_(addressed),
+            )
+        )
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(Contact.id)).offset(offset).limit(limit)).all()
+    return total, list(rows)
+
+
+def ticket_counts(session: Session, contact_ids: Sequence[int]) -> dict[int, int]:
+    if not contact_ids:
+        return {}
+    rows = session.exec(
+        select(Ticket.contact_id, func.count())
+        .where(col(Ticket.contact_id).in_(list(contact_ids)))
+        .group_by(col(Ticket.contact_id))
+    ).all()
+    return {cid: n for cid, n in rows if cid is not None}
+
+
+def tickets_of(
+    session: Session, contact_id: int, *, offset: int, limit: int
+) -> tuple[int, list[Ticket]]:
+    """(total, one page) of the contact's tickets, newest first."""
+    where = Ticket.contact_id == contact_id
+    total = session.exec(select(func.count()).select_from(Ticket).where(where)).one()
+    rows = session.exec(
+        select(Ticket).where(where).order_by(col(Ticket.number).desc()).offset(offset).limit(limit)
+    ).all()
+    return total, list(rows)
