@@ -225,6 +225,13 @@ def ticket_history(ctx: click.Context, number: int, as_json: bool) -> None:
 @click.option("--tag", "tags_add", multiple=True, help="Add a tag (repeatable).")
 @click.option("--untag", "tags_remove", multiple=True, help="Remove a tag (repeatable).")
 @click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a custom field (repeatable); NAME= clears it.",
+)
+@click.option(
     "--no-notify-customer",
     "quiet",
     is_flag=True,
@@ -245,6 +252,7 @@ def ticket_update(
     assign: str | None,
     tags_add: tuple[str, ...],
     tags_remove: tuple[str, ...],
+    fields: tuple[str, ...],
     quiet: bool,
     as_agent: str | None,
 ) -> None:
@@ -252,12 +260,16 @@ def ticket_update(
     the same notices and webhooks as the agent's mail command or the API would."""
     from mailhelpdesk.domain.events import Actor, Channel
     from mailhelpdesk.errors import InvalidInputError
-    from mailhelpdesk.services import ticket_changes
+    from mailhelpdesk.services import custom_fields, ticket_changes
     from mailhelpdesk.services.context import ChangeContext
     from mailhelpdesk.store import tickets as store
     from mailhelpdesk.store.db import session_scope
 
     app = _app(ctx)
+    try:
+        field_values = custom_fields.from_assignments(app.settings.notify.custom_fields, fields)
+    except InvalidInputError as exc:
+        raise click.ClickException(str(exc)) from None
     changes = ticket_changes.TicketUpdate(
         status=status,
         on_hold_until=on_hold_until.date() if on_hold_until else None,
@@ -268,6 +280,7 @@ def ticket_update(
         tags_add=tags_add,
         tags_remove=tags_remove,
         notify_customer=not quiet,
+        custom_fields=field_values,
     )
     with session_scope(app.engine) as session:
         found = store.get_ticket_by_number(session, number)
@@ -287,6 +300,93 @@ def ticket_update(
         except InvalidInputError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"ticket {number}: " + (", ".join(changed) if changed else "nothing changed"))
+
+
+# -- time entries ----------------------------------------------------------------------------------
+
+
+@main.group("time")
+def time_group() -> None:
+    """Time spent on tickets (resources.md §5)."""
+
+
+@time_group.command("add")
+@click.argument("number", type=int)
+@click.argument("minutes", type=int)
+@click.option("--billable", is_flag=True, help="The time is billable.")
+@click.option("--note", default="", help="What was done.")
+@click.option(
+    "--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), help="Day (default today)."
+)
+@click.option("--as", "as_agent", metavar="EMAIL", help="The agent whose time it is.")
+@click.pass_context
+def time_add(
+    ctx: click.Context,
+    number: int,
+    minutes: int,
+    billable: bool,
+    note: str,
+    on: Any,
+    as_agent: str | None,
+) -> None:
+    """Record MINUTES spent on ticket NUMBER (one `time_entry` event in its history)."""
+    from mailhelpdesk.domain.events import Actor, Channel
+    from mailhelpdesk.errors import InvalidInputError, NotFoundError
+    from mailhelpdesk.services import time_entries
+    from mailhelpdesk.services.context import ChangeContext
+    from mailhelpdesk.store import tickets as store
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    with session_scope(app.engine) as session:
+        actor = Actor.system("cli")
+        if as_agent:
+            agent = store.find_agent(session, as_agent)
+            if agent is None:
+                raise click.ClickException(f"--as: {as_agent} is not an agent")
+            actor = Actor.agent(agent.email, agent.name)
+        change = ChangeContext.of(
+            clock=app.clock, channel=Channel.cli, actor=actor, notices=app.settings.notify
+        )
+        try:
+            entry = time_entries.add_by_number(
+                session,
+                ticket_number=number,
+                minutes=minutes,
+                billable=billable,
+                description=note,
+                agent_email=None,
+                on=on.date() if on else None,
+                change=change,
+            )
+        except NotFoundError:
+            raise click.ClickException(f"no ticket {number}") from None
+        except InvalidInputError as exc:
+            field = getattr(exc, "field", "")
+            raise click.ClickException(f"{field}: {exc}" if field else str(exc)) from None
+    click.echo(f"ticket {number}: {entry['minutes']} min recorded (entry {entry['id']})")
+
+
+@time_group.command("list")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print {time_entries, summary}.")
+@click.pass_context
+def time_list(ctx: click.Context, number: int, as_json: bool) -> None:
+    """The time entries of ticket NUMBER and their totals."""
+    from mailhelpdesk.services import time_entries
+
+    data = _read_ticket(ctx, number, lambda s: time_entries.listing(s, ticket_number=number))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for e in data["time_entries"]:
+        flag = "billable" if e["billable"] else "        "
+        click.echo(
+            f"{e['date']}  {e['minutes']:>5} min  {flag}  {e['agent_email'] or '-':<30} "
+            f"{e['description']}"
+        )
+    summary = data["summary"]
+    click.echo(f"total {summary['total_minutes']} min, billable {summary['billable_minutes']} min")
 
 
 # -- inbound ---------------------------------------------------------------------------------------

@@ -205,6 +205,21 @@ class InterventionConfig:
     fields: tuple[InterventionFieldConfig, ...] = ()
 
 
+CUSTOM_FIELD_TYPES = ("text", "number", "date", "choice", "multi_choice", "toggle")
+
+
+@dataclass(frozen=True)
+class CustomFieldConfig:
+    """One `[[custom_fields]]` entry (resources.md §3; services/custom_fields.py validates the
+    values against it on every write)."""
+
+    name: str
+    label: str = ""  # shown to people; the name when empty
+    type: str = "text"  # text | number | date | choice | multi_choice | toggle
+    choices: tuple[str, ...] = ()  # choice and multi_choice only
+    required_to_close: bool = False  # a ticket cannot be closed while the field is unset
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
@@ -229,6 +244,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     http_deliveries: HttpDeliveriesConfig = field(default_factory=HttpDeliveriesConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    custom_fields: tuple[CustomFieldConfig, ...] = ()
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 
     def inbound_addresses(self) -> dict[str, str]:
@@ -248,6 +264,7 @@ _CHOICES = {
     ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("database", "sqlite_synchronous"): ("OFF", "NORMAL", "FULL", "EXTRA"),
     ("interventions", "type"): ("text", "checkbox"),
+    ("custom_fields", "type"): CUSTOM_FIELD_TYPES,
 }
 
 
@@ -282,8 +299,10 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_interventions(
-        _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+    return _check_custom_fields(
+        _check_interventions(
+            _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+        )
     )
 
 
@@ -476,6 +495,50 @@ def _check_interventions(config: Config) -> Config:
                 raise ConfigError(f"{key}.fields[{j}].name: field {fld.name!r} is defined twice")
             names.add(fld.name.lower())
     return config
+
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_CHOICES, MAX_CHOICE_CHARS = 200, 200
+
+
+def _check_custom_fields(config: Config) -> Config:
+    """Unique lower-case names (they are written in mail commands and `cf.<name>` filters);
+    choices exactly for the choice types, unique and non-empty; the label defaults to the name."""
+    seen: set[str] = set()
+    checked: list[CustomFieldConfig] = []
+    for i, item in enumerate(config.custom_fields):
+        key = f"custom_fields[{i}]"
+        if not _FIELD_NAME.match(item.name):
+            raise ConfigError(
+                f"{key}.name: a lower-case letter, then lower-case letters, digits and '_' "
+                "(at most 64)"
+            )
+        if item.name in seen:
+            raise ConfigError(f"{key}.name: custom field {item.name!r} is defined twice")
+        seen.add(item.name)
+        choosing = item.type in ("choice", "multi_choice")
+        if choosing and not item.choices:
+            raise ConfigError(f"{key}.choices: a {item.type} field needs at least one choice")
+        if not choosing and item.choices:
+            raise ConfigError(f"{key}.choices: only choice and multi_choice fields have choices")
+        if len(item.choices) > MAX_CHOICES:
+            raise ConfigError(f"{key}.choices: at most {MAX_CHOICES}")
+        lowered: set[str] = set()
+        for j, choice in enumerate(item.choices):
+            if not choice.strip() or choice != choice.strip() or len(choice) > MAX_CHOICE_CHARS:
+                raise ConfigError(
+                    f"{key}.choices[{j}]: not empty, no surrounding spaces, "
+                    f"at most {MAX_CHOICE_CHARS} characters"
+                )
+            if item.type == "multi_choice" and "," in choice:
+                raise ConfigError(
+                    f"{key}.choices[{j}]: a multi_choice choice has no ',' (it separates them)"
+                )
+            if choice.lower() in lowered:
+                raise ConfigError(f"{key}.choices[{j}]: {choice!r} is listed twice")
+            lowered.add(choice.lower())
+        checked.append(dataclasses.replace(item, label=item.label.strip() or item.name))
+    return dataclasses.replace(config, custom_fields=tuple(checked))
 
 
 def read_intervention_token(item: InterventionConfig) -> str:

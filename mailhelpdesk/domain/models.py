@@ -396,3 +396,35 @@ class ContactAddress(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     contact_id: int = Field(foreign_key="contacts.id", index=True)
     email: str = Field(max_length=320, unique=True)
+
+
+# -- custom fields and time entries (resources.md §2-3) ------------------------------------------
+
+_Day = date  # a column is named `date` below; the alias keeps the type readable in the class
+
+
+class TicketFieldValue(SQLModel, table=True):
+    """The value of one custom field (config `[[custom_fields]]`) on one ticket, as JSON; an
+    unset field has no row. services/custom_fields.py checks every value before it is written."""
+
+    __tablename__ = "ticket_field_values"
+    __table_args__ = (UniqueConstraint("ticket_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    name: str = Field(max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class TimeEntry(SQLModel, table=True):
+    """Time spent on a ticket: minutes, whether billable, what was done, by whom, on which day."""
+
+    __tablename__ = "time_entries"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    minutes: int
+    billable: bool = False
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    agent_email: str | None = Field(default=None, max_length=320)
+    date: _Day
+    created_at: datetime = Field(sa_column=utc_column())

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
-from mailhelpdesk.http import contacts, interventions, tickiti, v1
+from mailhelpdesk.http import contacts, fields_time, interventions, tickiti, v1
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
@@ -112,6 +112,9 @@ def create_api(
         for ep in contacts.endpoints(rt):  # resources.md §3
             add_endpoint(api, rt, ep)
         contacts.add_get_routes(api, rt)
+        for ep in fields_time.endpoints(rt):
+            add_endpoint(api, rt, ep)
+        fields_time.add_get_routes(api, rt)
         add_get_route(
             api,
             rt,

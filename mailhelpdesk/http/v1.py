@@ -77,6 +77,8 @@ class TicketPatchIn(_In):
     tags_add: list[str] = Field(default_factory=list, max_length=100)
     tags_remove: list[str] = Field(default_factory=list, max_length=100)
     notify_customer: bool = True
+    # name -> value (null clears); checked against [[custom_fields]] (services/custom_fields.py)
+    custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
 
 
 class AttachmentIn(_In):
@@ -210,7 +212,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             TicketPatchIn,
             with_token(check_patch),
             patch,
-            "Change a ticket: status (with resolution, comment), priority, assignee, tags; "
+            "Change a ticket: status (with resolution, comment), priority, assignee, tags, "
+            "custom fields; "
             "all or nothing; returns the ticket object",
             method="PATCH",
         ),
@@ -326,6 +329,7 @@ def check_patch(m: TicketPatchIn, params: dict[str, Any]) -> tuple[int, TicketUp
         tags_add=tuple(m.tags_add),
         tags_remove=tuple(m.tags_remove),
         notify_customer=m.notify_customer,
+        custom_fields=dict(m.custom_fields),
     )
 
 

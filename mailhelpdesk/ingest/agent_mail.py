@@ -16,7 +16,7 @@ from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import interventions, ticket_changes
+from mailhelpdesk.services import custom_fields, interventions, ticket_changes, time_entries
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.reactions import Thread
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
@@ -114,7 +114,7 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         answer = replace(base, plain_text=body, visible_text=visible, html=html)
         ticket_service.add_response(ctx.session, ticket, answer, change=ctx.change, reopen=False)
         what = "answer"
-    for command in block.changes:
+    for command in _fields_first(block.changes):
         _run_command(ctx, command)
     done = "; ".join(c.line for c in block.commands)
     ctx.outcome = Outcome.reply_added
@@ -151,7 +151,7 @@ def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | N
                 ticket_changes.check_tag(command.argument)
         except InvalidInputError as exc:
             return CommandError(command.line_number, command.line, str(exc))
-    return None
+    return _check_fields_and_time(ctx, block)
 
 
 def _assignee(ctx: IngestContext, argument: str) -> str | None:
@@ -178,6 +178,81 @@ def _run_command(ctx: IngestContext, command: Command) -> None:
         ticket_changes.tag(ctx.session, ticket, argument, change=change)
     elif command.name == "untag":
         ticket_changes.untag(ctx.session, ticket, argument, change=change)
+    elif command.name in ("field", "time"):
+        _run_field_or_time(ctx, command)
+
+
+# -- #field and #time ---------------------------------------------------------------------------
+
+
+def _field_value(ctx: IngestContext, command: Command) -> object:
+    definition = custom_fields.find(ctx.settings.notify.custom_fields, command.argument)
+    return custom_fields.from_text(definition, command.value)
+
+
+def _check_fields_and_time(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
+    """Each `#field` value against its definition, each `#time` entry; and a `#status closed`
+    that would leave a field unset that is required to close (the `#field` lines of the same
+    mail count: they are applied first)."""
+    assert ctx.ticket is not None
+    pending: dict[str, object] = {}
+    for command in block.changes:
+        try:
+            if command.name == "field":
+                pending[command.argument] = _field_value(ctx, command)
+            elif command.name == "time":
+                time_entries.check_entry(
+                    ctx.session,
+                    minutes=command.minutes,
+                    description=command.value,
+                    agent_email=ctx.agent.email if ctx.agent else None,
+                )
+        except InvalidInputError as exc:
+            what = f"custom field {command.argument!r} " if command.name == "field" else ""
+            return CommandError(command.line_number, command.line, f"{what}{exc}")
+    for command in block.changes:
+        if command.name == "status" and command.argument == "closed":
+            if ctx.ticket.status == "closed":
+                continue
+            missing = custom_fields.closing_errors(
+                ctx.session, ctx.ticket, ctx.settings.notify.custom_fields, pending
+            )
+            if missing:
+                names = ", ".join(k.removeprefix("custom_fields.") for k in missing)
+                return CommandError(
+                    command.line_number,
+                    command.line,
+                    f"the ticket cannot be closed before these custom fields are set: {names} "
+                    "(#field <name> <value>)",
+                )
+    return None
+
+
+def _fields_first(commands: tuple[Command, ...]) -> list[Command]:
+    """The commands in their order, but `#field` lines first: a `#status closed` in the same
+    mail then sees the fields it requires."""
+    return sorted(commands, key=lambda c: c.name != "field")
+
+
+def _run_field_or_time(ctx: IngestContext, command: Command) -> None:
+    assert ctx.ticket is not None and ctx.agent is not None
+    if command.name == "field":
+        custom_fields.set_values(
+            ctx.session,
+            ctx.ticket,
+            {command.argument: _field_value(ctx, command)},
+            change=ctx.change,
+        )
+    else:
+        time_entries.add(
+            ctx.session,
+            ctx.ticket,
+            minutes=command.minutes,
+            billable=command.billable,
+            description=command.value,
+            agent_email=ctx.agent.email,
+            change=ctx.change,
+        )
 
 
 def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:

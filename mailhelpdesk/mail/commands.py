@@ -10,6 +10,11 @@
                                    is the rest of the line; checkbox: true/false, yes/no, 1/0)
     #submit                        submit the intervention's decision (the text below is added
                                    to the staff note; nothing is mailed to the customer)
+    #field <name> [<value>]        set a custom field (the value is the rest of the line; none
+                                   at all clears it); services/custom_fields.py checks both
+    #time <duration> [billable] [text]
+                                   record time spent: 15m, 90m, 1h30m, 2h; "billable" marks it
+                                   billable, the rest of the line says what was done
 
 Pure: text in, a `CommandBlock` out. Commands are read from the top of the text: blank lines
 are skipped, every line that starts with `#` followed by a letter is a command, and the first
@@ -46,6 +51,8 @@ class Command:
     )
     value: str = ""  # #set: the value as written (the rest of the line, stripped)
     on_hold_until: date | None = None
+    minutes: int = 0  # #time: the duration in minutes
+    billable: bool = False  # #time: marked billable
     line: str = ""  # the line as written
     line_number: int = 0  # 1-based, in the text given
 
@@ -162,8 +169,13 @@ def _parse_line(line: str) -> Command:
         if args:
             raise _Bad("#submit takes no argument (set fields with #set <field> <value>)")
         return Command("submit", line=line)
+    if name == "field":
+        return _field(rest, line)
+    if name == "time":
+        return _time(rest, line)
     raise _Bad(
-        f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, #submit)"
+        f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, "
+        "#submit, #field, #time)"
     )
 
 
@@ -184,3 +196,41 @@ def _status(args: list[str], line: str) -> Command:
             raise _Bad(f"{args[1]!r} is not a valid date") from None
         return Command("status", TicketStatus.on_hold.value, on_hold_until=until, line=line)
     raise _Bad(f"unknown status {args[0]!r} (open, closed, on-hold YYYY-MM-DD)")
+
+
+# -- #field and #time (custom fields and time entries) ---------------------------------------------
+
+_DURATION = re.compile(r"^(?:(\d{1,4})h)?(?:(\d{1,5})m(?:in)?)?$", re.IGNORECASE)
+MAX_TIME_MINUTES = 10_080  # as services/time_entries.py: one entry is at most a week
+
+
+def _field(rest: str, line: str) -> Command:
+    name, _, value = rest.strip().partition(" ")
+    if not name:
+        raise _Bad("expected #field <name> <value>")
+    if len(value) > MAX_VALUE_CHARS:
+        raise _Bad(f"a value is at most {MAX_VALUE_CHARS} characters")
+    return Command("field", name.lower(), value=value.strip(), line=line)
+
+
+def parse_duration_minutes(text: str) -> int | None:
+    """Minutes in `15m`, `90m`, `1h30m`, `2h` (None when `text` is not such a duration)."""
+    found = _DURATION.match(text.strip())
+    if not found or not any(found.groups()):
+        return None
+    hours, minutes = (int(g) if g else 0 for g in found.groups())
+    return hours * 60 + minutes
+
+
+def _time(rest: str, line: str) -> Command:
+    words = rest.split()
+    minutes = parse_duration_minutes(words[0]) if words else None
+    if minutes is None:
+        raise _Bad("expected #time <duration> [billable] [text], e.g. #time 15m or #time 1h30m")
+    if not 1 <= minutes <= MAX_TIME_MINUTES:
+        raise _Bad(f"a time entry is from 1 to {MAX_TIME_MINUTES} minutes")
+    billable = len(words) > 1 and words[1].lower() == "billable"
+    text = " ".join(words[2 if billable else 1 :])
+    if len(text) > MAX_VALUE_CHARS:
+        raise _Bad(f"a description is at most {MAX_VALUE_CHARS} characters")
+    return Command("time", str(minutes), value=text, minutes=minutes, billable=billable, line=line)

@@ -56,6 +56,11 @@ def describe(event: dict[str, Any]) -> str:
         return f"{kind.replace('_', ' ')}: {data.get('tag')}"
     if kind == "intervention":
         return f"intervention {data.get('name')} ({data.get('uid')}): {data.get('step')}"
+    if kind == "custom_field":
+        return f"field {data.get('name')}: {data.get('from')} -> {data.get('to')}"
+    if kind == "time_entry":
+        text = f"time {data.get('minutes')} min" + (" billable" if data.get("billable") else "")
+        return text + (f": {data['description']}" if data.get("description") else "")
     if kind == "command_refused":
         return f"mail command refused: {data.get('line')}: {data.get('error')}"
     if "response_id" in data:

@@ -32,6 +32,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
+from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
 from mailhelpdesk.errors import InvalidInputError
@@ -78,6 +79,9 @@ class NotifySettings:
     epilog_max_attempts: int = 10
     # automatic notices are written as a spec and composed by the sender (see compose_pending)
     compose_in_sender: bool = False
+    # [[custom_fields]] (config.CustomFieldConfig): every write of a value is checked against
+    # them, and closing a ticket needs those marked required_to_close (services/custom_fields.py)
+    custom_fields: tuple[CustomFieldConfig, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -95,6 +99,7 @@ class NotifySettings:
             interventions=tuple(config.interventions),
             epilog_max_attempts=config.http_deliveries.max_attempts,
             compose_in_sender=config.outbound.compose_in_sender,
+            custom_fields=tuple(config.custom_fields),
         )
 
 

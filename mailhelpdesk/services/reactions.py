@@ -20,6 +20,7 @@ A status change that a message caused (a customer's reply reopening the ticket, 
 response reactivating it) mails nothing more: the message's own notice tells everyone.
 `notify_customer: false` in a status event's data holds back the customer's status notice.
 Agents are never told of their own changes.
+`custom_field` and `time_entry` events cause nothing beyond the history (no notice, no webhook).
 
 Webhooks: `created` → ticket.created and response.created (its first message); every message
 event → response.created; `status` → ticket.status_changed; `assigned` → ticket.assigned.

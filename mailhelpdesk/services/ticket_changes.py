@@ -13,17 +13,19 @@ error is an `InvalidInputError` with a short message meant for the person who as
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from sqlmodel import Session, select
 
+from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import Priority, TicketStatus
 from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Agent, Ticket, TicketTag
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.services import events
+from mailhelpdesk.services import custom_fields, events
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import tickets as store
 
@@ -62,6 +64,10 @@ def set_status(
     was_until = ticket.on_hold_until
     if before == value and ticket.on_hold_until == on_hold_until:
         return False
+    if value == TicketStatus.closed:  # every channel closes here: custom_fields required_to_close
+        missing = custom_fields.closing_errors(session, ticket, change.notices.custom_fields)
+        if missing:
+            raise custom_fields.CustomFieldErrors(missing)
     now = change.clock.now()
     ticket.status = value.value
     ticket.on_hold_until = on_hold_until if value == TicketStatus.on_hold else None
@@ -195,11 +201,20 @@ class TicketUpdate:
     tags_add: tuple[str, ...] = ()
     tags_remove: tuple[str, ...] = ()
     notify_customer: bool = True
+    # custom fields: name -> typed value (None clears); written before the status
+    custom_fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-def check_update(session: Session, ticket: Ticket, update: TicketUpdate) -> dict[str, str]:
-    """What is wrong with `update`, by field (empty: it can be applied)."""
-    errors: dict[str, str] = {}
+def check_update(
+    session: Session,
+    ticket: Ticket,
+    update: TicketUpdate,
+    *,
+    definitions: Sequence[CustomFieldConfig] = (),
+) -> dict[str, str]:
+    """What is wrong with `update`, by field (empty: it can be applied). `definitions` are the
+    custom fields the values of `update.custom_fields` are checked against."""
+    errors: dict[str, str] = _check_custom_fields(session, ticket, update, definitions)
     checks: list[tuple[str, Callable[[], object]]] = [
         ("tags", lambda name=name: check_tag(name))  # type: ignore[misc]
         for name in (*update.tags_add, *update.tags_remove)
@@ -225,10 +240,17 @@ def update(
     """Apply `changes` through the one path of each (each an event of its own); returns the
     names of what changed. Raises InvalidInputError (naming the fields) before changing
     anything. The status goes last, so a closing notice shows the ticket as it ends up."""
-    errors = check_update(session, ticket, changes)
+    errors = check_update(session, ticket, changes, definitions=change.notices.custom_fields)
     if errors:
         raise InvalidInputError("; ".join(f"{k}: {v}" for k, v in errors.items()))
     changed: list[str] = []
+    if changes.custom_fields:
+        changed += [
+            f"custom_fields.{name}"
+            for name in custom_fields.set_values(
+                session, ticket, changes.custom_fields, change=change
+            )
+        ]
     if changes.assign is not None:
         who = None if changes.assign.lower() == "none" else changes.assign
         if assign(session, ticket, who, change=change):
@@ -261,3 +283,18 @@ def update(
         ):
             changed.append("status")
     return changed
+
+
+def _check_custom_fields(
+    session: Session,
+    ticket: Ticket,
+    update: TicketUpdate,
+    definitions: Sequence[CustomFieldConfig],
+) -> dict[str, str]:
+    """The custom field values of `update`, and a close that would leave a field unset that is
+    `required_to_close` (the values written with the close count)."""
+    checked, errors = custom_fields.check_values(definitions, update.custom_fields)
+    closing = update.status == TicketStatus.closed and ticket.status != TicketStatus.closed
+    if closing and not errors:
+        errors.update(custom_fields.closing_errors(session, ticket, definitions, checked))
+    return errors

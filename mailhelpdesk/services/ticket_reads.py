@@ -95,7 +95,9 @@ def update(
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
-    errors = ticket_changes.check_update(session, ticket, changes)
+    errors = ticket_changes.check_update(
+        session, ticket, changes, definitions=change.notices.custom_fields
+    )
     if errors:
         raise FieldErrors(errors)
     ticket_changes.update(session, ticket, changes, change=change)

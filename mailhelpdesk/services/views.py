@@ -8,8 +8,10 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.domain.models import Attachment, Response, Ticket, as_utc
+from mailhelpdesk.store import field_values as field_value_store
 from mailhelpdesk.store import interventions as intervention_store
 from mailhelpdesk.store import tickets as store
+from mailhelpdesk.store import time_entries as time_entry_store
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -104,4 +106,11 @@ def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
         if found
         else None
     )
+    _add_fields_and_time(session, ticket, data)
     return data
+
+
+def _add_fields_and_time(session: Session, ticket: Ticket, data: dict[str, Any]) -> None:
+    """EXT (resources.md §2): the set custom fields by name, and the minutes recorded."""
+    data["custom_fields"] = field_value_store.values_of(session, ticket.id or 0)
+    data["time_spent_minutes"] = time_entry_store.minutes_spent(session, ticket.id or 0)

@@ -56,6 +56,7 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
         {"ticket_number": 100001, "from_email": "alice@helpdesk.test", "data": {}},
         {"tickets:write"},
     ),
+    "/api/v1/tickets/100001/time_entries": ({"minutes": 5}, {"tickets:write"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
 ALLOWED_STATUS = {"/api/v1/tickets/attachment": 404, "/api/v1/tickets/intervention/submit": 422}
