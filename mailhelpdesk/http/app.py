@@ -109,6 +109,16 @@ def create_api(
         )
         for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
+        for ep in v1.housekeeping_endpoints(rt):
+            add_endpoint(api, rt, ep)
+        add_get_route(
+            api,
+            rt,
+            "/api/v1/tickets/{number:int}/watchers",
+            "tickets:read",
+            v1.watchers_by_path,
+            "The agents watching a ticket",
+        )
         add_get_route(
             api,
             rt,
