@@ -56,6 +56,16 @@ def describe(event: dict[str, Any]) -> str:
         return f"{kind.replace('_', ' ')}: {data.get('tag')}"
     if kind == "intervention":
         return f"intervention {data.get('name')} ({data.get('uid')}): {data.get('step')}"
+    if kind == "due_date":
+        return f"due {data.get('from') or 'none'} -> {data.get('to') or 'none'}"
+    if kind == "merged":
+        if data.get("into"):
+            return f"merged into #{data['into']} ({data.get('responses_moved')} messages)"
+        return f"merged #{data.get('from')} in ({data.get('responses_moved')} messages)"
+    if kind == "forwarded":
+        return "forwarded to " + ", ".join(str(a) for a in data.get("to", []))
+    if kind in ("watcher_added", "watcher_removed"):
+        return f"{kind.replace('_', ' ')}: {data.get('email')}"
     if kind == "command_refused":
         return f"mail command refused: {data.get('line')}: {data.get('error')}"
     if "response_id" in data:
