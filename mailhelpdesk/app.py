@@ -28,7 +28,7 @@ from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
-from mailhelpdesk.services import interventions, lifecycle, notify
+from mailhelpdesk.services import housekeeping, interventions, lifecycle, notify
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import backlog, idempotency, schema, spool
@@ -215,6 +215,8 @@ class App:
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
+        if self.config.lifecycle.purge_trashed_after_s:
+            self._schedule("trash purge", 3600, self.purge_trashed)
         notify_settings = self.settings.notify
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay,
@@ -361,6 +363,16 @@ class App:
         returns their numbers."""
         with session_scope(self.engine) as session:
             return lifecycle.wake_on_hold(session, change=self.scheduler_change())
+
+    def purge_trashed(self) -> list[int]:
+        """Tickets in the trash longer than `[lifecycle] purge_trashed_after` are deleted for
+        good (the scheduler's job, hourly); returns their numbers."""
+        with session_scope(self.engine) as session:
+            return housekeeping.purge_trashed(
+                session,
+                change=self.scheduler_change(),
+                older_than_s=self.config.lifecycle.purge_trashed_after_s,
+            )
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)

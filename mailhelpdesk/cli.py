@@ -9,7 +9,7 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,11 @@ def ticket_history(ctx: click.Context, number: int, as_json: bool) -> None:
 @click.option("--assign", "assign", metavar="EMAIL|none", help="Assign to an agent, or none.")
 @click.option("--tag", "tags_add", multiple=True, help="Add a tag (repeatable).")
 @click.option("--untag", "tags_remove", multiple=True, help="Remove a tag (repeatable).")
+@click.option("--queue", help="Move to this queue.")
+@click.option(
+    "--due", metavar="DATE|none", help="Due by the end of DATE (YYYY-MM-DD, UTC), or none."
+)
+@click.option("--subject", help="Rename the ticket.")
 @click.option(
     "--field",
     "fields",
@@ -253,24 +258,37 @@ def ticket_update(
     tags_add: tuple[str, ...],
     tags_remove: tuple[str, ...],
     fields: tuple[str, ...],
+    queue: str | None,
+    due: str | None,
+    subject: str | None,
     quiet: bool,
     as_agent: str | None,
 ) -> None:
     """Change a ticket: all the changes or none; each is recorded in its history and causes
     the same notices and webhooks as the agent's mail command or the API would."""
-    from mailhelpdesk.domain.events import Actor, Channel
     from mailhelpdesk.errors import InvalidInputError
     from mailhelpdesk.services import custom_fields, ticket_changes
-    from mailhelpdesk.services.context import ChangeContext
     from mailhelpdesk.store import tickets as store
     from mailhelpdesk.store.db import session_scope
 
+    due_at = None
+    if due is not None and due.strip().lower() != "none":
+        try:
+            due_at = ticket_changes.end_of_day(date.fromisoformat(due.strip()))
+        except ValueError:
+            raise click.BadParameter(
+                f"{due!r} is not YYYY-MM-DD or none", param_hint="--due"
+            ) from None
     app = _app(ctx)
     try:
         field_values = custom_fields.from_assignments(app.settings.notify.custom_fields, fields)
     except InvalidInputError as exc:
         raise click.ClickException(str(exc)) from None
     changes = ticket_changes.TicketUpdate(
+        subject=subject,
+        queue=queue,
+        due_at=due_at,
+        clear_due=due is not None and due_at is None,
         status=status,
         on_hold_until=on_hold_until.date() if on_hold_until else None,
         resolution=resolution,
@@ -286,20 +304,99 @@ def ticket_update(
         found = store.get_ticket_by_number(session, number)
         if found is None:
             raise click.ClickException(f"no ticket {number}")
-        actor = Actor.system("cli")
-        if as_agent:
-            agent = store.find_agent(session, as_agent)
-            if agent is None:
-                raise click.ClickException(f"--as: {as_agent} is not an agent")
-            actor = Actor.agent(agent.email, agent.name)
-        change = ChangeContext.of(
-            clock=app.clock, channel=Channel.cli, actor=actor, notices=app.settings.notify
-        )
+        change = _cli_change(app, session, as_agent)
         try:
             changed = ticket_changes.update(session, found, changes, change=change)
         except InvalidInputError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"ticket {number}: " + (", ".join(changed) if changed else "nothing changed"))
+
+
+def _cli_change(app: Any, session: Any, as_agent: str | None) -> Any:
+    """The change context of a CLI command: the helpdesk (or `--as` an agent), channel cli."""
+    from mailhelpdesk.domain.events import Actor, Channel
+    from mailhelpdesk.services.context import ChangeContext
+    from mailhelpdesk.store import tickets as store
+
+    actor = Actor.system("cli")
+    if as_agent:
+        agent = store.find_agent(session, as_agent)
+        if agent is None:
+            raise click.ClickException(f"--as: {as_agent} is not an agent")
+        actor = Actor.agent(agent.email, agent.name)
+    return ChangeContext.of(
+        clock=app.clock, channel=Channel.cli, actor=actor, notices=app.settings.notify
+    )
+
+
+def _housekeeping(
+    ctx: click.Context, as_agent: str | None, run: Callable[[Any, Any], object], done: str
+) -> None:
+    """Run one trash / restore / merge in a transaction; errors are one line, exit 1."""
+    from mailhelpdesk.errors import HelpdeskError
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    try:
+        with session_scope(app.engine) as session:
+            run(session, _cli_change(app, session, as_agent))
+    except HelpdeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(done)
+
+
+_AS_AGENT = click.option(
+    "--as", "as_agent", metavar="EMAIL", help="Act as this agent (default: the helpdesk)."
+)
+
+
+@ticket.command("delete")
+@click.argument("number", type=int)
+@_AS_AGENT
+@click.pass_context
+def ticket_delete(ctx: click.Context, number: int, as_agent: str | None) -> None:
+    """Move a ticket to the trash (`ticket restore` brings it back until it is purged)."""
+    from mailhelpdesk.services import housekeeping
+
+    _housekeeping(
+        ctx,
+        as_agent,
+        lambda s, c: housekeeping.trash(s, ticket_number=number, change=c),
+        f"ticket {number}: trashed",
+    )
+
+
+@ticket.command("restore")
+@click.argument("number", type=int)
+@_AS_AGENT
+@click.pass_context
+def ticket_restore(ctx: click.Context, number: int, as_agent: str | None) -> None:
+    """Take a ticket out of the trash."""
+    from mailhelpdesk.services import housekeeping
+
+    _housekeeping(
+        ctx,
+        as_agent,
+        lambda s, c: housekeeping.restore(s, ticket_number=number, change=c),
+        f"ticket {number}: restored",
+    )
+
+
+@ticket.command("merge")
+@click.argument("number", type=int)
+@click.option("--into", "into", type=int, required=True, help="The ticket to merge into.")
+@_AS_AGENT
+@click.pass_context
+def ticket_merge(ctx: click.Context, number: int, into: int, as_agent: str | None) -> None:
+    """Merge a ticket into another: its messages move, mail to it lands there, it is closed."""
+    from mailhelpdesk.services import housekeeping
+
+    _housekeeping(
+        ctx,
+        as_agent,
+        lambda s, c: housekeeping.merge(s, ticket_number=number, into=into, change=c),
+        f"ticket {number}: merged into {into}",
+    )
 
 
 # -- time entries ----------------------------------------------------------------------------------
@@ -330,24 +427,13 @@ def time_add(
     as_agent: str | None,
 ) -> None:
     """Record MINUTES spent on ticket NUMBER (one `time_entry` event in its history)."""
-    from mailhelpdesk.domain.events import Actor, Channel
     from mailhelpdesk.errors import InvalidInputError, NotFoundError
     from mailhelpdesk.services import time_entries
-    from mailhelpdesk.services.context import ChangeContext
-    from mailhelpdesk.store import tickets as store
     from mailhelpdesk.store.db import session_scope
 
     app = _app(ctx)
     with session_scope(app.engine) as session:
-        actor = Actor.system("cli")
-        if as_agent:
-            agent = store.find_agent(session, as_agent)
-            if agent is None:
-                raise click.ClickException(f"--as: {as_agent} is not an agent")
-            actor = Actor.agent(agent.email, agent.name)
-        change = ChangeContext.of(
-            clock=app.clock, channel=Channel.cli, actor=actor, notices=app.settings.notify
-        )
+        change = _cli_change(app, session, as_agent)
         try:
             entry = time_entries.add_by_number(
                 session,

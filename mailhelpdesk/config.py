@@ -221,6 +221,14 @@ class CustomFieldConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    # a trashed ticket is deleted for good this long after it was trashed ("30d", "12h";
+    # empty: never purged)
+    purge_trashed_after: str = "30d"
+    purge_trashed_after_s: int = 2_592_000  # computed from purge_trashed_after (0: never)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -245,6 +253,7 @@ class Config:
     http_deliveries: HttpDeliveriesConfig = field(default_factory=HttpDeliveriesConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
     custom_fields: tuple[CustomFieldConfig, ...] = ()
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 
     def inbound_addresses(self) -> dict[str, str]:
@@ -299,10 +308,21 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_custom_fields(
-        _check_interventions(
-            _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+    return _check_lifecycle(
+        _check_custom_fields(
+            _check_interventions(
+                _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+            )
         )
+    )
+
+
+def _check_lifecycle(config: Config) -> Config:
+    """`[lifecycle] purge_trashed_after` as seconds (a duration; empty: never)."""
+    text = config.lifecycle.purge_trashed_after.strip()
+    seconds = parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
+    return dataclasses.replace(
+        config, lifecycle=dataclasses.replace(config.lifecycle, purge_trashed_after_s=seconds)
     )
 
 

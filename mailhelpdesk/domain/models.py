@@ -99,6 +99,15 @@ class Ticket(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=utc_column())
     # the customer the ticket is for (services/contacts.py); None only when it has no originator
     contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    # -- housekeeping (resources.md §2): due date, last resolution, trash, merge ------------------
+    due_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True, index=True))
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # set while the ticket is in the trash (soft-deleted): every read treats it as absent
+    deleted_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True, index=True)
+    )
+    # the number of the ticket this one was merged into: mail threaded here lands there
+    merged_into: int | None = None
 
 
 class TicketCC(SQLModel, table=True):
@@ -427,4 +436,16 @@ class TimeEntry(SQLModel, table=True):
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     agent_email: str | None = Field(default=None, max_length=320)
     date: _Day
+    created_at: datetime = Field(sa_column=utc_column())
+
+
+class TicketWatcher(SQLModel, table=True):
+    """An agent who follows a ticket: they get the notices its assignee gets
+    (services/reactions.py)."""
+
+    __tablename__ = "ticket_watchers"
+    __table_args__ = (UniqueConstraint("ticket_id", "email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    email: str = Field(max_length=320)
     created_at: datetime = Field(sa_column=utc_column())

@@ -115,6 +115,16 @@ def create_api(
         for ep in fields_time.endpoints(rt):
             add_endpoint(api, rt, ep)
         fields_time.add_get_routes(api, rt)
+        for ep in v1.housekeeping_endpoints(rt):
+            add_endpoint(api, rt, ep)
+        add_get_route(
+            api,
+            rt,
+            "/api/v1/tickets/{number:int}/watchers",
+            "tickets:read",
+            v1.watchers_by_path,
+            "The agents watching a ticket",
+        )
         add_get_route(
             api,
             rt,

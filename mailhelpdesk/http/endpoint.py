@@ -102,6 +102,8 @@ class Endpoint:
     summary: str = ""
     writes: bool = True  # False: the handler only reads (no write lock, runs beside the writers)
     method: str = "POST"  # or PATCH / DELETE for the native resources (DESIGN.md §6)
+    # the request may come without a body (DELETE a ticket, restore): read as {}
+    body_optional: bool = False
 
 
 async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
@@ -130,7 +132,7 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
         response_model=None,
         openapi_extra={
             "requestBody": {
-                "required": True,
+                "required": not ep.body_optional,
                 "content": {"application/json": {"schema": schema_of(ep.model)}},
             },
             **({"parameters": path_parameters(ep.path)} if "{" in ep.path else {}),
@@ -275,14 +277,16 @@ async def _admit(rt: Runtime, request: Request, ability: str | None) -> Authenti
 async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
+    raw = await _read_body(request, rt.max_body_bytes) if ep.body_optional else None
+    if media != "application/json" and not (ep.body_optional and not raw):
         raise ApiError(
             415,
             "unsupported_media_type",
             "Send the request body as Content-Type: application/json.",
         )
-    raw = await _read_body(request, rt.max_body_bytes)
-    payload = _parse_json(raw)
+    if raw is None:
+        raw = await _read_body(request, rt.max_body_bytes)
+    payload = _parse_json(raw) if raw.strip() or not ep.body_optional else {}
     key = None
     if ep.key in ("required", "optional"):
         key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")

@@ -70,8 +70,9 @@ class RespondIn(_In):
     from_email: str
     content: str | None = None
     is_internal: bool = False
-    status: Literal["open", "on-hold"] | None = None
+    status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
+    resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
 
 
 class FlatRespondIn(_In):
@@ -79,8 +80,9 @@ class FlatRespondIn(_In):
     from_email: str
     content: str | None = None
     is_internal: bool = False
-    status: Literal["open", "on-hold"] | None = None
+    status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
+    resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
 
 
 class AttachmentIn(_In):
@@ -251,6 +253,7 @@ class RespondArgs:
     is_internal: bool
     status: str | None
     on_hold_until: date | None
+    resolution: str | None = None
 
 
 def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
@@ -262,6 +265,8 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
             raise validation_failed({"on_hold_until": ["is required when status is on-hold"]})
         if m.on_hold_until < datetime.now(UTC).date():  # dates are UTC (api-contract.md §1)
             raise validation_failed({"on_hold_until": ["must not be in the past"]})
+    if m.resolution is not None and m.status != "closed":
+        raise validation_failed({"resolution": ["only with status closed"]})
     return RespondArgs(
         number,
         email,
@@ -269,6 +274,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
         m.is_internal,
         m.status,
         m.on_hold_until if m.status == "on-hold" else None,
+        m.resolution,
     )
 
 
@@ -398,6 +404,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             is_internal=a.is_internal,
             status=a.status,
             on_hold_until=a.on_hold_until,
+            resolution=a.resolution,
         )
 
     def send(session: Session, a: SendArgs) -> dict[str, Any]:

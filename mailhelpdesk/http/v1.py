@@ -13,7 +13,7 @@ from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import tickiti
 from mailhelpdesk.http.endpoint import TOKEN_PARAM, Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.errors import ApiError, validation_failed
-from mailhelpdesk.services import history, ticket_reads
+from mailhelpdesk.services import forwarding, history, housekeeping, ticket_reads, watchers
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 from mailhelpdesk.services.ticket_changes import TicketUpdate
 
@@ -79,6 +79,9 @@ class TicketPatchIn(_In):
     notify_customer: bool = True
     # name -> value (null clears); checked against [[custom_fields]] (services/custom_fields.py)
     custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    subject: str | None = Field(default=None, max_length=998)
+    queue: str | None = Field(default=None, max_length=200)
+    due_at: datetime | None = None  # ISO 8601; null clears (absent: unchanged)
 
 
 class AttachmentIn(_In):
@@ -213,8 +216,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_patch),
             patch,
             "Change a ticket: status (with resolution, comment), priority, assignee, tags, "
-            "custom fields; "
-            "all or nothing; returns the ticket object",
+            "custom fields, subject, queue, due_at; all or nothing; returns the ticket object",
             method="PATCH",
         ),
         Endpoint(
@@ -319,7 +321,14 @@ def check_patch(m: TicketPatchIn, params: dict[str, Any]) -> tuple[int, TicketUp
         assign = "none"
     elif m.assigned_to_email:
         assign = tickiti._email(m.assigned_to_email, "assigned_to_email")
+    due_at = None
+    if m.due_at is not None:
+        due_at = m.due_at if m.due_at.tzinfo else m.due_at.replace(tzinfo=UTC)
     return int(raw), TicketUpdate(
+        subject=m.subject,
+        queue=m.queue,
+        due_at=due_at,
+        clear_due="due_at" in m.model_fields_set and m.due_at is None,
         status=m.status,
         on_hold_until=m.on_hold_until,
         resolution=m.resolution,
@@ -349,3 +358,159 @@ def history_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
         raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
     return history.history(session, ticket_number=number)
+
+
+# -- housekeeping: trash, restore, merge, forward, watchers (resources.md §2) --------------------
+
+
+class EmptyIn(_In):
+    """A body that carries nothing (DELETE a ticket, restore): may be empty or {}."""
+
+
+class MergeIn(_In):
+    into: int = Field(ge=1, le=MAX_INTEGER)
+
+
+class ForwardIn(_In):
+    to: list[str] = Field(min_length=1, max_length=10)
+    note: str | None = Field(default=None, max_length=10_000)
+    include_attachments: bool = False
+
+
+class WatcherIn(_In):
+    email: str = Field(max_length=320)
+
+
+def path_number(params: dict[str, Any]) -> int:
+    """The ticket number of the path (digits only, as the GET): else 404."""
+    raw = str(params.get("number", ""))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_INTEGER:
+        raise ApiError(404, "ticket_not_found", f"Ticket {raw[:20]} not found.")
+    return int(raw)
+
+
+def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
+    def trash(session: Session, acting: Acting[int]) -> dict[str, Any]:
+        return housekeeping.trash(
+            session, ticket_number=acting.args, change=rt.change(session, acting.token)
+        )
+
+    def restore(session: Session, acting: Acting[int]) -> dict[str, Any]:
+        return housekeeping.restore(
+            session, ticket_number=acting.args, change=rt.change(session, acting.token)
+        )
+
+    def merge(session: Session, acting: Acting[tuple[int, int]]) -> dict[str, Any]:
+        number, into = acting.args
+        return housekeeping.merge(
+            session, ticket_number=number, into=into, change=rt.change(session, acting.token)
+        )
+
+    def forward(session: Session, acting: Acting[tuple[int, ForwardIn]]) -> dict[str, Any]:
+        number, m = acting.args
+        return forwarding.forward(
+            session,
+            ticket_number=number,
+            to=m.to,
+            note=m.note,
+            include_attachments=m.include_attachments,
+            change=rt.change(session, acting.token),
+        )
+
+    def watch(session: Session, acting: Acting[tuple[int, str]]) -> dict[str, Any]:
+        number, email = acting.args
+        return watchers.add(
+            session, ticket_number=number, email=email, change=rt.change(session, acting.token)
+        )
+
+    def unwatch(session: Session, acting: Acting[tuple[int, str]]) -> dict[str, Any]:
+        number, email = acting.args
+        return watchers.remove(
+            session, ticket_number=number, email=email, change=rt.change(session, acting.token)
+        )
+
+    def number_only(_m: EmptyIn, params: dict[str, Any]) -> int:
+        return path_number(params)
+
+    def merge_args(m: MergeIn, params: dict[str, Any]) -> tuple[int, int]:
+        return path_number(params), m.into
+
+    def forward_args(m: ForwardIn, params: dict[str, Any]) -> tuple[int, ForwardIn]:
+        return path_number(params), m
+
+    def watcher_args(m: WatcherIn, params: dict[str, Any]) -> tuple[int, str]:
+        return path_number(params), tickiti._email(m.email, "email")
+
+    one = "/api/v1/tickets/{number:int}"
+    return [
+        Endpoint(
+            one,
+            "v1_tickets_delete",
+            "tickets:write",
+            "optional",
+            EmptyIn,
+            with_token(number_only),
+            trash,
+            "Move a ticket to the trash (soft delete): later reads are 404 until it is restored",
+            method="DELETE",
+            body_optional=True,
+        ),
+        Endpoint(
+            one + "/restore",
+            "v1_tickets_restore",
+            "tickets:write",
+            "optional",
+            EmptyIn,
+            with_token(number_only),
+            restore,
+            "Take a ticket out of the trash; returns the ticket object",
+            body_optional=True,
+        ),
+        Endpoint(
+            one + "/merge",
+            "v1_tickets_merge",
+            "tickets:write",
+            "optional",
+            MergeIn,
+            with_token(merge_args),
+            merge,
+            "Merge a ticket into another ({into}): its messages move, its mail follows; "
+            "returns the target's ticket object",
+        ),
+        Endpoint(
+            one + "/forward",
+            "v1_tickets_forward",
+            "tickets:write",
+            "optional",
+            ForwardIn,
+            with_token(forward_args),
+            forward,
+            "Mail the public conversation to third parties; their replies are kept internal",
+        ),
+        Endpoint(
+            one + "/watchers",
+            "v1_tickets_watchers_add",
+            "tickets:write",
+            "optional",
+            WatcherIn,
+            with_token(watcher_args),
+            watch,
+            "Add an agent as a watcher: they get the notices the assignee gets",
+        ),
+        Endpoint(
+            one + "/watchers",
+            "v1_tickets_watchers_remove",
+            "tickets:write",
+            "optional",
+            WatcherIn,
+            with_token(watcher_args),
+            unwatch,
+            "Remove a watcher",
+            method="DELETE",
+        ),
+    ]
+
+
+def watchers_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/tickets/{number}/watchers: the agents watching the ticket."""
+    return watchers.listing(session, ticket_number=path_number(params))

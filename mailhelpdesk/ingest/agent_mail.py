@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from datetime import date
 
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.errors import ConflictError, InvalidInputError
@@ -16,7 +17,13 @@ from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import custom_fields, interventions, ticket_changes, time_entries
+from mailhelpdesk.services import (
+    custom_fields,
+    interventions,
+    ticket_changes,
+    time_entries,
+    watchers,
+)
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.reactions import Thread
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
@@ -115,7 +122,7 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         ticket_service.add_response(ctx.session, ticket, answer, change=ctx.change, reopen=False)
         what = "answer"
     for command in _fields_first(block.changes):
-        _run_command(ctx, command)
+        _run_command(ctx, command, resolution=block.resolution)
     done = "; ".join(c.line for c in block.commands)
     ctx.outcome = Outcome.reply_added
     ctx.reason = f"agent {what} on ticket {ticket.number} ({ctx.verified})" + (
@@ -149,6 +156,8 @@ def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | N
                 ticket_changes.check_priority(command.argument)
             elif command.name in ("tag", "untag"):
                 ticket_changes.check_tag(command.argument)
+            elif command.name == "queue":
+                ticket_changes.check_queue(ctx.session, command.argument)
         except InvalidInputError as exc:
             return CommandError(command.line_number, command.line, str(exc))
     return _check_fields_and_time(ctx, block)
@@ -162,13 +171,19 @@ def _assignee(ctx: IngestContext, argument: str) -> str | None:
     return argument
 
 
-def _run_command(ctx: IngestContext, command: Command) -> None:
-    """One checked mail command through the same service call the API and the CLI make."""
+def _run_command(ctx: IngestContext, command: Command, *, resolution: str | None = None) -> None:
+    """One checked mail command through the same service call the API and the CLI make
+    (`resolution`: the block's `#resolution`, kept with `#status closed`)."""
     assert ctx.ticket is not None
     ticket, change, argument = ctx.ticket, ctx.change, command.argument
     if command.name == "status":
         ticket_changes.set_status(
-            ctx.session, ticket, argument, on_hold_until=command.on_hold_until, change=change
+            ctx.session,
+            ticket,
+            argument,
+            on_hold_until=command.on_hold_until,
+            resolution=resolution if argument == "closed" else None,
+            change=change,
         )
     elif command.name == "assign":
         ticket_changes.assign(ctx.session, ticket, _assignee(ctx, argument), change=change)
@@ -180,6 +195,8 @@ def _run_command(ctx: IngestContext, command: Command) -> None:
         ticket_changes.untag(ctx.session, ticket, argument, change=change)
     elif command.name in ("field", "time"):
         _run_field_or_time(ctx, command)
+    else:
+        _run_housekeeping(ctx, command)
 
 
 # -- #field and #time ---------------------------------------------------------------------------
@@ -253,6 +270,23 @@ def _run_field_or_time(ctx: IngestContext, command: Command) -> None:
             agent_email=ctx.agent.email,
             change=ctx.change,
         )
+
+
+def _run_housekeeping(ctx: IngestContext, command: Command) -> None:
+    """#due, #queue, #watch, #unwatch (resources.md §4)."""
+    assert ctx.ticket is not None and ctx.agent is not None
+    ticket, change, argument = ctx.ticket, ctx.change, command.argument
+    if command.name == "due":
+        due = (
+            None if argument == "none" else ticket_changes.end_of_day(date.fromisoformat(argument))
+        )
+        ticket_changes.set_due(ctx.session, ticket, due, change=change)
+    elif command.name == "queue":
+        ticket_changes.move(ctx.session, ticket, argument, change=change)
+    elif command.name == "watch":
+        watchers.watch(ctx.session, ticket, ctx.agent.email, change=change)
+    elif command.name == "unwatch":
+        watchers.unwatch(ctx.session, ticket, ctx.agent.email, change=change)
 
 
 def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:

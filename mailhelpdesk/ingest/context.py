@@ -34,6 +34,9 @@ class ThreadVia(enum.StrEnum):
     references = "references"
     subject_tag = "subject_tag"
     bounce = "bounce"  # a bounce of our own mail: the ticket of the mail that bounced
+    # a reply to a forward of the ticket to a third party (its reply address or Message-ID):
+    # kept internal, never the customer's (services/forwarding.py)
+    forward = "forward"
 
 
 class Verification(enum.StrEnum):

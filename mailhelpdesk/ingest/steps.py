@@ -69,7 +69,10 @@ def classify(ctx: IngestContext) -> None:
 
 
 def thread(ctx: IngestContext) -> None:
-    """Find the ticket: signed reply address, then In-Reply-To/References, then the subject tag."""
+    """Find the ticket: signed reply address, then In-Reply-To/References, then the subject tag.
+    A trashed ticket is not found (the mail opens a new ticket, services/housekeeping.py); a
+    merged ticket leads to the ticket it was merged into. A forward's reply address or
+    Message-ID marks the mail as a third party's reply to a forward."""
     parsed = parsed_of(ctx)
     for address in recipient_addresses(ctx, parsed):
         base, tag = split_plus(address)
@@ -82,20 +85,28 @@ def thread(ctx: IngestContext) -> None:
         ticket = store.get_ticket_by_number(ctx.session, token.ticket_number)
         if ticket is not None:
             ctx.ticket, ctx.thread_via, ctx.signed_agent_id = (
-                ticket,
-                ThreadVia.signed_address,
+                store.follow_merges(ctx.session, ticket),
+                ThreadVia.forward if token.forward else ThreadVia.signed_address,
                 token.agent_id,
             )
             return
     candidates = list(parsed.in_reply_to) + list(reversed(parsed.references))
     found = store.find_ticket_by_message_ids(ctx.session, [c[:998] for c in candidates])
     if found is not None:
-        ctx.ticket, ctx.thread_via = found[0], ThreadVia.references
+        ctx.ticket = store.follow_merges(ctx.session, found[0])
+        ctx.thread_via = (
+            ThreadVia.forward
+            if store.is_forward_message_id(ctx.session, found[1])
+            else ThreadVia.references
+        )
         return
     for match in SUBJECT_TAG.finditer(parsed.subject):
         ticket = store.get_ticket_by_number(ctx.session, int(match.group(1)))
         if ticket is not None:
-            ctx.ticket, ctx.thread_via = ticket, ThreadVia.subject_tag
+            ctx.ticket, ctx.thread_via = (
+                store.follow_merges(ctx.session, ticket),
+                ThreadVia.subject_tag,
+            )
             return
 
 
@@ -160,6 +171,11 @@ def identify_sender(ctx: IngestContext) -> None:
             return
     if ctx.ticket is None:
         ctx.sender_role = SenderRole.customer
+        return
+    if ctx.thread_via == ThreadVia.forward:
+        # a third party answering a forward: kept on the ticket, internal, for the agents only
+        ctx.sender_role = SenderRole.stranger
+        ctx.notes.append(f"{sender or 'unknown sender'} replied to a forward of the ticket")
         return
     if ctx.thread_via == ThreadVia.subject_tag and sender not in store.participant_emails(
         ctx.session, ctx.ticket

@@ -15,6 +15,10 @@
     #time <duration> [billable] [text]
                                    record time spent: 15m, 90m, 1h30m, 2h; "billable" marks it
                                    billable, the rest of the line says what was done
+    #due YYYY-MM-DD|none           set (due by the end of that day, UTC) or clear the due date
+    #queue <name>                  move the ticket to that queue
+    #resolution <text>             how it was resolved; only together with #status closed
+    #watch / #unwatch              the sending agent starts / stops watching the ticket
 
 Pure: text in, a `CommandBlock` out. Commands are read from the top of the text: blank lines
 are skipped, every line that starts with `#` followed by a letter is a command, and the first
@@ -80,7 +84,9 @@ class CommandBlock:
     @property
     def changes(self) -> tuple[Command, ...]:
         """The commands that change the ticket (everything but #note, #set and #submit)."""
-        return tuple(c for c in self.commands if c.name not in ("note", *INTERVENTION_COMMANDS))
+        return tuple(
+            c for c in self.commands if c.name not in ("note", "resolution", *INTERVENTION_COMMANDS)
+        )
 
     @property
     def intervention(self) -> tuple[Command, ...]:
@@ -90,6 +96,11 @@ class CommandBlock:
     @property
     def is_submit(self) -> bool:
         return any(c.name == "submit" for c in self.commands)
+
+    @property
+    def resolution(self) -> str | None:
+        """The text of `#resolution` (kept with `#status closed`), or None."""
+        return next((c.value for c in self.commands if c.name == "resolution"), None)
 
 
 class _Bad(Exception):
@@ -122,6 +133,14 @@ def parse_commands(text: str) -> CommandBlock:
         index += 1
     if not commands:
         return CommandBlock(body=text)
+    resolution = next((c for c in commands if c.name == "resolution"), None)
+    closing = any(c.name == "status" and c.argument == TicketStatus.closed for c in commands)
+    if resolution is not None and not closing:
+        return CommandBlock(
+            error=CommandError(
+                resolution.line_number, resolution.line, "#resolution goes with #status closed"
+            )
+        )
     body = "\n".join(lines[index:])
     return CommandBlock(commands=tuple(commands), body=body)
 
@@ -173,9 +192,12 @@ def _parse_line(line: str) -> Command:
         return _field(rest, line)
     if name == "time":
         return _time(rest, line)
+    housekeeping = _housekeeping(name, rest.strip(), args, line)
+    if housekeeping is not None:
+        return housekeeping
     raise _Bad(
-        f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, #set, "
-        "#submit, #field, #time)"
+        f"unknown command #{name} (known: #note, #status, #assign, #priority, #tag, #untag, "
+        "#set, #submit, #field, #time, #due, #queue, #resolution, #watch, #unwatch)"
     )
 
 
@@ -234,3 +256,38 @@ def _time(rest: str, line: str) -> Command:
     if len(text) > MAX_VALUE_CHARS:
         raise _Bad(f"a description is at most {MAX_VALUE_CHARS} characters")
     return Command("time", str(minutes), value=text, minutes=minutes, billable=billable, line=line)
+
+
+# -- housekeeping commands (resources.md §4) ----------------------------------------------------
+
+
+def _housekeeping(name: str, rest: str, args: list[str], line: str) -> Command | None:
+    """#due, #queue, #resolution, #watch, #unwatch; None for any other name."""
+    if name == "due":
+        if len(args) != 1:
+            raise _Bad("expected #due YYYY-MM-DD or #due none")
+        if args[0].lower() == "none":
+            return Command("due", "none", line=line)
+        if not _DATE.match(args[0]):
+            raise _Bad(f"{args[0]!r} is not a date (YYYY-MM-DD) or none")
+        try:
+            date.fromisoformat(args[0])
+        except ValueError:
+            raise _Bad(f"{args[0]!r} is not a valid date") from None
+        return Command("due", args[0], line=line)
+    if name == "queue":
+        queue = " ".join(args)
+        if not queue:
+            raise _Bad("expected #queue <name>")
+        return Command("queue", queue, line=line)
+    if name == "resolution":
+        if not rest:
+            raise _Bad("expected #resolution <text>")
+        if len(rest) > MAX_VALUE_CHARS:
+            raise _Bad(f"a resolution is at most {MAX_VALUE_CHARS} characters")
+        return Command("resolution", value=rest, line=line)
+    if name in ("watch", "unwatch"):
+        if args:
+            raise _Bad(f"#{name} takes no argument (it is about the agent who sends it)")
+        return Command(name, line=line)
+    return None

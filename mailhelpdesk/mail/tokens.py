@@ -13,13 +13,17 @@ import hmac
 import re
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"^t(?P<number>\d{1,12})(?:a(?P<agent>\d{1,12}))?-(?P<mac>[a-z2-7]{16})$")
+_TOKEN = re.compile(
+    r"^t(?P<number>\d{1,12})(?:a(?P<agent>\d{1,12}))?(?P<forward>f)?-(?P<mac>[a-z2-7]{16})$"
+)
 
 
 @dataclass(frozen=True)
 class ReplyToken:
     ticket_number: int
     agent_id: int | None = None
+    # the address of a forward to a third party (POST …/forward): their reply is kept internal
+    forward: bool = False
 
 
 def _mac(secret: bytes, payload: str) -> str:
@@ -28,8 +32,10 @@ def _mac(secret: bytes, payload: str) -> str:
 
 
 def make_token(secret: bytes, token: ReplyToken) -> str:
-    payload = f"t{token.ticket_number}" + (
-        f"a{token.agent_id}" if token.agent_id is not None else ""
+    payload = (
+        f"t{token.ticket_number}"
+        + (f"a{token.agent_id}" if token.agent_id is not None else "")
+        + ("f" if token.forward else "")
     )
     return f"{payload}-{_mac(secret, payload)}"
 
@@ -49,7 +55,9 @@ def verify_token(secret: bytes, text: str) -> ReplyToken | None:
     if not hmac.compare_digest(_mac(secret, payload), match["mac"]):
         return None
     agent = match["agent"]
-    return ReplyToken(int(match["number"]), int(agent) if agent else None)
+    return ReplyToken(
+        int(match["number"]), int(agent) if agent else None, forward=bool(match["forward"])
+    )
 
 
 def split_plus(address: str) -> tuple[str, str | None]:

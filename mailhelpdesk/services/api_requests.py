@@ -240,10 +240,12 @@ def respond(
     is_internal: bool,
     status: str | None,
     on_hold_until: date | None,
+    resolution: str | None = None,
 ) -> dict[str, Any]:
-    """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold.
-    The reactivation is caused by the response (it mails nothing of its own); a `status` given
-    explicitly is the same change as an agent's `#status` and causes the same notices."""
+    """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold
+    or closed. The reactivation is caused by the response (it mails nothing of its own); a
+    `status` given explicitly is the same change as an agent's `#status` and causes the same
+    notices (closing: the customer's `ticket_closed`, once, with the `resolution`)."""
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
@@ -279,7 +281,11 @@ def respond(
         reopen=False,
     )
     before = ticket.status
-    if status == TicketStatus.on_hold:
+    if status == TicketStatus.closed:
+        ticket_changes.set_status(
+            session, ticket, TicketStatus.closed.value, resolution=resolution, change=change
+        )
+    elif status == TicketStatus.on_hold:
         ticket_changes.set_status(
             session,
             ticket,

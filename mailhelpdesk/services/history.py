@@ -61,6 +61,16 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "time_entry":
         text = f"time {data.get('minutes')} min" + (" billable" if data.get("billable") else "")
         return text + (f": {data['description']}" if data.get("description") else "")
+    if kind == "due_date":
+        return f"due {data.get('from') or 'none'} -> {data.get('to') or 'none'}"
+    if kind == "merged":
+        if data.get("into"):
+            return f"merged into #{data['into']} ({data.get('responses_moved')} messages)"
+        return f"merged #{data.get('from')} in ({data.get('responses_moved')} messages)"
+    if kind == "forwarded":
+        return "forwarded to " + ", ".join(str(a) for a in data.get("to", []))
+    if kind in ("watcher_added", "watcher_removed"):
+        return f"{kind.replace('_', ' ')}: {data.get('email')}"
     if kind == "command_refused":
         return f"mail command refused: {data.get('line')}: {data.get('error')}"
     if "response_id" in data:

@@ -108,6 +108,9 @@ class Recipient:
     email: str
     name: str = ""
     agent_id: int | None = None  # set for agents: their Reply-To is signed for them
+    # a third party a ticket is forwarded to: their Reply-To is a forward address, and their
+    # reply is kept internal (ingest/steps.py)
+    forward: bool = False
 
 
 def is_robot_address(address: str) -> bool:
@@ -301,7 +304,7 @@ def schedule_notice(
         reply_to=reply_address(
             settings.secret,
             settings.helpdesk_address,
-            ReplyToken(ticket.number, recipient.agent_id),
+            ReplyToken(ticket.number, recipient.agent_id, forward=recipient.forward),
         ),
         # a customer's malformed Message-ID must not cost the notice its threading
         in_reply_to=in_reply_to if is_message_id(in_reply_to) else None,
@@ -342,7 +345,10 @@ def schedule_notice(
     )
     if state == OutboxState.queued:
         ticket_store.record_message_id(
-            session, message_id=spec.message_id, ticket_id=ticket.id or 0, direction="out"
+            session,
+            message_id=spec.message_id,
+            ticket_id=ticket.id or 0,
+            direction=ticket_store.FORWARD_DIRECTION if recipient.forward else "out",
         )
     else:
         log.warning(

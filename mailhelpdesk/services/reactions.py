@@ -15,11 +15,15 @@ scheduler causes the same mail and the same webhooks. The one exception is expli
     status           from closed to open / on-hold      ticket_reopened   customer
     status           from on-hold to open               on_hold_woke      assignee, else agents
     command_refused                                     command_error     the agent who sent it
+    forwarded                                           forward           the addresses named
+                                                                          (human mail, forward
+                                                                          reply address)
 
 A status change that a message caused (a customer's reply reopening the ticket, an API
 response reactivating it) mails nothing more: the message's own notice tells everyone.
 `notify_customer: false` in a status event's data holds back the customer's status notice.
-Agents are never told of their own changes.
+Agents are never told of their own changes. Watchers (services/watchers.py) are told what the
+assignee is told: "assignee, else agents" means the assignee and the ticket's watchers.
 `custom_field` and `time_entry` events cause nothing beyond the history (no notice, no webhook).
 
 Webhooks: `created` → ticket.created and response.created (its first message); every message
@@ -42,6 +46,7 @@ from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAtta
 from mailhelpdesk.services import notify, webhooks
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import Recipient
+from mailhelpdesk.store import housekeeping as housekeeping_store
 from mailhelpdesk.store import tickets as store
 
 Data = Mapping[str, Any]
@@ -63,6 +68,7 @@ class Audience(enum.Enum):
     agents = "agents"
     assignee_or_agents = "assignee, else agents"
     acting_agent = "the acting agent"
+    forward_recipients = "the addresses a forward names"
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ NOTICE_RULES: tuple[NoticeRule, ...] = (
         EventType.status, "on_hold_woke", Audience.assignee_or_agents, AUTO_GENERATED, _woke
     ),
     NoticeRule(EventType.command_refused, "command_error", Audience.acting_agent, AUTO_REPLIED),
+    NoticeRule(EventType.forwarded, "forward", Audience.forward_recipients, None),
 )
 
 _MESSAGE_EVENTS = frozenset(
@@ -212,7 +219,13 @@ def _send(
     elif rule.notice == "command_error":
         context["error"] = str(data.get("error", ""))
         context["error_line"] = str(data.get("line", ""))
-    for recipient in _recipients(session, ticket, rule.audience, change.origin):
+    elif rule.notice == "ticket_closed":
+        context["resolution"] = str(data.get("resolution") or "")
+    elif rule.notice == "forward":
+        context.update(_forward_context(session, ticket, data))
+        if data.get("include_attachments"):
+            attachments = _public_attachments(session, ticket)
+    for recipient in _recipients(session, ticket, rule.audience, change.origin, data):
         notify.schedule_notice(
             session,
             notice=rule.notice,
@@ -238,11 +251,13 @@ def _message_text(rule: NoticeRule, response: Response | None) -> str:
 
 
 def _recipients(
-    session: Session, ticket: Ticket, audience: Audience, origin: Origin
+    session: Session, ticket: Ticket, audience: Audience, origin: Origin, data: Data
 ) -> list[Recipient]:
     customer = Recipient(ticket.originator_email, ticket.originator_name)
     if audience == Audience.customer:
         return [customer]
+    if audience == Audience.forward_recipients:
+        return [Recipient(str(email), "", forward=True) for email in data.get("to", [])]
     if audience == Audience.customer_and_ccs:
         return [customer] + [
             Recipient(cc.email, cc.name)
@@ -253,8 +268,45 @@ def _recipients(
     if audience == Audience.acting_agent:
         return [a for a in agents if origin.actor.is_agent(a.email)]
     if audience == Audience.assignee_or_agents:
-        agents = list(notify.assignee_or_all(ticket, agents))
+        agents = _with_watchers(session, ticket, agents)
     return [a for a in agents if not origin.actor.is_agent(a.email)]
+
+
+def _with_watchers(session: Session, ticket: Ticket, agents: list[Recipient]) -> list[Recipient]:
+    """The assignee (else every agent), plus the ticket's watchers who are agents."""
+    chosen = list(notify.assignee_or_all(ticket, agents))
+    watching = set(housekeeping_store.watchers_of(session, ticket.id or 0))
+    return chosen + [a for a in agents if a.email.lower() in watching and a not in chosen]
+
+
+def _forward_context(session: Session, ticket: Ticket, data: Data) -> dict[str, Any]:
+    """A forward's template data: the note and the public conversation, oldest first (internal
+    notes are never forwarded)."""
+    return {
+        "note": str(data.get("note") or ""),
+        "conversation": [
+            {
+                "author": r.created_by_name or r.created_by_email or "",
+                "email": r.created_by_email or "",
+                "at": r.created_at.strftime("%Y-%m-%d %H:%M"),
+                "text": (r.visible_text or r.plain_text)[:50_000],
+            }
+            for r in store.responses_of(session, ticket.id or 0)
+            if not r.is_internal
+        ],
+    }
+
+
+def _public_attachments(session: Session, ticket: Ticket) -> list[OutgoingAttachment]:
+    """The files of the ticket's public messages (what `include_attachments` forwards)."""
+    public = [r for r in store.responses_of(session, ticket.id or 0) if not r.is_internal]
+    found = store.attachments_of(session, [r.id or 0 for r in public])
+    return [
+        OutgoingAttachment(a.name, a.mime_type, store.blob_data(session, a.sha256))
+        for r in public
+        for a in found.get(r.id or 0, [])
+        if not a.is_inline
+    ]
 
 
 def _response_of(session: Session, data: Data) -> Response | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import Priority, TicketStatus
 from mailhelpdesk.domain.events import EventType
-from mailhelpdesk.domain.models import Agent, Ticket, TicketTag
+from mailhelpdesk.domain.models import Agent, Queue, Ticket, TicketTag, as_utc
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.services import custom_fields, events
 from mailhelpdesk.services.context import ChangeContext
@@ -72,6 +72,8 @@ def set_status(
     ticket.status = value.value
     ticket.on_hold_until = on_hold_until if value == TicketStatus.on_hold else None
     ticket.resolved_at = now if value == TicketStatus.closed else None
+    if value == TicketStatus.closed:
+        ticket.resolution = resolution or None  # the ticket object shows the last close's
     ticket.updated_at = now
     session.add(ticket)
     session.flush()
@@ -203,6 +205,11 @@ class TicketUpdate:
     notify_customer: bool = True
     # custom fields: name -> typed value (None clears); written before the status
     custom_fields: Mapping[str, Any] = field(default_factory=dict)
+    # housekeeping (resources.md §2): None leaves each as it is; `clear_due` removes the due date
+    subject: str | None = None
+    queue: str | None = None
+    due_at: datetime | None = None
+    clear_due: bool = False
 
 
 def check_update(
@@ -226,6 +233,12 @@ def check_update(
         checks.append(("priority", lambda: check_priority(update.priority or "")))
     if update.assign is not None and update.assign.lower() != "none":
         checks.append(("assign", lambda: check_assignee(session, update.assign)))
+    if update.subject is not None:
+        checks.append(("subject", lambda: check_subject(update.subject or "")))
+    if update.queue is not None:
+        checks.append(("queue", lambda: check_queue(session, update.queue or "")))
+    if update.due_at is not None and update.clear_due:
+        checks.append(("due_at", lambda: _refuse("a due date, or none, not both")))
     for field_name, check in checks:
         try:
             check()
@@ -259,6 +272,14 @@ def update(
         session, ticket, changes.priority, change=change
     ):
         changed.append("priority")
+    if changes.subject is not None and set_subject(session, ticket, changes.subject, change=change):
+        changed.append("subject")
+    if changes.queue is not None and move(session, ticket, changes.queue, change=change):
+        changed.append("queue")
+    if (changes.due_at is not None or changes.clear_due) and set_due(
+        session, ticket, changes.due_at, change=change
+    ):
+        changed.append("due_at")
     changed += [
         f"+{check_tag(name)}"
         for name in changes.tags_add
@@ -298,3 +319,80 @@ def _check_custom_fields(
     if closing and not errors:
         errors.update(custom_fields.closing_errors(session, ticket, definitions, checked))
     return errors
+
+
+# -- housekeeping: subject, queue, due date (resources.md §2) -----------------------------------
+
+MAX_SUBJECT_CHARS = 998
+
+
+def _refuse(message: str) -> None:
+    raise InvalidInputError(message)
+
+
+def check_subject(subject: str) -> str:
+    value = " ".join(subject.split())
+    if not value:
+        raise InvalidInputError("a subject must not be empty")
+    if len(value) > MAX_SUBJECT_CHARS:
+        raise InvalidInputError(f"a subject is at most {MAX_SUBJECT_CHARS} characters")
+    return value
+
+
+def set_subject(session: Session, ticket: Ticket, subject: str, *, change: ChangeContext) -> bool:
+    """Rename the ticket (one `subject` event with from and to); True when it changed."""
+    value = check_subject(subject)
+    if ticket.subject == value:
+        return False
+    previous, ticket.subject = ticket.subject, value
+    _touch(session, ticket, change)
+    events.record(
+        session, ticket, EventType.subject, {"from": previous, "to": value}, change=change
+    )
+    return True
+
+
+def check_queue(session: Session, name: str) -> Queue:
+    """The queue called `name` (any case), or InvalidInputError: queues come from the config."""
+    wanted = name.strip().lower()
+    found = next((q for q in session.exec(select(Queue)) if q.name.lower() == wanted), None)
+    if found is None:
+        raise InvalidInputError(f"unknown queue {name!r}")
+    return found
+
+
+def move(session: Session, ticket: Ticket, name: str, *, change: ChangeContext) -> bool:
+    """Move the ticket to the queue `name` (one `queue` event); True when it moved."""
+    queue = check_queue(session, name)
+    if ticket.queue_id == queue.id:
+        return False
+    before = session.get(Queue, ticket.queue_id)
+    ticket.queue_id = queue.id or 0
+    _touch(session, ticket, change)
+    data = {"from": before.name if before else None, "to": queue.name}
+    events.record(session, ticket, EventType.queue, data, change=change)
+    return True
+
+
+def set_due(
+    session: Session, ticket: Ticket, due_at: datetime | None, *, change: ChangeContext
+) -> bool:
+    """Set (or with None clear) the due date: one `due_date` event with from and to (ISO 8601,
+    UTC); True when it changed."""
+    value = as_utc(due_at)
+    before = as_utc(ticket.due_at)
+    if value == before:
+        return False
+    ticket.due_at = value
+    _touch(session, ticket, change)
+    data = {
+        "from": before.isoformat() if before else None,
+        "to": value.isoformat() if value else None,
+    }
+    events.record(session, ticket, EventType.due_date, data, change=change)
+    return True
+
+
+def end_of_day(day: date) -> datetime:
+    """A due *date* (CLI `--due`, mail `#due`) is due by the end of that day, UTC."""
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=UTC)

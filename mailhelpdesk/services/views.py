@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.models import Attachment, Response, Ticket, as_utc
 from mailhelpdesk.store import field_values as field_value_store
+from mailhelpdesk.store import housekeeping as housekeeping_store
 from mailhelpdesk.store import interventions as intervention_store
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store import time_entries as time_entry_store
@@ -40,6 +41,10 @@ def ticket_header(
         "tags": tags,
         "cc": cc,
         "contact_id": ticket.contact_id,  # resources.md §2: the customer (services/contacts.py)
+        # housekeeping (resources.md §2 ticket object additions)
+        "due_at": _iso(ticket.due_at),
+        "resolution": ticket.resolution,
+        "merged_into": ticket.merged_into,
     }
 
 
@@ -95,6 +100,7 @@ def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
     responses = store.responses_of(session, ticket.id or 0)
     attachments = store.attachments_of(session, [r.id for r in responses if r.id is not None])
     data["responses"] = [response_object(r, attachments.get(r.id or 0, [])) for r in responses]
+    data["watchers"] = housekeeping_store.watchers_of(session, ticket.id or 0)
     found = intervention_store.for_ticket(session, ticket.id or 0)  # EXT: api-contract.md §4.9
     data["intervention"] = (
         {

@@ -57,7 +57,11 @@ def query_responses(
     limit: int,
 ) -> list[tuple[Response, int]]:
     """Up to `limit` responses after the cursor, oldest first, each with its ticket number."""
-    query = select(Response, Ticket.number).join(Ticket, col(Ticket.id) == col(Response.ticket_id))
+    query = (
+        select(Response, Ticket.number)
+        .join(Ticket, col(Ticket.id) == col(Response.ticket_id))
+        .where(col(Ticket.deleted_at).is_(None))  # a trashed ticket's responses are not listed
+    )
     if flt.created_from is not None:
         query = query.where(col(Response.created_at) >= flt.created_from)
     if flt.created_to is not None:

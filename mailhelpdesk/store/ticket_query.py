@@ -42,7 +42,7 @@ def query_tickets(
     session: Session, flt: TicketFilter, *, offset: int, limit: int
 ) -> tuple[list[Ticket], int]:
     """One page of tickets, newest number first, and the total matching."""
-    query = select(Ticket)
+    query = select(Ticket).where(col(Ticket.deleted_at).is_(None))  # the trash is not listed
     if flt.statuses:
         query = query.where(col(Ticket.status).in_(list(flt.statuses)))
     if flt.queues:

@@ -71,13 +71,45 @@ def queue_names(session: Session) -> dict[int, str]:
 
 
 def get_ticket_by_number(session: Session, number: int) -> Ticket | None:
-    return session.exec(select(Ticket).where(Ticket.number == number)).first()
+    """The ticket with `number`, unless it is in the trash (a trashed ticket is absent to every
+    read and write but restore: get_ticket_in_trash)."""
+    return session.exec(
+        select(Ticket).where(Ticket.number == number, col(Ticket.deleted_at).is_(None))
+    ).first()
+
+
+def get_ticket_in_trash(session: Session, number: int) -> Ticket | None:
+    return session.exec(
+        select(Ticket).where(Ticket.number == number, col(Ticket.deleted_at).is_not(None))
+    ).first()
+
+
+MAX_MERGE_HOPS = 20
+
+
+def follow_merges(session: Session, ticket: Ticket) -> Ticket:
+    """The ticket mail for `ticket` belongs to: itself, or the ticket it was merged into (and on,
+    when that one was merged too), skipping nothing trashed; bounded against a cycle."""
+    current = ticket
+    for _ in range(MAX_MERGE_HOPS):
+        if current.merged_into is None:
+            break
+        target = get_ticket_by_number(session, current.merged_into)
+        if target is None:
+            break
+        current = target
+    return current
 
 
 def list_tickets(
     session: Session, *, status: str | None = None, limit: int = 1000
 ) -> Sequence[Ticket]:
-    query = select(Ticket).order_by(col(Ticket.number)).limit(limit)
+    query = (
+        select(Ticket)
+        .where(col(Ticket.deleted_at).is_(None))
+        .order_by(col(Ticket.number))
+        .limit(limit)
+    )
     if status:
         query = query.where(Ticket.status == status)
     return session.exec(query).all()
@@ -104,9 +136,25 @@ def find_ticket_by_message_ids(
     for message_id in message_ids:
         if message_id in by_id:
             ticket = session.get(Ticket, by_id[message_id])
-            if ticket is not None:
+            if ticket is not None and ticket.deleted_at is None:
                 return ticket, message_id
     return None
+
+
+FORWARD_DIRECTION = "fwd"  # a known Message-ID of a forward to a third party
+
+
+def is_forward_message_id(session: Session, message_id: str) -> bool:
+    """Whether `message_id` is one of our forwards to a third party (POST …/forward)."""
+    return (
+        session.exec(
+            select(KnownMessageId.id).where(
+                KnownMessageId.message_id == message_id,
+                KnownMessageId.direction == FORWARD_DIRECTION,
+            )
+        ).first()
+        is not None
+    )
 
 
 def record_message_id(session: Session, *, message_id: str, ticket_id: int, direction: str) -> None:

@@ -57,9 +57,19 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
         {"tickets:write"},
     ),
     "/api/v1/tickets/100001/time_entries": ({"minutes": 5}, {"tickets:write"}),
+    # housekeeping (resources.md §2): 100001 exists and is not trashed
+    "/api/v1/tickets/100001/merge": ({"into": 100001}, {"tickets:write"}),
+    "/api/v1/tickets/100001/restore": ({}, {"tickets:write"}),
+    "/api/v1/tickets/100001/forward": ({"to": ["vendor@partner.test"]}, {"tickets:write"}),
+    "/api/v1/tickets/100001/watchers": ({"email": "alice@helpdesk.test"}, {"tickets:write"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
-ALLOWED_STATUS = {"/api/v1/tickets/attachment": 404, "/api/v1/tickets/intervention/submit": 422}
+ALLOWED_STATUS = {
+    "/api/v1/tickets/attachment": 404,
+    "/api/v1/tickets/intervention/submit": 422,
+    "/api/v1/tickets/100001/merge": 409,  # into itself: past the ability check
+    "/api/v1/tickets/100001/restore": 409,  # not in the trash: past the ability check
+}
 UNAUTHENTICATED = {"/api/idempotency_key"}
 RELEVANT = [
     "create-ticket",

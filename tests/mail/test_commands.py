@@ -131,3 +131,41 @@ def test_set_with_an_empty_value_and_set_without_submit() -> None:
 def test_bad_set_or_submit(text: str, message: str) -> None:
     block = parse_commands(text)
     assert block.error is not None and message in block.error.message and block.commands == ()
+
+
+# -- housekeeping commands (resources.md §4) ----------------------------------------------------
+
+
+def test_housekeeping_commands_parse() -> None:
+    """#due, #queue, #watch, #unwatch and #resolution (with #status closed) are commands."""
+    block = parse_commands(
+        "#due 2026-12-24\n#queue Second Level\n#watch\n#status closed\n"
+        "#resolution Swapped the fuser unit\n\nDone.\n"
+    )
+    assert block.error is None
+    assert [(c.name, c.argument) for c in block.changes] == [
+        ("due", "2026-12-24"),
+        ("queue", "Second Level"),
+        ("watch", ""),
+        ("status", "closed"),
+    ]
+    assert block.resolution == "Swapped the fuser unit"
+    assert block.body.strip() == "Done."
+    assert [c.argument for c in parse_commands("#due none\n#unwatch\n").changes] == ["none", ""]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("#due tomorrow\n", "not a date"),
+        ("#due 2026-02-30\n", "not a valid date"),
+        ("#queue\n", "expected #queue"),
+        ("#watch me\n", "takes no argument"),
+        ("#resolution Fixed\n", "goes with #status closed"),
+        ("#status open\n#resolution Fixed\n", "goes with #status closed"),
+        ("#resolution\n#status closed\n", "expected #resolution"),
+    ],
+)
+def test_housekeeping_command_errors(text: str, message: str) -> None:
+    block = parse_commands(text)
+    assert block.error is not None and message in block.error.message

@@ -33,3 +33,15 @@ def test_tampered_or_foreign_tokens_fail() -> None:
 def test_split_plus_without_tag() -> None:
     assert split_plus("Support@Helpdesk.test") == ("support@helpdesk.test", None)
     assert split_plus("not-an-address") == ("not-an-address", None)
+
+
+def test_forward_token_round_trips_and_differs_from_the_ticket_token() -> None:
+    """A forward's reply address is signed as such; flipping the flag breaks the MAC."""
+    from mailhelpdesk.mail.tokens import ReplyToken, make_token, verify_token
+
+    secret = b"k"
+    forward = make_token(secret, ReplyToken(100001, forward=True))
+    assert verify_token(secret, forward) == ReplyToken(100001, None, forward=True)
+    plain = make_token(secret, ReplyToken(100001))
+    assert verify_token(secret, plain) == ReplyToken(100001)
+    assert verify_token(secret, forward.replace("f-", "-")) is None
