@@ -31,10 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.events import Channel
+from mailhelpdesk.http import uploads
 from mailhelpdesk.http.auth import Authenticator, RateLimiter, RateState, require
 from mailhelpdesk.http.errors import JSON_TYPE, ApiError, dumps, validation_failed
 from mailhelpdesk.http.idempotency import KeyedRunner, Outcome, fingerprint, parse_key
-from mailhelpdesk.services import api_tokens
+from mailhelpdesk.services import api_tokens, visibility
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 from mailhelpdesk.services.context import ChangeContext
@@ -101,6 +102,26 @@ class Endpoint:
     summary: str = ""
     writes: bool = True  # False: the handler only reads (no write lock, runs beside the writers)
     method: str = "POST"  # or PATCH / DELETE for the native resources (DESIGN.md §6)
+    # the ticket number a ticket route acts on, from its checked arguments: the route is then
+    # guarded by the token's queue visibility (services/visibility.py; 404 outside it)
+    ticket_of: Callable[[Any], int] | None = None
+    multipart: bool = False  # also accepts multipart/form-data (http/uploads.py)
+
+
+def guarded(
+    handle: Callable[[Session, Any], Any],
+    token: AuthenticatedToken | None,
+    ticket_of: Callable[[Any], int],
+) -> Callable[[Session, Any], Any]:
+    """`handle`, run only when the ticket it names is in a queue `token` sees (else 404): the
+    one visibility check every ticket route shares (POST, PATCH and GET alike)."""
+
+    def run(session: Session, args: Any) -> Any:
+        viewer = visibility.viewer_for(session, token)
+        visibility.require_visible(session, viewer, ticket_of(args))
+        return handle(session, args)
+
+    return run
 
 
 async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
@@ -129,7 +150,7 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
         response_model=None,
         openapi_extra={
             "requestBody": {
-                "required": True,
+                "required": ep.method != "DELETE",
                 "content": {"application/json": {"schema": schema_of(ep.model)}},
             }
         },
@@ -182,10 +203,13 @@ def add_get_route(
     envelope as the POST family; `handle` gets the path parameters and a read-only session."""
 
     async def run(request: Request) -> Outcome:
-        await _admit(rt, request, ability)
+        token = await _admit(rt, request, ability)
         params = dict(request.path_params)
+        params[TOKEN_PARAM] = token
+        number = params.get("number")
+        target = handle if not isinstance(number, int) else guarded(handle, token, lambda _: number)
         return await run_in_threadpool(
-            rt.runner.run_unkeyed, validate=lambda: params, handle=handle, writes=False
+            rt.runner.run_unkeyed, validate=lambda: params, handle=target, writes=False
         )
 
     async def route(request: Request) -> Response:
@@ -221,14 +245,21 @@ async def _admit(rt: Runtime, request: Request, ability: str | None) -> Authenti
 async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send the request body as Content-Type: application/json.",
-        )
-    raw = await _read_body(request, rt.max_body_bytes)
-    payload = _parse_json(raw)
+    if ep.multipart and media == "multipart/form-data":
+        raw = await _read_body(request, rt.max_body_bytes)
+        payload = await uploads.form_payload(request.headers, raw)
+    elif ep.method == "DELETE" and not media and request.headers.get("content-length", "0") == "0":
+        payload = {}  # a DELETE names its resource in the path: no body needed
+    else:
+        if media != "application/json":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Send the request body as Content-Type: application/json"
+                + (" or multipart/form-data." if ep.multipart else "."),
+            )
+        raw = await _read_body(request, rt.max_body_bytes)
+        payload = _parse_json(raw)
     key = None
     if ep.key in ("required", "optional"):
         key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")
@@ -243,6 +274,8 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
             raise validation_failed(pydantic_errors(exc)) from None
         return ep.check(model, params)
 
+    handle = ep.handle if ep.ticket_of is None else guarded(ep.handle, token, ep.ticket_of)
+
     if key is not None and token is not None:
         fp = fingerprint(ep.method, request.url.path, payload)
         return await run_in_threadpool(
@@ -252,10 +285,10 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
             action=ep.action,
             fp=fp,
             validate=validate,
-            handle=ep.handle,
+            handle=handle,
         )
     return await run_in_threadpool(
-        rt.runner.run_unkeyed, validate=validate, handle=ep.handle, writes=ep.writes
+        rt.runner.run_unkeyed, validate=validate, handle=handle, writes=ep.writes
     )
 
 

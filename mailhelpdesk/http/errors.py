@@ -20,6 +20,7 @@ from mailhelpdesk.errors import (
 )
 from mailhelpdesk.mail.render import NoticeRenderError
 from mailhelpdesk.services.interventions import InterventionNotOpen, InterventionUidExists
+from mailhelpdesk.services.webhook_subscriptions import SubscriptionNotFoundError
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -63,6 +64,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (AttachmentReviewRequiredError, 422, "attachment_review_required"),
     (AttachmentBlockedError, 403, "attachment_blocked"),
     (AttachmentTooLargeError, 413, "attachment_too_large"),
+    (SubscriptionNotFoundError, 404, "webhook_not_found"),
     (NotFoundError, 404, "ticket_not_found"),
     (NoticeRenderError, 422, "validation_failed"),
     (InvalidInputError, 422, "validation_failed"),

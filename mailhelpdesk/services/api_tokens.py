@@ -27,7 +27,9 @@ from mailhelpdesk.store import tickets as ticket_store
 LEGACY_ABILITIES = ("create-ticket", "ticket-respond", "send-email", "ticket-index")
 _FAMILIES = ("tickets", "mail", "templates", "settings", "workflow", "administration", "supervisor")
 V1_ABILITIES = (*(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")), "reports:read")
-ABILITIES = LEGACY_ABILITIES + V1_ABILITIES
+# resources.md §1: webhook subscriptions and custom-field definitions; `all` grants it
+ADMIN = "admin"
+ABILITIES = LEGACY_ABILITIES + V1_ABILITIES + (ADMIN,)
 ALL = "all"
 
 _IMPLIED = {
