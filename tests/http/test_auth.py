@@ -56,9 +56,27 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
         {"ticket_number": 100001, "from_email": "alice@helpdesk.test", "data": {}},
         {"tickets:write"},
     ),
+    # access (resources.md §2-3): bulk create; webhook subscriptions (an unusable URL: 422, so
+    # this module's daemon gets no subscription that would keep its HTTP outbox busy)
+    "/api/v1/tickets/bulk": (
+        {
+            "tickets": [
+                {
+                    "originator_email_address": "p@customer.test",
+                    "data": {"subject": "s", "content": "c"},
+                }
+            ]
+        },
+        {"tickets:write"},
+    ),
+    "/api/v1/webhooks": ({"url": "ftp://127.0.0.1/hook"}, {"admin"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
-ALLOWED_STATUS = {"/api/v1/tickets/attachment": 404, "/api/v1/tickets/intervention/submit": 422}
+ALLOWED_STATUS = {
+    "/api/v1/tickets/attachment": 404,
+    "/api/v1/tickets/intervention/submit": 422,
+    "/api/v1/webhooks": 422,
+}
 UNAUTHENTICATED = {"/api/idempotency_key"}
 RELEVANT = [
     "create-ticket",
@@ -67,6 +85,7 @@ RELEVANT = [
     "ticket-index",
     "tickets:read",
     "tickets:write",
+    "admin",
 ]
 
 
