@@ -28,7 +28,13 @@ from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
-from mailhelpdesk.services import housekeeping, interventions, lifecycle, notify
+from mailhelpdesk.services import (
+    housekeeping,
+    interventions,
+    lifecycle,
+    notify,
+    webhook_subscriptions,
+)
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import backlog, idempotency, schema, spool
@@ -348,8 +354,10 @@ class App:
 
     def delivery_secret(self, secret_ref: str) -> bytes | None:
         """The sender's secret resolver: the HMAC key a row's secret_ref names, or None.
-        "webhook:<name>" comes from [[webhooks]]; other prefixes (interventions) go here too."""
-        return self._delivery_secrets.get(secret_ref)
+        "webhook:<name>" comes from [[webhooks]]; other prefixes (interventions) go here too;
+        "webhook-key:<salt>" (subscriptions made by API) is derived from the helpdesk secret."""
+        derived = webhook_subscriptions.resolve(self.settings.notify.secret, secret_ref)
+        return derived if derived is not None else self._delivery_secrets.get(secret_ref)
 
     def _purge_keys(self) -> None:
         """Forget Idempotency-Keys past their TTL (api-contract.md §3.3 step 8)."""

@@ -115,6 +115,8 @@ class AgentConfig:
     email: str
     name: str = ""
     alternate_addresses: tuple[str, ...] = ()
+    # the queues this agent's API tokens (token create --owner) see; empty: every queue
+    queues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

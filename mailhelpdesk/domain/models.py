@@ -57,6 +57,8 @@ class Agent(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     alternate_addresses: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     origin: str = Field(default="cli", max_length=20)  # config | cli
+    # the queues an agent's API tokens see, one name a line ("" = all; services/visibility.py)
+    queues: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class InboundMessage(SQLModel, table=True):
@@ -334,7 +336,11 @@ class WebhookSubscription(SQLModel, table=True):
     # copied from [http_deliveries] at sync, so emitting needs no config
     timeout_s: float = 10.0
     max_attempts: int = 10
-    origin: str = Field(default="config", max_length=20)
+    origin: str = Field(default="config", max_length=20)  # config | api
+    # API-made subscriptions (origin "api"): the random salt their HMAC key is derived from
+    # with the helpdesk secret (services/webhook_subscriptions.py); the key itself is not stored
+    secret_salt: str = Field(default="", max_length=64)
+    created_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class InterventionInstance(SQLModel, table=True):

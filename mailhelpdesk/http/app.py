@@ -18,12 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
-from mailhelpdesk.http import contacts, fields_time, interventions, tickiti, v1
+from mailhelpdesk.http import bulk, contacts, fields_time, interventions, tickiti, v1, webhooks
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
 from mailhelpdesk.services.api_requests import ApiSettings
+from mailhelpdesk.services.api_tokens import ADMIN
 from mailhelpdesk.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def create_api(
             ),
             max_body_bytes=cfg.max_body_bytes,
         )
-        for ep in [*tickiti.endpoints(rt), *v1.endpoints(rt), *interventions.endpoints(rt)]:
+        legacy = tickiti.endpoints(rt)
+        for ep in [*legacy, *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
         for ep in contacts.endpoints(rt):  # resources.md §3
             add_endpoint(api, rt, ep)
@@ -124,6 +126,19 @@ def create_api(
             "tickets:read",
             v1.watchers_by_path,
             "The agents watching a ticket",
+        )
+        # resources.md §2-3 (access): bulk create, webhook subscriptions by API
+        creates = {ep.action: ep for ep in legacy}
+        add_endpoint(api, rt, bulk.endpoint(creates["create_ticket"].handle))
+        for ep in webhooks.endpoints(rt):
+            add_endpoint(api, rt, ep)
+        add_get_route(
+            api,
+            rt,
+            webhooks.PATH,
+            ADMIN,
+            webhooks.list_route,
+            "Webhook subscriptions, from the config and by API (never their keys)",
         )
         add_get_route(
             api,

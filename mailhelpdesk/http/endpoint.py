@@ -32,10 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.events import Channel
+from mailhelpdesk.http import uploads
 from mailhelpdesk.http.auth import Authenticator, RateLimiter, RateState, require
 from mailhelpdesk.http.errors import JSON_TYPE, ApiError, dumps, validation_failed
 from mailhelpdesk.http.idempotency import KeyedRunner, Outcome, fingerprint, parse_key
-from mailhelpdesk.services import api_tokens
+from mailhelpdesk.services import api_tokens, visibility
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 from mailhelpdesk.services.context import ChangeContext
@@ -104,6 +105,26 @@ class Endpoint:
     method: str = "POST"  # or PATCH / DELETE for the native resources (DESIGN.md §6)
     # the request may come without a body (DELETE a ticket, restore): read as {}
     body_optional: bool = False
+    # the ticket number a ticket route acts on, from its checked arguments: the route is then
+    # guarded by the token's queue visibility (services/visibility.py; 404 outside it)
+    ticket_of: Callable[[Any], int] | None = None
+    multipart: bool = False  # also accepts multipart/form-data (http/uploads.py)
+
+
+def guarded(
+    handle: Callable[[Session, Any], Any],
+    token: AuthenticatedToken | None,
+    ticket_of: Callable[[Any], int],
+) -> Callable[[Session, Any], Any]:
+    """`handle`, run only when the ticket it names is in a queue `token` sees (else 404): the
+    one visibility check every ticket route shares (POST, PATCH and GET alike)."""
+
+    def run(session: Session, args: Any) -> Any:
+        viewer = visibility.viewer_for(session, token)
+        visibility.require_visible(session, viewer, ticket_of(args))
+        return handle(session, args)
+
+    return run
 
 
 async def _answer(request: Request, run: Awaitable[Outcome]) -> Response:
@@ -132,7 +153,7 @@ def add_endpoint(api: FastAPI, rt: Runtime, ep: Endpoint) -> None:
         response_model=None,
         openapi_extra={
             "requestBody": {
-                "required": not ep.body_optional,
+                "required": not ep.body_optional and ep.method != "DELETE",
                 "content": {"application/json": {"schema": schema_of(ep.model)}},
             },
             **({"parameters": path_parameters(ep.path)} if "{" in ep.path else {}),
@@ -194,8 +215,11 @@ def add_get_route(
     query parameters."""
 
     async def run(request: Request) -> Outcome:
-        await _admit(rt, request, ability)
+        token = await _admit(rt, request, ability)
         params: dict[str, Any] = dict(request.path_params)
+        params[TOKEN_PARAM] = token
+        number = params.get("number")
+        target = handle if not isinstance(number, int) else guarded(handle, token, lambda _: number)
 
         def validate() -> dict[str, Any]:
             if query is not None:
@@ -206,7 +230,7 @@ def add_get_route(
             return params
 
         return await run_in_threadpool(
-            rt.runner.run_unkeyed, validate=validate, handle=handle, writes=False
+            rt.runner.run_unkeyed, validate=validate, handle=target, writes=False
         )
 
     async def route(request: Request) -> Response:
@@ -277,16 +301,24 @@ async def _admit(rt: Runtime, request: Request, ability: str | None) -> Authenti
 async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await _read_body(request, rt.max_body_bytes) if ep.body_optional else None
-    if media != "application/json" and not (ep.body_optional and not raw):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send the request body as Content-Type: application/json.",
-        )
-    if raw is None:
+    if ep.multipart and media == "multipart/form-data":
         raw = await _read_body(request, rt.max_body_bytes)
-    payload = _parse_json(raw) if raw.strip() or not ep.body_optional else {}
+        payload = await uploads.form_payload(request.headers, raw)
+    elif ep.method == "DELETE" and not media and request.headers.get("content-length", "0") == "0":
+        payload = {}  # a DELETE names its resource in the path: no body needed
+    else:
+        # a body-optional route (restore, DELETE) may come without a body or a content type
+        body = await _read_body(request, rt.max_body_bytes) if ep.body_optional else None
+        if media != "application/json" and not (ep.body_optional and not body):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Send the request body as Content-Type: application/json"
+                + (" or multipart/form-data." if ep.multipart else "."),
+            )
+        if body is None:
+            body = await _read_body(request, rt.max_body_bytes)
+        payload = _parse_json(body) if body.strip() or not ep.body_optional else {}
     key = None
     if ep.key in ("required", "optional"):
         key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")
@@ -301,6 +333,8 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
             raise validation_failed(pydantic_errors(exc)) from None
         return ep.check(model, params)
 
+    handle = ep.handle if ep.ticket_of is None else guarded(ep.handle, token, ep.ticket_of)
+
     if key is not None and token is not None:
         fp = fingerprint(ep.method, request.url.path, payload)
         return await run_in_threadpool(
@@ -310,10 +344,10 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
             action=ep.action,
             fp=fp,
             validate=validate,
-            handle=ep.handle,
+            handle=handle,
         )
     return await run_in_threadpool(
-        rt.runner.run_unkeyed, validate=validate, handle=ep.handle, writes=ep.writes
+        rt.runner.run_unkeyed, validate=validate, handle=handle, writes=ep.writes
     )
 
 

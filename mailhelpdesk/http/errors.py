@@ -22,6 +22,7 @@ from mailhelpdesk.errors import (
 )
 from mailhelpdesk.mail.render import NoticeRenderError
 from mailhelpdesk.services.interventions import InterventionNotOpen, InterventionUidExists
+from mailhelpdesk.services.webhook_subscriptions import SubscriptionNotFoundError
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -66,6 +67,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (AttachmentBlockedError, 403, "attachment_blocked"),
     (AttachmentTooLargeError, 413, "attachment_too_large"),
     (ContactNotFoundError, 404, "contact_not_found"),
+    (SubscriptionNotFoundError, 404, "webhook_not_found"),
     (NotFoundError, 404, "ticket_not_found"),
     (NoticeRenderError, 422, "validation_failed"),
     (InvalidInputError, 422, "validation_failed"),

@@ -80,6 +80,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_time_entry),
             add,
             "Record time spent on a ticket; returns the entry",
+            ticket_of=lambda acting: acting.args.number,
         )
     ]
 

@@ -66,5 +66,6 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_submit),
             submit,
             "Submit a ticket's intervention (field values; queues the epilog call)",
+            ticket_of=lambda acting: acting.args.ticket_number,
         ),
     ]

@@ -8,7 +8,7 @@ import binascii
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
@@ -17,9 +17,11 @@ from mailhelpdesk.domain.enums import Priority
 from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http.endpoint import Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.errors import ApiError, validation_failed
+from mailhelpdesk.mail import attachment_policy as policy
 from mailhelpdesk.mail.compose import OutgoingAttachment
-from mailhelpdesk.services import api_requests
+from mailhelpdesk.services import api_requests, visibility
 from mailhelpdesk.services.api_requests import Body
+from mailhelpdesk.services.tickets import NewAttachment
 
 _EMAIL = re.compile(
     r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9\u00a0-\uffff](?:[A-Za-z0-9\u00a0-\uffff.-]{0,253})\.[A-Za-z0-9\u00a0-\uffff-]{2,63}$"
@@ -39,6 +41,22 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class AttachmentIn(_In):
+    name: str = Field(min_length=1, max_length=255)
+    content_base64: str
+    mime_type: str = Field(default="application/octet-stream", max_length=200)
+
+
+class UploadIn(AttachmentIn):
+    """A file put on a ticket (create, respond): `intent: "review_ok"` lets a file through that
+    the attachment policy gates for review (mail/attachment_policy.py)."""
+
+    intent: str | None = Field(default=None, max_length=20)
+
+
+Uploads = Annotated[list[UploadIn], Field(default_factory=list, max_length=50)]
+
+
 class CreateTicketIn(_In):
     originator_email_address: str
     data: dict[str, Any] | None = None
@@ -54,6 +72,7 @@ class CreateTicketIn(_In):
     # `#priority` / `#assign` by mail
     priority: str | int | None = None
     assigned_to_email: str | None = None
+    attachments: Uploads  # resources.md §2: files on the first message
 
 
 class FlatCreateIn(_In):
@@ -63,6 +82,7 @@ class FlatCreateIn(_In):
     queue_name: str | None = None
     is_public: bool = True
     use_passed_originator_as_responder: bool = False
+    attachments: Uploads
 
 
 class RespondIn(_In):
@@ -73,6 +93,7 @@ class RespondIn(_In):
     status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
     resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
+    attachments: Uploads
 
 
 class FlatRespondIn(_In):
@@ -83,12 +104,7 @@ class FlatRespondIn(_In):
     status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
     resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
-
-
-class AttachmentIn(_In):
-    name: str = Field(min_length=1, max_length=255)
-    content_base64: str
-    mime_type: str = Field(default="application/octet-stream", max_length=200)
+    attachments: Uploads
 
 
 class SendEmailIn(_In):
@@ -144,6 +160,7 @@ class CreateArgs:
     uid: str | None = None  # shape C; its data bag is body.data
     priority: str | None = None  # EXT: Low, Normal, High, Urgent (or 10-40)
     assigned_to_email: str | None = None  # EXT: an agent's address
+    attachments: tuple[NewAttachment, ...] = ()
 
 
 def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
@@ -210,6 +227,8 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
             raise validation_failed({"uid": ["must be 1-200 printable ASCII characters"]})
         if queue is not None:
             raise validation_failed({"data.queue_name": ["is not allowed with an intervention"]})
+        if m.attachments:
+            raise validation_failed({"attachments": ["are not allowed with an intervention"]})
         body = Body(data=data["data"])
     priority = None
     if m.priority is not None:
@@ -230,6 +249,7 @@ def check_create(m: CreateTicketIn, _params: dict[str, Any]) -> CreateArgs:
         m.uid,
         priority,
         assignee,
+        uploads(m.attachments),
     )
 
 
@@ -242,6 +262,7 @@ def check_flat_create(m: FlatCreateIn, _params: dict[str, Any]) -> CreateArgs:
         m.is_public,
         m.use_passed_originator_as_responder,
         None,
+        attachments=uploads(m.attachments),
     )
 
 
@@ -254,11 +275,13 @@ class RespondArgs:
     status: str | None
     on_hold_until: date | None
     resolution: str | None = None
+    attachments: tuple[NewAttachment, ...] = ()
 
 
 def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
     email = _email(m.from_email, "from_email")
-    if not m.content and m.status is None:
+    files = uploads(m.attachments)
+    if not m.content and m.status is None and not files:
         raise validation_failed({"content": ["is required"]}, "The content field is required.")
     if m.status == "on-hold":
         if m.on_hold_until is None:
@@ -275,6 +298,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
         m.status,
         m.on_hold_until if m.status == "on-hold" else None,
         m.resolution,
+        files,
     )
 
 
@@ -324,6 +348,33 @@ def _attachments(items: list[AttachmentIn]) -> tuple[OutgoingAttachment, ...]:
             )
         decoded.append(OutgoingAttachment(item.name, item.mime_type.lower(), data))
     return tuple(decoded)
+
+
+def uploads(items: list[UploadIn]) -> tuple[NewAttachment, ...]:
+    """Files to store on a ticket: decoded as `send_email`'s attachments are, then judged by the
+    same policy as the attachments the API hands out (mail/attachment_policy.py): a blocked file,
+    one too large, or one gated for review without `intent: "review_ok"` is a 422 naming it."""
+    decoded = _attachments(list(items))
+    errors: dict[str, list[str]] = {}
+    for i, (item, file) in enumerate(zip(items, decoded, strict=True)):
+        verdict = policy.judge(
+            name=file.filename,
+            declared=file.content_type,
+            head=file.data[: policy.HEAD_BYTES],
+            size=len(file.data),
+            intent=item.intent,
+        )
+        if verdict.decision == policy.Decision.blocked:
+            errors[f"attachments.{i}"] = [f"is blocked: {verdict.reason}"]
+        elif verdict.decision == policy.Decision.too_large:
+            errors[f"attachments.{i}"] = [f"is too large: {verdict.reason}"]
+        elif verdict.decision == policy.Decision.review_required:
+            errors[f"attachments.{i}"] = [
+                f'needs review ({verdict.reason}): send it with intent "review_ok"'
+            ]
+    if errors:
+        raise validation_failed(errors)
+    return tuple(NewAttachment(f.filename, f.content_type, f.data) for f in decoded)
 
 
 def check_send(m: SendEmailIn, _params: dict[str, Any]) -> SendArgs:
@@ -391,6 +442,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             uid=a.uid,
             priority=a.priority,
             assignee=a.assigned_to_email,
+            attachments=a.attachments,
+            viewer=visibility.viewer_for(session, acting.token),
         )
 
     def respond(session: Session, acting: Acting[RespondArgs]) -> dict[str, Any]:
@@ -405,6 +458,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             status=a.status,
             on_hold_until=a.on_hold_until,
             resolution=a.resolution,
+            attachments=a.attachments,
         )
 
     def send(session: Session, a: SendArgs) -> dict[str, Any]:
@@ -436,6 +490,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_create),
             create,
             "Create a ticket (subject+content, template, or intervention)",
+            multipart=True,
         ),
         Endpoint(
             "/api/ticket_respond",
@@ -446,6 +501,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_respond),
             respond,
             "Respond to a ticket",
+            ticket_of=_acting_ticket,
+            multipart=True,
         ),
         Endpoint(
             "/api/send_email",
@@ -476,6 +533,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_flat_create),
             create,
             "Create a ticket (flat fields, key optional)",
+            multipart=True,
         ),
         Endpoint(
             "/api/tickets/{number}/respond",
@@ -486,6 +544,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(check_flat_respond),
             respond,
             "Respond to a ticket (flat fields, key optional)",
+            ticket_of=_acting_ticket,
+            multipart=True,
         ),
         Endpoint(
             "/api/idempotency_key",
@@ -498,3 +558,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "Mint an Idempotency-Key bound to an action (no authentication)",
         ),
     ]
+
+
+def _acting_ticket(acting: Acting[RespondArgs]) -> int:
+    """The ticket a respond request names (the queue-visibility guard of http/endpoint.py)."""
+    return acting.args.ticket_number

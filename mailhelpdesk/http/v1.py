@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,7 +13,14 @@ from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import tickiti
 from mailhelpdesk.http.endpoint import TOKEN_PARAM, Acting, Endpoint, Runtime, with_token
 from mailhelpdesk.http.errors import ApiError, validation_failed
-from mailhelpdesk.services import forwarding, history, housekeeping, ticket_reads, watchers
+from mailhelpdesk.services import (
+    forwarding,
+    history,
+    housekeeping,
+    ticket_reads,
+    visibility,
+    watchers,
+)
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 from mailhelpdesk.services.ticket_changes import TicketUpdate
 
@@ -97,6 +104,7 @@ class QueryArgs:
     page: int
     per_page: int
     owner_email: str | None = None
+    token: AuthenticatedToken | None = None  # whose queue visibility applies
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,14 @@ def check_query(m: QueryIn, params: dict[str, Any]) -> QueryArgs:
     criteria = [(c.mode, [str(t) for t in c.tokens]) for c in so.criteria]
     token = params.get(TOKEN_PARAM)
     owner = token.owner_email if isinstance(token, AuthenticatedToken) else None
-    return QueryArgs(name, criteria, m.page, m.per_page, owner)
+    return QueryArgs(
+        name,
+        criteria,
+        m.page,
+        m.per_page,
+        owner,
+        token if isinstance(token, AuthenticatedToken) else None,
+    )
 
 
 def _listed(value: Any) -> list[Any]:
@@ -126,8 +141,13 @@ def _listed(value: Any) -> list[Any]:
 
 
 def check_responses_query(
-    m: ResponsesQueryIn, _params: dict[str, Any]
-) -> ticket_reads.ResponseQuery:
+    m: ResponsesQueryIn, params: dict[str, Any]
+) -> Acting[ticket_reads.ResponseQuery]:
+    token = params.get(TOKEN_PARAM)
+    return Acting(_responses_query(m), token if isinstance(token, AuthenticatedToken) else None)
+
+
+def _responses_query(m: ResponsesQueryIn) -> ticket_reads.ResponseQuery:
     bounds: dict[str, datetime | None] = {}
     for name in ("created_from", "created_to"):
         raw = getattr(m, name)
@@ -183,6 +203,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             page=a.page,
             per_page=a.per_page,
             owner_email=a.owner_email,
+            visible_queues=visibility.viewer_for(session, a.token).queues,
         )
 
     def show(session: Session, number: int) -> dict[str, Any]:
@@ -191,7 +212,11 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
     def responses(session: Session, number: int) -> dict[str, Any]:
         return ticket_reads.responses(session, ticket_number=number)
 
-    def responses_query(session: Session, q: ticket_reads.ResponseQuery) -> dict[str, Any]:
+    def responses_query(
+        session: Session, acting: Acting[ticket_reads.ResponseQuery]
+    ) -> dict[str, Any]:
+        q, visible = acting.args, visibility.viewer_for(session, acting.token).queues
+        q = replace(q, filter=replace(q.filter, visible_queues=visible))
         return ticket_reads.query_responses(session, q, clock=rt.clock)
 
     def attachment(session: Session, a: AttachmentArgs) -> dict[str, Any]:
@@ -218,6 +243,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             "Change a ticket: status (with resolution, comment), priority, assignee, tags, "
             "custom fields, subject, queue, due_at; all or nothing; returns the ticket object",
             method="PATCH",
+            ticket_of=lambda acting: acting.args[0],
         ),
         Endpoint(
             "/api/v1/tickets",
@@ -228,6 +254,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             create.check,
             create.handle,
             "Create a ticket (v1; body as /api/create_ticket)",
+            multipart=True,
         ),
         Endpoint(
             "/api/v1/tickets/respond",
@@ -238,6 +265,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             respond.check,
             respond.handle,
             "Respond to a ticket (v1)",
+            ticket_of=respond.ticket_of,
+            multipart=True,
         ),
         Endpoint(
             "/api/v1/tickets/query",
@@ -271,6 +300,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             show,
             "One ticket with all its responses",
             writes=False,
+            ticket_of=_number,
         ),
         Endpoint(
             "/api/v1/tickets/responses",
@@ -282,6 +312,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             responses,
             "The responses of one ticket",
             writes=False,
+            ticket_of=_number,
         ),
         Endpoint(
             "/api/v1/tickets/responses/query",
@@ -304,6 +335,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             attachment,
             "One attachment's bytes (base64), review-gated by type",
             writes=False,
+            ticket_of=lambda a: a.ticket_number,
         ),
     ]
 
@@ -454,6 +486,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             "Move a ticket to the trash (soft delete): later reads are 404 until it is restored",
             method="DELETE",
             body_optional=True,
+            ticket_of=lambda acting: acting.args,
         ),
         Endpoint(
             one + "/restore",
@@ -465,6 +498,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             restore,
             "Take a ticket out of the trash; returns the ticket object",
             body_optional=True,
+            ticket_of=lambda acting: acting.args,
         ),
         Endpoint(
             one + "/merge",
@@ -476,6 +510,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             merge,
             "Merge a ticket into another ({into}): its messages move, its mail follows; "
             "returns the target's ticket object",
+            ticket_of=lambda acting: acting.args[0],
         ),
         Endpoint(
             one + "/forward",
@@ -486,6 +521,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(forward_args),
             forward,
             "Mail the public conversation to third parties; their replies are kept internal",
+            ticket_of=lambda acting: acting.args[0],
         ),
         Endpoint(
             one + "/watchers",
@@ -496,6 +532,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             with_token(watcher_args),
             watch,
             "Add an agent as a watcher: they get the notices the assignee gets",
+            ticket_of=lambda acting: acting.args[0],
         ),
         Endpoint(
             one + "/watchers",
@@ -507,6 +544,7 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
             unwatch,
             "Remove a watcher",
             method="DELETE",
+            ticket_of=lambda acting: acting.args[0],
         ),
     ]
 
@@ -514,3 +552,8 @@ def housekeeping_endpoints(rt: Runtime) -> list[Endpoint]:
 def watchers_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """GET /api/v1/tickets/{number}/watchers: the agents watching the ticket."""
     return watchers.listing(session, ticket_number=path_number(params))
+
+
+def _number(number: int) -> int:
+    """The ticket a show or responses request names (the queue-visibility guard)."""
+    return number

@@ -45,6 +45,7 @@ from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.services.reactions import REPLY_CAUSE
+from mailhelpdesk.services.visibility import EVERYONE, Viewer
 from mailhelpdesk.store import outbox, ticket_query
 from mailhelpdesk.store import tickets as store
 
@@ -72,12 +73,20 @@ class ApiSettings:
     notify: NotifySettings
     mailboxes: Mapping[str, str]  # mailbox (queue) name -> from address
     default_mailbox: str = "Inbox"
+    # [http_deliveries] for subscriptions made by API (services/webhook_subscriptions.py)
+    webhook_timeout_s: float = 10
+    webhook_max_attempts: int = 10
 
     @classmethod
     def from_config(cls, config: Any, notify_settings: NotifySettings) -> ApiSettings:
         boxes = {"Inbox": config.helpdesk.address}
         boxes.update({q.name: q.address for q in config.queues if q.address})
-        return cls(notify=notify_settings, mailboxes=boxes)
+        return cls(
+            notify=notify_settings,
+            mailboxes=boxes,
+            webhook_timeout_s=config.http_deliveries.timeout_s,
+            webhook_max_attempts=config.http_deliveries.max_attempts,
+        )
 
 
 @dataclass(frozen=True)
@@ -162,9 +171,12 @@ def create_ticket(
     uid: str | None = None,
     priority: str | None = None,
     assignee: str | None = None,
+    attachments: Sequence[ticket_service.NewAttachment] = (),
+    viewer: Viewer = EVERYONE,
 ) -> dict[str, Any]:
     """A ticket from the API: the same `created` event, so the same notices, as one from mail
-    (a staff-only opening tells the agents and not the customer)."""
+    (a staff-only opening tells the agents and not the customer). `attachments` go on the first
+    message as a mail's would. A queue `viewer` does not see is as unknown as a missing one."""
     if assignee is not None:
         try:
             ticket_changes.check_assignee(session, assignee)
@@ -187,7 +199,7 @@ def create_ticket(
             "secure_id": secure_id(settings, ticket.id or 0),
         }
     queue = queue_name or ticket_service.DEFAULT_QUEUE
-    if not ticket_query.queue_exists(session, queue):
+    if not ticket_query.queue_exists(session, queue) or not viewer.sees_queue(queue):
         raise FieldError("data.queue_name", f"Queue '{queue}' not found.")
     rendered = _body(body, settings, {"customer_email": originator_email})
     first = ticket_service.NewResponse(
@@ -198,6 +210,7 @@ def create_ticket(
         created_by_email=originator_email if originator_as_responder else None,
         created_by_name="" if originator_as_responder else actor,
         subject=rendered.subject,
+        attachments=tuple(attachments),
     )
     ticket = ticket_service.create_ticket(
         session,
@@ -241,6 +254,7 @@ def respond(
     status: str | None,
     on_hold_until: date | None,
     resolution: str | None = None,
+    attachments: Sequence[ticket_service.NewAttachment] = (),
 ) -> dict[str, Any]:
     """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold
     or closed. The reactivation is caused by the response (it mails nothing of its own); a
@@ -255,8 +269,8 @@ def respond(
         if is_internal
         else (ResponseKind.agent if agent else ResponseKind.customer)
     )
-    if content:
-        text, html = text_and_html(content)
+    if content or attachments:
+        text, html = text_and_html(content or "")
     else:
         kind, is_internal = ResponseKind.note, True
         text, html = (
@@ -276,6 +290,7 @@ def respond(
             created_by_email=from_email,
             created_by_name=agent.name if agent else "",
             subject=ticket.subject,
+            attachments=tuple(attachments),
         ),
         change=change,
         reopen=False,

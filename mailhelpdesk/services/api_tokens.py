@@ -36,7 +36,9 @@ _FAMILIES = (
     "contacts",  # resources.md §1: contacts:read, contacts:write
 )
 V1_ABILITIES = (*(f"{f}:{m}" for f in _FAMILIES for m in ("read", "write")), "reports:read")
-ABILITIES = LEGACY_ABILITIES + V1_ABILITIES
+# resources.md §1: webhook subscriptions and custom-field definitions; `all` grants it
+ADMIN = "admin"
+ABILITIES = LEGACY_ABILITIES + V1_ABILITIES + (ADMIN,)
 ALL = "all"
 
 _IMPLIED = {

@@ -19,6 +19,10 @@ scheduler causes the same mail and the same webhooks. The one exception is expli
                                                                           (human mail, forward
                                                                           reply address)
 
+An answer carries its files (not inline images); the acknowledgement carries the opening
+message's files only when it did not come by mail and someone other than the customer wrote it (a
+ticket opened by API on the customer's behalf): the customer's own files are never echoed back.
+
 A status change that a message caused (a customer's reply reopening the ticket, an API
 response reactivating it) mails nothing more: the message's own notice tells everyone.
 `notify_customer: false` in a status event's data holds back the customer's status notice.
@@ -214,6 +218,8 @@ def _send(
         from_name = notify.agent_display_name(settings, agent_name)
         attachments = _attachments_of(session, response)
         thread = customer_thread(session, ticket)
+    elif acknowledging and response is not None and _written_for_customer(ticket, response):
+        attachments = _attachments_of(session, response)
     elif rule.notice == "on_hold_woke":
         context["on_hold_until"] = str(data.get("was_on_hold_until") or "")
     elif rule.notice == "command_error":
@@ -328,6 +334,17 @@ def _attachments_of(session: Session, response: Response) -> list[OutgoingAttach
         for a in store.attachments_of(session, [response.id or 0]).get(response.id or 0, [])
         if not a.is_inline
     ]
+
+
+def _written_for_customer(ticket: Ticket, response: Response) -> bool:
+    """Whether an opening message was written to the customer by someone else (an agent or a
+    script through the API), so its files are news to them and go with the acknowledgement.
+    Mail (the customer's own, or an agent forwarding it) and a message sent as the customer are
+    not echoed back with them."""
+    return (
+        not response.is_email_sourced
+        and (response.created_by_email or "").lower() != ticket.originator_email.lower()
+    )
 
 
 def customer_thread(session: Session, ticket: Ticket) -> Thread:

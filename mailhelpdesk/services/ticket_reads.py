@@ -117,8 +117,10 @@ def query(
     page: int,
     per_page: int,
     owner_email: str | None = None,
+    visible_queues: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """Run a built-in perspective plus criteria, as the token's owner (see the module doc)."""
+    """Run a built-in perspective plus criteria, as the token's owner (see the module doc),
+    among the tickets of `visible_queues` (None: all; services/visibility.py)."""
     names = {v.lower(): v for v in PERSPECTIVES.values()}
     if perspective.lower() not in names:
         raise FieldError(
@@ -193,6 +195,7 @@ def query(
         created_to=dates.get("created_to"),
         updated_from=dates.get("updated_from"),
         updated_to=dates.get("updated_to"),
+        visible_queues=visible_queues,
     )
     rows, total = ticket_query.query_tickets(
         session, flt, offset=(page - 1) * per_page, limit=per_page

@@ -60,7 +60,7 @@ def emit(
             url=sub.url,
             body=body,
             headers={"Idempotency-Key": f"webhook:{event_id}"},
-            secret_ref=store.secret_ref_for(sub.name) if sub.signed else "",
+            secret_ref=sub.secret_ref,
             timeout_s=sub.timeout_s,
             max_attempts=sub.max_attempts,
             now=now,

@@ -40,6 +40,8 @@ class ResponseFilter:
     queue_ids: Sequence[int] = ()
     ticket_numbers: Sequence[int] = ()
     settled_before: datetime | None = None
+    # the queues the asking token sees, lower-cased (services/visibility.py); None: every queue
+    visible_queues: frozenset[str] | None = None
 
 
 def visibility_horizon(session: Session, now: datetime) -> datetime | None:
@@ -77,6 +79,9 @@ def query_responses(
         query = query.where(col(Ticket.queue_id).in_(ids))
     if flt.queue_ids:
         query = query.where(col(Ticket.queue_id).in_(list(flt.queue_ids)))
+    if flt.visible_queues is not None:
+        visible = select(Queue.id).where(func.lower(Queue.name).in_(sorted(flt.visible_queues)))
+        query = query.where(col(Ticket.queue_id).in_(visible))
     if flt.ticket_numbers:
         query = query.where(col(Ticket.number).in_(list(flt.ticket_numbers)))
     if after is not None:

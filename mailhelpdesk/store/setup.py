@@ -33,6 +33,7 @@ def sync_config(engine: Engine, config: Config) -> None:
                 agent_row = Agent(email=email, origin="config")
             agent_row.name = item.name
             agent_row.alternate_addresses = " ".join(a.lower() for a in item.alternate_addresses)
+            agent_row.queues = "\n".join(q.strip() for q in item.queues if q.strip())
             session.add(agent_row)
         webhooks.sync_subscriptions(
             session,

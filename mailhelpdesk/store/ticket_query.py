@@ -35,6 +35,8 @@ class TicketFilter:
     updated_from: datetime | None = None
     updated_to: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # the queues the asking token sees, lower-cased (services/visibility.py); None: every queue
+    visible_queues: frozenset[str] | None = None
     order: str = "number"  # number: newest number first | priority: most urgent first, then number
 
 
@@ -48,6 +50,8 @@ def query_tickets(
     if flt.queues:
         ids = select(Queue.id).where(func.lower(Queue.name).in_([q.lower() for q in flt.queues]))
         query = query.where(col(Ticket.queue_id).in_(ids))
+    if flt.visible_queues is not None:
+        query = query.where(col(Ticket.queue_id).in_(_queue_ids(flt.visible_queues)))
     if flt.raised:
         query = query.where(col(Ticket.originator_email).in_([r.lower() for r in flt.raised]))
     if flt.numbers:
@@ -100,6 +104,11 @@ def query_tickets(
         order.insert(0, col(Ticket.priority).desc())
     rows = session.exec(query.order_by(*order).offset(offset).limit(limit)).all()
     return list(rows), int(total)
+
+
+def _queue_ids(names: frozenset[str]) -> Any:
+    """The ids of the queues named (lower-cased names), as a subquery."""
+    return select(Queue.id).where(func.lower(Queue.name).in_(sorted(names)))
 
 
 def _like(word: str) -> str:

@@ -3,7 +3,10 @@ finds subscribers inside its own transaction, with no config passed down to it.
 
 Synced at start (`mailhelpdesk serve`, `mailhelpdesk init`) like the config's agents: entries
 removed from the file are removed from the store. The HMAC keys stay in the config; a row only
-says whether it is signed. These functions flush, never commit.
+says whether it is signed. Subscriptions made by API (origin "api",
+services/webhook_subscriptions.py) live beside them, untouched by the sync except for the
+delivery settings; their rows hold the salt their key is derived from, never the key.
+These functions flush, never commit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ def secret_ref_for(name: str) -> str:
     return f"webhook:{name}"
 
 
+DERIVED_REF_PREFIX = "webhook-key:"
+
+
+def derived_secret_ref(salt: str) -> str:
+    """The secret_ref of an API-made subscription: its key is derived from the salt (and the
+    helpdesk secret) by the sender's resolver, so no key is stored anywhere."""
+    return f"{DERIVED_REF_PREFIX}{salt}"
+
+
 def sync_subscriptions(
     session: Session,
     hooks: Sequence[WebhookConfig],
@@ -33,6 +45,9 @@ def sync_subscriptions(
     for row in session.exec(select(WebhookSubscription)):
         if row.origin == "config" and row.name not in configured:
             session.delete(row)
+        elif row.origin != "config":  # API-made: only the delivery settings follow the config
+            row.timeout_s, row.max_attempts = float(timeout_s), int(max_attempts)
+            session.add(row)
     session.flush()
     for name, hook in configured.items():
         found = session.exec(
@@ -60,6 +75,7 @@ class Subscriber:
     signed: bool
     timeout_s: float
     max_attempts: int
+    secret_ref: str = ""  # what the sender resolves to the HMAC key ("" = unsigned)
 
     def wants(self, event: str) -> bool:
         return not self.events or event in self.events
@@ -85,12 +101,27 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
                 r.signed,
                 r.timeout_s,
                 r.max_attempts,
+                _secret_ref(r),
             )
             for r in rows
         ]
         cached = (transaction, found)
         session.info[_CACHE_KEY] = cached
     return [s for s in cached[1] if s.wants(event)]
+
+
+def _secret_ref(row: WebhookSubscription) -> str:
+    if row.secret_salt:
+        return derived_secret_ref(row.secret_salt)
+    return secret_ref_for(row.name) if row.signed else ""
+
+
+def get_subscription(session: Session, subscription_id: int) -> WebhookSubscription | None:
+    return session.get(WebhookSubscription, subscription_id)
+
+
+def get_by_name(session: Session, name: str) -> WebhookSubscription | None:
+    return session.exec(select(WebhookSubscription).where(WebhookSubscription.name == name)).first()
 
 
 def list_subscriptions(session: Session) -> Sequence[WebhookSubscription]:

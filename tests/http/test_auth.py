@@ -62,6 +62,20 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
     "/api/v1/tickets/100001/restore": ({}, {"tickets:write"}),
     "/api/v1/tickets/100001/forward": ({"to": ["vendor@partner.test"]}, {"tickets:write"}),
     "/api/v1/tickets/100001/watchers": ({"email": "alice@helpdesk.test"}, {"tickets:write"}),
+    # access (resources.md §2-3): bulk create; webhook subscriptions (an unusable URL: 422, so
+    # this module's daemon gets no subscription that would keep its HTTP outbox busy)
+    "/api/v1/tickets/bulk": (
+        {
+            "tickets": [
+                {
+                    "originator_email_address": "p@customer.test",
+                    "data": {"subject": "s", "content": "c"},
+                }
+            ]
+        },
+        {"tickets:write"},
+    ),
+    "/api/v1/webhooks": ({"url": "ftp://127.0.0.1/hook"}, {"admin"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
 ALLOWED_STATUS = {
@@ -69,6 +83,7 @@ ALLOWED_STATUS = {
     "/api/v1/tickets/intervention/submit": 422,
     "/api/v1/tickets/100001/merge": 409,  # into itself: past the ability check
     "/api/v1/tickets/100001/restore": 409,  # not in the trash: past the ability check
+    "/api/v1/webhooks": 422,
 }
 UNAUTHENTICATED = {"/api/idempotency_key"}
 RELEVANT = [
@@ -78,6 +93,7 @@ RELEVANT = [
     "ticket-index",
     "tickets:read",
     "tickets:write",
+    "admin",
 ]
 
 
