@@ -178,7 +178,7 @@ class Daemon:
         key = "idle" if sending else "inbound_pending"
         while time.monotonic() < deadline:
             value = self.health()["data"][key]
-            if value is True or value == 0:
+            if (value is True) if sending else (value == 0 and value is not False):
                 return
             time.sleep(0.05)
         raise TimeoutError("the daemon did not become idle" if sending else "ingest did not finish")
