@@ -152,6 +152,14 @@ def mails_to(sink: Sink, address: str) -> list[EmailMessage]:
     return [m for m in sink.parsed() if address in str(m["To"])]
 
 
+def text_of(mail: EmailMessage) -> str:
+    body = mail.get_body(("plain",))
+    return str(body.get_content()) if body is not None else ""
+
+
+MAIL_WAIT_S = 120  # the relay sink may first be handed every notice of the bulk test
+
+
 # -- queue visibility ------------------------------------------------------------------------------
 
 
@@ -393,9 +401,9 @@ def test_attachment_on_agent_respond_reaches_the_customer(desk: Api, root: str, 
     ]
 
     def answer_mail() -> list[EmailMessage]:
-        return [m for m in mails_to(sink, customer) if "Here is your invoice." in m.as_string()]
+        return [m for m in mails_to(sink, customer) if "Here is your invoice." in text_of(m)]
 
-    (mail,) = wait_for(answer_mail)
+    (mail,) = wait_for(answer_mail, timeout=MAIL_WAIT_S)
     files = [(p.get_filename(), p.get_content()) for p in mail.iter_attachments()]
     assert files == [("invoice.pdf", PDF)]
 
@@ -418,7 +426,8 @@ def test_multipart_respond_and_create(desk: Api, root: str, sink: Sink) -> None:
     assert made.status_code == 200, made.text
     number = made.json()["data"]["ticket_number"]
     ack = wait_for(
-        lambda: [m for m in mails_to(sink, customer) if m["Auto-Submitted"] == "auto-replied"]
+        lambda: [m for m in mails_to(sink, customer) if m["Auto-Submitted"] == "auto-replied"],
+        timeout=MAIL_WAIT_S,
     )
     assert [(p.get_filename(), p.get_content()) for p in ack[0].iter_attachments()] == [
         ("terms.txt", "The terms.\n")
@@ -433,7 +442,10 @@ def test_multipart_respond_and_create(desk: Api, root: str, sink: Sink) -> None:
     assert replied.status_code == 200, replied.text
     shown = get(desk, f"/api/v1/tickets/{number}", root).json()["data"]
     assert [a["name"] for a in shown["responses"][-1]["attachments"]] == ["signed.pdf"]
-    mail = wait_for(lambda: [m for m in mails_to(sink, customer) if "Signed copy" in m.as_string()])
+    mail = wait_for(
+        lambda: [m for m in mails_to(sink, customer) if "Signed copy" in text_of(m)],
+        timeout=MAIL_WAIT_S,
+    )
     assert [p.get_content() for p in mail[0].iter_attachments()] == [PDF]
 
 
@@ -451,7 +463,7 @@ def test_customer_opened_ticket_acknowledgement_does_not_echo_files(
         use_passed_originator_as_responder=True,
         attachments=[{"name": "photo.txt", "mime_type": "text/plain", "content_base64": b64(b"x")}],
     )["ticket_number"]
-    ack = wait_for(lambda: mails_to(sink, customer))
+    ack = wait_for(lambda: mails_to(sink, customer), timeout=MAIL_WAIT_S)
     assert list(ack[0].iter_attachments()) == []
     shown = get(desk, f"/api/v1/tickets/{number}", root).json()["data"]
     assert [a["name"] for a in shown["responses"][0]["attachments"]] == ["photo.txt"]
