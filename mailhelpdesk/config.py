@@ -227,7 +227,12 @@ class LifecycleConfig:
     # a trashed ticket is deleted for good this long after it was trashed ("30d", "12h";
     # empty: never purged)
     purge_trashed_after: str = "30d"
-    purge_trashed_after_s: int = 2_592_000  # computed from purge_trashed_after (0: never)
+
+    @property
+    def purge_trashed_after_s(self) -> int:
+        """The same in seconds (0: never); the text was checked when the config was loaded."""
+        text = self.purge_trashed_after.strip()
+        return parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
 
 
 @dataclass(frozen=True)
@@ -320,12 +325,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def _check_lifecycle(config: Config) -> Config:
-    """`[lifecycle] purge_trashed_after` as seconds (a duration; empty: never)."""
-    text = config.lifecycle.purge_trashed_after.strip()
-    seconds = parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
-    return dataclasses.replace(
-        config, lifecycle=dataclasses.replace(config.lifecycle, purge_trashed_after_s=seconds)
-    )
+    """`[lifecycle] purge_trashed_after` must be a duration (or empty: never): checked here, so a
+    bad value stops the start with the key named, not the purge job later."""
+    _ = config.lifecycle.purge_trashed_after_s
+    return config
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
