@@ -56,6 +56,7 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
         {"ticket_number": 100001, "from_email": "alice@helpdesk.test", "data": {}},
         {"tickets:write"},
     ),
+    "/api/v1/contacts": ({"email": "auth-table@customer.test"}, {"contacts:write"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
 ALLOWED_STATUS = {"/api/v1/tickets/attachment": 404, "/api/v1/tickets/intervention/submit": 422}
@@ -67,6 +68,8 @@ RELEVANT = [
     "ticket-index",
     "tickets:read",
     "tickets:write",
+    "contacts:read",
+    "contacts:write",
 ]
 
 
