@@ -76,6 +76,7 @@ ENDPOINTS: dict[str, tuple[dict, set[str]]] = {
         {"tickets:write"},
     ),
     "/api/v1/webhooks": ({"url": "ftp://127.0.0.1/hook"}, {"admin"}),
+    "/api/v1/contacts": ({"email": "auth-table@customer.test"}, {"contacts:write"}),
 }
 # what a token that has the ability gets where the body cannot succeed (it got past the ability)
 ALLOWED_STATUS = {
@@ -94,6 +95,8 @@ RELEVANT = [
     "tickets:read",
     "tickets:write",
     "admin",
+    "contacts:read",
+    "contacts:write",
 ]
 
 
