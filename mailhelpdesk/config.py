@@ -210,7 +210,12 @@ class LifecycleConfig:
     # a trashed ticket is deleted for good this long after it was trashed ("30d", "12h";
     # empty: never purged)
     purge_trashed_after: str = "30d"
-    purge_trashed_after_s: int = 2_592_000  # computed from purge_trashed_after (0: never)
+
+    @property
+    def purge_trashed_after_s(self) -> int:
+        """The duration in seconds (0: never); checked when the config is read."""
+        text = self.purge_trashed_after.strip()
+        return parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
 
 
 @dataclass(frozen=True)
@@ -299,12 +304,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def _check_lifecycle(config: Config) -> Config:
-    """`[lifecycle] purge_trashed_after` as seconds (a duration; empty: never)."""
-    text = config.lifecycle.purge_trashed_after.strip()
-    seconds = parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
-    return dataclasses.replace(
-        config, lifecycle=dataclasses.replace(config.lifecycle, purge_trashed_after_s=seconds)
-    )
+    """`[lifecycle] purge_trashed_after` must be a duration (or empty: never)."""
+    _ = config.lifecycle.purge_trashed_after_s  # ConfigError names the key
+    return config
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
