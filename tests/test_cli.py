@@ -121,6 +121,11 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "contact_id",
         "responses",
         "intervention",
+        # housekeeping (resources.md §2 ticket object additions)
+        "due_at",
+        "resolution",
+        "merged_into",
+        "watchers",
     }
     assert set(shown) == expected_header and shown["intervention"] is None
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
