@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_
+from sqlalchemy import and_, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -112,7 +112,7 @@ def ticket_counts(session: Session, contact_ids: Sequence[int]) -> dict[int, int
         return {}
     rows = session.exec(
         select(Ticket.contact_id, func.count())
-        .where(col(Ticket.contact_id).in_(list(contact_ids)))
+        .where(col(Ticket.contact_id).in_(list(contact_ids)), col(Ticket.deleted_at).is_(None))
         .group_by(col(Ticket.contact_id))
     ).all()
     return {cid: n for cid, n in rows if cid is not None}
@@ -122,7 +122,7 @@ def tickets_of(
     session: Session, contact_id: int, *, offset: int, limit: int
 ) -> tuple[int, list[Ticket]]:
     """(total, one page) of the contact's tickets, newest first."""
-    where = Ticket.contact_id == contact_id
+    where = and_(col(Ticket.contact_id) == contact_id, col(Ticket.deleted_at).is_(None))
     total = session.exec(select(func.count()).select_from(Ticket).where(where)).one()
     rows = session.exec(
         select(Ticket).where(where).order_by(col(Ticket.number).desc()).offset(offset).limit(limit)

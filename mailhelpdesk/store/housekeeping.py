@@ -18,8 +18,10 @@ from mailhelpdesk.domain.models import (
     Ticket,
     TicketCC,
     TicketEvent,
+    TicketFieldValue,
     TicketTag,
     TicketWatcher,
+    TimeEntry,
 )
 
 
@@ -89,7 +91,16 @@ def purge_ticket(session: Session, ticket: Ticket) -> None:
         session.exec(select(Attachment.sha256).where(col(Attachment.response_id).in_(response_ids)))
     )
     session.execute(delete(Attachment).where(col(Attachment.response_id).in_(response_ids)))
-    for table in (Response, TicketCC, TicketTag, TicketWatcher, KnownMessageId, TicketEvent):
+    for table in (
+        Response,
+        TicketCC,
+        TicketTag,
+        TicketWatcher,
+        KnownMessageId,
+        TicketEvent,
+        TicketFieldValue,
+        TimeEntry,
+    ):
         session.execute(delete(table).where(col(table.ticket_id) == ticket_id))
     session.execute(
         delete(InterventionInstance).where(col(InterventionInstance.ticket_id) == ticket_id)
