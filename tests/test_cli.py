@@ -126,6 +126,8 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "resolution",
         "merged_into",
         "watchers",
+        "custom_fields",  # resources.md §2: custom fields and time
+        "time_spent_minutes",
     }
     assert set(shown) == expected_header and shown["intervention"] is None
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
