@@ -27,10 +27,9 @@ def require(present: bool, what: str) -> None:
         return
     import pytest
 
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is required under CI (scripts/test installs the Debian packages)")
-    else:
+    if not os.environ.get("CI"):
         pytest.skip(f"{what} is not available here (a failure under CI=true)")
+    pytest.fail(f"{what} is required under CI (scripts/test installs the Debian packages)")
 
 
 def free_port() -> int:
