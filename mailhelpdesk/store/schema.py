@@ -23,6 +23,10 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after)."""
     cfg = _alembic_config()
     before = current_revision(engine)
+    if before == head_revision():
+        # every CLI command and every start builds the app: an up-to-date schema costs one
+        # SELECT, not an Alembic run (which takes a write transaction on SQLite)
+        return before, before
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
