@@ -711,6 +711,40 @@ def agent_remove(ctx: click.Context, email: str) -> None:
     click.echo(f"agent {email} removed")
 
 
+@agent.command("passwd")
+@click.argument("email")
+@click.option("--clear", is_flag=True, help="Remove the password: the adapters' logins refuse it.")
+@click.pass_context
+def agent_passwd(ctx: click.Context, email: str, clear: bool) -> None:
+    """Set an agent's password for the seed adapters' logins.
+
+    The password is read from stdin (one line); on a terminal it is asked twice, unechoed. It is
+    stored as an Argon2id hash.
+    """
+    from mailhelpdesk.errors import HelpdeskError
+    from mailhelpdesk.services import agent_passwords
+    from mailhelpdesk.store.db import session_scope
+
+    app = _app(ctx)
+    password = "" if clear else _read_password()
+    try:
+        with session_scope(app.engine) as session:
+            if clear:
+                agent_passwords.clear_password(session, email)
+            else:
+                agent_passwords.set_password(session, email, password, clock=app.clock)
+    except HelpdeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password of {email} {'removed' if clear else 'set'}")
+
+
+def _read_password() -> str:
+    stdin = sys.stdin
+    if stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return stdin.readline().rstrip("\r\n")
+
+
 # -- later features ----------------------------------------------------------------------------------
 
 

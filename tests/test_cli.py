@@ -201,6 +201,44 @@ def test_agent_add_list_remove(cfg: Path) -> None:
     assert bad.exit_code != 0 and "not an email address" in bad.output
 
 
+def test_agent_passwd_reads_stdin_and_stores_only_a_hash(cfg: Path) -> None:
+    from mailhelpdesk.app import build_app
+    from mailhelpdesk.config import load_config
+    from mailhelpdesk.services import agent_passwords
+    from mailhelpdesk.store.db import session_scope
+
+    runner = CliRunner()
+    base = ["--config", str(cfg)]
+    assert runner.invoke(main, [*base, "agent", "add", "ann@helpdesk.test"]).exit_code == 0
+    short = runner.invoke(main, [*base, "agent", "passwd", "ann@helpdesk.test"], input="short\n")
+    assert short.exit_code != 0 and "8 to 1024 characters" in short.output
+    unknown = runner.invoke(
+        main, [*base, "agent", "passwd", "x@helpdesk.test"], input="s3cret-pass\n"
+    )
+    assert unknown.exit_code != 0 and "no agent x@helpdesk.test" in unknown.output
+    ok = runner.invoke(main, [*base, "agent", "passwd", "ann@helpdesk.test"], input="s3cret-pass\n")
+    assert ok.exit_code == 0, ok.output
+
+    app = build_app(load_config(str(cfg)))
+    try:
+        with session_scope(app.engine) as session:
+            ann = agent_passwords.authenticate(session, "ANN@helpdesk.test", "s3cret-pass")
+            assert ann is not None and ann.password_hash.startswith("$argon2id$")
+            assert "s3cret-pass" not in ann.password_hash
+            assert agent_passwords.authenticate(session, "ann@helpdesk.test", "wrong-pass") is None
+            assert agent_passwords.authenticate(session, "nobody@x.test", "s3cret-pass") is None
+    finally:
+        app.close()
+    cleared = runner.invoke(main, [*base, "agent", "passwd", "ann@helpdesk.test", "--clear"])
+    assert cleared.exit_code == 0
+    app = build_app(load_config(str(cfg)))
+    try:
+        with session_scope(app.engine) as session:
+            assert agent_passwords.authenticate(session, "ann@helpdesk.test", "s3cret-pass") is None
+    finally:
+        app.close()
+
+
 def test_token_create_list_revoke(cfg: Path) -> None:
     """The token is printed once, last, as id|secret; list never shows it; revoke marks it."""
     runner = CliRunner()

@@ -59,6 +59,11 @@ class Agent(SQLModel, table=True):
     origin: str = Field(default="cli", max_length=20)  # config | cli
     # the queues an agent's API tokens see, one name a line ("" = all; services/visibility.py)
     queues: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Argon2id PHC string for the seed adapters' logins ("" = no password, no login)
+    password_hash: str = Field(default="", max_length=255)
+    password_changed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
 
 
 class InboundMessage(SQLModel, table=True):
