@@ -168,7 +168,10 @@ def ticket_show(ctx: click.Context, number: int, as_json: bool) -> None:
     """Show one ticket with all its messages."""
     from mailhelpdesk.services import ticket_reads
 
-    data = _read_ticket(ctx, number, lambda s: ticket_reads.show(s, ticket_number=number))
+    public_url = ctx.obj.config.http.public_url
+    data = _read_ticket(
+        ctx, number, lambda s: ticket_reads.show(s, ticket_number=number, public_url=public_url)
+    )
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -380,6 +383,35 @@ def ticket_restore(ctx: click.Context, number: int, as_agent: str | None) -> Non
         lambda s, c: housekeeping.restore(s, ticket_number=number, change=c),
         f"ticket {number}: restored",
     )
+
+
+@ticket.command("link")
+@click.argument("number", type=int)
+@click.option("--revoke", is_flag=True, help="Replace the link: the old one answers 404.")
+@_AS_AGENT
+@click.pass_context
+def ticket_link(ctx: click.Context, number: int, revoke: bool, as_agent: str | None) -> None:
+    """Print the customer's status page link of a ticket (resources.md §8).
+
+    Without `[http] public_url` in the config the secure id is printed instead of a URL.
+    """
+    from mailhelpdesk.domain.links import status_url
+    from mailhelpdesk.services import status_page, ticket_reads
+
+    public_url = ctx.obj.config.http.public_url
+    secure_id: str | None = None
+    if revoke:
+
+        def replace(session: Any, change: Any) -> None:
+            nonlocal secure_id
+            secure_id = status_page.revoke_link(session, ticket_number=number, change=change)
+
+        _housekeeping(ctx, as_agent, replace, f"ticket {number}: the old link is revoked")
+    else:
+        secure_id = _read_ticket(ctx, number, lambda s: ticket_reads.show(s, ticket_number=number))[
+            "secure_id"
+        ]
+    click.echo(status_url(public_url, secure_id) or secure_id)
 
 
 @ticket.command("merge")

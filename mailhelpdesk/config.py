@@ -13,6 +13,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8025
     max_request_bytes: int = 30_000_000
+    # the address customers reach this API at (https://help.example.com): the base of the status
+    # page link `{{ ticket.secure_url }}` in notices; empty: notices carry no link
+    public_url: str = ""
+    # requests one client address may make to the status page per minute (429 above)
+    status_page_requests_per_minute: int = 30
 
 
 @dataclass(frozen=True)
@@ -315,13 +321,31 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_lifecycle(
-        _check_custom_fields(
-            _check_interventions(
-                _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+    config: Config = _build(Config, data, prefix="")
+    for check in _CHECKS:
+        config = check(config)
+    return config
+
+
+def _check_http(config: Config) -> Config:
+    """`[http] public_url` must be an absolute http(s) URL with no query: it is pasted into
+    customers' notices, so a typo must stop the start, not reach them."""
+    url = config.http.public_url
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ConfigError(
+                f"http.public_url: expected an absolute http(s) URL such as "
+                f"https://help.example.com, not {url!r}"
             )
-        )
-    )
+    if config.http.status_page_requests_per_minute < 1:
+        raise ConfigError("http.status_page_requests_per_minute: must be at least 1")
+    return config
 
 
 def _check_lifecycle(config: Config) -> Config:
@@ -605,3 +629,15 @@ def read_password(password: str, password_file: str, key: str) -> str:
                 f"{key}.password_file: cannot read {password_file}: {exc.strerror}"
             ) from None
     return password
+
+
+# cross-key checks and derived values, in order, after the types are checked by _build
+_CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
+    _check_api,
+    _check_deliveries,
+    _check_webhooks,
+    _check_interventions,
+    _check_custom_fields,
+    _check_lifecycle,
+    _check_http,
+)

@@ -65,7 +65,13 @@ def make_mail(
 
 
 def write_config(
-    tmp: Path, *, smtp_port: int, http_port: int, extra: str = "", relay: str = ""
+    tmp: Path,
+    *,
+    smtp_port: int,
+    http_port: int,
+    extra: str = "",
+    relay: str = "",
+    http: str = "",
 ) -> Path:
     path = tmp / "mailhelpdesk.toml"
     path.write_text(
@@ -81,6 +87,7 @@ url = "sqlite:///{tmp / "helpdesk.db"}"
 [http]
 host = "127.0.0.1"
 port = {http_port}
+{http}
 
 [smtp_listener]
 host = "127.0.0.1"
@@ -108,7 +115,9 @@ name = "Alice Agent"
 class Daemon:
     """`mailhelpdesk serve` in a child process, on free loopback ports."""
 
-    def __init__(self, tmp: Path, *, extra_config: str = "", relay_config: str = "") -> None:
+    def __init__(
+        self, tmp: Path, *, extra_config: str = "", relay_config: str = "", http_config: str = ""
+    ) -> None:
         self.tmp = tmp
         self.smtp_port = free_port()
         self.http_port = free_port()
@@ -118,6 +127,8 @@ class Daemon:
             http_port=self.http_port,
             extra=extra_config,
             relay=relay_config,
+            # "{http_port}" in the [http] lines stands for the port chosen here (public_url)
+            http=http_config.replace("{http_port}", str(self.http_port)),
         )
         self.db_url = f"sqlite:///{tmp / 'helpdesk.db'}"
         self.log = tmp / "daemon.log"

@@ -43,6 +43,7 @@ class EventType(enum.StrEnum):
     time_entry = "time_entry"
     sla_warning = "sla_warning"
     sla_breach = "sla_breach"
+    link_revoked = "link_revoked"  # the status page link was replaced; the old one is dead
 
 
 class ActorKind(enum.StrEnum):

@@ -115,6 +115,9 @@ class Ticket(SQLModel, table=True):
     )
     # the number of the ticket this one was merged into: mail threaded here lands there
     merged_into: int | None = None
+    # 32 hex characters from a CSPRNG: the Tickiti `secure_id` and the status page's /t/{id};
+    # replaced (so the old link answers 404) when an agent revokes the link
+    secure_id: str | None = Field(default=None, max_length=32, unique=True, index=True)
 
 
 class TicketCC(SQLModel, table=True):

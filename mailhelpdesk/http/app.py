@@ -18,7 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
-from mailhelpdesk.http import bulk, contacts, fields_time, interventions, tickiti, v1, webhooks
+from mailhelpdesk.http import (
+    bulk,
+    contacts,
+    fields_time,
+    interventions,
+    status_page,
+    tickiti,
+    v1,
+    webhooks,
+)
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
@@ -109,6 +118,7 @@ def create_api(
             max_body_bytes=cfg.max_body_bytes,
         )
         legacy = tickiti.endpoints(rt)
+        status_page.add_routes(api, rt)  # resources.md §8: the customer's /t/{secure_id}
         for ep in [*legacy, *v1.endpoints(rt), *interventions.endpoints(rt)]:
             add_endpoint(api, rt, ep)
         for ep in contacts.endpoints(rt):  # resources.md §3
@@ -145,7 +155,7 @@ def create_api(
             rt,
             "/api/v1/tickets/{number:int}",
             "tickets:read",
-            v1.show_by_path,
+            v1.show_by_path(rt),
             "One ticket with all its responses (the ticket object, as POST tickets/show)",
         )
         add_get_route(

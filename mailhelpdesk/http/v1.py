@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -207,7 +208,9 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         )
 
     def show(session: Session, number: int) -> dict[str, Any]:
-        return ticket_reads.show(session, ticket_number=number)
+        return ticket_reads.show(
+            session, ticket_number=number, public_url=rt.settings.notify.public_url
+        )
 
     def responses(session: Session, number: int) -> dict[str, Any]:
         return ticket_reads.responses(session, ticket_number=number)
@@ -374,14 +377,20 @@ def check_patch(m: TicketPatchIn, params: dict[str, Any]) -> tuple[int, TicketUp
     )
 
 
-def show_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+def show_by_path(rt: Runtime) -> Callable[[Session, dict[str, Any]], dict[str, Any]]:
     """GET /api/v1/tickets/{number}: the same ticket object as POST tickets/show; a number too
     large for any ticket is as unknown as a number nobody has (404, never 422). The route only
     matches digits, so GET on the fixed POST paths (tickets/show …) is 405, as it should be."""
-    number = params.get("number")
-    if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
-        raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
-    return ticket_reads.show(session, ticket_number=number)
+
+    def show(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        number = params.get("number")
+        if not isinstance(number, int) or not 1 <= number <= MAX_INTEGER:
+            raise ApiError(404, "ticket_not_found", f"Ticket {str(number)[:20]} not found.")
+        return ticket_reads.show(
+            session, ticket_number=number, public_url=rt.settings.notify.public_url
+        )
+
+    return show
 
 
 def history_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:

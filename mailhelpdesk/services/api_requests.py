@@ -10,8 +10,6 @@ checked here and raised as FieldError / NotFoundError.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +74,8 @@ class ApiSettings:
     # [http_deliveries] for subscriptions made by API (services/webhook_subscriptions.py)
     webhook_timeout_s: float = 10
     webhook_max_attempts: int = 10
+    # `[http] status_page_requests_per_minute`: per client address (http/status_page.py)
+    status_page_requests_per_minute: int = 30
 
     @classmethod
     def from_config(cls, config: Any, notify_settings: NotifySettings) -> ApiSettings:
@@ -86,6 +86,7 @@ class ApiSettings:
             mailboxes=boxes,
             webhook_timeout_s=config.http_deliveries.timeout_s,
             webhook_max_attempts=config.http_deliveries.max_attempts,
+            status_page_requests_per_minute=config.http.status_page_requests_per_minute,
         )
 
 
@@ -148,14 +149,6 @@ def _body(body: Body, settings: ApiSettings, extra: Mapping[str, Any] | None = N
     return Rendered(body.subject, text, html)
 
 
-def secure_id(settings: ApiSettings, ticket_id: int) -> str:
-    """An unguessable id for customer-facing links: keyed with the helpdesk secret, not derivable
-    from the ticket number without it."""
-    return hmac.new(
-        settings.notify.secret, f"secure-id:{ticket_id}".encode(), hashlib.sha256
-    ).hexdigest()[:32]
-
-
 def create_ticket(
     session: Session,
     *,
@@ -196,7 +189,7 @@ def create_ticket(
         return {
             "ticket_number": ticket.number,
             "ticket_id": ticket.id,
-            "secure_id": secure_id(settings, ticket.id or 0),
+            "secure_id": ticket.secure_id,
         }
     queue = queue_name or ticket_service.DEFAULT_QUEUE
     if not ticket_query.queue_exists(session, queue) or not viewer.sees_queue(queue):
@@ -224,7 +217,7 @@ def create_ticket(
     return {
         "ticket_number": ticket.number,
         "ticket_id": ticket.id,
-        "secure_id": secure_id(settings, ticket.id or 0),
+        "secure_id": ticket.secure_id,
     }
 
 

@@ -75,7 +75,7 @@ def restore(session: Session, *, ticket_number: int, change: ChangeContext) -> d
     session.add(ticket)
     session.flush()
     events.record(session, ticket, EventType.restored, {}, change=change)
-    return ticket_object(session, ticket)
+    return ticket_object(session, ticket, public_url=change.notices.public_url)
 
 
 def purge_trashed(
@@ -157,4 +157,4 @@ def merge(
         session.add(source)
         session.flush()
     log.info("ticket merged ticket=%s into=%s responses=%s", source.number, target.number, moved)
-    return ticket_object(session, target)
+    return ticket_object(session, target, public_url=change.notices.public_url)

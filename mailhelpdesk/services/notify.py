@@ -34,6 +34,7 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import OutboxState
+from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
@@ -82,6 +83,8 @@ class NotifySettings:
     # [[custom_fields]] (config.CustomFieldConfig): every write of a value is checked against
     # them, and closing a ticket needs those marked required_to_close (services/custom_fields.py)
     custom_fields: tuple[CustomFieldConfig, ...] = ()
+    # `[http] public_url`: the base of the status page link in notices ("" = no link)
+    public_url: str = ""
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -100,6 +103,7 @@ class NotifySettings:
             epilog_max_attempts=config.http_deliveries.max_attempts,
             compose_in_sender=config.outbound.compose_in_sender,
             custom_fields=tuple(config.custom_fields),
+            public_url=config.http.public_url,
         )
 
 
@@ -157,6 +161,7 @@ def notice_context(
 ) -> dict[str, Any]:
     """The data every notice template gets (plain values, never ORM objects)."""
     queue = session.get(Queue, ticket.queue_id)
+    secure_url = status_url(settings.public_url, ticket.secure_id)
     return {
         "helpdesk_name": settings.helpdesk_name,
         "helpdesk_address": settings.helpdesk_address,
@@ -169,6 +174,13 @@ def notice_context(
         "customer_email": ticket.originator_email,
         "message_text": message_text[:50_000],
         "agent_name": agent_name,
+        # resources.md §8: `{{ ticket.secure_url }}`, None without `[http] public_url`
+        "ticket": {
+            "number": ticket.number,
+            "subject": ticket.subject,
+            "status": ticket.status,
+            "secure_url": secure_url,
+        },
     }
 
 

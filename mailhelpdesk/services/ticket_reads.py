@@ -80,11 +80,11 @@ _PERSPECTIVE_STATUSES = {
 }
 
 
-def show(session: Session, *, ticket_number: int) -> dict[str, Any]:
+def show(session: Session, *, ticket_number: int, public_url: str = "") -> dict[str, Any]:
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
-    return ticket_object(session, ticket)
+    return ticket_object(session, ticket, public_url=public_url)
 
 
 def update(
@@ -101,7 +101,7 @@ def update(
     if errors:
         raise FieldErrors(errors)
     ticket_changes.update(session, ticket, changes, change=change)
-    return ticket_object(session, ticket)
+    return ticket_object(session, ticket, public_url=change.notices.public_url)
 
 
 def responses(session: Session, *, ticket_number: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ writes the notices and webhooks it causes.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,12 @@ class NewResponse:
     attachments: Sequence[NewAttachment] = field(default_factory=tuple)
 
 
+def new_secure_id() -> str:
+    """32 lowercase hex characters from a CSPRNG (api-contract.md §4.1 `secure_id`): the key to
+    the ticket's status page, so never derived from anything a stranger could know."""
+    return secrets.token_hex(16)
+
+
 def create_ticket(
     session: Session,
     *,
@@ -82,6 +89,7 @@ def create_ticket(
         originator_name=originator_name,
         created_at=now,
         updated_at=now,
+        secure_id=new_secure_id(),
     )
     session.add(ticket)
     session.flush()

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import Attachment, Response, Ticket, as_utc
 from mailhelpdesk.store import field_values as field_value_store
 from mailhelpdesk.store import housekeeping as housekeeping_store
@@ -94,9 +95,12 @@ def response_object(r: Response, attachments: list[Attachment]) -> dict[str, Any
     }
 
 
-def ticket_object(session: Session, ticket: Ticket) -> dict[str, Any]:
-    """Header plus every response (internal notes included), pinned first, then oldest first."""
+def ticket_object(session: Session, ticket: Ticket, *, public_url: str = "") -> dict[str, Any]:
+    """Header plus every response (internal notes included), pinned first, then oldest first;
+    `public_url` (`[http] public_url`) makes `secure_url` the customer's status page link."""
     (data,) = ticket_headers(session, [ticket])
+    data["secure_id"] = ticket.secure_id
+    data["secure_url"] = status_url(public_url, ticket.secure_id)
     responses = store.responses_of(session, ticket.id or 0)
     attachments = store.attachments_of(session, [r.id for r in responses if r.id is not None])
     data["responses"] = [response_object(r, attachments.get(r.id or 0, [])) for r in responses]

@@ -34,6 +34,19 @@ def test_every_notice_renders_with_the_tag_in_the_subject(name: str) -> None:
     assert notice.text.strip() and notice.html.strip()
 
 
+def test_status_link_appears_only_when_there_is_one() -> None:
+    link = "https://help.example.test/t/0123456789abcdef0123456789abcdef"
+    with_link = {**CONTEXT, "ticket": {"number": 100042, "secure_url": link}}
+    for name in ("acknowledgement", "agent_response"):
+        notice = render_notice(name, with_link)
+        assert link in notice.text and f'href="{link}"' in notice.html
+        assert link not in render_notice(name, CONTEXT).text
+        assert "/t/" not in render_notice(name, {**CONTEXT, "ticket": {"secure_url": None}}).text
+        # API callers pass their own data: a `ticket` that is not the notice's own is ignored
+        assert "/t/" not in render_notice(name, {**CONTEXT, "ticket": "#7731"}).text
+        assert "/t/" not in render_notice(name, {**CONTEXT, "ticket": {"number": 1}}).text
+
+
 def test_shipped_notices_are_all_listed() -> None:
     assert set(NOTICES) <= set(available_notices())
 
