@@ -131,7 +131,11 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "secure_id",  # resources.md §8: the status page link (null without [http] public_url)
         "secure_url",
     }
-    assert set(shown) == expected_header and shown["secure_url"] is None and shown["intervention"] is None
+    assert (
+        set(shown) == expected_header
+        and shown["secure_url"] is None
+        and shown["intervention"] is None
+    )
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
     response_keys = {
         "id",
