@@ -659,6 +659,46 @@ def import_(ctx: click.Context, path: Path, queue: str) -> None:
         )
 
 
+# -- backup ------------------------------------------------------------------------------------------
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_context
+def backup_command(ctx: click.Context, dest: Path) -> None:
+    """Copy the whole desk (tickets, raw mail, attachments, keys) to DEST while it runs.
+
+    SQLite: a checked, self-contained database file (DEST, or a dated file in the folder DEST);
+    restore by putting it in place of the database with the daemon stopped. PostgreSQL: a
+    pg_dump custom-format file; restore with pg_restore into an empty database.
+    """
+    from tqdm import tqdm
+
+    from mailhelpdesk.store.backup import BackupError, backup
+
+    url = ctx.obj.config.database.url
+    bar: tqdm[Any] | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="page", desc="backup", disable=None, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        result = backup(url, dest, progress=progress)
+    except BackupError as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = ", ".join(f"{n} {table}" for table, n in result.counts.items())
+    click.echo(
+        f"backup written: {result.path} ({result.engine}, {result.size_bytes} bytes"
+        f"{'; ' + counts if counts else ''})"
+    )
+
+
 # -- agents ------------------------------------------------------------------------------------------
 
 
