@@ -37,7 +37,7 @@ from mailhelpdesk.services import (
 )
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
-from mailhelpdesk.store import backlog, idempotency, schema, spool
+from mailhelpdesk.store import backlog, idempotency, schema
 from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
@@ -93,6 +93,43 @@ class Metrics:
             "Time to apply one ingest batch",
             registry=self.registry,
         )
+        # read from the store at each scrape (render_metrics): true across restarts and daemons
+        self.set_aside = Gauge(
+            "mailhelpdesk_inbound_set_aside",
+            "Kept messages set aside with a reason (inbound list --failed)",
+            registry=self.registry,
+        )
+        self.outbox_queued = Gauge(
+            "mailhelpdesk_outbox_queued",
+            "Outgoing mail queued, due now or retrying later",
+            registry=self.registry,
+        )
+        self.outbox_oldest_due = Gauge(
+            "mailhelpdesk_outbox_oldest_due_age_seconds",
+            "How long the longest-waiting due outgoing mail has waited (0: none overdue)",
+            registry=self.registry,
+        )
+        self.deliveries_queued = Gauge(
+            "mailhelpdesk_http_deliveries_queued",
+            "Outgoing HTTP deliveries (webhooks, epilogs) queued",
+            registry=self.registry,
+        )
+        self.suppressed = Gauge(
+            "mailhelpdesk_notices_suppressed",
+            "Automatic notices held back by the loop and bounce rules, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "mailhelpdesk_http_request_duration_seconds",
+            "HTTP API requests, by route template, method and status",
+            ["route", "method", "status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_seconds.labels(route, method, str(status)).observe(seconds)
 
 
 def delivery_secrets(config: Config) -> dict[str, bytes]:
@@ -261,6 +298,7 @@ class App:
             api = create_api(
                 health=self.health,
                 metrics=self.render_metrics,
+                observe_request=self.metrics.observe_request,
                 database=self.database,
                 clock=self.clock,
                 settings=ApiSettings.from_config(self.config, self.settings.notify),
@@ -467,6 +505,18 @@ class App:
         }
 
     def render_metrics(self) -> bytes:
+        """The registry, with the store's gauges read now (a failed read leaves the last values:
+        /healthz is where a database outage shows)."""
         with contextlib.suppress(Exception), read_scope(self.engine) as session:
-            self.metrics.pending.set(spool.count_pending(session))
+            found = backlog.gauges(
+                session, now=self.clock.now(), suppression_kinds=notify.SUPPRESSION_KINDS
+            )
+            m = self.metrics
+            m.pending.set(found.inbound_pending)
+            m.set_aside.set(found.inbound_set_aside)
+            m.outbox_queued.set(found.outbox_queued)
+            m.outbox_oldest_due.set(found.outbox_oldest_due_age_s)
+            m.deliveries_queued.set(found.deliveries_queued)
+            for reason, count in found.suppressed.items():
+                m.suppressed.labels(reason).set(count)
         return generate_latest(self.metrics.registry)

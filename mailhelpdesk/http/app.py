@@ -32,6 +32,7 @@ from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
+from mailhelpdesk.http.request_metrics import Observe, RequestTimer
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.api_tokens import ADMIN
 from mailhelpdesk.store.db import Database
@@ -43,6 +44,7 @@ def create_api(
     *,
     health: Callable[[], dict[str, Any]],
     metrics: Callable[[], bytes],
+    observe_request: Observe | None = None,
     database: Database | None = None,
     settings: ApiSettings | None = None,
     api_config: ApiConfig | None = None,
@@ -104,6 +106,8 @@ def create_api(
     cfg = api_config or ApiConfig()
     limiter = RateLimiter(cfg.rate_limit_requests, cfg.rate_limit_window_s)
     api.add_middleware(RateHeaders, limiter=limiter)
+    if observe_request is not None:
+        api.add_middleware(RequestTimer, observe=observe_request)  # outermost: times it all
     if database is not None and settings is not None:
         clock = clock or SystemClock()
         rt = Runtime(

@@ -147,6 +147,17 @@ def auto_reply_refusal(
     return None
 
 
+# the reasons auto_reply_refusal gives, as LIKE patterns by kind: /metrics counts suppressed
+# notices by these (store/backlog.gauges), so a new reason needs its line here
+SUPPRESSION_KINDS: dict[str, str] = {
+    "own_address": "% is one of our own addresses",
+    "robot_address": "% is an automatic (no-reply) address",
+    "bouncing": "% is suppressed: %",
+    "rate_limit": "rate limit: %",
+    "no_address": "no usable address",
+}
+
+
 def ticket_tag(ticket: Ticket) -> str:
     return f"[#{ticket.number}]"
 
