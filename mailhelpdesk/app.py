@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -23,11 +24,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.clock import Clock, SystemClock
-from mailhelpdesk.config import Config, webhook_secret
+from mailhelpdesk.config import Config, load_config, webhook_secret
 from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.http.app import create_api
+from mailhelpdesk.http.endpoint import Runtime
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
+from mailhelpdesk.mail.render import environment
 from mailhelpdesk.services import (
     housekeeping,
     interventions,
@@ -132,6 +135,11 @@ class Metrics:
         self.http_seconds.labels(route, method, str(status)).observe(seconds)
 
 
+# Config sections a SIGHUP cannot change: sockets already bound, the database already open, IMAP
+# sessions already logged in
+RESTART_ONLY = ("database", "http", "smtp_listener", "imap_mailboxes", "smtp_relay", "logging")
+
+
 def delivery_secrets(config: Config) -> dict[str, bytes]:
     """HMAC keys of signed HTTP deliveries, by the secret_ref their rows carry. Read once, when
     the app is built: an unreadable or empty key file stops the daemon there, with one line
@@ -194,6 +202,10 @@ class App:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.smtp_server: asyncio.Server | None = None
+        self.smtp_handler: SMTPHandler | None = None
+        self.api_runtime: Runtime | None = None
+        # how many times the config was (re)loaded: 1 at start, +1 per successful SIGHUP
+        self.config_generation = 1
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
@@ -225,6 +237,8 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             log.info(
@@ -251,6 +265,7 @@ class App:
             )
             self.spool_writer.start()
             handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
+            self.smtp_handler = handler
             server = await start_listener(listener, handler)
             assert isinstance(server, asyncio.Server)  # loop.create_server's
             self.smtp_server = server
@@ -260,14 +275,14 @@ class App:
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
         if self.config.lifecycle.purge_trashed_after_s:
             self._schedule("trash purge", 3600, self.purge_trashed)
-        notify_settings = self.settings.notify
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay,
             self.engine,
             self.clock,
             self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
-            composer=lambda spec: notify.try_compose_spec(spec, notify_settings),
+            # the settings of the moment: a SIGHUP's new templates apply to the next notice
+            composer=lambda spec: notify.try_compose_spec(spec, self.settings.notify),
             suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
         )
         self.sender.start()
@@ -304,6 +319,7 @@ class App:
                 settings=ApiSettings.from_config(self.config, self.settings.notify),
                 api_config=self.config.api,
             )
+            self.api_runtime = api.state.runtime
             self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(
                 api,
@@ -325,6 +341,52 @@ class App:
     def stop(self) -> None:
         log.info("stop requested")
         self._stopping.set()
+
+    # -- reload (SIGHUP) -----------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """The SIGHUP handler: reload in a task, so the signal never waits on the database."""
+        self._tasks.append(asyncio.create_task(self.reload(), name="reload"))
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply what can change while serving: templates, agents
+        (and their queues), queues' acknowledgement settings, webhooks, notices, lifecycle and
+        SLA settings, API limits read per request. Listening addresses, the database and IMAP
+        mailboxes need a restart (logged). No connection is touched: SMTP sessions and HTTP
+        requests in flight finish with the settings they started with. A config that does not
+        load keeps the running one, with the reason logged."""
+        loop = asyncio.get_running_loop()
+        try:
+            new, settings = await loop.run_in_executor(self.db, self._load_for_reload)
+        except Exception as exc:  # noqa: BLE001 - a bad edit must never stop the daemon
+            log.error("reload failed, the running settings stay: %s", exc)
+            return False
+        restart_only = [
+            name for name in RESTART_ONLY if getattr(new, name) != getattr(self.config, name)
+        ]
+        if restart_only:
+            log.warning(
+                "reload: %s changed; that takes a restart (the running values stay)",
+                ", ".join(restart_only),
+            )
+            new = dataclasses.replace(
+                new, **{name: getattr(self.config, name) for name in restart_only}
+            )
+        self.config, self.settings = new, settings
+        environment.cache_clear()  # a changed [templates] dir, or files replaced in place
+        if self.smtp_handler is not None:
+            self.smtp_handler.set_addresses(new.inbound_addresses())
+        if self.api_runtime is not None:
+            self.api_runtime.settings = ApiSettings.from_config(new, settings.notify)
+        self.config_generation += 1
+        log.info("reloaded config=%s generation=%s", new.source, self.config_generation)
+        return True
+
+    def _load_for_reload(self) -> tuple[Config, IngestSettings]:
+        new = load_config(self.config.source or None)
+        interventions.check_templates(new)
+        sync_config(self.engine, new)
+        return new, worker.load_settings(self.engine, new)
 
     async def shutdown(self) -> None:
         """Stop taking mail, let sessions in flight finish, apply what was kept, then exit."""
@@ -500,6 +562,7 @@ class App:
             "idle": todo.idle if todo else None,
             "last_ingest_at": self.last_ingest_at,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "config_generation": self.config_generation,
             "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,
             "imap_mailboxes": {p.name: p.status() for p in self.pollers},
         }

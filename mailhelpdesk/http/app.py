@@ -121,6 +121,7 @@ def create_api(
             ),
             max_body_bytes=cfg.max_body_bytes,
         )
+        api.state.runtime = rt  # the daemon swaps rt.settings on a reload (SIGHUP)
         legacy = tickiti.endpoints(rt)
         status_page.add_routes(api, rt)  # resources.md §8: the customer's /t/{secure_id}
         for ep in [*legacy, *v1.endpoints(rt), *interventions.endpoints(rt)]:

@@ -47,8 +47,6 @@ _COMMON_HEADERS = {
 
 def add_routes(api: FastAPI, rt: Runtime) -> None:
     limiter = RateLimiter(rt.settings.status_page_requests_per_minute, 60)
-    helpdesk_name = rt.settings.notify.helpdesk_name
-    template_dir = rt.settings.notify.template_dir
 
     def limited(request: Request) -> Response | None:
         allowed, state = limiter.hit(f"status:{client_ip(request.scope)}")
@@ -66,13 +64,15 @@ def add_routes(api: FastAPI, rt: Runtime) -> None:
         refused = limited(request)
         if refused is not None:
             return refused
+        # read per request: a reload (SIGHUP) changes the name and the templates
+        helpdesk_name = rt.settings.notify.helpdesk_name
         with read_scope(rt.engine) as session:
             found = status_page.view(session, secure_id, helpdesk_name=helpdesk_name)
         if found is None:
             return _not_found()
         nonce = secrets.token_urlsafe(16)
         html = render_file(
-            environment(template_dir),
+            environment(rt.settings.notify.template_dir),
             TEMPLATE,
             {
                 "helpdesk_name": helpdesk_name,

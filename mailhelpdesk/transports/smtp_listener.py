@@ -139,6 +139,11 @@ class SMTPHandler:
         self._addresses = inbound_addresses
         self._keep = keep
 
+    def set_addresses(self, inbound_addresses: dict[str, str]) -> None:
+        """The recipients taken from the next RCPT on (a reload's queues); one assignment, so a
+        session in flight sees either the old set or the new one, never half of each."""
+        self._addresses = inbound_addresses
+
     async def handle_RCPT(
         self,
         server: SMTP,
