@@ -40,7 +40,7 @@ from mailhelpdesk.services import (
 )
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
-from mailhelpdesk.store import backlog, idempotency, schema
+from mailhelpdesk.store import backlog, daemon_lock, idempotency, schema
 from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
@@ -206,6 +206,7 @@ class App:
         self.api_runtime: Runtime | None = None
         # how many times the config was (re)loaded: 1 at start, +1 per successful SIGHUP
         self.config_generation = 1
+        self._daemon_lock: daemon_lock.DaemonLock | None = None
         self.http_server: _Server | None = None
         self.spool_writer: SpoolWriter | None = None
         self.pollers: list[Any] = []
@@ -240,6 +241,7 @@ class App:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
+            self._daemon_lock = daemon_lock.acquire(self.config.database.url)
             await self.start()
             log.info(
                 "mailhelpdesk serving config=%s database=%s",
@@ -411,6 +413,8 @@ class App:
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
             await self.http_sender.stop()
         self.database.close()
+        if self._daemon_lock is not None:
+            self._daemon_lock.release()
         log.info("mailhelpdesk stopped")
 
     def _schedule(self, name: str, every_s: float, job: Callable[[], object]) -> None:

@@ -95,13 +95,14 @@ def init(ctx: click.Context) -> None:
 def serve(ctx: click.Context) -> None:
     """Run the SMTP listener, IMAP pollers, HTTP API and scheduler until SIGTERM/SIGINT."""
     from mailhelpdesk.app import build_app
+    from mailhelpdesk.store.daemon_lock import DaemonAlreadyRunningError
 
     config: Config = ctx.obj.config
     configure_logging(config.logging.level, config.logging.format)
     try:
         app = build_app(config)
         asyncio.run(app.run())
-    except ConfigError as exc:
+    except (ConfigError, DaemonAlreadyRunningError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None

@@ -122,3 +122,32 @@ def test_a_broken_config_on_sighup_keeps_the_running_one(tmp_path: Path) -> None
     finally:
         daemon.config.write_text(good)
         daemon.stop()
+
+
+def test_a_second_daemon_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    first = Daemon(tmp_path)
+    first.start()
+    try:
+        (tmp_path / "second").mkdir()
+        second = Daemon(tmp_path / "second")  # other ports, and pointed at the same file:
+        text = second.config.read_text()
+        second.config.write_text(text.replace(str(tmp_path / "second"), str(tmp_path), 1))
+        assert f"sqlite:///{tmp_path / 'helpdesk.db'}" in second.config.read_text()
+        done = subprocess.run(
+            [sys.executable, "-m", "mailhelpdesk", "--config", str(second.config), "serve"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0
+        assert "already serves" in done.stderr and "PostgreSQL" in done.stderr, done.stderr
+        assert first.proc is not None and f"pid {first.proc.pid}" in done.stderr
+        assert first.health()["data"]["status"] == "ok"
+    finally:
+        first.stop()
+    first.start()  # the lock went with the first process: a restart takes it again
+    first.stop()
