@@ -2,34 +2,37 @@
 
 The guide's blocks marked `# postfix main.cf`, `# postfix transport`, `# postfix
 helpdesk_recipients`, `# postfix header_checks`, `# postfix commands`, `# postfix flush` and
-`# mailhelpdesk [smtp_relay]` are read from the page and
-used with only the ports, the `/etc/postfix` folder and the domain substituted, so a line the
-guide loses or gets wrong fails here.
+`# mailhelpdesk [smtp_relay]` are read from the page and used with only the ports, the
+`/etc/postfix` folder and the domain substituted, so a line the guide loses or gets wrong fails
+here. Postfix's commands run with MAIL_CONFIG set to the instance's folder (`-c DIR` for each).
 
-The instance is `postfix -c DIR` with its own main.cf/master.cf, queue and data directories,
-smtpd on a free port of 127.0.0.1 and no other listener; the package's system instance is never
-used (in a container Debian's policy-rc.d keeps the install from starting it; elsewhere
-scripts/test stops the one its install started). Its setup
-lines (directories, `inet_interfaces`, `mynetworks`, log file) stand for what Debian's installer
-writes and are not the guide's.
+The instance is `postfix -c DIR` with its own main.cf/master.cf, queue and data directories, and
+smtpd on one free port (on 127.0.0.1 and on the host's end of the veth below), never port 25.
+The package's system instance is never used (in a container Debian's policy-rc.d keeps the
+install from starting it; elsewhere scripts/test stops the one its install started). The
+instance's setup lines (folders, `inet_interfaces`, `mynetworks`, log file) stand for what
+Debian's installer writes and are not the guide's.
 
-"From outside" is a client bound to 127.0.0.2 while `mynetworks = 127.0.0.1/32`: Postfix decides
-relaying (`permit_mynetworks`, then `reject_unauth_destination`) and recipient checks by the
-client's IP address alone, so 127.0.0.2 is treated exactly as a remote host would be; the
-helpdesk itself, on 127.0.0.1, is the "local" client that relays its notices. (A network
-namespace would show the same with more moving parts; the relay decision has no other input.)
+"From outside" is a client in a network namespace the test makes (`ip netns add`, a veth pair on
+a /30 of 198.18.0.0/15, a benchmarking range no real network uses): to Postfix it is a remote
+host at 198.18.x.2, outside Debian's `mynetworks` (127.0.0.0/8). Where a namespace cannot be
+made (no root, no iproute2) the client binds to 127.0.0.2 and `mynetworks` is 127.0.0.1/32:
+Postfix decides relaying (`permit_mynetworks`, then `reject_unauth_destination`) and recipient
+checks by the client's IP address alone, so that is the same test with fewer moving parts. The
+helpdesk itself, on 127.0.0.1, is the local client that relays its notices.
 "The internet" is an aiosmtpd sink that a transport line for the customers' domain points at.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-import smtplib
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -45,7 +48,6 @@ from tests.helpers import ROOT, Daemon, crlf, free_port, make_mail, require
 
 GUIDE = ROOT / "docs" / "operations.md"
 DOMAIN = "helpdesk.test"  # the guide's example.com
-OUTSIDE = "127.0.0.2"  # a client address outside mynetworks
 T = TypeVar("T")
 
 
@@ -80,10 +82,10 @@ data_directory = {root}/data
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = {hostname}
-inet_interfaces = 127.0.0.1
+inet_interfaces = {interfaces}
 inet_protocols = ipv4
 mydestination =
-mynetworks = 127.0.0.1/32
+mynetworks = {mynetworks}
 alias_maps =
 alias_database =
 smtp_dns_support_level = disabled
@@ -92,7 +94,7 @@ maillog_file = {root}/maillog
 """
 
 MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
+{smtpd}
 pickup    unix  n - n 60    1 pickup
 cleanup   unix  n - n -     0 cleanup
 qmgr      unix  n - n 300   1 qmgr
@@ -117,13 +119,95 @@ postlog   unix-dgram n - n - 1 postlogd
 """
 
 
+CLIENT = """
+import json, smtplib, sys
+host, port, source, mail_from, rcpt, send = sys.argv[1:7]
+raw = sys.stdin.buffer.read()
+bind = (source, 0) if source else None
+with smtplib.SMTP(host, int(port), timeout=30, source_address=bind) as smtp:
+    smtp.ehlo("client.customer.test")
+    smtp.mail(mail_from)
+    code, text = smtp.rcpt(rcpt)
+    if send == "1" and code == 250:
+        code, text = smtp.data(raw)
+print(json.dumps([code, text.decode()]))
+"""
+
+
+class Outside:
+    """An SMTP client that Postfix sees as a remote host: in a network namespace of its own
+    (`server` is the host's end of the veth, where smtpd listens too), or bound to 127.0.0.2."""
+
+    def __init__(self) -> None:
+        self.namespace = ""
+        self.server, self.address, self.mynetworks = "127.0.0.1", "127.0.0.2", "127.0.0.1/32"
+        tag = os.getpid() % 100000
+        namespace, host_if = f"mhd-postfix-{tag}", f"mhdpf{tag}"
+        # the veth pair's two ends, a /30 of 198.18.0.0/15 per test process
+        host_end, client_end = f"198.18.{tag % 250 + 1}.1", f"198.18.{tag % 250 + 1}.2"
+        steps = [
+            ["ip", "netns", "add", namespace],
+            [
+                "ip",
+                "link",
+                "add",
+                host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                namespace,
+            ],
+            ["ip", "addr", "add", f"{host_end}/30", "dev", host_if],
+            ["ip", "link", "set", host_if, "up"],
+            ["ip", "-n", namespace, "addr", "add", f"{client_end}/30", "dev", "eth0"],
+            ["ip", "-n", namespace, "link", "set", "eth0", "up"],
+            ["ip", "-n", namespace, "link", "set", "lo", "up"],
+        ]
+        if shutil.which("ip") is None or os.geteuid() != 0:
+            return
+        for step in steps:
+            made = subprocess.run(step, capture_output=True, check=False)
+            if step[:3] == ["ip", "netns", "add"] and made.returncode == 0:
+                self.namespace = namespace  # from here on, close() removes it
+            if made.returncode != 0:
+                self.close()
+                return
+        self.server, self.address, self.mynetworks = host_end, client_end, "127.0.0.0/8"
+
+    def close(self) -> None:
+        """Removes the namespace (and with it both ends of the veth pair)."""
+        if self.namespace:
+            subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, check=False)
+            self.namespace = ""
+
+    def smtp(self, port: int, rcpt: str, *, mail_from: str, raw: bytes = b"") -> tuple[int, str]:
+        """One session from outside: RCPT's reply, or DATA's when `raw` is given and RCPT took."""
+        prefix = ["ip", "netns", "exec", self.namespace] if self.namespace else []
+        source = "" if self.namespace else self.address
+        args = [self.server, str(port), source, mail_from, rcpt, "1" if raw else "0"]
+        result = subprocess.run(
+            [*prefix, sys.executable, "-c", CLIENT, *args],
+            input=crlf(raw),
+            capture_output=True,
+            timeout=60,
+            check=False,  # a failure is raised below, with the client's stderr
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"SMTP client from outside failed: {result.stderr.decode()}")
+        code, text = json.loads(result.stdout)
+        return int(code), str(text)
+
+
 class Postfix:
     """A private Postfix: `postfix -c DIR`, its own queue, smtpd on a free loopback port.
 
     Its folder is made under /tmp with mode 0755 (Postfix's unprivileged daemons must reach
     their queue; pytest's tmp folders are 0700)."""
 
-    def __init__(self) -> None:
+    def __init__(self, outside: Outside) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailhelpdesk-postfix-", dir="/tmp"))
         os.chmod(self.root, 0o755)
         self.conf = self.root / "conf"
@@ -131,10 +215,17 @@ class Postfix:
         for sub in ("conf", "queue", "data"):
             (self.root / sub).mkdir()
         shutil.chown(self.root / "data", user="postfix")
+        interfaces = ["127.0.0.1", *([outside.server] if outside.server != "127.0.0.1" else [])]
         (self.conf / "main.cf").write_text(
-            BASE_MAIN_CF.format(root=self.root, hostname=socket.gethostname())
+            BASE_MAIN_CF.format(
+                root=self.root,
+                hostname=socket.gethostname(),
+                interfaces=", ".join(interfaces),
+                mynetworks=outside.mynetworks,
+            )
         )
-        (self.conf / "master.cf").write_text(MASTER_CF.format(port=self.port))
+        smtpd = "\n".join(f"{ip}:{self.port} inet n - n - - smtpd" for ip in interfaces)
+        (self.conf / "master.cf").write_text(MASTER_CF.format(smtpd=smtpd))
         self.env = {**os.environ, "MAIL_CONFIG": str(self.conf)}
         self.started = False
 
@@ -211,26 +302,22 @@ class Sink:
 
 
 class Setup:
-    def __init__(self, postfix: Postfix, daemon: Daemon, sink: Sink, before: str) -> None:
-        self.postfix, self.daemon, self.sink = postfix, daemon, sink
+    def __init__(
+        self, postfix: Postfix, daemon: Daemon, sink: Sink, outside: Outside, before: str
+    ) -> None:
+        self.postfix, self.daemon, self.sink, self.outside = postfix, daemon, sink, outside
         self.refused_before_guide = before  # RCPT reply from outside with Postfix's defaults
 
     def send_from_outside(self, raw: bytes, rcpt: str, mail_from: str) -> None:
-        with smtplib.SMTP(
-            "127.0.0.1", self.postfix.port, timeout=30, source_address=(OUTSIDE, 0)
-        ) as smtp:
-            smtp.sendmail(mail_from, [rcpt], crlf(raw))
+        code, text = self.outside.smtp(self.postfix.port, rcpt, mail_from=mail_from, raw=raw)
+        assert code == 250, f"{code} {text}"
+
+    def rcpt_reply(self, rcpt: str) -> tuple[int, str]:
+        return self.outside.smtp(self.postfix.port, rcpt, mail_from="priya@customer.test")
 
     def rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.daemon.tmp / "helpdesk.db") as conn:
             return conn.execute(sql, args).fetchall()
-
-
-def rcpt_reply(port: int, rcpt: str) -> tuple[int, bytes]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(OUTSIDE, 0)) as smtp:
-        smtp.ehlo("client.customer.test")
-        smtp.mail("priya@customer.test")
-        return smtp.rcpt(rcpt)
 
 
 @pytest.fixture(scope="module")
@@ -239,13 +326,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     blocks = guide_blocks()
     sink = Sink()
     sink.controller.start()
-    postfix = Postfix()
+    outside = Outside()
+    postfix = Postfix(outside)
     daemon: Daemon | None = None
     try:
         postfix.start()
         # what a new operator finds: Postfix's defaults refuse the support domain from outside
-        before = rcpt_reply(postfix.port, f"support@{DOMAIN}")
-        before_text = f"{before[0]} {before[1].decode()}"
+        code, text = outside.smtp(
+            postfix.port, f"support@{DOMAIN}", mail_from="priya@customer.test"
+        )
+        before_text = f"{code} {text}"
 
         daemon = Daemon(
             tmp_path_factory.mktemp("desk"),
@@ -267,11 +357,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             if line.strip():
                 postfix.run(line)
         daemon.start()
-        yield Setup(postfix, daemon, sink, before_text)
+        yield Setup(postfix, daemon, sink, outside, before_text)
     finally:
         if daemon is not None:
             daemon.stop()
         postfix.stop()
+        outside.close()
         sink.controller.stop()
 
 
@@ -301,7 +392,7 @@ def test_mail_from_outside_lands_on_a_ticket_and_the_notice_leaves_through_postf
         "Printer on fire (via Postfix)",
     )
     # it came through Postfix (its Received line, naming the outside client), not around it
-    assert f"[{OUTSIDE}]" in received[0].decode(errors="replace")
+    assert f"[{setup.outside.address}]" in received[0].decode(errors="replace")
 
     # (d) the acknowledgement went out through the same Postfix to the customer's domain
     (ack,) = wait_for(lambda: setup.sink.to("priya@customer.test"), what="the acknowledgement")
@@ -326,11 +417,11 @@ def test_a_queue_address_reaches_its_queue(setup: Setup) -> None:
 
 
 def test_an_unknown_address_is_refused_during_the_session(setup: Setup) -> None:
-    code, reply = rcpt_reply(setup.postfix.port, f"nobody@{DOMAIN}")
+    code, reply = setup.rcpt_reply(f"nobody@{DOMAIN}")
     assert code == 550, reply
-    assert b"relay recipient table" in reply
+    assert "relay recipient table" in reply
     # the +tag form of a known address is not refused
-    code, reply = rcpt_reply(setup.postfix.port, f"support+anything@{DOMAIN}")
+    code, reply = setup.rcpt_reply(f"support+anything@{DOMAIN}")
     assert code == 250, reply
 
 
