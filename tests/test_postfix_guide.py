@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailhelpdesk.config import SmtpListenerConfig
 from tests.helpers import ROOT, Daemon, crlf, free_port, make_mail, require
 
 GUIDE = ROOT / "docs" / "operations.md"
@@ -370,6 +371,19 @@ def test_without_the_guide_mail_from_outside_is_refused(setup: Setup) -> None:
     """The defect the guide fixes: no relay_domains, so the support domain is not Postfix's."""
     assert setup.refused_before_guide.startswith("454"), setup.refused_before_guide
     assert "Relay access denied" in setup.refused_before_guide
+
+
+def test_postfix_takes_no_more_than_the_listener(setup: Setup) -> None:
+    """The guide's message_size_limit is in force (not Postfix's 10 MB) and stays under the
+    listener's default max_message_bytes, with room for Postfix's Received line."""
+    limit = int(setup.postfix.run("postconf -h message_size_limit").stdout)
+    (line,) = [
+        line
+        for line in guide_blocks()["postfix main.cf"].splitlines()
+        if line.startswith("message_size_limit")
+    ]
+    assert limit == int(line.split("=")[1])
+    assert 10_240_000 < limit < SmtpListenerConfig().max_message_bytes - 1000
 
 
 def test_mail_from_outside_lands_on_a_ticket_and_the_notice_leaves_through_postfix(
