@@ -439,6 +439,18 @@ def test_an_unknown_address_is_refused_during_the_session(setup: Setup) -> None:
     assert code == 250, reply
 
 
+def test_a_tagged_address_reaches_the_listener(setup: Setup) -> None:
+    """recipient_delimiter: the transport map finds support+tag@ under support@."""
+    rcpt = f"support+tagged@{DOMAIN}"
+    setup.send_from_outside(
+        make_mail(subject="Tagged (via Postfix)", to=rcpt), rcpt, "priya@customer.test"
+    )
+    wait_for(
+        lambda: setup.rows("SELECT id FROM inbound_messages WHERE envelope_to LIKE ?", f"%{rcpt}%"),
+        what="the tagged message at the listener",
+    )
+
+
 def test_forged_authentication_results_are_stripped(setup: Setup) -> None:
     subject = "Forged verdict (via Postfix)"
     raw = make_mail(
