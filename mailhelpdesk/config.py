@@ -100,6 +100,10 @@ class SmtpRelayConfig:
     username: str = ""
     password: str = ""
     password_file: str = ""
+    # CA bundle the relay's certificate is checked against (a private CA, a self-signed relay);
+    # empty: the system's CAs. verify_tls = false accepts any certificate (a test relay only)
+    ca_file: str = ""
+    verify_tls: bool = True
     maildir: str = "outbound-mail"
     timeout_s: int = 30
     # temporary failures (4xx, connection errors) are retried after retry_base_s, doubling up to
@@ -345,6 +349,22 @@ def _check_http(config: Config) -> Config:
             )
     if config.http.status_page_requests_per_minute < 1:
         raise ConfigError("http.status_page_requests_per_minute: must be at least 1")
+    return config
+
+
+def _check_smtp_relay(config: Config) -> Config:
+    """TLS settings of `[smtp_relay]` are checked at start: a CA file that is not there would
+    otherwise show only as every notice failing its TLS handshake, and TLS options next to
+    `security = "none"` mean the operator believes the connection is encrypted when it is not."""
+    relay = config.smtp_relay
+    if relay.security == "none" and (relay.ca_file or not relay.verify_tls):
+        key = "ca_file" if relay.ca_file else "verify_tls"
+        raise ConfigError(
+            f'smtp_relay.{key}: has no effect with security = "none" (the connection is not '
+            "encrypted); remove it or choose ssl or starttls"
+        )
+    if relay.ca_file and not os.access(relay.ca_file, os.R_OK):
+        raise ConfigError(f"smtp_relay.ca_file: cannot read {relay.ca_file}")
     return config
 
 
@@ -633,6 +653,7 @@ def read_password(password: str, password_file: str, key: str) -> str:
 
 # cross-key checks and derived values, in order, after the types are checked by _build
 _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
+    _check_smtp_relay,
     _check_api,
     _check_deliveries,
     _check_webhooks,

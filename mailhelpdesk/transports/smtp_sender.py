@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import mailbox
+import ssl
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class SMTPRelay:
             timeout=cfg.timeout_s,
             use_tls=cfg.security == "ssl",
             start_tls=cfg.security == "starttls",
+            tls_context=tls_context(cfg) if cfg.security != "none" else None,
         )
         await client.connect()
         return client
@@ -130,6 +132,16 @@ class SMTPRelay:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def tls_context(config: SmtpRelayConfig) -> ssl.SSLContext:
+    """The relay's certificate is checked against `ca_file` (else the system's CAs) and its
+    host name, unless `verify_tls = false`: the same two settings `[[imap_mailboxes]]` has."""
+    context = ssl.create_default_context(cafile=config.ca_file or None)
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _map_smtp_error(exc: BaseException, rcpt_tos: Sequence[str] = ()) -> DeliveryError:
