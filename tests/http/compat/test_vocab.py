@@ -19,9 +19,9 @@ def test_maps_come_from_the_config() -> None:
     words = vocab.tihelpdesk(cfg.compat.tihelpdesk)
     assert words.status_in("neu", today=date(2026, 1, 1)) == ("open", None)
     assert words.status_out("closed") == "Zu"
-    with pytest.raises(ConfigError, match="compat.tihelpdesk.statuses: expected a table"):
+    with pytest.raises(ConfigError, match=r"compat\.tihelpdesk\.statuses: expected a table"):
         config_from_dict({"compat": {"tihelpdesk": {"statuses": {"Open": 1}}}})
-    with pytest.raises(ConfigError, match="compat.tihelpdesk.nope: unknown key"):
+    with pytest.raises(ConfigError, match=r"compat\.tihelpdesk\.nope: unknown key"):
         config_from_dict({"compat": {"tihelpdesk": {"nope": 1}}})
 
 
