@@ -20,7 +20,7 @@ from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig, CompatConfig
 from mailhelpdesk.http import bulk, contacts, fields_time, interventions, tickiti, v1, webhooks
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
-from mailhelpdesk.http.compat import tihelpdesk, tiketti
+from mailhelpdesk.http.compat import teamswork, tihelpdesk, tiketti
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
@@ -161,5 +161,6 @@ def create_api(
         seeds = compat or CompatConfig()  # resources.md §6: the seed adapters
         tihelpdesk.mount(api, rt, seeds.tihelpdesk)
         tiketti.mount(api, rt, seeds.tiketti)
+        teamswork.mount(api, rt, seeds.teamswork)
         api.state.runtime = rt
     return api
