@@ -34,6 +34,7 @@ from mailhelpdesk.services import (
     tiketti_auth,
     time_entries,
     visibility,
+    webhook_subscriptions,
 )
 from mailhelpdesk.services.api_requests import Body
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
@@ -102,6 +103,19 @@ class PageIn(BaseModel):
     page: int = Field(default=1, ge=1, le=1_000_000)
     per_page: int = Field(default=20, ge=1, le=100)
     status: str | None = Field(default=None, max_length=50)
+    priority: str | None = Field(default=None, max_length=50)
+    assignee_id: str | None = Field(default=None, max_length=320)
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=100)
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] = Field(default_factory=list, max_length=20)
 
 
 def error(status: int, code: str, message: str, details: Any = None) -> Response:
@@ -284,12 +298,20 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
         q: PageIn = seedroute.validate(PageIn, dict(request.query_params))
         status = words.status_in(q.status, today=rt.clock.now().date())[0] if q.status else None
 
+        criteria: list[tuple[str, list[str]]] = []
+        if status:
+            criteria.append(("status", [status]))
+        if q.priority:
+            criteria.append(("priority", [words.priority_in(q.priority)]))
+        if q.assignee_id:
+            criteria.append(("assigned", [q.assignee_id]))
+
         def handle(session: Session, tok: AuthenticatedToken) -> Any:
             viewer = visibility.viewer_for(session, tok)
             found = ticket_reads.query(
                 session,
                 perspective="All",
-                criteria=[("status", [status])] if status else [],
+                criteria=criteria,
                 page=q.page,
                 per_page=q.per_page,
                 visible_queues=viewer.queues,
@@ -504,6 +526,94 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
         result = await run(request, token, handle, writes=False)
         return answer(result, lambda d: {"data": d})
 
+    # -- labels (our tags) and webhooks (native subscriptions) ------------------------------
+
+    async def list_labels(request: Request) -> Response:
+        token = await agent_token(request)
+
+        def handle(session: Session, _tok: AuthenticatedToken) -> Any:
+            return ticket_reads.tag_names(session)
+
+        result = await run(request, token, handle, writes=False)
+        return answer(
+            result,
+            lambda d: {
+                "data": [{"id": name, "name": name} for name in d],
+                "meta": {"total": len(d), "page": 1, "per_page": max(len(d), 1)},
+            },
+        )
+
+    def label_route(adding: bool) -> Any:
+        async def label(request: Request) -> Response:
+            token = await agent_token(request)
+            number = _number(request.path_params["id"])
+            name = (
+                seedroute.validate(LabelIn, await seedroute.json_body(rt, request)).name
+                if adding
+                else request.path_params["name"]
+            )
+
+            def handle(session: Session, tok: AuthenticatedToken) -> Any:
+                visibility.require_visible(session, visibility.viewer_for(session, tok), number)
+                return ticket_reads.update(
+                    session,
+                    ticket_number=number,
+                    changes=TicketUpdate(
+                        tags_add=(name,) if adding else (), tags_remove=() if adding else (name,)
+                    ),
+                    change=rt.change(session, tok),
+                )
+
+            return answer(
+                await run(request, token, handle),
+                lambda d: {"data": ticket_view(d)},
+                201 if adding else 204,
+            )
+
+        label.__name__ = "label_add" if adding else "label_remove"
+        return label
+
+    async def list_webhooks(request: Request) -> Response:
+        token = await agent_token(request)
+
+        def handle(session: Session, _tok: AuthenticatedToken) -> Any:
+            return webhook_subscriptions.list_all(session)["webhooks"]
+
+        result = await run(request, token, handle, writes=False)
+        return answer(
+            result,
+            lambda d: {"data": d, "meta": {"total": len(d), "page": 1, "per_page": max(len(d), 1)}},
+        )
+
+    async def create_webhook(request: Request) -> Response:
+        token = await agent_token(request)
+        m: WebhookIn = seedroute.validate(WebhookIn, await seedroute.json_body(rt, request))
+
+        def handle(session: Session, _tok: AuthenticatedToken) -> Any:
+            return webhook_subscriptions.create(
+                session,
+                url=m.url,
+                events=m.events,
+                name=None,
+                helpdesk_secret=secret,
+                now=rt.clock.now(),
+                timeout_s=rt.settings.webhook_timeout_s,
+                max_attempts=rt.settings.webhook_max_attempts,
+            )
+
+        return answer(await run(request, token, handle), lambda d: {"data": d}, 201)
+
+    async def delete_webhook(request: Request) -> Response:
+        token = await agent_token(request)
+        raw = request.path_params["id"]
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_INTEGER:
+            return error(404, "WEBHOOK_NOT_FOUND", f"Webhook with ID {raw[:40]} not found")
+
+        def handle(session: Session, _tok: AuthenticatedToken) -> Any:
+            return webhook_subscriptions.delete(session, subscription_id=int(raw))
+
+        return answer(await run(request, token, handle), lambda d: {}, 204)
+
     routes: list[tuple[str, str, Any, type[BaseModel] | None, type[BaseModel] | None, str]] = [
         ("/auth/login", "POST", login, LoginIn, None, "Log in: a JWT access and a refresh token"),
         ("/auth/refresh", "POST", refresh, RefreshIn, None, "Rotate a refresh token"),
@@ -521,6 +631,12 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
         ("/contacts", "GET", list_contacts, None, PageIn, "List contacts"),
         ("/contacts", "POST", create_contact, ContactIn, None, "Create a contact"),
         ("/contacts/{id}", "GET", show_contact, None, None, "One contact"),
+        ("/labels", "GET", list_labels, None, None, "Every label in use"),
+        ("/tickets/{id}/labels", "POST", label_route(True), LabelIn, None, "Label a ticket"),
+        ("/tickets/{id}/labels/{name}", "DELETE", label_route(False), None, None, "Unlabel"),
+        ("/webhooks", "GET", list_webhooks, None, None, "Webhook subscriptions"),
+        ("/webhooks", "POST", create_webhook, WebhookIn, None, "Subscribe to events"),
+        ("/webhooks/{id}", "DELETE", delete_webhook, None, None, "Remove a subscription"),
     ]
     for path, method, handler, body, query, summary in routes:
         seedroute.add_route(
@@ -532,5 +648,5 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
             tag=TAG,
             body=body,
             query=query,
-            path_params=("id",) if "{id}" in path else (),
+            path_params=tuple(p for p in ("id", "name") if "{" + p + "}" in path),
         )

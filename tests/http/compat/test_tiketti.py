@@ -98,6 +98,12 @@ def test_login_refresh_rotation_and_revocation(seed_api: Api) -> None:
         ("GET", "/contacts"),
         ("POST", "/contacts"),
         ("GET", "/contacts/1"),
+        ("GET", "/labels"),
+        ("POST", "/tickets/1/labels"),
+        ("DELETE", "/tickets/1/labels/x"),
+        ("GET", "/webhooks"),
+        ("POST", "/webhooks"),
+        ("DELETE", "/webhooks/1"),
     ],
 )
 def test_no_route_without_a_valid_access_token(seed_api: Api, method: str, path: str) -> None:
@@ -219,3 +225,81 @@ def test_tickets_messages_time_contacts(seed_api: Api) -> None:
     gone = call(seed_api, "DELETE", f"{P}/tickets/{number}", headers=auth)
     assert gone.status_code == 204 and gone.content == b""
     _error(call(seed_api, "GET", f"{P}/tickets/{number}", headers=auth), 404, "TICKET_NOT_FOUND")
+
+
+def test_expired_or_foreign_access_tokens_are_refused(seed_api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mailhelpdesk.services import tiketti_auth
+
+    key = tiketti_auth.signing_key(b"test-secret-not-for-production")
+    past = datetime.now(UTC) - timedelta(hours=1)
+    expired = tiketti_auth.access_token(key, "alice@helpdesk.test", now=past, ttl_s=60)
+    _error(
+        call(seed_api, "GET", P + "/tickets", headers={"Authorization": f"Bearer {expired}"}),
+        401,
+        "UNAUTHORIZED",
+    )
+    forged = tiketti_auth.access_token(
+        b"another key of thirty-two bytes!!",
+        "alice@helpdesk.test",
+        now=datetime.now(UTC),
+        ttl_s=600,
+    )
+    _error(
+        call(seed_api, "GET", P + "/tickets", headers={"Authorization": f"Bearer {forged}"}),
+        401,
+        "UNAUTHORIZED",
+    )
+    fresh = tiketti_auth.access_token(key, "alice@helpdesk.test", now=datetime.now(UTC), ttl_s=600)
+    ok = call(seed_api, "GET", P + "/tickets", headers={"Authorization": f"Bearer {fresh}"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_labels_webhooks_and_filters(seed_api: Api) -> None:
+    auth = _auth(_login(seed_api))
+    made = call(
+        seed_api,
+        "POST",
+        P + "/tickets",
+        {"subject": "Filter me", "priority": "urgent", "assignee_email": "bob@helpdesk.test"},
+        headers=auth,
+    ).json()["data"]
+    number = made["number"]
+    labelled = call(seed_api, "POST", f"{P}/tickets/{number}/labels", {"name": "vip"}, headers=auth)
+    assert labelled.status_code == 201 and labelled.json()["data"]["labels"] == ["vip"]
+    labels = call(seed_api, "GET", P + "/labels", headers=auth).json()["data"]
+    assert {"id": "vip", "name": "vip"} in labels
+    removed = call(seed_api, "DELETE", f"{P}/tickets/{number}/labels/vip", headers=auth)
+    assert removed.status_code == 204
+    got = call(seed_api, "GET", f"{P}/tickets/{number}", headers=auth).json()["data"]
+    assert got["labels"] == []
+    found = call(
+        seed_api,
+        "GET",
+        P + "/tickets",
+        params={"priority": "urgent", "assignee_id": "bob@helpdesk.test", "status": "open"},
+        headers=auth,
+    ).json()
+    assert [t["number"] for t in found["data"]] == [number] and found["meta"]["total"] == 1
+
+    hook = call(
+        seed_api,
+        "POST",
+        P + "/webhooks",
+        {"url": "http://127.0.0.1:9/tiketti", "events": ["ticket.created"]},
+        headers=auth,
+    )
+    assert hook.status_code == 201, hook.text
+    made_hook = hook.json()["data"]
+    assert made_hook["secret"].startswith("whsec_")
+    listed = call(seed_api, "GET", P + "/webhooks", headers=auth).json()["data"]
+    assert any(h["id"] == made_hook["id"] for h in listed)
+    assert all("secret" not in h for h in listed)
+    gone = call(seed_api, "DELETE", f"{P}/webhooks/{made_hook['id']}", headers=auth)
+    assert gone.status_code == 204
+    _error(
+        call(seed_api, "DELETE", f"{P}/webhooks/{made_hook['id']}", headers=auth),
+        404,
+        "WEBHOOK_NOT_FOUND",
+    )
