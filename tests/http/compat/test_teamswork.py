@@ -327,3 +327,25 @@ def test_failures_in_the_seed_shape(seed_api: Api, keys: tuple[str, str]) -> Non
     _error(call(seed_api, "GET", P + "/tickets", params={"key": primary, "orderBy": "x"}), 422)
     reader = seed_api.token("tickets:read")
     _error(call(seed_api, "POST", P + "/tickets", {"ticket": {}}, params={"key": reader}), 403)
+
+
+def test_a_retried_create_with_the_same_key_makes_one_ticket(
+    seed_api: Api, keys: tuple[str, str]
+) -> None:
+    primary, _ = keys
+    body = {"ticket": {"title": "Retried", "requestor": REQUESTOR}, "user": USER}
+    answers = [
+        call(
+            seed_api,
+            "POST",
+            P + "/tickets",
+            body,
+            params={"key": primary},
+            headers={"Idempotency-Key": "teamswork-retry-1"},
+        )
+        for _ in range(2)
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    rows = seed_api.rows("SELECT count(*) FROM tickets WHERE subject = 'Retried'")
+    assert rows == [(1,)]

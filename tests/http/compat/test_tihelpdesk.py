@@ -403,6 +403,39 @@ def test_actions_walk_the_document(seed_api: Api, auth: dict[str, str]) -> None:
     acted = [e for e in history if e["type"] in ("assigned", "status")]
     assert acted and all(e["actor"]["email"] == "alice@helpdesk.test" for e in acted)
     assert all(e["channel"] == "api" for e in acted)
+    # the notices a ticket made any other way causes: the customer's acknowledgement, and the
+    # agent's public reply mailed to the customer
+    ticket_id = int(shown["id"])
+    seed_api.composed(ticket_id)
+    mailed = seed_api.rows(
+        "SELECT kind, primary_rcpt FROM outbox WHERE ticket_id = ? ORDER BY id", ticket_id
+    )
+    kinds = {(k, r) for k, r in mailed}
+    assert ("acknowledgement", "robert.robertson@customer.test") in kinds, mailed
+    assert ("agent_response", "robert.robertson@customer.test") in kinds, mailed
+
+    # and through the other adapters
+    key = seed_api.token("tickets:read")
+    tw = call(seed_api, "GET", f"/compat/teamswork/tickets/{number}", params={"key": key}).json()[
+        "item"
+    ]
+    assert tw["title"] == "Sample subject of sample ticket" and tw["status"] == "Open"
+    assert tw["requestor"]["name"] == "Robert Robertson"
+    assert tw["customFields"] == {"product": "Super Product", "type": "Question"}
+    jwt = call(
+        seed_api,
+        "POST",
+        "/compat/tiketti/api/v1/auth/login",
+        {"email": "alice@helpdesk.test", "password": PASSWORD},
+    ).json()["data"]["access_token"]
+    tk = call(
+        seed_api,
+        "GET",
+        f"/compat/tiketti/api/v1/tickets/{number}",
+        headers={"Authorization": f"Bearer {jwt}"},
+    ).json()["data"]
+    assert tk["labels"] == ["First Tag", "Second Tag", "Third Tag"]
+    assert tk["assignee_email"] == "bob@helpdesk.test" and tk["priority"] == "normal"
 
 
 def test_action_failures_in_the_seed_shape(seed_api: Api, auth: dict[str, str]) -> None:
