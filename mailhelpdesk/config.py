@@ -403,13 +403,33 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first key that is wrong."""
-    return _check_lifecycle(
-        _check_custom_fields(
-            _check_interventions(
-                _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+    return _check_compat(
+        _check_lifecycle(
+            _check_custom_fields(
+                _check_interventions(
+                    _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+                )
             )
         )
     )
+
+
+_OUR_STATUSES = ("open", "on-hold", "closed")
+_OUR_PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+def _check_compat(config: Config) -> Config:
+    """Every `[compat.<seed>]` map names our own statuses and priorities, so a typo stops the
+    start with the key named instead of refusing requests later."""
+    for seed in ("tihelpdesk", "tiketti", "teamswork"):
+        table = getattr(config.compat, seed)
+        for key, ours in (("statuses", _OUR_STATUSES), ("priorities", _OUR_PRIORITIES)):
+            for word, value in getattr(table, key).items():
+                if value not in ours:
+                    raise ConfigError(
+                        f"compat.{seed}.{key}.{word}: expected one of {', '.join(ours)}"
+                    )
+    return config
 
 
 def _check_lifecycle(config: Config) -> Config:

@@ -21,6 +21,10 @@ def test_maps_come_from_the_config() -> None:
     assert words.status_out("closed") == "Zu"
     with pytest.raises(ConfigError, match=r"compat\.tihelpdesk\.statuses: expected a table"):
         config_from_dict({"compat": {"tihelpdesk": {"statuses": {"Open": 1}}}})
+    with pytest.raises(ConfigError, match=r"compat\.teamswork\.statuses\.Done: expected one of"):
+        config_from_dict({"compat": {"teamswork": {"statuses": {"Done": "finished"}}}})
+    with pytest.raises(ConfigError, match=r"compat\.tiketti\.priorities\.p1: expected one of"):
+        config_from_dict({"compat": {"tiketti": {"priorities": {"p1": "critical"}}}})
     with pytest.raises(ConfigError, match=r"compat\.tihelpdesk\.nope: unknown key"):
         config_from_dict({"compat": {"tihelpdesk": {"nope": 1}}})
 
