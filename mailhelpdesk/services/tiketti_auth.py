@@ -4,7 +4,9 @@ signed with a key derived from the helpdesk secret) and a rotating, revocable re
 Refresh tokens are random; only their SHA-256 is stored (domain/models.RefreshToken). Using one
 marks it used and issues the next of its family; presenting a used one again (a replayed or
 stolen copy) revokes the whole family, so both holders must log in again. Logging out revokes
-the family of the token presented.
+the family of the token presented. An agent removed or whose password is cleared
+(`agent passwd --clear`) can refresh no more; an access token already issued lives out its
+short lifetime.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jwt
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import RefreshToken, as_utc
+from mailhelpdesk.store import tickets as ticket_store
 
 ISSUER = "mailhelpdesk"
 AUDIENCE = "tiketti"
@@ -142,6 +145,10 @@ def rotate(
         return None
     expires = as_utc(row.expires_at)
     if expires is None or expires <= now:
+        return None
+    agent = ticket_store.find_agent(session, row.agent_email)
+    if agent is None or not agent.password_hash:  # removed, or its password cleared
+        _revoke_family(session, row.family, now)
         return None
     row.used_at = now
     session.add(row)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.http.compat.conftest import PASSWORD, call
+from tests.http.compat.conftest import PASSWORD, call, set_password
 from tests.http.conftest import Api
 
 P = "/compat/tiketti/api/v1"
@@ -65,6 +65,17 @@ def test_login_refresh_rotation_and_revocation(seed_api: Api) -> None:
         401,
         "INVALID_REFRESH_TOKEN",
     )
+    # a cleared password ends refreshing (the agent can no longer log in either)
+    bob = call(
+        seed_api, "POST", P + "/auth/login", {"email": "bob@helpdesk.test", "password": PASSWORD}
+    ).json()["data"]
+    seed_api.daemon.cli("agent", "passwd", "bob@helpdesk.test", "--clear")
+    _error(
+        call(seed_api, "POST", P + "/auth/refresh", {"refresh_token": bob["refresh_token"]}),
+        401,
+        "INVALID_REFRESH_TOKEN",
+    )
+    set_password(seed_api, "bob@helpdesk.test")
     third = _login(seed_api)
     out = call(
         seed_api,
