@@ -233,6 +233,93 @@ class CustomFieldConfig:
 
 
 @dataclass(frozen=True)
+class TiHelpdeskCompatConfig:
+    """`[compat.tihelpdesk]`: the tiHelpdesk adapter's vocabulary (docs/compat.md). Each map is
+    the seed's word -> ours; the first seed word naming one of ours is what we show."""
+
+    subdomain: str = ""  # when set, `subdomain` in a request must equal it (else any is accepted)
+    statuses: dict[str, str] = field(
+        default_factory=lambda: {
+            "Open": "open",
+            "Pending": "on-hold",
+            "Closed": "closed",
+            "Resolving": "open",
+            "Resolved": "closed",
+        }
+    )
+    priorities: dict[str, str] = field(
+        default_factory=lambda: {
+            "Low": "low",
+            "Medium": "normal",
+            "High": "high",
+            "Urgent": "urgent",
+        }
+    )
+    on_hold_days: int = 7  # a status mapped to on-hold waits this many days
+    product_field: str = "product"  # the [[custom_fields]] name holding `product` ("": none)
+    type_field: str = "type"  # the [[custom_fields]] name holding `type` ("": none)
+
+
+@dataclass(frozen=True)
+class TikettiCompatConfig:
+    """`[compat.tiketti]`: the Tiketti adapter's JWT lifetimes and vocabulary."""
+
+    access_ttl_s: int = 900  # a JWT access token lives this long
+    refresh_ttl_s: int = 2_592_000  # a refresh token (rotated on every use) lives this long
+    organization_id: str = ""  # the X-Organization-Id accepted ("": derived from the secret)
+    statuses: dict[str, str] = field(
+        default_factory=lambda: {
+            "open": "open",
+            "pending": "on-hold",
+            "resolved": "closed",
+            "closed": "closed",
+        }
+    )
+    priorities: dict[str, str] = field(
+        default_factory=lambda: {
+            "low": "low",
+            "normal": "normal",
+            "high": "high",
+            "urgent": "urgent",
+        }
+    )
+    on_hold_days: int = 7
+
+
+@dataclass(frozen=True)
+class TeamsworkCompatConfig:
+    """`[compat.teamswork]`: the Teamswork adapter's vocabulary."""
+
+    statuses: dict[str, str] = field(
+        default_factory=lambda: {
+            "Open": "open",
+            "Closed": "closed",
+            "Reopened": "open",
+            "Started": "open",
+            "Resolved": "closed",
+        }
+    )
+    priorities: dict[str, str] = field(
+        default_factory=lambda: {
+            "Low": "low",
+            "Medium": "normal",
+            "Important": "high",
+            "Urgent": "urgent",
+        }
+    )
+    on_hold_days: int = 7
+
+
+@dataclass(frozen=True)
+class CompatConfig:
+    """`[compat.*]`: the seed adapters of resources.md §6 (mailhelpdesk/http/compat/)."""
+
+    tihelpdesk: TiHelpdeskCompatConfig = field(default_factory=TiHelpdeskCompatConfig)
+    tiketti: TikettiCompatConfig = field(default_factory=TikettiCompatConfig)
+    teamswork: TeamsworkCompatConfig = field(default_factory=TeamsworkCompatConfig)
+
+
+@dataclass(frozen=True)
 class LifecycleConfig:
     # a trashed ticket is deleted for good this long after it was trashed ("30d", "12h";
     # empty: never purged)
@@ -271,6 +358,7 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     custom_fields: tuple[CustomFieldConfig, ...] = ()
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    compat: CompatConfig = field(default_factory=CompatConfig)
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 
     def inbound_addresses(self) -> dict[str, str]:
@@ -368,6 +456,24 @@ def _check_smtp_relay(config: Config) -> Config:
     return config
 
 
+_OUR_STATUSES = ("open", "on-hold", "closed")
+_OUR_PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+def _check_compat(config: Config) -> Config:
+    """Every `[compat.<seed>]` map names our own statuses and priorities, so a typo stops the
+    start with the key named instead of refusing requests later."""
+    for seed in ("tihelpdesk", "tiketti", "teamswork"):
+        table = getattr(config.compat, seed)
+        for key, ours in (("statuses", _OUR_STATUSES), ("priorities", _OUR_PRIORITIES)):
+            for word, value in getattr(table, key).items():
+                if value not in ours:
+                    raise ConfigError(
+                        f"compat.{seed}.{key}.{word}: expected one of {', '.join(ours)}"
+                    )
+    return config
+
+
 def _check_lifecycle(config: Config) -> Config:
     """`[lifecycle] purge_trashed_after` must be a duration (or empty: never): checked here, so a
     bad value stops the start with the key named, not the purge job later."""
@@ -405,6 +511,12 @@ def _coerce(hint: Any, value: Any, key: str, table: str) -> Any:
         return tuple(_coerce(item, v, f"{key}[{i}]", table) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is dict:  # a vocabulary map ([compat.*]): word -> word
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{key}: expected a table of strings")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false")
@@ -661,4 +773,5 @@ _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
     _check_custom_fields,
     _check_lifecycle,
     _check_http,
+    _check_compat,
 )

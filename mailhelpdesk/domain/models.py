@@ -349,6 +349,27 @@ class WebhookSubscription(SQLModel, table=True):
     # with the helpdesk secret (services/webhook_subscriptions.py); the key itself is not stored
     secret_salt: str = Field(default="", max_length=64)
     created_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # a seed adapter's subscription (tiHelpdesk's /api/subscribe): the payload shape its
+    # deliveries take ("" = the native one) and that shape's vocabulary, as JSON
+    # (services/hook_formats.py)
+    payload_format: str = Field(default="", max_length=20)
+    payload_options: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class RefreshToken(SQLModel, table=True):
+    """A Tiketti refresh token (resources.md §6): only its SHA-256 is kept. Each use rotates it
+    (this row is marked used and a new one issued in the same family); presenting a used one
+    again revokes the whole family, as a stolen copy would."""
+
+    __tablename__ = "refresh_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    token_sha256: str = Field(max_length=64, unique=True)
+    family: str = Field(max_length=64, index=True)
+    agent_email: str = Field(max_length=320)
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column())
+    used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class InterventionInstance(SQLModel, table=True):

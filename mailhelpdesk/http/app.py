@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
-from mailhelpdesk.config import ApiConfig
+from mailhelpdesk.config import ApiConfig, CompatConfig
 from mailhelpdesk.http import (
     bulk,
     contacts,
@@ -29,6 +29,7 @@ from mailhelpdesk.http import (
     webhooks,
 )
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
+from mailhelpdesk.http.compat import teamswork, tihelpdesk, tiketti
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
@@ -49,6 +50,7 @@ def create_api(
     settings: ApiSettings | None = None,
     api_config: ApiConfig | None = None,
     clock: Clock | None = None,
+    compat: CompatConfig | None = None,
 ) -> FastAPI:
     """The app. Without a database and settings only /healthz and /metrics are served."""
     api = FastAPI(title="mailhelpdesk", version=__version__, docs_url=None, redoc_url=None)
@@ -171,5 +173,9 @@ def create_api(
             v1.history_by_path,
             "A ticket's history: every change, who made it, through which channel",
         )
+        seeds = compat or CompatConfig()  # resources.md §6: the seed adapters
+        tihelpdesk.mount(api, rt, seeds.tihelpdesk)
+        tiketti.mount(api, rt, seeds.tiketti)
+        teamswork.mount(api, rt, seeds.teamswork)
         api.state.runtime = rt
     return api

@@ -47,7 +47,7 @@ from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType, Origin
 from mailhelpdesk.domain.models import Response, Ticket
 from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAttachment
-from mailhelpdesk.services import notify, webhooks
+from mailhelpdesk.services import hook_formats, notify, webhooks
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import Recipient
 from mailhelpdesk.store import housekeeping as housekeeping_store
@@ -185,7 +185,12 @@ def react(
         payload = webhooks.about(
             session, ticket, response if name == "response.created" else None, **extra
         )
-        webhooks.emit(session, name, payload, ticket_id=ticket.id, now=now)
+        source = hook_formats.HookSource(
+            ticket,
+            response if name == "response.created" else None,
+            opening=event == EventType.created,
+        )
+        webhooks.emit(session, name, payload, ticket_id=ticket.id, now=now, source=source)
     if not change.may_mail:
         return
     for rule in notices_for(event, data):

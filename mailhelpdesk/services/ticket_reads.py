@@ -80,6 +80,16 @@ _PERSPECTIVE_STATUSES = {
 }
 
 
+def agents(session: Session) -> list[tuple[str, str]]:
+    """Every agent as (email, name): who a ticket can be assigned to."""
+    return [(a.email, a.name) for a in store.list_agents(session)]
+
+
+def tag_names(session: Session) -> list[str]:
+    """Every tag in use (Teamswork's `/tags`)."""
+    return store.all_tag_names(session)
+
+
 def show(session: Session, *, ticket_number: int, public_url: str = "") -> dict[str, Any]:
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:

@@ -82,8 +82,11 @@ def create(
     now: datetime,
     timeout_s: float,
     max_attempts: int,
+    payload_format: str = "",
+    payload_options: str = "{}",
 ) -> dict[str, Any]:
-    """A new signed subscription; the answer holds its key, the only time it is shown."""
+    """A new signed subscription; the answer holds its key, the only time it is shown.
+    `payload_format` names a seed adapter's body shape (services/hook_formats.py)."""
     try:
         check_http_url(url, "url")
     except ConfigError as exc:
@@ -107,6 +110,8 @@ def create(
         origin=API_ORIGIN,
         secret_salt=salt,
         created_at=now,
+        payload_format=payload_format,
+        payload_options=payload_options,
     )
     session.add(row)
     session.flush()

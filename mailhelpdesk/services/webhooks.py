@@ -21,6 +21,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.domain.models import Response, Ticket, as_utc
+from mailhelpdesk.services import hook_formats
 from mailhelpdesk.services.views import ticket_headers
 from mailhelpdesk.store import http_outbox
 from mailhelpdesk.store import webhooks as store
@@ -31,27 +32,43 @@ Payload = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
 def emit(
-    session: Session, event: str, payload: Payload, *, ticket_id: int | None, now: datetime
+    session: Session,
+    event: str,
+    payload: Payload,
+    *,
+    ticket_id: int | None,
+    now: datetime,
+    source: hook_formats.HookSource | None = None,
 ) -> str | None:
     """Queue `event` for every subscriber that wants it; returns the event id (None: nobody
     wanted it). `payload` (or what the callable returns) is merged under the envelope
-    {"event", "event_id", "occurred_at"}."""
+    {"event", "event_id", "occurred_at"}. A subscriber a seed adapter made gets its seed's
+    body instead, built from `source` (services/hook_formats.py), or nothing when its seed
+    has no trigger for the event."""
     wanted = store.subscribers(session, event)
     if not wanted:
         return None
     event_id = str(uuid.uuid4())
-    body = json.dumps(
-        {
-            "event": event,
-            "event_id": event_id,
-            "occurred_at": now.isoformat(),
-            **(payload() if callable(payload) else payload),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    ).encode("utf-8")
+    native: bytes | None = None
     for sub in wanted:
+        if sub.payload_format:
+            shaped = hook_formats.payload(
+                session, sub.payload_format, sub.payload_options, event, source
+            )
+            if shaped is None:
+                continue
+            body = _encode(shaped)
+        else:
+            if native is None:
+                native = _encode(
+                    {
+                        "event": event,
+                        "event_id": event_id,
+                        "occurred_at": now.isoformat(),
+                        **(payload() if callable(payload) else payload),
+                    }
+                )
+            body = native
         http_outbox.enqueue(
             session,
             kind=KIND,
@@ -66,6 +83,10 @@ def emit(
             now=now,
         )
     return event_id
+
+
+def _encode(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
 
 def about(

@@ -191,6 +191,11 @@ def ccs_of(session: Session, ticket_id: int) -> list[TicketCC]:
     )
 
 
+def all_tag_names(session: Session) -> list[str]:
+    """Every tag some ticket carries, once each, in name order."""
+    return list(session.exec(select(TicketTag.name).distinct().order_by(col(TicketTag.name))))
+
+
 def tags_of(session: Session, ticket_id: int) -> list[str]:
     return [
         t.name

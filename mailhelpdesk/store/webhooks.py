@@ -76,6 +76,8 @@ class Subscriber:
     timeout_s: float
     max_attempts: int
     secret_ref: str = ""  # what the sender resolves to the HMAC key ("" = unsigned)
+    payload_format: str = ""  # a seed adapter's payload shape ("" = native)
+    payload_options: str = "{}"  # that shape's vocabulary, JSON
 
     def wants(self, event: str) -> bool:
         return not self.events or event in self.events
@@ -102,6 +104,8 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
                 r.timeout_s,
                 r.max_attempts,
                 _secret_ref(r),
+                r.payload_format,
+                r.payload_options,
             )
             for r in rows
         ]
