@@ -265,6 +265,7 @@ class App:
                 clock=self.clock,
                 settings=ApiSettings.from_config(self.config, self.settings.notify),
                 api_config=self.config.api,
+                compat=self.config.compat,
             )
             self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(

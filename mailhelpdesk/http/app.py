@@ -17,9 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
-from mailhelpdesk.config import ApiConfig
+from mailhelpdesk.config import ApiConfig, CompatConfig
 from mailhelpdesk.http import bulk, contacts, fields_time, interventions, tickiti, v1, webhooks
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
+from mailhelpdesk.http.compat import happyfox
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
@@ -38,6 +39,7 @@ def create_api(
     settings: ApiSettings | None = None,
     api_config: ApiConfig | None = None,
     clock: Clock | None = None,
+    compat: CompatConfig | None = None,
 ) -> FastAPI:
     """The app. Without a database and settings only /healthz and /metrics are served."""
     api = FastAPI(title="mailhelpdesk", version=__version__, docs_url=None, redoc_url=None)
@@ -156,5 +158,6 @@ def create_api(
             v1.history_by_path,
             "A ticket's history: every change, who made it, through which channel",
         )
+        happyfox.mount(api, rt, (compat or CompatConfig()).happyfox)  # resources.md §6
         api.state.runtime = rt
     return api
