@@ -7,6 +7,7 @@ happyfox_shapes.py and the vocabulary happyfox_vocab.py. docs/compat.md is the e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 
 from mailhelpdesk.config import HappyFoxConfig
 from mailhelpdesk.http.compat import happyfox_list as listing
@@ -247,3 +249,6 @@ def mount(api: FastAPI, rt: Runtime, config: HappyFoxConfig) -> None:
     for route in routes(rt, vocab):
         add_route(app, rt, route)
     api.mount(PREFIX, app)
+    mounted = api.router.routes[-1]
+    if isinstance(mounted, Mount):  # a line break (%0A) in a path must reach the adapter too
+        mounted.path_regex = re.compile(mounted.path_regex.pattern, re.DOTALL)
