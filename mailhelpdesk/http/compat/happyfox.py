@@ -19,9 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
 from mailhelpdesk.config import HappyFoxConfig
+from mailhelpdesk.errors import NotFoundError
 from mailhelpdesk.http.compat import happyfox_list as listing
 from mailhelpdesk.http.compat import happyfox_writes as writes
-from mailhelpdesk.http.compat.happyfox_route import Call, Route, add_route
+from mailhelpdesk.http.compat.happyfox_route import PREFIX, Call, Route, add_download, add_route
 from mailhelpdesk.http.compat.happyfox_shapes import Lookups, ticket_detail
 from mailhelpdesk.http.compat.happyfox_vocab import Vocabulary
 from mailhelpdesk.http.endpoint import Runtime
@@ -29,7 +30,6 @@ from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.services import ticket_reads, visibility
 from mailhelpdesk.services.api_requests import FieldErrors
 
-PREFIX = "/compat/happyfox"
 API = "/api/1.1/json"
 ONE = API + "/ticket/{number}"
 READ, WRITE = "tickets:read", "tickets:write"
@@ -118,6 +118,19 @@ class Reads:
                 "sort": m.sort or "updated",
             },
         }
+
+    def attachment(self, session: Session, call: Call) -> dict[str, Any]:
+        """The file behind a message attachment's `url`, as the native attachment read gives it
+        (review-gated types need `?intent=review_ok`, as there)."""
+        raw = str(call.path.get("attachment_id", ""))
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+            raise NotFoundError(f"Attachment {raw[:20]} not found.")
+        return ticket_reads.attachment(
+            session,
+            ticket_number=call.number or 0,
+            attachment_id=int(raw),
+            intent=call.query.get("intent"),
+        )
 
     def custom_fields(self, session: Session, _call: Call) -> list[dict[str, Any]]:
         """Topic 18: the ticket custom fields, ids by their place in `[[custom_fields]]`."""
@@ -212,6 +225,16 @@ def routes(rt: Runtime, vocab: Vocabulary) -> list[Route]:
         write(ONE + "/move/", w.move, writes.MoveIn, "15. Move to another category"),
         write(ONE + "/delete/", w.delete, writes.StaffIdIn, "16. Delete (to the trash)"),
         Route(
+            API + "/ticket-inline-attachment",
+            "POST",
+            WRITE,
+            w.inline_attachment,
+            "6. Upload an inline picture (multipart/form-data `file`); its url goes in the html",
+            model=writes.InlineIn,
+            multipart=True,
+            rename=rename,
+        ),
+        Route(
             API + "/ticket_custom_fields/",
             "GET",
             READ,
@@ -248,6 +271,9 @@ def mount(api: FastAPI, rt: Runtime, config: HappyFoxConfig) -> None:
 
     for route in routes(rt, vocab):
         add_route(app, rt, route)
+    reads, w = Reads(rt, vocab), writes.Writes(rt, vocab, Reads(rt, vocab).detail)
+    add_download(app, rt, ONE + "/attachments/{attachment_id}/", READ, reads.attachment)
+    add_download(app, rt, "/inline/{digest}/", READ, w.inline_picture)
     api.mount(PREFIX, app)
     mounted = api.router.routes[-1]
     if isinstance(mounted, Mount):  # a line break (%0A) in a path must reach the adapter too

@@ -34,6 +34,7 @@ from mailhelpdesk.http.errors import JSON_TYPE, ApiError, validation_failed
 from mailhelpdesk.http.idempotency import Outcome, fingerprint, parse_key
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 
+PREFIX = "/compat/happyfox"  # where the adapter is mounted (resources.md §6)
 REALM = 'Basic realm="mailhelpdesk HappyFox API"'
 
 
@@ -46,6 +47,8 @@ class Call:
     query: dict[str, str]
     number: int | None
     token: AuthenticatedToken
+    path: dict[str, Any]  # every path parameter, as text
+    base_url: str  # where this daemon is reached, for the absolute urls HappyFox answers with
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ async def _run(rt: Runtime, route: Route, request: Request) -> Outcome:
                 body = route.model.model_validate(payload)
         except ValidationError as exc:
             raise validation_failed(endpoint.pydantic_errors(exc)) from None
-        return Call(body, query, number, token)
+        base = f"{request.url.scheme}://{request.url.netloc}{PREFIX}"
+        return Call(body, query, number, token, dict(request.path_params), base)
 
     handle = route.handle
     if number is not None and route.ticket:
@@ -235,4 +239,40 @@ def add_route(app: FastAPI, rt: Runtime, route: Route) -> None:
         summary=route.summary,
         response_model=None,
         openapi_extra=extra or None,
+    )
+
+
+def add_download(
+    app: FastAPI, rt: Runtime, path: str, ability: str, read: Callable[[Session, Call], Any]
+) -> None:
+    """A GET that answers a file's bytes (the `url` of an attachment in an update's message):
+    the same admission and visibility guard; `read` returns the native attachment object
+    (base64 content), errors take HappyFox's shape."""
+
+    async def run(request: Request) -> Response:
+        route = Route(path, "GET", ability, read, "", writes=False, ticket=True)
+        try:
+            outcome = await _run(rt, route, request)
+        except ApiError as exc:
+            outcome = Outcome(exc.status, json.dumps(exc.body()).encode(), exc.headers)
+        except Exception as exc:  # noqa: BLE001 - HappyFox's error shape, never a traceback
+            outcome = endpoint.fault(request, exc)
+        if outcome.status != 200:
+            return reshape(outcome, route)
+        found = json.loads(outcome.body)["data"]
+        name = str(found["name"]).replace('"', "").replace("\r", "").replace("\n", "")
+        return Response(
+            base64.b64decode(found["content_base64"]),
+            media_type=str(found["mime_type"]),
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    run.__name__ = "happyfox_download"
+    app.add_api_route(
+        path,
+        run,
+        methods=["GET"],
+        summary="An attachment's bytes (the url of a message attachment)",
+        response_model=None,
+        openapi_extra={"parameters": endpoint.path_parameters(path)},
     )

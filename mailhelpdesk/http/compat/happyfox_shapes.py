@@ -19,12 +19,12 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.models import Agent
 from mailhelpdesk.errors import ContactNotFoundError
+from mailhelpdesk.http.compat.happyfox_route import PREFIX
 from mailhelpdesk.http.compat.happyfox_vocab import Vocabulary, timestamp
 from mailhelpdesk.services import contacts, directory, history
 
 UPDATE_WINDOW_S = 2.0
 MESSAGE_EVENTS = ("created", "customer_reply", "agent_response", "note", "held")
-PREFIX = "/compat/happyfox"
 
 
 @dataclass

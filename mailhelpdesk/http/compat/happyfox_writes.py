@@ -11,7 +11,10 @@ position (happyfox_vocab.py).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -21,17 +24,20 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.events import Actor
 from mailhelpdesk.domain.models import MAX_INTEGER, Agent, Ticket
+from mailhelpdesk.errors import InvalidInputError, NotFoundError
 from mailhelpdesk.http import tickiti
 from mailhelpdesk.http.compat.happyfox_route import Call
 from mailhelpdesk.http.compat.happyfox_vocab import Vocabulary, VocabularyError
 from mailhelpdesk.http.endpoint import Runtime, pydantic_errors
 from mailhelpdesk.http.errors import ApiError, from_exception
+from mailhelpdesk.mail import attachment_policy as policy
 from mailhelpdesk.services import (
     api_requests,
     contacts,
     directory,
     forwarding,
     housekeeping,
+    inline_images,
     ticket_changes,
     time_entries,
     visibility,
@@ -43,6 +49,9 @@ from mailhelpdesk.services.context import ChangeContext, MailPolicy
 from mailhelpdesk.services.ticket_changes import TicketUpdate
 
 MAX_BULK = 100
+INLINE = "/inline/"
+# an inline picture's url as POST ticket-inline-attachment answered it (group 1: its SHA-256)
+INLINE_URL = re.compile(r"(?:https?://[^\s\"'<>]*)?/compat/happyfox/inline/([0-9a-f]{64})/?")
 REQUIRED = "This field is required."
 
 
@@ -103,6 +112,10 @@ class UserReplyIn(_In):
     text: str | None = None
     cc: str | list[str] | None = None
     bcc: str | list[str] | None = None
+    attachments: list[tickiti.UploadIn] = []
+
+
+class InlineIn(_In):
     attachments: list[tickiti.UploadIn] = []
 
 
@@ -319,6 +332,7 @@ class Writes:
         fields = custom_fields_of(m, vocab)
         due = parse_date(m.due_date, "due_date") if m.due_date else None
         files = tickiti.uploads(m.attachments)
+        html, pictures = self._embed(session, m.html)
         change = self.rt.change(session, call.token)
         made = api_requests.create_ticket(
             session,
@@ -326,14 +340,14 @@ class Writes:
             change=change,
             originator_email=email,
             body=Body(
-                subject=tickiti._line(m.subject or "", "subject"), content=m.html or m.text or ""
+                subject=tickiti._line(m.subject or "", "subject"), content=html or m.text or ""
             ),
             queue_name=category,
             is_public=not flag(m.visible_only_staff, False),
             originator_as_responder=True,
             priority=priority,
             assignee=assignee,
-            attachments=files,
+            attachments=files + pictures,
             viewer=viewer,
         )
         number = int(made["ticket_number"])
@@ -352,6 +366,44 @@ class Writes:
             change,
         )
         return number
+
+    def _embed(self, session: Session, html: str | None) -> tuple[str | None, tuple[Any, ...]]:
+        """Pictures uploaded with ticket-inline-attachment and named by `html`, made inline
+        attachments of the message (services/inline_images.py)."""
+        if not html:
+            return html, ()
+        return inline_images.embed(session, html, INLINE_URL, lambda d: f"inline-{d[:12]}")
+
+    # 6: an inline picture, uploaded ahead of the message ---------------------------------
+
+    def inline_attachment(self, session: Session, call: Call) -> dict[str, Any]:
+        m: InlineIn = call.body
+        if len(m.attachments) != 1:
+            raise FieldErrors({"file": "send exactly one file (multipart/form-data)"})
+        (item,) = m.attachments
+        try:
+            data = base64.b64decode(item.content_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise FieldErrors({"file": "must be base64"}) from None
+        try:
+            digest, _mime = inline_images.keep(
+                session, name=item.name, declared=item.mime_type, data=data
+            )
+        except InvalidInputError as exc:
+            raise FieldErrors({"file": str(exc)}) from None
+        return {"url": f"{call.base_url}{INLINE}{digest}/"}
+
+    def inline_picture(self, session: Session, call: Call) -> dict[str, Any]:
+        """GET …/inline/<sha256>/: a kept picture, for a preview of the message being written."""
+        digest = str(call.path.get("digest", ""))
+        data = inline_images.read(session, digest)
+        if not data:
+            raise NotFoundError("No such inline picture.")
+        return {
+            "name": f"inline-{digest[:12]}",
+            "mime_type": policy.sniff(data[: policy.HEAD_BYTES]),
+            "content_base64": base64.b64encode(data).decode("ascii"),
+        }
 
     def _fill_contact(
         self, session: Session, contact_id: int | None, name: str | None, phone: str | None
@@ -438,8 +490,9 @@ class Writes:
             ),
             change,
         )
-        content = m.html or m.plaintext
-        files = tickiti.uploads(m.attachments)
+        html, pictures = self._embed(session, m.html)
+        content = html or m.plaintext
+        files = tickiti.uploads(m.attachments) + pictures
         if content or files:
             api_requests.respond(
                 session,

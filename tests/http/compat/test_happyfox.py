@@ -342,6 +342,37 @@ def test_create_with_attachments_multipart(hf: HappyFox, ids: dict) -> None:
     (attachment,) = t["updates"][0]["message"]["attachments"]
     assert attachment["filename"] == "Second_screen.png" and attachment["id"] > 0
     assert field(t, "Seats")["value"] == 1 and field(t, "City")["value"] == "1"
+    # the attachment's url answers its bytes, behind the same credentials
+    url = hf.api.base + attachment["url"]
+    assert httpx.get(url).status_code == 401
+    got = httpx.get(url, auth=hf.auth)
+    assert got.status_code == 200 and got.content == PNG
+    assert got.headers["content-type"] == "image/png"
+
+
+def test_inline_attachment(api: Api, hf: HappyFox, ids: dict) -> None:
+    admin = api.token("all")
+    upload = httpx.post(
+        hf.api.base + API + "/ticket-inline-attachment",
+        files=[("file", ("bicycle.png", PNG, "image/png"))],
+        auth=hf.auth,
+        timeout=60,
+    )
+    url = ok(upload)["url"]
+    assert set(ok(upload)) == {"url"} and url.startswith(hf.api.base + HF + "/inline/")
+    assert httpx.get(url, auth=hf.auth).content == PNG
+    t = make(hf, ids, "inline picture", html=f'<p>Look:</p><img src="{url}">')
+    assert t["attachments_count"] == 1
+    same = native(api, admin, f"/api/v1/tickets/{t['id']}")
+    (first,) = same["responses"]
+    assert first["attachments"][0]["is_inline"] is True
+    assert "cid:" in (first["html"] or "") and url not in (first["html"] or "")
+    refused = httpx.post(
+        hf.api.base + API + "/ticket-inline-attachment",
+        files=[("file", ("notes.txt", b"plain words", "text/plain"))],
+        auth=hf.auth,
+    )
+    assert refused.status_code == 400 and refused.json()["error"][0]["field"] == "file"
 
 
 def test_create_multiple_tickets(api: Api, hf: HappyFox, ids: dict) -> None:
