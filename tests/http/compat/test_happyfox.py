@@ -751,3 +751,64 @@ def test_list_ticket_custom_fields(hf: HappyFox, ids: dict) -> None:
     assert fields[1]["compulsory_on_completed"] is True and fields[0]["choices"] is None
     assert fields[2]["choices"][0] == {"text": "Bengaluru", "id": 1, "dependant_fields": []}
     assert {"category": ids["queue:Inbox"], "order": 1} in fields[0]["categories"]
+
+
+def test_same_ticket_same_history_and_notices_as_native(api: Api, hf: HappyFox, ids: dict) -> None:
+    """One ticket opened through HappyFox and one through /api/v1 with the same content: the
+    same events, the same notices, the same ticket object apart from its number and times."""
+    admin = api.token("all")
+    made = make(hf, ids, "twin", text="Twin message")
+    other = httpx.post(
+        api.base + "/api/v1/tickets",
+        json={
+            "originator_email_address": "james@customer.test",
+            "use_passed_originator_as_responder": True,
+            "data": {"subject": "twin", "content": "Twin message"},
+        },
+        headers={"Authorization": f"Bearer {admin}"},
+    ).json()["data"]
+    mine, theirs = made["id"], other["ticket_number"]
+
+    def events(number: int) -> list[tuple[str, str, str]]:
+        found = native(api, admin, f"/api/v1/tickets/{number}/history")["events"]
+        return [(e["type"], e["channel"], e["actor"]["kind"]) for e in found]
+
+    def notices(number: int) -> list[tuple[str, str]]:
+        rows = api.rows(
+            "SELECT kind, primary_rcpt FROM outbox WHERE ticket_id = "
+            "(SELECT id FROM tickets WHERE number = ?) ORDER BY kind, primary_rcpt",
+            number,
+        )
+        return [(k, r) for k, r in rows]
+
+    assert events(mine) == events(theirs) and events(mine)[0][0] == "created"
+    assert notices(mine) == notices(theirs)
+    assert ("acknowledgement", "james@customer.test") in notices(mine)
+    skip = {"id", "number", "created_at", "updated_at", "responses", "watchers"}
+    a, b = (
+        native(api, admin, f"/api/v1/tickets/{mine}"),
+        native(api, admin, f"/api/v1/tickets/{theirs}"),
+    )
+    assert {k: v for k, v in a.items() if k not in skip} == {
+        k: v for k, v in b.items() if k not in skip
+    }
+    assert [r["plain_text"] for r in a["responses"]] == [r["plain_text"] for r in b["responses"]]
+    assert [r["created_by_email"] for r in a["responses"]] == [
+        r["created_by_email"] for r in b["responses"]
+    ]
+    # and the native ticket reads through HappyFox like the HappyFox one
+    ha, hb = ok(hf.get(API + f"/ticket/{mine}/")), ok(hf.get(API + f"/ticket/{theirs}/"))
+    check_detail(hb)
+    volatile = {
+        "id",
+        "display_id",
+        "created_at",
+        "last_modified",
+        "last_updated_at",
+        "last_user_reply_at",
+        "updates",
+        "user",
+    }
+    assert {k: v for k, v in ha.items() if k not in volatile} == {
+        k: v for k, v in hb.items() if k not in volatile
+    }
