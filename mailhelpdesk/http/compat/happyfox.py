@@ -242,6 +242,14 @@ def routes(rt: Runtime, vocab: Vocabulary) -> list[Route]:
             "18. List ticket custom fields",
             writes=False,
         ),
+        Route(
+            API + "/user_custom_fields/",
+            "GET",
+            READ,
+            lambda _session, _call: [],
+            "Contact custom fields (named by the introduction): contacts have none",
+            writes=False,
+        ),
     ]
 
 

@@ -21,7 +21,7 @@ from mailhelpdesk.services import contacts, directory
 from mailhelpdesk.services.api_requests import FieldErrors
 
 DEFAULT_SIZE, MAX_SIZE = 10, 50
-SORT_CAP = 2000  # sorts the native query cannot do are done over at most this many matches
+SORT_CAP = 500  # sorts the native query cannot do are done over at most this many matches
 NATIVE_SORTS = ("", "ticketd", "created")  # newest number first: the native order
 SORTS = (
     "categorya",

@@ -751,6 +751,7 @@ def test_list_ticket_custom_fields(hf: HappyFox, ids: dict) -> None:
     assert fields[1]["compulsory_on_completed"] is True and fields[0]["choices"] is None
     assert fields[2]["choices"][0] == {"text": "Bengaluru", "id": 1, "dependant_fields": []}
     assert {"category": ids["queue:Inbox"], "order": 1} in fields[0]["categories"]
+    assert ok(hf.get(API + "/user_custom_fields/")) == []
 
 
 def test_same_ticket_same_history_and_notices_as_native(api: Api, hf: HappyFox, ids: dict) -> None:
