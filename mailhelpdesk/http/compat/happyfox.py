@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
 from mailhelpdesk.config import HappyFoxConfig
+from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.errors import NotFoundError
 from mailhelpdesk.http.compat import happyfox_list as listing
 from mailhelpdesk.http.compat import happyfox_writes as writes
@@ -123,7 +124,7 @@ class Reads:
         """The file behind a message attachment's `url`, as the native attachment read gives it
         (review-gated types need `?intent=review_ok`, as there)."""
         raw = str(call.path.get("attachment_id", ""))
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:12]) <= MAX_INTEGER:
             raise NotFoundError(f"Attachment {raw[:20]} not found.")
         return ticket_reads.attachment(
             session,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import endpoint, uploads
 from mailhelpdesk.http.auth import require
 from mailhelpdesk.http.endpoint import Runtime
@@ -137,7 +138,9 @@ def _number(request: Request) -> int | None:
     if raw is None:
         return None
     text = str(raw)
-    if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise ApiError(404, "ticket_not_found", f"Ticket {text[:20]} not found.")
+    if not 1 <= int(text) <= MAX_INTEGER:  # no ticket has it (and PostgreSQL's int is 32 bits)
         raise ApiError(404, "ticket_not_found", f"Ticket {text[:20]} not found.")
     return int(text)
 
