@@ -311,12 +311,63 @@ class TeamsworkCompatConfig:
 
 
 @dataclass(frozen=True)
+class HappyFoxStatusConfig:
+    """One HappyFox status (docs/compat.md): its id and name on the wire, and our status."""
+
+    id: int
+    name: str
+    status: str  # open | on-hold | closed
+    color: str = "888888"
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class HappyFoxPriorityConfig:
+    """One HappyFox priority: its id and name on the wire, and our priority."""
+
+    id: int
+    name: str
+    priority: str  # low | normal | high | urgent
+    default: bool = False
+
+
+def _happyfox_statuses() -> tuple[HappyFoxStatusConfig, ...]:
+    return (
+        HappyFoxStatusConfig(1, "Open", "open", "1FA3E0", default=True),
+        HappyFoxStatusConfig(2, "On Hold", "on-hold", "E8A317"),
+        HappyFoxStatusConfig(3, "Closed", "closed", "4CAF50"),
+    )
+
+
+def _happyfox_priorities() -> tuple[HappyFoxPriorityConfig, ...]:
+    return (
+        HappyFoxPriorityConfig(1, "Low", "low"),
+        HappyFoxPriorityConfig(2, "Medium", "normal", default=True),
+        HappyFoxPriorityConfig(3, "High", "high"),
+        HappyFoxPriorityConfig(4, "Critical", "urgent"),
+    )
+
+
+@dataclass(frozen=True)
+class HappyFoxConfig:
+    """`[compat.happyfox]`: the vocabulary the HappyFox adapter speaks (http/compat/happyfox*)."""
+
+    # display ids are "#" + this prefix + the ticket number in 8 digits ("#MH00000042")
+    display_prefix: str = "MH"
+    # a status that means on-hold holds the ticket until its due date, else this many days
+    on_hold_days: int = 7
+    statuses: tuple[HappyFoxStatusConfig, ...] = field(default_factory=_happyfox_statuses)
+    priorities: tuple[HappyFoxPriorityConfig, ...] = field(default_factory=_happyfox_priorities)
+
+
+@dataclass(frozen=True)
 class CompatConfig:
     """`[compat.*]`: the seed adapters of resources.md §6 (mailhelpdesk/http/compat/)."""
 
     tihelpdesk: TiHelpdeskCompatConfig = field(default_factory=TiHelpdeskCompatConfig)
     tiketti: TikettiCompatConfig = field(default_factory=TikettiCompatConfig)
     teamswork: TeamsworkCompatConfig = field(default_factory=TeamsworkCompatConfig)
+    happyfox: HappyFoxConfig = field(default_factory=HappyFoxConfig)
 
 
 @dataclass(frozen=True)
@@ -471,6 +522,34 @@ def _check_compat(config: Config) -> Config:
                     raise ConfigError(
                         f"compat.{seed}.{key}.{word}: expected one of {', '.join(ours)}"
                     )
+    return config
+
+
+HAPPYFOX_STATUSES = ("open", "on-hold", "closed")
+HAPPYFOX_PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+def _check_happyfox(config: Config) -> Config:
+    """`[compat.happyfox]`: ids unique, every status and priority one of ours, and each of ours
+    named by at least one entry (else a ticket could be in a state the adapter cannot show)."""
+    hf = config.compat.happyfox
+    if not re.fullmatch(r"[A-Za-z]{0,10}", hf.display_prefix):
+        raise ConfigError("compat.happyfox.display_prefix: expected up to 10 letters")
+    for table, items, attr, ours in (
+        ("statuses", hf.statuses, "status", HAPPYFOX_STATUSES),
+        ("priorities", hf.priorities, "priority", HAPPYFOX_PRIORITIES),
+    ):
+        ids = [item.id for item in items]
+        if len(set(ids)) != len(ids) or any(i < 1 for i in ids):
+            raise ConfigError(f"compat.happyfox.{table}: ids must be unique and at least 1")
+        for i, item in enumerate(items):
+            if getattr(item, attr) not in ours:
+                raise ConfigError(
+                    f"compat.happyfox.{table}[{i}].{attr}: expected one of {', '.join(ours)}"
+                )
+        missing = [o for o in ours if o not in {getattr(item, attr) for item in items}]
+        if missing:
+            raise ConfigError(f"compat.happyfox.{table}: nothing maps to {', '.join(missing)}")
     return config
 
 
@@ -774,4 +853,5 @@ _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
     _check_lifecycle,
     _check_http,
     _check_compat,
+    _check_happyfox,
 )

@@ -29,7 +29,7 @@ from mailhelpdesk.http import (
     webhooks,
 )
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
-from mailhelpdesk.http.compat import teamswork, tihelpdesk, tiketti
+from mailhelpdesk.http.compat import happyfox, teamswork, tihelpdesk, tiketti
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
 from mailhelpdesk.http.idempotency import KeyedRunner
@@ -177,5 +177,5 @@ def create_api(
         tihelpdesk.mount(api, rt, seeds.tihelpdesk)
         tiketti.mount(api, rt, seeds.tiketti)
         teamswork.mount(api, rt, seeds.teamswork)
-        api.state.runtime = rt
+        happyfox.mount(api, rt, seeds.happyfox)
     return api
