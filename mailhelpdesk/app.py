@@ -29,10 +29,12 @@ from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
 from mailhelpdesk.services import (
+    escalation,
     housekeeping,
     interventions,
     lifecycle,
     notify,
+    sla,
     webhook_subscriptions,
 )
 from mailhelpdesk.services.api_requests import ApiSettings
@@ -219,10 +221,21 @@ class App:
             self.smtp_server = server
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        # a changed [[sla]] or [business_hours] moves the due times of every open ticket
+        await asyncio.get_running_loop().run_in_executor(self.db, self.recompute_sla)
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
-        if self.config.lifecycle.purge_trashed_after_s:
+        self._schedule("sla escalation", 60, self.escalate_sla)
+        self._schedule("idempotency purge", 300, self._purge_keys)
+        lifecycle_config = self.config.lifecycle
+        if lifecycle_config.purge_trashed_after_s:
             self._schedule("trash purge", 3600, self.purge_trashed)
+        if lifecycle_config.auto_close_after_s:
+            self._schedule("auto-close", 600, self.auto_close)
+        if lifecycle_config.remind_untouched_after_s:
+            self._schedule("untouched reminder", 600, self.remind_untouched)
+        if lifecycle_config.purge_unreferenced_blobs:
+            self._schedule("blob purge", 3600, self.purge_blobs)
         notify_settings = self.settings.notify
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay,
@@ -266,7 +279,6 @@ class App:
                 settings=ApiSettings.from_config(self.config, self.settings.notify),
                 api_config=self.config.api,
             )
-            self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(
                 api,
                 host=self.config.http.host,
@@ -381,6 +393,43 @@ class App:
                 change=self.scheduler_change(),
                 older_than_s=self.config.lifecycle.purge_trashed_after_s,
             )
+
+    def recompute_sla(self) -> int | None:
+        """Recompute open tickets' due times when the SLA policy changed since the last start
+        (services/sla.py); returns how many, or None when it had not changed."""
+        with session_scope(self.engine) as session:
+            return sla.recompute_open(session, self.settings.notify.sla, self.clock.now())
+
+    def escalate_sla(self) -> list[escalation.Escalation]:
+        """SLA warnings (80%) and breaches that have come are recorded and notified, each once
+        (the scheduler's job, every minute)."""
+        with session_scope(self.engine) as session:
+            return escalation.escalate(session, change=self.scheduler_change())
+
+    def auto_close(self) -> list[int]:
+        """Tickets waiting on their customer longer than `[lifecycle] auto_close_after` are
+        closed with the closing notice; returns their numbers."""
+        with session_scope(self.engine) as session:
+            return lifecycle.auto_close(
+                session,
+                change=self.scheduler_change(),
+                after_s=self.config.lifecycle.auto_close_after_s,
+            )
+
+    def remind_untouched(self) -> list[int]:
+        """The assignees of tickets untouched for `[lifecycle] remind_untouched_after` are
+        reminded, once per quiet spell; returns the ticket numbers."""
+        with session_scope(self.engine) as session:
+            return lifecycle.remind_untouched(
+                session,
+                change=self.scheduler_change(),
+                after_s=self.config.lifecycle.remind_untouched_after_s,
+            )
+
+    def purge_blobs(self) -> int:
+        """Attachment bytes no attachment uses are deleted; returns how many."""
+        with session_scope(self.engine) as session:
+            return housekeeping.purge_unreferenced_blobs(session)
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)

@@ -43,6 +43,7 @@ class EventType(enum.StrEnum):
     time_entry = "time_entry"
     sla_warning = "sla_warning"
     sla_breach = "sla_breach"
+    reminder = "reminder"  # the assignee was reminded of a ticket nobody touched for a while
 
 
 class ActorKind(enum.StrEnum):

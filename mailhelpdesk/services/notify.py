@@ -25,7 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
+from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
     Outgoing,
@@ -47,6 +48,7 @@ from mailhelpdesk.mail.compose import (
 )
 from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
+from mailhelpdesk.services import sla_policy
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
 
@@ -82,6 +84,8 @@ class NotifySettings:
     # [[custom_fields]] (config.CustomFieldConfig): every write of a value is checked against
     # them, and closing a ticket needs those marked required_to_close (services/custom_fields.py)
     custom_fields: tuple[CustomFieldConfig, ...] = ()
+    # [[sla]] and [business_hours]: every change keeps the ticket's due times (services/sla.py)
+    sla: SlaPolicy = field(default_factory=SlaPolicy)
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -100,6 +104,7 @@ class NotifySettings:
             epilog_max_attempts=config.http_deliveries.max_attempts,
             compose_in_sender=config.outbound.compose_in_sender,
             custom_fields=tuple(config.custom_fields),
+            sla=sla_policy.policy_of(config),
         )
 
 
