@@ -18,7 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailhelpdesk import __version__
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import ApiConfig
-from mailhelpdesk.http import bulk, contacts, fields_time, interventions, tickiti, v1, webhooks
+from mailhelpdesk.http import (
+    bulk,
+    contacts,
+    fields_time,
+    interventions,
+    reports,
+    tickiti,
+    v1,
+    webhooks,
+)
 from mailhelpdesk.http.auth import Authenticator, RateLimiter
 from mailhelpdesk.http.endpoint import RateHeaders, Runtime, add_endpoint, add_get_route
 from mailhelpdesk.http.errors import JSON_TYPE
@@ -156,5 +165,6 @@ def create_api(
             v1.history_by_path,
             "A ticket's history: every change, who made it, through which channel",
         )
+        reports.add_get_routes(api, rt)  # resources.md §9
         api.state.runtime = rt
     return api
