@@ -19,16 +19,20 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from mailhelpdesk.clock import FrozenClock
+from mailhelpdesk.clock import FrozenClock, SystemClock
 from mailhelpdesk.domain.enums import ResponseKind
 from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.domain.models import Ticket
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.services import escalation, reports, ticket_changes
-from mailhelpdesk.services.tickets import NewResponse, add_response
-from mailhelpdesk.store.db import read_scope, session_scope
+from mailhelpdesk.services import api_tokens, escalation, report_page, reports, ticket_changes
+from mailhelpdesk.services.context import MailPolicy
+from mailhelpdesk.services.tickets import NewResponse, add_response, create_ticket
+from mailhelpdesk.store.db import make_engine, read_scope, session_scope
+from tests.browser import headless_chromium, screenshot
 from tests.desk import Desk, make_desk
-from tests.helpers import Daemon, make_mail
+from tests.helpers import Daemon
+
+QUIET = MailPolicy.silent  # the month's activity mails nothing: only its history matters here
 
 AGENTS = ("alice@helpdesk.test", "bob@helpdesk.test")
 MONTH_START = datetime(2026, 11, 1, 7, 0, tzinfo=UTC)
@@ -54,7 +58,8 @@ rate_limit_requests = 1000000
 
 def generate_month(tmp: Path) -> Path:
     """A month of tickets, answers, closes, reopens and SLA escalations, made through the
-    services with a frozen clock (seeded, so every run is the same month)."""
+    services with a frozen clock (seeded, so every run is the same month); no mail is written,
+    as for imported archives."""
     db = tmp / "helpdesk.db"
     rng = random.Random(15)
     clock = FrozenClock(MONTH_START)
@@ -62,15 +67,27 @@ def generate_month(tmp: Path) -> Path:
     try:
         for _step in range(30 * 6):  # every four hours, on average
             if rng.random() < 0.55:
-                rcpt = rng.choice(("support@helpdesk.test", "billing@helpdesk.test"))
-                desk.feed(make_mail(subject=f"Issue {rng.randrange(10_000)}"), rcpt=(rcpt,))
+                _open(desk, rng)
             _act(desk, rng)
             with session_scope(desk.engine) as session:
-                escalation.escalate(session, change=desk.change(Channel.scheduler))
+                escalation.escalate(session, change=desk.change(Channel.scheduler, mail=QUIET))
             clock.advance(minutes=rng.randrange(60, 420))
     finally:
         desk.app.close()
     return db
+
+
+def _open(desk: Desk, rng: random.Random) -> None:
+    customer = f"c{rng.randrange(40)}@customer.test"
+    with session_scope(desk.engine) as session:
+        create_ticket(
+            session,
+            subject=f"Issue {rng.randrange(10_000)}",
+            originator_email=customer,
+            queue_name=rng.choice(("Inbox", "Billing")),
+            first=NewResponse(kind=ResponseKind.customer, plain_text="Help"),
+            change=desk.change(Channel.smtp, Actor.customer(customer), mail=QUIET),
+        )
 
 
 def _act(desk: Desk, rng: random.Random) -> None:
@@ -78,7 +95,7 @@ def _act(desk: Desk, rng: random.Random) -> None:
         tickets = list(session.exec(select(Ticket)))
         for ticket in rng.sample(tickets, min(3, len(tickets))):
             agent = rng.choice(AGENTS)
-            change = desk.change(Channel.api, Actor.agent(agent))
+            change = desk.change(Channel.api, Actor.agent(agent), mail=QUIET)
             roll = rng.random()
             if ticket.status == "open" and roll < 0.5:
                 add_response(
@@ -89,8 +106,10 @@ def _act(desk: Desk, rng: random.Random) -> None:
                 )
             elif ticket.status == "open" and roll < 0.8:
                 ticket_changes.set_status(session, ticket, "closed", change=change)
-            elif ticket.status == "closed" and roll < 0.9:  # the customer is back
-                customer = desk.change(Channel.smtp, Actor.customer(ticket.originator_email))
+            elif ticket.status == "closed" and roll < 0.12:  # the customer is back
+                customer = desk.change(
+                    Channel.smtp, Actor.customer(ticket.originator_email), mail=QUIET
+                )
                 ticket_changes.set_status(session, ticket, "open", change=customer)
 
 
@@ -243,9 +262,7 @@ def test_api_cli_and_html_report_of_a_running_daemon(month: Path, tmp_path: Path
     daemon = Daemon(tmp_path, extra_config=DAEMON_EXTRA)
     daemon.start()
     try:
-        token = daemon.cli("token", "create", "--name", "lead", "--ability", "reports:read")
-        secret = token.stdout.strip().splitlines()[-1]
-        other = daemon.cli("token", "create", "--name", "reader", "--ability", "tickets:read")
+        secret, other = mint(daemon, "reports:read"), mint(daemon, "tickets:read")
         base = f"http://127.0.0.1:{daemon.http_port}/api/v1/reports/summary"
         auth = {"Authorization": f"Bearer {secret}"}
         resp = httpx.get(base, params={"from": "2026-11-01", "to": "2026-11-30"}, headers=auth)
@@ -261,7 +278,7 @@ def test_api_cli_and_html_report_of_a_running_daemon(month: Path, tmp_path: Path
         assert bad.status_code == 422 and "from" in bad.json()["errors"]
         unknown = httpx.get(base, params={"queue": "Nowhere"}, headers=auth)
         assert unknown.status_code == 422 and "queue" in unknown.json()["errors"]
-        reader = {"Authorization": f"Bearer {other.stdout.strip().splitlines()[-1]}"}
+        reader = {"Authorization": f"Bearer {other}"}
         assert httpx.get(base, headers=reader).status_code == 403
         page = tmp_path / "report.html"
         out = daemon.cli(
@@ -273,6 +290,18 @@ def test_api_cli_and_html_report_of_a_running_daemon(month: Path, tmp_path: Path
     finally:
         daemon.stop()
     check_html(page.read_text(), want)
+
+
+def mint(daemon: Daemon, ability: str) -> str:
+    """A token minted straight into the daemon's store (as tests/http/conftest.py does)."""
+    engine = make_engine(daemon.db_url)
+    try:
+        with session_scope(engine) as session:
+            return api_tokens.create_token(
+                session, name=ability, abilities=[ability], clock=SystemClock()
+            )
+    finally:
+        engine.dispose()
 
 
 def check_html(text: str, want: dict[str, Any]) -> None:
@@ -300,3 +329,55 @@ def check_html(text: str, want: dict[str, Any]) -> None:
     for agent in want["by_agent"]:
         assert agent["email"] in charts["agents"]
     assert f"<td>{want['created']}</td>" in text
+
+
+def test_html_report_renders_its_charts_in_headless_chromium(month: Path, tmp_path: Path) -> None:
+    """The page opened from a file in Debian's chromium: every chart is drawn with a visible
+    size, every series' bars are laid out, nothing was fetched and nothing was logged."""
+    page = tmp_path / "report.html"
+    desk = make_desk(
+        tmp_path, SECTIONS, clock=FrozenClock(MONTH_START), db_url=f"sqlite:///{month}"
+    )
+    try:
+        with read_scope(desk.engine) as session:
+            found = reports.build(
+                session, period=reports.Period(date(2026, 11, 1), date(2026, 11, 30))
+            )
+    finally:
+        desk.app.close()
+    page.write_text(report_page.render(found), encoding="utf-8")
+    with headless_chromium(tmp_path / "profile", width=1200, height=900) as driver:
+        driver.get(page.as_uri())
+        sizes = driver.execute_script(
+            "return Array.from(document.querySelectorAll('figure svg')).map(s => {"
+            " const r = s.getBoundingClientRect(); return [s.parentNode.id, r.width, r.height]; })"
+        )
+        assert [name for name, _w, _h in sizes] == [
+            "chart-volume", "chart-first-response", "chart-resolution",
+            "chart-sla", "chart-backlog", "chart-agents",
+        ]  # fmt: skip
+        assert all(w > 200 and h > 100 for _name, w, h in sizes), sizes
+
+        def drawn(prefix: str) -> int:
+            """How many bars of a series have a laid-out, non-empty box in the browser."""
+            return int(
+                driver.execute_script(
+                    "return Array.from(document.querySelectorAll(`[id^='${arguments[0]}-']`))"
+                    ".filter(e => { const b = e.getBBox(); return b.width > 0 || b.height > 0; })"
+                    ".length",
+                    prefix,
+                )
+            )
+
+        assert drawn("volume-Inbox") > 10 and drawn("volume-Billing") > 10
+        assert drawn("first-response") >= 3 and drawn("resolution") >= 3
+        assert drawn("sla-met") == 1 and drawn("sla-breached") == 1
+        assert drawn("backlog") >= 1
+        assert drawn("agent-responses") == 2 == drawn("agent-closed")
+        resources = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert resources == []  # self-contained: nothing fetched
+        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert errors == []
+        screenshot(driver, "report")
