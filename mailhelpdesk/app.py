@@ -344,6 +344,9 @@ class App:
             name=name,
             max_instances=1,
             coalesce=True,
+            # a first run that starts late (a busy machine at start) still runs, instead of
+            # being dropped as "missed" until the next interval
+            misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )
 

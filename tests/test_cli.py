@@ -128,8 +128,14 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "watchers",
         "custom_fields",  # resources.md §2: custom fields and time
         "time_spent_minutes",
+        "sla",  # resources.md §9: due times (none here: no [[sla]] in this config)
     }
     assert set(shown) == expected_header and shown["intervention"] is None
+    assert shown["sla"] == {
+        "first_response_due_at": None,
+        "resolution_due_at": None,
+        "breached": [],
+    }
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
     response_keys = {
         "id",
