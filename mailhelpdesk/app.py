@@ -333,6 +333,10 @@ class App:
         async def run() -> None:
             try:
                 await asyncio.get_running_loop().run_in_executor(self.db, job)
+            except asyncio.CancelledError:
+                # shutdown while the job runs: the job's transaction finishes or rolls back on
+                # the DB thread (closing the Database waits for it); nothing to report
+                log.info("%s interrupted by shutdown", name)
             except Exception:
                 log.exception("%s failed", name)
 
