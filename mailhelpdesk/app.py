@@ -32,10 +32,12 @@ from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
 from mailhelpdesk.mail.render import environment
 from mailhelpdesk.services import (
+    escalation,
     housekeeping,
     interventions,
     lifecycle,
     notify,
+    sla,
     webhook_subscriptions,
 )
 from mailhelpdesk.services.api_requests import ApiSettings
@@ -273,10 +275,18 @@ class App:
             self.smtp_server = server
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        # a changed [[sla]] or [business_hours] moves the due times of every open ticket
+        await asyncio.get_running_loop().run_in_executor(self.db, self.recompute_sla)
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
-        if self.config.lifecycle.purge_trashed_after_s:
-            self._schedule("trash purge", 3600, self.purge_trashed)
+        self._schedule("sla escalation", 60, self.escalate_sla)
+        self._schedule("idempotency purge", 300, self._purge_keys)
+        # always scheduled: each job reads its [lifecycle] setting when it runs and does nothing
+        # while that is off, so a reload (SIGHUP) can switch it on or off
+        self._schedule("trash purge", 3600, self.purge_trashed)
+        self._schedule("auto-close", 600, self.auto_close)
+        self._schedule("untouched reminder", 600, self.remind_untouched)
+        self._schedule("blob purge", 3600, self.purge_blobs)
         self.sender = SMTPSender.from_config(
             self.config.smtp_relay,
             self.engine,
@@ -323,7 +333,6 @@ class App:
                 compat=self.config.compat,
             )
             self.api_runtime = api.state.runtime
-            self._schedule("idempotency purge", 300, self._purge_keys)
             uv = uvicorn.Config(
                 api,
                 host=self.config.http.host,
@@ -382,7 +391,13 @@ class App:
         if self.api_runtime is not None:
             self.api_runtime.settings = ApiSettings.from_config(new, settings.notify)
         self.config_generation += 1
-        log.info("reloaded config=%s generation=%s", new.source, self.config_generation)
+        recomputed = await loop.run_in_executor(self.db, self.recompute_sla)
+        log.info(
+            "reloaded config=%s generation=%s sla_recomputed=%s",
+            new.source,
+            self.config_generation,
+            recomputed,
+        )
         return True
 
     def _load_for_reload(self) -> tuple[Config, IngestSettings]:
@@ -426,6 +441,10 @@ class App:
         async def run() -> None:
             try:
                 await asyncio.get_running_loop().run_in_executor(self.db, job)
+            except asyncio.CancelledError:
+                # shutdown while the job runs: the job's transaction finishes or rolls back on
+                # the DB thread (closing the Database waits for it); nothing to report
+                log.info("%s interrupted by shutdown", name)
             except Exception:
                 log.exception("%s failed", name)
 
@@ -437,6 +456,9 @@ class App:
             name=name,
             max_instances=1,
             coalesce=True,
+            # a first run that starts late (a busy machine at start) still runs, instead of
+            # being dropped as "missed" until the next interval
+            misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )
 
@@ -480,12 +502,57 @@ class App:
     def purge_trashed(self) -> list[int]:
         """Tickets in the trash longer than `[lifecycle] purge_trashed_after` are deleted for
         good (the scheduler's job, hourly); returns their numbers."""
+        if not self.config.lifecycle.purge_trashed_after_s:
+            return []
         with session_scope(self.engine) as session:
             return housekeeping.purge_trashed(
                 session,
                 change=self.scheduler_change(),
                 older_than_s=self.config.lifecycle.purge_trashed_after_s,
             )
+
+    def recompute_sla(self) -> int | None:
+        """Recompute open tickets' due times when the SLA policy changed since the last start
+        (services/sla.py); returns how many, or None when it had not changed."""
+        with session_scope(self.engine) as session:
+            return sla.recompute_open(session, self.settings.notify.sla, self.clock.now())
+
+    def escalate_sla(self) -> list[escalation.Escalation]:
+        """SLA warnings (80%) and breaches that have come are recorded and notified, each once
+        (the scheduler's job, every minute)."""
+        with session_scope(self.engine) as session:
+            return escalation.escalate(session, change=self.scheduler_change())
+
+    def auto_close(self) -> list[int]:
+        """Tickets waiting on their customer longer than `[lifecycle] auto_close_after` are
+        closed with the closing notice; returns their numbers."""
+        if not self.config.lifecycle.auto_close_after_s:
+            return []
+        with session_scope(self.engine) as session:
+            return lifecycle.auto_close(
+                session,
+                change=self.scheduler_change(),
+                after_s=self.config.lifecycle.auto_close_after_s,
+            )
+
+    def remind_untouched(self) -> list[int]:
+        """The assignees of tickets untouched for `[lifecycle] remind_untouched_after` are
+        reminded, once per quiet spell; returns the ticket numbers."""
+        if not self.config.lifecycle.remind_untouched_after_s:
+            return []
+        with session_scope(self.engine) as session:
+            return lifecycle.remind_untouched(
+                session,
+                change=self.scheduler_change(),
+                after_s=self.config.lifecycle.remind_untouched_after_s,
+            )
+
+    def purge_blobs(self) -> int:
+        """Attachment bytes no attachment uses are deleted; returns how many."""
+        if not self.config.lifecycle.purge_unreferenced_blobs:
+            return 0
+        with session_scope(self.engine) as session:
+            return housekeeping.purge_unreferenced_blobs(session)
 
     def _kept_imap(self, count: int) -> None:
         self.metrics.kept.labels(source="imap").inc(count)

@@ -1229,3 +1229,68 @@ def contact_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     click.echo(f"{data['ticket_count']} ticket(s)")
     for t in data["tickets"]:
         click.echo(f"  {t['number']}  {t['status']:<8} {t['originator_email']:<32} {t['subject']}")
+
+
+@main.command()
+@click.option(
+    "--from", "start", metavar="DATE", help="First day (YYYY-MM-DD); 30 days before --to."
+)
+@click.option("--to", "end", metavar="DATE", help="Last day (YYYY-MM-DD), included; today.")
+@click.option("--queue", help="Only tickets of this queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the API's).")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write a self-contained HTML page with charts to this file.",
+)
+@click.pass_context
+def report(
+    ctx: click.Context,
+    start: str | None,
+    end: str | None,
+    queue: str | None,
+    as_json: bool,
+    html_file: str | None,
+) -> None:
+    """Volume, response and resolution times, SLA attainment, backlog and agent activity,
+    computed from the history (resources.md §9)."""
+    from pathlib import Path
+
+    from mailhelpdesk.errors import InvalidInputError
+    from mailhelpdesk.services import reports
+    from mailhelpdesk.store.db import read_scope
+
+    app = _app(ctx)
+    with read_scope(app.engine) as session:
+        try:
+            found = reports.report(
+                session, start=start, end=end, queue=queue, today=app.clock.now().date()
+            )
+        except InvalidInputError as exc:
+            field = getattr(exc, "field", "")
+            raise click.ClickException(f"--{field}: {exc}" if field else str(exc)) from None
+    if html_file:
+        from mailhelpdesk.services import report_page
+
+        Path(html_file).write_text(report_page.render(found), encoding="utf-8")
+    data = found.summary
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"report {data['from']} .. {data['to']}" + (f" queue {queue}" if queue else ""))
+    click.echo(f"created {data['created']}  closed {data['closed']}  reopened {data['reopened']}")
+    for key in ("first_response_s", "resolution_s"):
+        values = data[key]
+        click.echo(f"{key}: p50 {values['p50']}  p90 {values['p90']}")
+    met = data["sla_met_pct"]
+    click.echo(f"sla met: {'-' if met is None else f'{met} %'}")
+    click.echo(
+        "backlog by age: " + "  ".join(f"{k} {v}" for k, v in data["backlog_by_age"].items())
+    )
+    for agent in data["by_agent"]:
+        click.echo(
+            f"  {agent['email']:<32} responses {agent['responses']:>4}  closed {agent['closed']:>4}"
+        )
+    if html_file:
+        click.echo(f"wrote {html_file}")

@@ -15,9 +15,11 @@ import types
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_VAR = "MAILHELPDESK_CONFIG"
 DEFAULT_FILE = "mailhelpdesk.toml"
@@ -232,6 +234,11 @@ class CustomFieldConfig:
     required_to_close: bool = False  # a ticket cannot be closed while the field is unset
 
 
+def _optional_duration_s(text: str, key: str) -> int:
+    """A duration in seconds, or 0 for an empty value (never)."""
+    return parse_duration_s(text, key) if text.strip() else 0
+
+
 @dataclass(frozen=True)
 class TiHelpdeskCompatConfig:
     """`[compat.tihelpdesk]`: the tiHelpdesk adapter's vocabulary (docs/compat.md). Each map is
@@ -375,12 +382,105 @@ class LifecycleConfig:
     # a trashed ticket is deleted for good this long after it was trashed ("30d", "12h";
     # empty: never purged)
     purge_trashed_after: str = "30d"
+    # an open ticket whose last public message is an agent's answer, with no customer reply for
+    # this long, is closed (with the closing notice); empty: never
+    auto_close_after: str = ""
+    # the assignee (else every agent) is reminded of an open ticket nobody touched for this
+    # long, once per quiet spell; empty: never
+    remind_untouched_after: str = ""
+    # attachment bytes no attachment refers to any more are deleted by a scheduled job
+    purge_unreferenced_blobs: bool = True
 
     @property
     def purge_trashed_after_s(self) -> int:
         """The same in seconds (0: never); the text was checked when the config was loaded."""
-        text = self.purge_trashed_after.strip()
-        return parse_duration_s(text, "lifecycle.purge_trashed_after") if text else 0
+        return _optional_duration_s(self.purge_trashed_after, "lifecycle.purge_trashed_after")
+
+    @property
+    def auto_close_after_s(self) -> int:
+        return _optional_duration_s(self.auto_close_after, "lifecycle.auto_close_after")
+
+    @property
+    def remind_untouched_after_s(self) -> int:
+        return _optional_duration_s(self.remind_untouched_after, "lifecycle.remind_untouched_after")
+
+
+PRIORITY_NAMES = ("Low", "Normal", "High", "Urgent")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    """One `[[sla]]` entry (resources.md §9): targets for tickets of a queue and priority ("*"
+    matches any). The first entry that matches a ticket wins, so put specific entries first."""
+
+    queue: str = "*"
+    priority: str = "*"
+    first_response: str = ""  # a duration of business time ("1h", "2d"); empty: no target
+    resolution: str = ""
+
+    @property
+    def first_response_s(self) -> int:
+        return _optional_duration_s(self.first_response, "sla.first_response")
+
+    @property
+    def resolution_s(self) -> int:
+        return _optional_duration_s(self.resolution, "sla.resolution")
+
+
+@dataclass(frozen=True)
+class BusinessHoursConfig:
+    """`[business_hours]`: when SLA clocks run. The defaults are every hour of every day."""
+
+    timezone: str = "UTC"
+    days: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    start: str = "00:00"
+    end: str = "24:00"  # 24:00 is the end of the day
+    holidays: tuple[str, ...] = ()  # ISO dates, local to `timezone`
+
+    def weekdays(self) -> frozenset[int]:
+        """The working days, Monday = 0 (names or their first three letters, any case)."""
+        found = set()
+        for index, text in enumerate(self.days):
+            key = text.strip().lower()
+            day = next((i for i, name in enumerate(WEEKDAYS) if key in (name, name[:3])), None)
+            if day is None:
+                raise ConfigError(f"business_hours.days[{index}]: unknown weekday {text!r}")
+            found.add(day)
+        return frozenset(found)
+
+    def start_time(self) -> time:
+        value = _clock_time(self.start, "business_hours.start")
+        if value is None:
+            raise ConfigError("business_hours.start: 24:00 is not a start")
+        return value
+
+    def end_time(self) -> time | None:
+        """None: the end of the day (24:00)."""
+        return _clock_time(self.end, "business_hours.end")
+
+    def holiday_dates(self) -> frozenset[date]:
+        found = set()
+        for index, text in enumerate(self.holidays):
+            try:
+                found.add(date.fromisoformat(text.strip()))
+            except ValueError:
+                raise ConfigError(
+                    f"business_hours.holidays[{index}]: expected a date YYYY-MM-DD, not {text!r}"
+                ) from None
+        return frozenset(found)
+
+
+def _clock_time(text: str, key: str) -> time | None:
+    """`HH:MM`; `24:00` is the end of the day (None)."""
+    hours, sep, minutes = text.strip().partition(":")
+    if sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2:
+        h, m = int(hours), int(minutes)
+        if (h, m) == (24, 0):
+            return None
+        if 0 <= h <= 23 and 0 <= m <= 59:
+            return time(h, m)
+    raise ConfigError(f"{key}: expected a time HH:MM (00:00 to 24:00), not {text!r}")
 
 
 @dataclass(frozen=True)
@@ -410,6 +510,8 @@ class Config:
     custom_fields: tuple[CustomFieldConfig, ...] = ()
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     compat: CompatConfig = field(default_factory=CompatConfig)
+    sla: tuple[SlaConfig, ...] = ()
+    business_hours: BusinessHoursConfig = field(default_factory=BusinessHoursConfig)
     source: str = "<embedded defaults>"  # where the config came from, for logs and `check`
 
     def inbound_addresses(self) -> dict[str, str]:
@@ -557,6 +659,40 @@ def _check_lifecycle(config: Config) -> Config:
     """`[lifecycle] purge_trashed_after` must be a duration (or empty: never): checked here, so a
     bad value stops the start with the key named, not the purge job later."""
     _ = config.lifecycle.purge_trashed_after_s
+    _ = config.lifecycle.auto_close_after_s
+    _ = config.lifecycle.remind_untouched_after_s
+    return config
+
+
+def _check_sla(config: Config) -> Config:
+    """`[[sla]]` entries name a known queue (or "*"), a priority (or "*") and at least one
+    target; `[business_hours]` names a real time zone, weekdays, times and dates."""
+    queues = {"Inbox", *(q.name for q in config.queues)}
+    for index, item in enumerate(config.sla):
+        key = f"sla[{index}]"
+        if item.queue != "*" and item.queue not in queues:
+            raise ConfigError(f'{key}.queue: unknown queue {item.queue!r} (or "*" for any)')
+        if item.priority != "*" and item.priority.capitalize() not in PRIORITY_NAMES:
+            raise ConfigError(f'{key}.priority: expected "*" or one of {", ".join(PRIORITY_NAMES)}')
+        try:
+            first, resolution = item.first_response_s, item.resolution_s
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("sla.", f"{key}.", 1)) from None
+        if not first and not resolution:
+            raise ConfigError(f"{key}: set first_response, resolution or both")
+    hours = config.business_hours
+    try:
+        ZoneInfo(hours.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"business_hours.timezone: unknown time zone {hours.timezone!r}"
+        ) from None
+    if not hours.weekdays():
+        raise ConfigError("business_hours.days: name at least one working day")
+    start, end = hours.start_time(), hours.end_time()
+    if end is not None and end <= start:
+        raise ConfigError("business_hours.end: must be later than start")
+    hours.holiday_dates()
     return config
 
 
@@ -854,4 +990,5 @@ _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
     _check_http,
     _check_compat,
     _check_happyfox,
+    _check_sla,
 )

@@ -130,12 +130,18 @@ def test_import_then_ticket_list_and_show_json(cfg: Path, tmp_path: Path) -> Non
         "time_spent_minutes",
         "secure_id",  # resources.md §8: the status page link (null without [http] public_url)
         "secure_url",
+        "sla",  # resources.md §9: due times (none here: no [[sla]] in this config)
     }
     assert (
         set(shown) == expected_header
         and shown["secure_url"] is None
         and shown["intervention"] is None
     )
+    assert shown["sla"] == {
+        "first_response_due_at": None,
+        "resolution_due_at": None,
+        "breached": [],
+    }
     assert shown["priority"] == "20" and shown["queue"] == "Inbox" and shown["status"] == "open"
     response_keys = {
         "id",

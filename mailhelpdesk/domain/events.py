@@ -44,6 +44,7 @@ class EventType(enum.StrEnum):
     sla_warning = "sla_warning"
     sla_breach = "sla_breach"
     link_revoked = "link_revoked"  # the status page link was replaced; the old one is dead
+    reminder = "reminder"  # the assignee was reminded of a ticket nobody touched for a while
 
 
 class ActorKind(enum.StrEnum):

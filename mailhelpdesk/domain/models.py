@@ -484,3 +484,43 @@ class TicketWatcher(SQLModel, table=True):
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
     email: str = Field(max_length=320)
     created_at: datetime = Field(sa_column=utc_column())
+
+
+# -- SLA and lifecycle state (resources.md §9) ----------------------------------------------------
+
+
+class TicketSla(SQLModel, table=True):
+    """A ticket's SLA due times, kept in the transaction of every change that moves them
+    (services/sla.py), and what the scheduled jobs already did about them. `*_warn_at` is the
+    80% point; `*_warned_at` / `*_breached_at` are set by a conditional UPDATE when the notice
+    is recorded, so a restart or a second daemon never sends one twice. `reminded_at` is the
+    last "untouched for N days" reminder (services/lifecycle.py). Every ticket has one row;
+    `rule` is "" when no `[[sla]]` entry matches it."""
+
+    __tablename__ = "ticket_sla"
+    ticket_id: int = Field(foreign_key="tickets.id", primary_key=True)
+    rule: str = Field(default="", max_length=200)
+    first_response_due_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True, index=True)
+    )
+    first_response_warn_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True, index=True)
+    )
+    first_response_warned_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True)
+    )
+    first_response_breached_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True)
+    )
+    resolution_due_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True, index=True)
+    )
+    resolution_warn_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True, index=True)
+    )
+    resolution_warned_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    resolution_breached_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True)
+    )
+    reminded_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    computed_at: datetime = Field(sa_column=utc_column())

@@ -23,6 +23,7 @@ from mailhelpdesk.http import (
     contacts,
     fields_time,
     interventions,
+    reports,
     status_page,
     tickiti,
     v1,
@@ -178,4 +179,5 @@ def create_api(
         tiketti.mount(api, rt, seeds.tiketti)
         teamswork.mount(api, rt, seeds.teamswork)
         happyfox.mount(api, rt, seeds.happyfox)
+        reports.add_get_routes(api, rt)  # resources.md §9
     return api

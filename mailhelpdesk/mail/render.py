@@ -29,6 +29,9 @@ NOTICES = (
     "ticket_reopened",
     "command_error",
     "on_hold_woke",
+    "sla_warning",
+    "sla_breach",
+    "reminder",
 )
 
 _PACKAGE = Path(__file__).resolve().parent.parent

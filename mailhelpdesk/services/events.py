@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Ticket, TicketEvent
-from mailhelpdesk.services import reactions
+from mailhelpdesk.services import reactions, sla
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.reactions import Thread
 from mailhelpdesk.store import events as store
@@ -31,7 +31,8 @@ def record(
     change: ChangeContext,
     thread: Thread | None = None,
 ) -> TicketEvent:
-    """Append the event and write its notices and webhook deliveries (services/reactions.py)."""
+    """Append the event, keep the ticket's SLA due times (services/sla.py) and write its
+    notices and webhook deliveries (services/reactions.py)."""
     row = store.append(
         session,
         ticket_id=ticket.id or 0,
@@ -40,6 +41,8 @@ def record(
         origin=change.origin,
         data=data,
     )
+    # the due times first: the notices and webhooks of this event see the ticket as it now is
+    sla.track(session, ticket, event, change.notices.sla, row.at)
     reactions.react(session, ticket, event, data, change=change, thread=thread)
     log.debug(
         "ticket event ticket=%s type=%s channel=%s actor=%s",

@@ -93,6 +93,15 @@ def purge_trashed(
     return purged
 
 
+def purge_unreferenced_blobs(session: Session) -> int:
+    """Delete attachment bytes no attachment uses (the scheduler's job, `[lifecycle]
+    purge_unreferenced_blobs`); returns how many. Idempotent, so safe from several daemons."""
+    purged = store.purge_unreferenced_blobs(session)
+    if purged:
+        log.info("unreferenced blobs purged count=%s", purged)
+    return purged
+
+
 MERGED_RESOLUTION = "Merged into #{number}"
 
 

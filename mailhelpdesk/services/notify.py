@@ -25,7 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
+from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
     Outgoing,
@@ -48,6 +49,7 @@ from mailhelpdesk.mail.compose import (
 )
 from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
+from mailhelpdesk.services import sla_policy
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store import tickets as ticket_store
 
@@ -85,6 +87,8 @@ class NotifySettings:
     custom_fields: tuple[CustomFieldConfig, ...] = ()
     # `[http] public_url`: the base of the status page link in notices ("" = no link)
     public_url: str = ""
+    # [[sla]] and [business_hours]: every change keeps the ticket's due times (services/sla.py)
+    sla: SlaPolicy = field(default_factory=SlaPolicy)
 
     @classmethod
     def from_config(cls, config: Any, secret: bytes) -> NotifySettings:
@@ -104,6 +108,7 @@ class NotifySettings:
             compose_in_sender=config.outbound.compose_in_sender,
             custom_fields=tuple(config.custom_fields),
             public_url=config.http.public_url,
+            sla=sla_policy.policy_of(config),
         )
 
 

@@ -18,6 +18,14 @@ scheduler causes the same mail and the same webhooks. The one exception is expli
     forwarded                                           forward           the addresses named
                                                                           (human mail, forward
                                                                           reply address)
+    sla_warning                                         sla_warning       assignee, else the
+    sla_breach                                          sla_breach        queue's agents
+    reminder                                            reminder          assignee, else agents
+
+"The queue's agents" are the agents whose `[[agents]] queues` include the ticket's queue (an
+agent without a list sees every queue), or every agent when that leaves nobody; the assignee's
+watchers are told too, as for "assignee, else agents". The SLA events come from the escalation
+job (services/escalation.py) and the reminder from the lifecycle job (services/lifecycle.py).
 
 An answer carries its files (not inline images); the acknowledgement carries the opening
 message's files only when it did not come by mail and someone other than the customer wrote it (a
@@ -45,11 +53,12 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType, Origin
-from mailhelpdesk.domain.models import Response, Ticket
+from mailhelpdesk.domain.models import Queue, Response, Ticket
 from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAttachment
 from mailhelpdesk.services import hook_formats, notify, webhooks
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import Recipient
+from mailhelpdesk.services.visibility import Viewer, agent_queues
 from mailhelpdesk.store import housekeeping as housekeeping_store
 from mailhelpdesk.store import tickets as store
 
@@ -71,6 +80,7 @@ class Audience(enum.Enum):
     customer_and_ccs = "customer and CCs"
     agents = "agents"
     assignee_or_agents = "assignee, else agents"
+    assignee_or_queue_agents = "assignee, else the queue's agents"
     acting_agent = "the acting agent"
     forward_recipients = "the addresses a forward names"
 
@@ -132,6 +142,13 @@ NOTICE_RULES: tuple[NoticeRule, ...] = (
     ),
     NoticeRule(EventType.command_refused, "command_error", Audience.acting_agent, AUTO_REPLIED),
     NoticeRule(EventType.forwarded, "forward", Audience.forward_recipients, None),
+    NoticeRule(
+        EventType.sla_warning, "sla_warning", Audience.assignee_or_queue_agents, AUTO_GENERATED
+    ),
+    NoticeRule(
+        EventType.sla_breach, "sla_breach", Audience.assignee_or_queue_agents, AUTO_GENERATED
+    ),
+    NoticeRule(EventType.reminder, "reminder", Audience.assignee_or_agents, AUTO_GENERATED),
 )
 
 _MESSAGE_EVENTS = frozenset(
@@ -232,6 +249,11 @@ def _send(
         context["error_line"] = str(data.get("line", ""))
     elif rule.notice == "ticket_closed":
         context["resolution"] = str(data.get("resolution") or "")
+    elif rule.notice in ("sla_warning", "sla_breach"):
+        context["sla_target"] = str(data.get("target", "")).replace("_", " ")
+        context["due_at"] = str(data.get("due_at") or "")
+    elif rule.notice == "reminder":
+        context["untouched_days"] = data.get("untouched_days", "")
     elif rule.notice == "forward":
         context.update(_forward_context(session, ticket, data))
         if data.get("include_attachments"):
@@ -275,10 +297,22 @@ def _recipients(
             for cc in store.ccs_of(session, ticket.id or 0)
             if cc.email.lower() != ticket.originator_email.lower()
         ]
-    agents = [Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
+    every_agent = store.list_agents(session)
+    agents = [Recipient(a.email, a.name, a.id) for a in every_agent]
     if audience == Audience.acting_agent:
         return [a for a in agents if origin.actor.is_agent(a.email)]
-    if audience == Audience.assignee_or_agents:
+    if audience == Audience.assignee_or_queue_agents:
+        queue = session.get(Queue, ticket.queue_id)
+        name = queue.name if queue else ""
+        seeing = {
+            a.email.lower() for a in every_agent if Viewer(agent_queues(a.queues)).sees_queue(name)
+        }
+        agents = [a for a in agents if a.email.lower() in seeing] or agents
+        if ticket.assigned_to_email and not any(
+            a.email.lower() == ticket.assigned_to_email.lower() for a in agents
+        ):  # the assignee hears of their ticket whatever queues they see
+            agents = [Recipient(a.email, a.name, a.id) for a in every_agent]
+    if audience in (Audience.assignee_or_agents, Audience.assignee_or_queue_agents):
         agents = _with_watchers(session, ticket, agents)
     return [a for a in agents if not origin.actor.is_agent(a.email)]
 

@@ -9,9 +9,11 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import Attachment, Response, Ticket, as_utc
+from mailhelpdesk.services import sla
 from mailhelpdesk.store import field_values as field_value_store
 from mailhelpdesk.store import housekeeping as housekeeping_store
 from mailhelpdesk.store import interventions as intervention_store
+from mailhelpdesk.store import sla as sla_store
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store import time_entries as time_entry_store
 
@@ -117,6 +119,8 @@ def ticket_object(session: Session, ticket: Ticket, *, public_url: str = "") -> 
         else None
     )
     _add_fields_and_time(session, ticket, data)
+    # resources.md §2: due times of the ticket's SLA targets and the ones missed (services/sla.py)
+    data["sla"] = sla.sla_view(sla_store.get(session, ticket.id or 0))
     return data
 
 

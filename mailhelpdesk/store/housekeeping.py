@@ -19,6 +19,7 @@ from mailhelpdesk.domain.models import (
     TicketCC,
     TicketEvent,
     TicketFieldValue,
+    TicketSla,
     TicketTag,
     TicketWatcher,
     TimeEntry,
@@ -100,6 +101,7 @@ def purge_ticket(session: Session, ticket: Ticket) -> None:
         TicketEvent,
         TicketFieldValue,
         TimeEntry,
+        TicketSla,
     ):
         session.execute(delete(table).where(col(table.ticket_id) == ticket_id))
     session.execute(
@@ -113,3 +115,18 @@ def purge_ticket(session: Session, ticket: Ticket) -> None:
     session.execute(delete(Ticket).where(col(Ticket.id) == ticket_id))
     session.expunge(ticket)
     session.flush()
+
+
+def purge_unreferenced_blobs(session: Session, *, limit: int = 500) -> int:
+    """Delete attachment bytes that no attachment refers to any more; returns how many. A blob
+    written by a transaction not yet committed is invisible here, and one that a concurrent
+    transaction starts to use again keeps its row (the foreign key refuses the delete, and the
+    job tries again next time)."""
+    used = select(Attachment.sha256).distinct()
+    orphans = list(
+        session.exec(select(Blob.sha256).where(col(Blob.sha256).not_in(used)).limit(limit))
+    )
+    if orphans:
+        session.execute(delete(Blob).where(col(Blob.sha256).in_(orphans)))
+        session.flush()
+    return len(orphans)

@@ -24,6 +24,9 @@ CONTEXT: dict[str, Any] = {
     "error_line": "#status someday",  # command_error
     "error": "unknown status",
     "on_hold_until": "2026-11-25",  # on_hold_woke
+    "sla_target": "first response",  # sla_warning, sla_breach
+    "due_at": "2026-11-23T11:00:00+00:00",
+    "untouched_days": 3,  # reminder
 }
 
 

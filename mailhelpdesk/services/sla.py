@@ -1,0 +1,134 @@
+"""Keeping each ticket's SLA due times (domain/sla.py) in step with its history.
+
+`track` runs inside services/events.py `record`, in the transaction of every change: an event
+that can move a due time (created, an agent's answer, a status, priority or queue change)
+recomputes the ticket's `TicketSla` row from the ticket's own events, so the row can never
+disagree with the history. The rule is looked up again each time: a ticket moved to another
+queue or priority gets that rule's targets, counted from its opening.
+
+`recompute_open` does the same for every ticket not closed when the policy changed (a new
+`[[sla]]` target, other business hours): the daemon runs it at start, and only when the
+policy's fingerprint differs from the one stored, so most starts cost one SELECT.
+What the escalation job already sent (`*_warned_at`, `*_breached_at`) is kept: a changed
+target never sends a warning twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from mailhelpdesk.domain.enums import Priority, TicketStatus
+from mailhelpdesk.domain.events import EventType
+from mailhelpdesk.domain.models import Queue, Setting, Ticket, TicketEvent, TicketSla, as_utc
+from mailhelpdesk.domain.sla import Mark, SlaPolicy, Target, deadlines
+from mailhelpdesk.store import events as event_store
+from mailhelpdesk.store import sla as store
+
+log = logging.getLogger(__name__)
+
+# the events that can move a due time
+MOVING = frozenset(
+    {
+        EventType.created,
+        EventType.agent_response,
+        EventType.status,
+        EventType.priority,
+        EventType.queue,
+    }
+)
+_POLICY_KEY = "sla_policy"
+_STATUS_MARKS = {
+    TicketStatus.open.value: Mark.opened,
+    TicketStatus.on_hold.value: Mark.held,
+    TicketStatus.closed.value: Mark.closed,
+}
+
+
+def timeline(rows: Sequence[TicketEvent]) -> list[tuple[datetime, Mark]]:
+    """The clock marks of a ticket's events, in order."""
+    marks: list[tuple[datetime, Mark]] = []
+    for row in rows:
+        at = as_utc(row.at)
+        assert at is not None
+        if row.type == EventType.created:
+            marks.append((at, Mark.opened))
+        elif row.type == EventType.agent_response:
+            marks.append((at, Mark.answered))
+        elif row.type == EventType.status:
+            mark = _STATUS_MARKS.get(str(event_store.data_of(row).get("to")))
+            if mark is not None:
+                marks.append((at, mark))
+    return marks
+
+
+def track(
+    session: Session, ticket: Ticket, event: EventType, policy: SlaPolicy, now: datetime
+) -> None:
+    """Recompute the ticket's due times if `event` can move them (see the module doc)."""
+    if event in MOVING:
+        refresh(session, ticket, policy, now)
+
+
+def refresh(session: Session, ticket: Ticket, policy: SlaPolicy, now: datetime) -> TicketSla:
+    """Recompute and store the ticket's due times from its events."""
+    ticket_id = ticket.id or 0
+    row = store.get(session, ticket_id) or TicketSla(ticket_id=ticket_id, computed_at=now)
+    queue = session.get(Queue, ticket.queue_id)
+    rule = policy.rule_for(queue.name if queue else "", Priority(ticket.priority).name.capitalize())
+    found = (
+        deadlines(policy, rule, timeline(event_store.for_ticket(session, ticket_id)))
+        if rule is not None
+        else {}
+    )
+    row.rule = rule.name if rule is not None else ""
+    for target in Target:
+        due = found.get(target)
+        setattr(row, f"{target.value}_due_at", due.due_at if due else None)
+        setattr(row, f"{target.value}_warn_at", due.warn_at if due else None)
+    row.computed_at = now
+    store.save(session, row)
+    return row
+
+
+def recompute_open(session: Session, policy: SlaPolicy, now: datetime) -> int | None:
+    """Recompute every open or on-hold ticket when the policy changed since the last run;
+    returns how many, or None when nothing changed."""
+    fingerprint = policy.fingerprint()
+    stored = session.get(Setting, _POLICY_KEY)
+    if stored is not None and stored.value == fingerprint:
+        return None
+    count = 0
+    for ticket_id in store.open_ticket_ids(session):
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is not None:
+            refresh(session, ticket, policy, now)
+            count += 1
+    session.merge(Setting(key=_POLICY_KEY, value=fingerprint))
+    session.flush()
+    log.info("sla due times recomputed tickets=%s", count)
+    return count
+
+
+def sla_view(row: TicketSla | None) -> dict[str, Any]:
+    """The ticket object's `sla` (resources.md §2): due times and the targets already missed."""
+
+    def iso(value: datetime | None) -> str | None:
+        aware = as_utc(value)
+        return aware.isoformat() if aware else None
+
+    if row is None:
+        return {"first_response_due_at": None, "resolution_due_at": None, "breached": []}
+    return {
+        "first_response_due_at": iso(row.first_response_due_at),
+        "resolution_due_at": iso(row.resolution_due_at),
+        "breached": [
+            target.value
+            for target in Target
+            if getattr(row, f"{target.value}_breached_at") is not None
+        ],
+    }
