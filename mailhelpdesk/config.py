@@ -143,6 +143,14 @@ class IngestConfig:
     # an ingest batch commits after this long, so SMTP sessions waiting for their 250 are not
     # held behind it: lower answers senders sooner, higher files tickets a little faster
     batch_budget_ms: int = 25
+    # CC amplification (issue 17): at most this many CCs are taken from one message, and a
+    # ticket never has more than max_ccs_per_ticket; the rest are left out (logged), so one mail
+    # with thousands of Cc: addresses cannot make every answer go to thousands of people
+    max_ccs_per_message: int = 20
+    max_ccs_per_ticket: int = 50
+    # remote images in HTML mail (tracking pixels) are replaced by a placeholder when the mail
+    # is filed; true keeps their addresses in the stored, sanitised HTML
+    allow_remote_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _check_lifecycle(
         _check_custom_fields(
             _check_interventions(
-                _check_webhooks(_check_deliveries(_check_api(_build(Config, data, prefix=""))))
+                _check_webhooks(
+                    _check_deliveries(_check_ingest(_check_api(_build(Config, data, prefix=""))))
+                )
             )
         )
     )
@@ -411,6 +421,13 @@ def _check_api(config: Config) -> Config:
     if ttl < 3600:
         raise ConfigError("api.idempotency_ttl: must be at least 1h")
     return dataclasses.replace(config, api=dataclasses.replace(api, idempotency_ttl_s=ttl))
+
+
+def _check_ingest(config: Config) -> Config:
+    for name in ("max_ccs_per_message", "max_ccs_per_ticket"):
+        if getattr(config.ingest, name) < 0:
+            raise ConfigError(f"ingest.{name}: must not be negative")
+    return config
 
 
 def _check_deliveries(config: Config) -> Config:

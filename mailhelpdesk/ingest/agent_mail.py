@@ -330,6 +330,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
         change=ctx.change,
         # the original sender never saw the forward: their notices thread on their own message
         thread=Thread(original, (original,) if original else ()),
+        cc_limits=ctx.settings.cc_limits,
     )
     if forwarded.message_id:
         store.record_message_id(

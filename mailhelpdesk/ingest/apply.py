@@ -82,6 +82,7 @@ def open_ticket(ctx: IngestContext, parsed: ParsedMail) -> None:
         ],
         change=ctx.change,
         thread=customer_thread_hint(parsed),
+        cc_limits=ctx.settings.cc_limits,
     )
     ctx.ticket, ctx.outcome, ctx.reason = ticket, Outcome.ticket_created, f"ticket {ticket.number}"
 
@@ -102,7 +103,8 @@ def hold(ctx: IngestContext, parsed: ParsedMail) -> None:
 
 
 def customer_reply(ctx: IngestContext, parsed: ParsedMail) -> None:
-    """A reply from the customer side: public, reopens the ticket, CCs join the ticket."""
+    """A party's reply (identify-sender made everyone else a held stranger): public, reopens
+    the ticket, and its CCs join the ticket within the CC limits."""
     assert ctx.ticket is not None
     ticket_service.add_response(
         ctx.session,
@@ -117,7 +119,8 @@ def customer_reply(ctx: IngestContext, parsed: ParsedMail) -> None:
         ctx.session,
         ctx.ticket,
         [(a.email, a.name) for a in parsed.cc if split_plus(a.email)[0] not in own],
-        exclude={sender, *(a for agent in ctx.settings.agents for a in agent.addresses)},
+        exclude={sender, *ctx.settings.agent_addresses},
+        limits=ctx.settings.cc_limits,
     )
     via = ctx.thread_via.value if ctx.thread_via else "-"
     ctx.outcome = Outcome.reply_added

@@ -118,6 +118,10 @@ def identify_sender(ctx: IngestContext) -> None:
     pass for the From's domain (`authentication_results`, mail/authres_check.py). Anything else
     claiming an agent's address on a ticket is a stranger: held internal, logged.
 
+    The party rule (issue 17, CC hijack): on an existing ticket, a sender who is not a party
+    (`_is_party`) is a stranger whatever linked the message (signed reply address, References,
+    subject tag): held internal, and its CCs are never added.
+
     Forwards (mail/forwarded.py): mail from an agent's address that reaches no existing ticket
     and carries a forwarded message (inline Gmail/Outlook/Apple shape or message/rfc822) opens
     the ticket for the ORIGINAL sender. This is accepted for unverified agent addresses too,
@@ -177,16 +181,26 @@ def identify_sender(ctx: IngestContext) -> None:
         ctx.sender_role = SenderRole.stranger
         ctx.notes.append(f"{sender or 'unknown sender'} replied to a forward of the ticket")
         return
-    if ctx.thread_via == ThreadVia.subject_tag and sender not in store.participant_emails(
-        ctx.session, ctx.ticket
-    ):
-        # the party rule: a subject tag alone does not make a stranger a party to the ticket
+    if not _is_party(ctx, sender):
+        # the party rule: however the message links (signed reply address, In-Reply-To or
+        # References naming the customer's mail, the subject tag), a link is not a party.
+        # Anyone could copy a Message-ID or a Reply-To off mail they were shown.
         ctx.sender_role = SenderRole.stranger
-        ctx.notes.append(
-            f"{sender or 'unknown sender'} is not on ticket and only the subject tag links it"
-        )
+        via = ctx.thread_via.value if ctx.thread_via else "-"
+        ctx.notes.append(f"{sender or 'unknown sender'} is not a party to the ticket (via {via})")
         return
     ctx.sender_role = SenderRole.customer
+
+
+def _is_party(ctx: IngestContext, sender: str | None) -> bool:
+    """A party to the ticket: its originator, an address of its contact, a CC (only a party's
+    message or an agent adds CCs), anyone who already wrote publicly on it, or an agent."""
+    if not sender or ctx.ticket is None:
+        return False
+    email = sender.lower()
+    return email in ctx.settings.agent_addresses or email in store.participant_emails(
+        ctx.session, ctx.ticket
+    )
 
 
 def record_bounce(ctx: IngestContext) -> None:
