@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -28,6 +29,7 @@ from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
+from mailhelpdesk.mail import verp
 from mailhelpdesk.services import (
     housekeeping,
     interventions,
@@ -232,6 +234,9 @@ class App:
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
             composer=lambda spec: notify.try_compose_spec(spec, notify_settings),
             suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
+            return_path=functools.partial(
+                verp.return_path, self.settings.secret, self.config.helpdesk.address
+            ),
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(

@@ -277,6 +277,10 @@ class Config:
         for queue in self.queues:
             if queue.address:
                 found[queue.address.lower()] = queue.name
+        # delivery reports come back to the signed return path bounces+<tag>@<domain>
+        # (mail/verp.py): the listener must accept it, and it is our own address
+        domain = self.helpdesk.address.rpartition("@")[2].strip().lower() or "localhost"
+        found.setdefault(f"bounces@{domain}", "Inbox")
         return found
 
 

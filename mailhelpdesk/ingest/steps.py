@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome
 from mailhelpdesk.domain.models import Ticket
@@ -20,6 +21,7 @@ from mailhelpdesk.ingest.facts import (
     recipient_addresses,
     sender_email,
 )
+from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.authres_check import check_authentication_results
 from mailhelpdesk.mail.classify import classify as classify_mail
 from mailhelpdesk.mail.dsn import bounce_details
@@ -74,10 +76,11 @@ def thread(ctx: IngestContext) -> None:
     merged ticket leads to the ticket it was merged into. A forward's reply address or
     Message-ID marks the mail as a third party's reply to a forward."""
     parsed = parsed_of(ctx)
+    bounce_base = verp.bounce_base(ctx.settings.notify.helpdesk_address)
     for address in recipient_addresses(ctx, parsed):
         base, tag = split_plus(address)
-        if tag is None or base not in ctx.settings.inbound_addresses:
-            continue
+        if tag is None or base not in ctx.settings.inbound_addresses or base == bounce_base:
+            continue  # a return path (record-bounce's) is no reply address
         token = verify_token(ctx.settings.secret, tag)
         if token is None:
             ctx.notes.append(f"bad reply token on {address}")
@@ -204,18 +207,33 @@ def _is_party(ctx: IngestContext, sender: str | None) -> bool:
 
 
 def record_bounce(ctx: IngestContext) -> None:
-    """A bounce of mail we sent fails its outbox row and holds back automatic mail to the dead
-    address; the bounce is then recorded on the ticket the bounced mail belonged to."""
+    """A bounce of mail we sent (it came back to the signed return path of an outbox row,
+    mail/verp.py) fails that row and holds back automatic mail to its dead recipients; the
+    bounce is then recorded on the ticket the bounced mail belonged to. A bounce that does not
+    verify suppresses nothing: it stays classified, and the reason says why."""
     if ctx.classification is None or ctx.classification.verdict != Verdict.bounce:
         return
-    details = bounce_details(parsed_of(ctx))
-    ticket_ids = bounce_service.record_bounce(
+    parsed = parsed_of(ctx)
+    bounce_base = verp.bounce_base(ctx.settings.notify.helpdesk_address)
+    tags = [
+        tag
+        for base, tag in map(split_plus, recipient_addresses(ctx, parsed))
+        if base == bounce_base and tag
+    ]
+    outcome = bounce_service.record_bounce(
         ctx.session,
-        details,
+        bounce_details(parsed),
+        secret=ctx.settings.secret,
+        return_path_tags=tags,
         clock=ctx.clock,
         suppress_s=ctx.settings.suppress_bouncing_s,
         summary=ctx.classification.reason,
     )
-    if ticket_ids and ctx.ticket is None:
-        ctx.ticket = ctx.session.get(Ticket, ticket_ids[0])
+    if outcome.unverified:
+        ctx.classification = replace(
+            ctx.classification,
+            reason=f"{ctx.classification.reason}; nothing suppressed: {outcome.unverified}",
+        )
+    if outcome.ticket_id is not None and ctx.ticket is None:
+        ctx.ticket = ctx.session.get(Ticket, outcome.ticket_id)
         ctx.thread_via = ThreadVia.bounce

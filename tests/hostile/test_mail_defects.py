@@ -5,32 +5,74 @@ test uses its own addresses and subjects, so the tests do not see each other's t
 
 from __future__ import annotations
 
-import json
+import email
 import time
+import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from mailhelpdesk.store.db import make_engine
+from mailhelpdesk.clock import SystemClock
+from mailhelpdesk.mail import verp
+from mailhelpdesk.mail.tokens import split_plus
+from mailhelpdesk.services import api_tokens
+from mailhelpdesk.store.db import make_engine, session_scope
 from tests.helpers import Daemon, make_mail
+from tests.ingest.test_bounces import postfix_dsn
+from tests.transports.test_smtp_sender import Sink
 
 EXTRA = """
 [ingest]
 max_ccs_per_message = 5
 max_ccs_per_ticket = 8
+
+[api]
+rate_limit_requests = 1000000
 """
+SECRET = b"test-secret-not-for-production"  # tests/helpers.write_config's
 
 
 class Desk:
     """The running daemon, its database (read with SQL) and its outbound maildir."""
 
-    def __init__(self, daemon: Daemon, url: str) -> None:
+    def __init__(self, daemon: Daemon, url: str, sink: Sink) -> None:
         self.daemon = daemon
         self.engine: Engine = make_engine(url)
+        self.sink = sink
+        with session_scope(self.engine) as session:
+            self.token = api_tokens.create_token(
+                session, name="hostile", abilities=["all"], clock=SystemClock()
+            )
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        """An API call over real HTTP, with a fresh Idempotency-Key."""
+        return httpx.post(
+            f"http://127.0.0.1:{self.daemon.http_port}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}", "Idempotency-Key": str(uuid.uuid4())},
+            timeout=60,
+        )
+
+    def relayed(self, rcpt: str, timeout: float = 30) -> list[tuple[str, EmailMessage]]:
+        """(envelope sender, message) of what the relay took for `rcpt`, once there is some."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.sink.lock:
+                found = [(f, raw) for f, tos, raw in self.sink.messages if rcpt in tos]
+            if found:
+                return [
+                    (f, email.message_from_bytes(raw, policy=default))  # type: ignore[misc]
+                    for f, raw in found
+                ]
+            assert time.monotonic() < deadline, f"nothing relayed to {rcpt}"
+            time.sleep(0.05)
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.connect() as conn:
@@ -63,7 +105,8 @@ class Desk:
 
     def inbound(self, message_id: str) -> Any:
         (row,) = self.rows(
-            "SELECT outcome, reason, state FROM inbound_messages WHERE message_id = :m", m=message_id
+            "SELECT outcome, reason, state FROM inbound_messages WHERE message_id = :m",
+            m=message_id,
         )
         return row
 
@@ -86,20 +129,83 @@ class Desk:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def desk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+def desk(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Desk]:
     tmp: Path = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    daemon = Daemon(tmp, extra_config=EXTRA)
+    sink = Sink().start()
+    relay = f'host = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_s = 5\n'
+    daemon = Daemon(tmp, extra_config=EXTRA, relay_config=relay)
     url = daemon.db_url
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres").create_database()
         daemon.config.write_text(
             daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"')
         )
-    daemon.start()
     try:
-        yield Desk(daemon, url)
+        daemon.start()
+        desk = Desk(daemon, url, sink)
+        yield desk
+        desk.engine.dispose()
     finally:
         daemon.stop()
+        sink.stop()
+
+
+# -- 1: forged bounces ---------------------------------------------------------------------------
+
+
+def test_forged_bounce_suppresses_nothing_and_a_signed_one_does(desk: Desk) -> None:
+    """Issue 17 defect 1: `MAIL FROM:<>` with X-Failed-Recipients (and a DSN naming the address)
+    sent to the support address is kept, classified, with its reason; the customer still gets
+    notices and `send_email` to them is sent. A DSN to the signed return path our relay used
+    for the acknowledgement suppresses that recipient, and only them."""
+    forged_xfr = make_mail(
+        sender="MAILER-DAEMON@mx.attacker.test",
+        subject="Undelivered Mail Returned to Sender",
+        message_id="<forged-1@mx.attacker.test>",
+        headers={"X-Failed-Recipients": "vip@bigcustomer.test"},
+    )
+    desk.send(forged_xfr, mail_from="")
+    forged_dsn = postfix_dsn(
+        original_message_id="<whatever@helpdesk.test>", recipient="vip@bigcustomer.test"
+    ).replace(b"<dsn.1@mx.customer.test>", b"<forged-2@mx.attacker.test>")
+    desk.send(forged_dsn, mail_from="")
+    for message_id in ("<forged-1@mx.attacker.test>", "<forged-2@mx.attacker.test>"):
+        row = desk.inbound(message_id)
+        assert row.outcome == "classified", row
+        assert "nothing suppressed: not sent to a signed return path" in row.reason
+    assert not desk.rows("SELECT email FROM suppressed_addresses")
+
+    desk.send(make_mail(sender="vip@bigcustomer.test", message_id="<vip-1@bigcustomer.test>"))
+    ticket = desk.ticket_of("vip@bigcustomer.test")
+    (ack,) = desk.sent(ticket.id)[:1]
+    assert ack.kind == "acknowledgement" and ack.state == "sent"
+    resp = desk.post(
+        "/api/send_email",
+        {"to_address": "vip@bigcustomer.test", "subject": "Invoice", "content": "<p>Hi</p>"},
+    )
+    assert resp.status_code == 200 and resp.json()["data"]["status"] != "suppressed", resp.text
+
+    # the real thing: the relay took the acknowledgement from its signed return path
+    envelope_from = next(
+        f for f, m in desk.relayed("vip@bigcustomer.test") if m["Message-ID"] == ack.message_id
+    )
+    base, tag = split_plus(envelope_from)
+    assert base == "bounces@helpdesk.test" and tag and verp.verify(SECRET, tag, ack.message_id)
+    desk.send(
+        postfix_dsn(original_message_id=ack.message_id, recipient="vip@bigcustomer.test").replace(
+            b"<dsn.1@mx.customer.test>", b"<real-dsn@mx.bigcustomer.test>"
+        ),
+        mail_from="",
+        rcpt=[envelope_from],
+    )
+    row = desk.inbound("<real-dsn@mx.bigcustomer.test>")
+    assert row.outcome == "recorded", row
+    assert [r[0] for r in desk.rows("SELECT email FROM suppressed_addresses")] == [
+        "vip@bigcustomer.test"
+    ]
+    assert [r.state for r in desk.outbox(ticket.id) if r.id == ack.id] == ["failed"]
 
 
 # -- 2: CC hijack --------------------------------------------------------------------------------
@@ -111,7 +217,9 @@ def test_stranger_linking_by_references_or_signed_reply_to_is_held_and_adds_no_c
     """Issue 17 defect 2: a stranger naming the customer's Message-ID in In-Reply-To/References,
     or writing to the customer's signed reply address, is held internal and their CCs are not
     added; later agent answers go to the customer only."""
-    desk.send(make_mail(sender="vip2@bigcustomer.test", message_id="<hijack-orig@bigcustomer.test>"))
+    desk.send(
+        make_mail(sender="vip2@bigcustomer.test", message_id="<hijack-orig@bigcustomer.test>")
+    )
     ticket = desk.ticket_of("vip2@bigcustomer.test")
     ack = desk.sent(ticket.id)[0]
     reply_to = next(
