@@ -8,7 +8,7 @@ from __future__ import annotations
 import email
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -60,17 +60,22 @@ class Desk:
             timeout=60,
         )
 
-    def relayed(self, rcpt: str, timeout: float = 30) -> list[tuple[str, EmailMessage]]:
-        """(envelope sender, message) of what the relay took for `rcpt`, once there is some."""
+    def relayed(
+        self, rcpt: str, where: Callable[[EmailMessage], bool] = lambda _m: True, timeout: float = 30
+    ) -> list[tuple[str, EmailMessage]]:
+        """(envelope sender, message) of what the relay took for `rcpt` and `where` holds for,
+        once there is some."""
         deadline = time.monotonic() + timeout
         while True:
             with self.sink.lock:
-                found = [(f, raw) for f, tos, raw in self.sink.messages if rcpt in tos]
+                raws = [(f, raw) for f, tos, raw in self.sink.messages if rcpt in tos]
+            found = [
+                (f, msg)
+                for f, raw in raws
+                if where(msg := email.message_from_bytes(raw, policy=default))  # type: ignore[arg-type]
+            ]
             if found:
-                return [
-                    (f, email.message_from_bytes(raw, policy=default))  # type: ignore[misc]
-                    for f, raw in found
-                ]
+                return found  # type: ignore[return-value]
             assert time.monotonic() < deadline, f"nothing relayed to {rcpt}"
             time.sleep(0.05)
 
@@ -143,7 +148,7 @@ def desk(
             daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{url}"')
         )
     try:
-        daemon.start()
+        daemon.start(timeout=180)  # a fresh PostgreSQL database is migrated first
         desk = Desk(daemon, url, sink)
         yield desk
         desk.engine.dispose()
@@ -188,8 +193,8 @@ def test_forged_bounce_suppresses_nothing_and_a_signed_one_does(desk: Desk) -> N
     assert resp.status_code == 200 and resp.json()["data"]["status"] != "suppressed", resp.text
 
     # the real thing: the relay took the acknowledgement from its signed return path
-    envelope_from = next(
-        f for f, m in desk.relayed("vip@bigcustomer.test") if m["Message-ID"] == ack.message_id
+    ((envelope_from, _m),) = desk.relayed(
+        "vip@bigcustomer.test", lambda m: m["Message-ID"] == ack.message_id
     )
     base, tag = split_plus(envelope_from)
     assert base == "bounces@helpdesk.test" and tag and verp.verify(SECRET, tag, ack.message_id)
@@ -283,3 +288,44 @@ def test_ccs_are_capped_per_message_and_per_ticket(desk: Desk) -> None:
         mail_from="amp@customer3.test",
     )
     assert desk.ccs(ticket.id) == [f"c{i}@amp.test" for i in range(8)]
+
+
+# -- 4: subjects over 998 characters -------------------------------------------------------------
+
+
+def test_subject_over_998_characters_never_stops_a_notice(desk: Desk) -> None:
+    """Issue 17 defect 4: a 1,500-character subject (one unbreakable word) by mail, and long
+    subjects through the API (create_ticket, send_email): every notice is sent, folded into
+    lines of at most 78 characters, and the subject is stored."""
+    long_word = "S" * 1500
+    desk.send(
+        make_mail(sender="longsubj@customer4.test", subject=long_word),
+        mail_from="longsubj@customer4.test",
+    )
+    ticket = desk.ticket_of("longsubj@customer4.test")
+    assert ticket.subject == long_word[:998]
+    rows = desk.sent(ticket.id)
+    assert {r.kind for r in rows} >= {"acknowledgement", "new_ticket"}
+    assert all(r.state == "sent" for r in rows), [(r.kind, r.last_error) for r in rows]
+    assert desk.relayed(
+        "longsubj@customer4.test", lambda m: m["Subject"] == f"[#{ticket.number}] {ticket.subject}"
+    )
+    raw = next(r.raw for r in rows if r.kind == "acknowledgement")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+    words = " ".join(["lengthy"] * 300)  # 2,399 characters
+    resp = desk.post(
+        "/api/create_ticket",
+        {"originator_email_address": "longapi@customer4.test",
+         "data": {"subject": words, "content": "Help"}},
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    api_ticket = desk.ticket_of("longapi@customer4.test")
+    rows = desk.sent(api_ticket.id)
+    assert rows and all(r.state == "sent" for r in rows), [(r.kind, r.last_error) for r in rows]
+    resp = desk.post(
+        "/api/send_email",
+        {"to_address": "longapi@customer4.test", "subject": long_word, "content": "<p>x</p>"},
+    )
+    assert resp.status_code == 200, resp.text
+    assert desk.relayed("longapi@customer4.test", lambda m: m["Subject"] == long_word)
