@@ -61,7 +61,10 @@ class Desk:
         )
 
     def relayed(
-        self, rcpt: str, where: Callable[[EmailMessage], bool] = lambda _m: True, timeout: float = 30
+        self,
+        rcpt: str,
+        where: Callable[[EmailMessage], bool] = lambda _m: True,
+        timeout: float = 30,
     ) -> list[tuple[str, EmailMessage]]:
         """(envelope sender, message) of what the relay took for `rcpt` and `where` holds for,
         once there is some."""
@@ -329,3 +332,50 @@ def test_subject_over_998_characters_never_stops_a_notice(desk: Desk) -> None:
     )
     assert resp.status_code == 200, resp.text
     assert desk.relayed("longapi@customer4.test", lambda m: m["Subject"] == long_word)
+
+
+# -- 9: our signed addresses in relayed text -----------------------------------------------------
+
+
+def _reply_to(message: EmailMessage) -> str:
+    return str(message["Reply-To"].addresses[0].addr_spec)
+
+
+def test_agent_signed_address_never_reaches_the_customer(desk: Desk) -> None:
+    """Issue 17 defect 9: the agent answers the new-ticket notice (to their signed reply
+    address) in a quote format the trimmer does not know, and mentions the address too: the
+    customer's mail carries the plain support address, never the signed one."""
+    desk.send(
+        make_mail(sender="redact@customer9.test", subject="Redact me"),
+        mail_from="redact@customer9.test",
+    )
+    ticket = desk.ticket_of("redact@customer9.test")
+    ((_f, notice),) = desk.relayed(
+        "alice@helpdesk.test", lambda m: f"[#{ticket.number}]" in str(m["Subject"])
+    )
+    signed = _reply_to(notice)
+    assert split_plus(signed)[1], signed
+    body = (
+        "We have replaced the printer.\n"
+        f"(My direct line: {signed}, or mailto:{signed.replace('+', '%2B')})\n"
+        "\n"
+        f"=== original from Test Support <{signed}> at 10:00 ===\n"
+        f"| {signed} said: new ticket\n"
+    )
+    desk.send(
+        make_mail(
+            sender="Alice Agent <alice@helpdesk.test>",
+            to=signed,
+            subject=f"Re: {notice['Subject']}",
+            body=body,
+        ),
+        mail_from="alice@helpdesk.test",
+        rcpt=[signed],
+    )
+    ((_f, answer),) = desk.relayed(
+        "redact@customer9.test", lambda m: "replaced the printer" in m.get_body().get_content()
+    )
+    parts = [p.get_content() for p in answer.walk() if p.get_content_maintype() == "text"]
+    token = split_plus(signed)[1] or ""
+    assert parts and not any(token in text for text in parts)
+    assert all("support@helpdesk.test" in text for text in parts)
