@@ -40,7 +40,9 @@ SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
 
 def parse(ctx: IngestContext) -> None:
     """Bytes to a ParsedMail; the parser never raises, it records defects instead."""
-    ctx.parsed = parse_message(ctx.inbound.raw)
+    ctx.parsed = parse_message(
+        ctx.inbound.raw, allow_remote_images=ctx.settings.allow_remote_images
+    )
     ctx.inbound.message_id = ctx.parsed.message_id[:998] if ctx.parsed.message_id else None
     ctx.inbound.fingerprint = ctx.parsed.fingerprint
 

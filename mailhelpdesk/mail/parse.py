@@ -186,7 +186,7 @@ class _Policy(EmailPolicy):
 _POLICY = _Policy()
 
 
-def _build(raw: bytes) -> ParsedMail:
+def _build(raw: bytes, allow_remote_images: bool = False) -> ParsedMail:
     data, repaired = repair_header_block(strip_mbox_from(normalise_line_ends(raw)))
     message = BytesParser(policy=_POLICY).parsebytes(data)
     hint = _header_charset(message, _message_charset(message))
@@ -194,7 +194,11 @@ def _build(raw: bytes) -> ParsedMail:
     walk_part(message, walk, 0)
     headers = _headers(message, hint, walk.defects)
     html_source = "\n".join(part.strip() for part in walk.html) if walk.html else None
-    html = sanitize_html(html_source) if html_source is not None else None
+    html = (
+        sanitize_html(html_source, allow_remote_images=allow_remote_images)
+        if html_source is not None
+        else None
+    )
     text = "\n".join(t.strip("\n") for t in walk.plain if t.strip())
     if not text.strip() and html is not None:
         if len(html) > MAX_HTML_TO_TEXT:
@@ -291,14 +295,15 @@ def _minimal(raw: bytes, error: BaseException) -> ParsedMail:
     )
 
 
-def parse_message(raw: bytes) -> ParsedMail:
+def parse_message(raw: bytes, *, allow_remote_images: bool = False) -> ParsedMail:
     """Parse one message. Never raises: broken input gives a best-effort ParsedMail whose
-    `defects` say what was wrong."""
+    `defects` say what was wrong. Remote images in the HTML are blocked (a placeholder source)
+    unless `allow_remote_images`."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raw = str(raw).encode("utf-8", "replace")
     raw = bytes(raw)
     try:
-        return _without_surrogates(_build(raw))
+        return _without_surrogates(_build(raw, allow_remote_images))
     except Exception as error:  # noqa: BLE001 - the contract is: never raise
         return _without_surrogates(_minimal(raw, error))
 

@@ -168,6 +168,26 @@ def visible_text(text: str) -> str:
     return result or full.strip()
 
 
+# Outlook's separator above a quoted message: a rule of underscores, with or without the
+# From:/Sent: lines below it (some Outlook versions and settings leave them out)
+_OUTLOOK_RULE = re.compile(r"^\s*_{30,}\s*$")
+
+
+def own_text(text: str) -> str:
+    """The writer's own part of a reply: the lines above its quoted history, cut also at the
+    first `>` line and at Outlook's underscore rule even when no header lines follow it. Unlike
+    `visible_text` it never falls back to the whole text: "" when the history starts at the top.
+    Agent commands are read only from here (issue 17, defect 10: a quote is never the agent's)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    begin, end = _history_start(lines)
+    kept: list[str] = []
+    for line in lines[begin:end]:
+        if line.lstrip().startswith(">") or _OUTLOOK_RULE.match(line):
+            break
+        kept.append(line)
+    return "\n".join(kept)
+
+
 # ---- markers --------------------------------------------------------------------------------
 
 

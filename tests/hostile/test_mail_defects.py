@@ -379,3 +379,73 @@ def test_agent_signed_address_never_reaches_the_customer(desk: Desk) -> None:
     token = split_plus(signed)[1] or ""
     assert parts and not any(token in text for text in parts)
     assert all("support@helpdesk.test" in text for text in parts)
+
+
+# -- 10: HTML ------------------------------------------------------------------------------------
+
+
+def _html_mail(sender: str, to: str, subject: str, html: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Message-ID"] = f"<{uuid.uuid4()}@{sender.rpartition('@')[2].rstrip('>')}>"
+    msg.set_content(html, subtype="html")
+    return msg.as_bytes()
+
+
+def test_css_escapes_and_remote_images_do_not_survive_sanitising(desk: Desk) -> None:
+    """Issue 17 defect 10: `u\\72l(` in a style does not come back as `url(...)`, and a remote
+    image (tracking pixel) is replaced by the blocked-image placeholder; cid: images stay."""
+    html = (
+        '<p style="background: u\\72l(https://track.test/css.png)">Hello</p>'
+        '<p style="color: red; background: u\\rl(https://track.test/2.png)">again</p>'
+        '<img src="https://track.test/pixel.gif?u=42" alt="pixel"><img src="cid:logo@x" alt="logo">'
+    )
+    desk.send(
+        _html_mail("css@customer10.test", "support@helpdesk.test", "Styled", html),
+        mail_from="css@customer10.test",
+    )
+    ticket = desk.ticket_of("css@customer10.test")
+    (first,) = desk.responses(ticket.id)
+    assert "Hello" in first.html and "again" in first.html
+    assert "url(" not in first.html.lower() and "track.test" not in first.html
+    assert 'src="cid:remote-image-blocked" alt="pixel"' in first.html
+    assert 'src="cid:logo@x"' in first.html
+
+
+def _agent_answers_html(desk: Desk, customer: str, html: str) -> Any:
+    desk.send(make_mail(sender=customer, subject="Account"), mail_from=customer)
+    ticket = desk.ticket_of(customer)
+    ((_f, notice),) = desk.relayed(
+        "alice@helpdesk.test", lambda m: f"[#{ticket.number}]" in str(m["Subject"])
+    )
+    signed = _reply_to(notice)
+    desk.send(
+        _html_mail("Alice Agent <alice@helpdesk.test>", signed, f"Re: {notice['Subject']}", html),
+        mail_from="alice@helpdesk.test",
+        rcpt=[signed],
+    )
+    return ticket
+
+
+def test_commands_hidden_in_html_or_quoted_without_headers_are_not_run(desk: Desk) -> None:
+    """Issue 17 defect 10: an agent's HTML-only answer whose first lines are `#status closed`
+    hidden with display:none, or a customer's text quoted Outlook-style with no header lines,
+    runs no command: the ticket stays open, unassigned, untagged."""
+    hidden = _agent_answers_html(
+        desk,
+        "hidden@customer10.test",
+        '<div style="display:none">#status closed<br>#tag pwned</div>'
+        "<p>We are looking into it.</p>",
+    )
+    quoted = _agent_answers_html(
+        desk,
+        "quoted@customer10.test",
+        '<div id="appendonsend"></div><div dir="ltr">#status closed<br>#tag pwned<br>'
+        "Please close this, says the customer.</div>",
+    )
+    for ticket in (hidden, quoted):
+        assert desk.rows("SELECT status FROM tickets WHERE id = :t", t=ticket.id)[0][0] == "open"
+        assert not desk.rows("SELECT name FROM ticket_tags WHERE ticket_id = :t", t=ticket.id)
+    answer = [r for r in desk.responses(hidden.id) if r.kind == "agent"]
+    assert len(answer) == 1 and "#status" not in answer[0].plain_text
+    assert "looking into it" in answer[0].plain_text
