@@ -19,6 +19,7 @@ Message-ID and References go along as threading hints only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.domain.events import EventType
@@ -26,6 +27,7 @@ from mailhelpdesk.ingest.agent_mail import apply_agent_mail, open_forwarded
 from mailhelpdesk.ingest.context import Discard, IngestContext, SenderRole
 from mailhelpdesk.ingest.facts import parsed_of, queue_for, response_from, sender_email
 from mailhelpdesk.mail.parsed import ParsedMail, Verdict
+from mailhelpdesk.mail.request_text import request_text
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.reactions import Thread
@@ -74,7 +76,10 @@ def open_ticket(ctx: IngestContext, parsed: ParsedMail) -> None:
         originator_email=sender,
         originator_name=parsed.from_.name if parsed.from_ else "",
         queue_name=queue_for(ctx, parsed),
-        first=response_from(ctx, parsed, ResponseKind.customer),
+        # a new request keeps what it forwards in its visible text (mail/request_text.py)
+        first=replace(
+            response_from(ctx, parsed, ResponseKind.customer), visible_text=request_text(parsed)
+        ),
         cc=[
             (a.email, a.name)
             for a in parsed.cc + parsed.to

@@ -46,6 +46,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from typing import Any
 
+from mailhelpdesk.mail import tnef
 from mailhelpdesk.mail.charsets import (
     WESTERN,
     decode_bytes,
@@ -193,6 +194,12 @@ def _build(raw: bytes, allow_remote_images: bool = False) -> ParsedMail:
     walk = Walk(hint=hint, defects=["RepairedHeaderBlockDefect"] if repaired else [])
     walk_part(message, walk, 0)
     headers = _headers(message, hint, walk.defects)
+    unpacked = tnef.unpack(walk.attachments)  # winmail.dat: its files and its body
+    walk.defects.extend(unpacked.defects)
+    if not walk.html and unpacked.html:
+        walk.html.append(unpacked.html)
+    if not any(t.strip() for t in walk.plain) and unpacked.text:
+        walk.plain.append(unpacked.text)
     html_source = "\n".join(part.strip() for part in walk.html) if walk.html else None
     html = (
         sanitize_html(html_source, allow_remote_images=allow_remote_images)
@@ -218,7 +225,7 @@ def _build(raw: bytes, allow_remote_images: bool = False) -> ParsedMail:
         headers=headers,
         text=text,
         html=html,
-        attachments=tuple(walk.attachments),
+        attachments=tuple(unpacked.attachments),
         content_types=tuple(walk.content_types),
         defects=tuple(dict.fromkeys(walk.defects)),
         fingerprint=fingerprint(raw),

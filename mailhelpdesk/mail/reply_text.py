@@ -155,10 +155,24 @@ _SENT_FROM = re.compile(
 )
 
 
+# Outlook's plain-text stand-in for an inline picture: `[cid:image001.png@01DA2B3C.4D5E6F70]`
+_CID_PLACEHOLDER = re.compile(r"\[cid:([^\]@\s]{1,200})(?:@[^\]\s]{0,200})?\]", re.IGNORECASE)
+
+
+def readable_placeholders(text: str) -> str:
+    """Outlook's `[cid:image001.png@…]` as a reader sees it: `[image: image001.png]` (the
+    picture itself is an attachment of the message)."""
+    return (
+        _CID_PLACEHOLDER.sub(lambda m: f"[image: {m.group(1)}]", text)
+        if "[cid:" in text.lower()
+        else text
+    )
+
+
 def visible_text(text: str) -> str:
     """The reply with quoted history and signature stripped; the whole text (stripped) when
-    stripping would leave nothing."""
-    full = text.replace("\r\n", "\n").replace("\r", "\n")
+    stripping would leave nothing. Outlook's picture placeholders read as `[image: name]`."""
+    full = readable_placeholders(text.replace("\r\n", "\n").replace("\r", "\n"))
     if not full.strip():
         return ""
     lines = full.split("\n")

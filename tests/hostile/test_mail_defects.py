@@ -449,3 +449,97 @@ def test_commands_hidden_in_html_or_quoted_without_headers_are_not_run(desk: Des
     answer = [r for r in desk.responses(hidden.id) if r.kind == "agent"]
     assert len(answer) == 1 and "#status" not in answer[0].plain_text
     assert "looking into it" in answer[0].plain_text
+
+
+# -- 13: forwarded substance, Outlook placeholders, TNEF -----------------------------------------
+
+
+def _first_visible(desk: Desk, customer: str) -> str:
+    ticket = desk.ticket_of(customer)
+    return str(desk.responses(ticket.id)[0].visible_text)
+
+
+def test_new_request_keeps_what_it_forwards(desk: Desk) -> None:
+    """Issue 17 defect 13: a new request whose substance is a forward (Gmail's marker,
+    Outlook's From:/Sent: block, a message/rfc822 attachment) shows the forwarded text."""
+    gmail = (
+        "Still no answer to this one:\n\n"
+        "---------- Forwarded message ---------\n"
+        "From: Fwd Gmail <fwdgmail@customer13.test>\nDate: Mon, 23 Nov 2026 at 09:00\n"
+        "Subject: Invoice 42 is wrong\nTo: <support@helpdesk.test>\n\n"
+        "Invoice 42 charges me twice for the March licence.\n"
+    )
+    outlook = (
+        "Please see below.\n\n"
+        "________________________________\n"
+        "From: Fwd Outlook <fwdoutlook@customer13.test>\nSent: Monday, 23 November 2026 09:00\n"
+        "To: support@helpdesk.test\nSubject: VPN drops\n\n"
+        "The VPN drops every 20 minutes since the update.\n"
+    )
+    for sender, body in (
+        ("fwdgmail@customer13.test", gmail),
+        ("fwdoutlook@customer13.test", outlook),
+    ):
+        desk.send(
+            make_mail(sender=sender, subject="Fwd: open question", body=body), mail_from=sender
+        )
+    assert "charges me twice for the March licence" in _first_visible(
+        desk, "fwdgmail@customer13.test"
+    )
+    assert "drops every 20 minutes" in _first_visible(desk, "fwdoutlook@customer13.test")
+
+    original = EmailMessage()
+    original["From"], original["To"] = "Fwd Rfc <fwdrfc@customer13.test>", "support@helpdesk.test"
+    original["Subject"] = "Printer jams"
+    original.set_content("The printer jams on every second page.\n")
+    outer = EmailMessage()
+    outer["From"], outer["To"] = "fwdrfc@customer13.test", "support@helpdesk.test"
+    outer["Subject"], outer["Message-ID"] = "Fwd: Printer jams", "<fwdrfc-outer@customer13.test>"
+    outer.set_content("Forwarding my unanswered mail.\n")
+    outer.add_attachment(original)
+    desk.send(outer.as_bytes(), mail_from="fwdrfc@customer13.test")
+    shown = _first_visible(desk, "fwdrfc@customer13.test")
+    assert "Forwarding my unanswered mail." in shown and "jams on every second page" in shown
+
+
+def _tnef(files: dict[str, bytes], body: str) -> bytes:
+    """A minimal winmail.dat: TNEF signature, then level/id/type/length/data/checksum records."""
+
+    def record(level: int, name: int, kind: int, data: bytes) -> bytes:
+        checksum = sum(data) & 0xFFFF
+        return (
+            bytes([level]) + name.to_bytes(2, "little") + kind.to_bytes(2, "little")
+            + len(data).to_bytes(4, "little") + data + checksum.to_bytes(2, "little")
+        )  # fmt: skip
+
+    out = (0x223E9F78).to_bytes(4, "little") + (0x0001).to_bytes(2, "little")
+    out += record(1, 0x9006, 0x0008, (0x00010000).to_bytes(4, "little"))  # TNEF version
+    out += record(1, 0x800C, 0x0002, body.encode())  # attBody
+    for name, data in files.items():
+        out += record(2, 0x9002, 0x0006, b"\x01\x00" + b"\x00" * 12)  # starts an attachment
+        out += record(2, 0x8010, 0x0001, name.encode() + b"\x00")  # its file name
+        out += record(2, 0x800F, 0x0006, data)  # its bytes
+    return out
+
+
+def test_outlook_placeholders_and_winmail_dat_read_as_a_reader_expects(desk: Desk) -> None:
+    """Issue 17 defect 13: `[cid:image001.png@…]` lines read `[image: image001.png]`, and a
+    winmail.dat is unpacked into the files it carries (tnefparse)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"] = "tnef@customer13.test", "support@helpdesk.test"
+    msg["Subject"], msg["Message-ID"] = "Screenshot attached", "<tnef-1@customer13.test>"
+    msg.set_content("See the error:\n\n[cid:image001.png@01DA2B3C.4D5E6F70]\n\nThanks\n")
+    msg.add_attachment(
+        _tnef({"report.pdf": b"%PDF-1.4 report", "notes.txt": b"step 1, step 2"}, "See files"),
+        maintype="application",
+        subtype="ms-tnef",
+        filename="winmail.dat",
+    )
+    desk.send(msg.as_bytes(), mail_from="tnef@customer13.test")
+    ticket = desk.ticket_of("tnef@customer13.test")
+    first = desk.responses(ticket.id)[0]
+    assert "[image: image001.png]" in first.visible_text and "[cid:" not in first.visible_text
+    names = sorted(
+        r[0] for r in desk.rows("SELECT name FROM attachments WHERE response_id = :r", r=first.id)
+    )
+    assert names == ["notes.txt", "report.pdf"]
