@@ -71,6 +71,7 @@ def unpack(attachments: Sequence[ParsedAttachment]) -> Unpacked:
         out.html = out.html or html
         if not files and not (text or html):
             out.attachments.append(attachment)  # nothing inside we can show: keep the blob
+            out.defects.append("TnefDefect:nothing readable")
     return out
 
 
