@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -30,6 +31,7 @@ from mailhelpdesk.http.app import create_api
 from mailhelpdesk.http.endpoint import Runtime
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
+from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.render import environment
 from mailhelpdesk.services import (
     escalation,
@@ -296,6 +298,9 @@ class App:
             # the settings of the moment: a SIGHUP's new templates apply to the next notice
             composer=lambda spec: notify.try_compose_spec(spec, self.settings.notify),
             suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
+            return_path=functools.partial(
+                verp.return_path, self.settings.secret, self.config.helpdesk.address
+            ),
         )
         self.sender.start()
         self.http_sender = HttpSender.from_config(

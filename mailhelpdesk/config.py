@@ -155,6 +155,14 @@ class IngestConfig:
     # an ingest batch commits after this long, so SMTP sessions waiting for their 250 are not
     # held behind it: lower answers senders sooner, higher files tickets a little faster
     batch_budget_ms: int = 25
+    # CC amplification (issue 17): at most this many CCs are taken from one message, and a
+    # ticket never has more than max_ccs_per_ticket; the rest are left out (logged), so one mail
+    # with thousands of Cc: addresses cannot make every answer go to thousands of people
+    max_ccs_per_message: int = 20
+    max_ccs_per_ticket: int = 50
+    # remote images in HTML mail (tracking pixels) are replaced by a placeholder when the mail
+    # is filed; true keeps their addresses in the stored, sanitised HTML
+    allow_remote_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -520,6 +528,10 @@ class Config:
         for queue in self.queues:
             if queue.address:
                 found[queue.address.lower()] = queue.name
+        # delivery reports come back to the signed return path bounces+<tag>@<domain>
+        # (mail/verp.py): the listener must accept it, and it is our own address
+        domain = self.helpdesk.address.rpartition("@")[2].strip().lower() or "localhost"
+        found.setdefault(f"bounces@{domain}", "Inbox")
         return found
 
 
@@ -784,6 +796,13 @@ def _check_api(config: Config) -> Config:
     return dataclasses.replace(config, api=dataclasses.replace(api, idempotency_ttl_s=ttl))
 
 
+def _check_ingest(config: Config) -> Config:
+    for name in ("max_ccs_per_message", "max_ccs_per_ticket"):
+        if getattr(config.ingest, name) < 0:
+            raise ConfigError(f"ingest.{name}: must not be negative")
+    return config
+
+
 def _check_deliveries(config: Config) -> Config:
     d = config.http_deliveries
     for name in ("retry_base_s", "max_attempts", "timeout_s"):
@@ -982,6 +1001,7 @@ def read_password(password: str, password_file: str, key: str) -> str:
 _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
     _check_smtp_relay,
     _check_api,
+    _check_ingest,
     _check_deliveries,
     _check_webhooks,
     _check_interventions,

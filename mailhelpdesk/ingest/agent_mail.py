@@ -15,7 +15,7 @@ from mailhelpdesk.ingest.facts import queue_for, response_from, sender_email
 from mailhelpdesk.mail.commands import Command, CommandBlock, CommandError, parse_commands
 from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
-from mailhelpdesk.mail.reply_text import visible_text
+from mailhelpdesk.mail.reply_text import own_text, visible_text
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import (
     custom_fields,
@@ -46,7 +46,7 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     holds them) is not kept when there were commands (the raw message stays reachable)."""
     assert ctx.ticket is not None and ctx.agent is not None
     ticket, agent = ctx.ticket, ctx.agent
-    block = parse_commands(parsed.text)
+    block = _own_commands(ctx, parsed)
     error = block.error or _check_commands(ctx, block)
     if error is not None:
         message_id = parsed.message_id[:998] if parsed.message_id else None
@@ -128,6 +128,24 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     ctx.reason = f"agent {what} on ticket {ticket.number} ({ctx.verified})" + (
         f", commands: {done}" if done else ""
     )
+
+
+def _own_commands(ctx: IngestContext, parsed: ParsedMail) -> CommandBlock:
+    """The command block at the top of the text, but only when it stands in the agent's own
+    text (mail/reply_text.own_text): lines that are part of a quote, above all a customer's
+    mail quoted with no header lines, are never commands (issue 17, defect 10). Hidden HTML is
+    already gone from the text (mail/html_hidden.py)."""
+    block = parse_commands(parsed.text)
+    if not (block.commands or block.error):
+        return block
+    own = parse_commands(own_text(parsed.text))
+    if [c.line for c in own.commands] == [c.line for c in block.commands] and (
+        (own.error is None) == (block.error is None)
+    ):
+        return block
+    ctx.notes.append("command lines in quoted text were not read as commands")
+    log.warning("agent mail: command lines outside the agent's own text ignored")
+    return CommandBlock(body=parsed.text)
 
 
 def _check_commands(ctx: IngestContext, block: CommandBlock) -> CommandError | None:
@@ -330,6 +348,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
         change=ctx.change,
         # the original sender never saw the forward: their notices thread on their own message
         thread=Thread(original, (original,) if original else ()),
+        cc_limits=ctx.settings.cc_limits,
     )
     if forwarded.message_id:
         store.record_message_id(

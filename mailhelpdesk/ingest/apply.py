@@ -19,6 +19,7 @@ Message-ID and References go along as threading hints only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.domain.events import EventType
@@ -26,6 +27,7 @@ from mailhelpdesk.ingest.agent_mail import apply_agent_mail, open_forwarded
 from mailhelpdesk.ingest.context import Discard, IngestContext, SenderRole
 from mailhelpdesk.ingest.facts import parsed_of, queue_for, response_from, sender_email
 from mailhelpdesk.mail.parsed import ParsedMail, Verdict
+from mailhelpdesk.mail.request_text import request_text
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.reactions import Thread
@@ -74,7 +76,10 @@ def open_ticket(ctx: IngestContext, parsed: ParsedMail) -> None:
         originator_email=sender,
         originator_name=parsed.from_.name if parsed.from_ else "",
         queue_name=queue_for(ctx, parsed),
-        first=response_from(ctx, parsed, ResponseKind.customer),
+        # a new request keeps what it forwards in its visible text (mail/request_text.py)
+        first=replace(
+            response_from(ctx, parsed, ResponseKind.customer), visible_text=request_text(parsed)
+        ),
         cc=[
             (a.email, a.name)
             for a in parsed.cc + parsed.to
@@ -82,6 +87,7 @@ def open_ticket(ctx: IngestContext, parsed: ParsedMail) -> None:
         ],
         change=ctx.change,
         thread=customer_thread_hint(parsed),
+        cc_limits=ctx.settings.cc_limits,
     )
     ctx.ticket, ctx.outcome, ctx.reason = ticket, Outcome.ticket_created, f"ticket {ticket.number}"
 
@@ -102,7 +108,8 @@ def hold(ctx: IngestContext, parsed: ParsedMail) -> None:
 
 
 def customer_reply(ctx: IngestContext, parsed: ParsedMail) -> None:
-    """A reply from the customer side: public, reopens the ticket, CCs join the ticket."""
+    """A party's reply (identify-sender made everyone else a held stranger): public, reopens
+    the ticket, and its CCs join the ticket within the CC limits."""
     assert ctx.ticket is not None
     ticket_service.add_response(
         ctx.session,
@@ -117,7 +124,8 @@ def customer_reply(ctx: IngestContext, parsed: ParsedMail) -> None:
         ctx.session,
         ctx.ticket,
         [(a.email, a.name) for a in parsed.cc if split_plus(a.email)[0] not in own],
-        exclude={sender, *(a for agent in ctx.settings.agents for a in agent.addresses)},
+        exclude={sender, *ctx.settings.agent_addresses},
+        limits=ctx.settings.cc_limits,
     )
     via = ctx.thread_via.value if ctx.thread_via else "-"
     ctx.outcome = Outcome.reply_added

@@ -14,6 +14,7 @@ from mailhelpdesk.domain.events import Actor, channel_of_source
 from mailhelpdesk.domain.models import InboundMessage, Ticket
 from mailhelpdesk.mail.forwarded import ForwardedOriginal
 from mailhelpdesk.mail.parsed import Classification, ParsedMail, Verdict
+from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.context import ChangeContext, MailPolicy
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store.spool import Envelope
@@ -65,10 +66,16 @@ class IngestSettings:
     # lower-case authserv-ids whose topmost Authentication-Results header verifies an agent
     trusted_authserv_ids: frozenset[str] = frozenset()
     suppress_bouncing_s: int = 604800
+    cc_limits: CcLimits = field(default_factory=CcLimits)
+    allow_remote_images: bool = False
 
     @property
     def own_addresses(self) -> frozenset[str]:
         return frozenset(self.inbound_addresses)
+
+    @property
+    def agent_addresses(self) -> frozenset[str]:
+        return frozenset(a for agent in self.agents for a in agent.addresses)
 
     def agent_for(self, email: str | None) -> AgentIdentity | None:
         if not email:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome
 from mailhelpdesk.domain.models import Ticket
@@ -20,6 +21,7 @@ from mailhelpdesk.ingest.facts import (
     recipient_addresses,
     sender_email,
 )
+from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.authres_check import check_authentication_results
 from mailhelpdesk.mail.classify import classify as classify_mail
 from mailhelpdesk.mail.dsn import bounce_details
@@ -38,7 +40,9 @@ SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
 
 def parse(ctx: IngestContext) -> None:
     """Bytes to a ParsedMail; the parser never raises, it records defects instead."""
-    ctx.parsed = parse_message(ctx.inbound.raw)
+    ctx.parsed = parse_message(
+        ctx.inbound.raw, allow_remote_images=ctx.settings.allow_remote_images
+    )
     ctx.inbound.message_id = ctx.parsed.message_id[:998] if ctx.parsed.message_id else None
     ctx.inbound.fingerprint = ctx.parsed.fingerprint
 
@@ -74,10 +78,11 @@ def thread(ctx: IngestContext) -> None:
     merged ticket leads to the ticket it was merged into. A forward's reply address or
     Message-ID marks the mail as a third party's reply to a forward."""
     parsed = parsed_of(ctx)
+    bounce_base = verp.bounce_base(ctx.settings.notify.helpdesk_address)
     for address in recipient_addresses(ctx, parsed):
         base, tag = split_plus(address)
-        if tag is None or base not in ctx.settings.inbound_addresses:
-            continue
+        if tag is None or base not in ctx.settings.inbound_addresses or base == bounce_base:
+            continue  # a return path (record-bounce's) is no reply address
         token = verify_token(ctx.settings.secret, tag)
         if token is None:
             ctx.notes.append(f"bad reply token on {address}")
@@ -117,6 +122,10 @@ def identify_sender(ctx: IngestContext) -> None:
     the topmost Authentication-Results header, from a trusted authserv-id, shows DKIM or DMARC
     pass for the From's domain (`authentication_results`, mail/authres_check.py). Anything else
     claiming an agent's address on a ticket is a stranger: held internal, logged.
+
+    The party rule (issue 17, CC hijack): on an existing ticket, a sender who is not a party
+    (`_is_party`) is a stranger whatever linked the message (signed reply address, References,
+    subject tag): held internal, and its CCs are never added.
 
     Forwards (mail/forwarded.py): mail from an agent's address that reaches no existing ticket
     and carries a forwarded message (inline Gmail/Outlook/Apple shape or message/rfc822) opens
@@ -177,31 +186,56 @@ def identify_sender(ctx: IngestContext) -> None:
         ctx.sender_role = SenderRole.stranger
         ctx.notes.append(f"{sender or 'unknown sender'} replied to a forward of the ticket")
         return
-    if ctx.thread_via == ThreadVia.subject_tag and sender not in store.participant_emails(
-        ctx.session, ctx.ticket
-    ):
-        # the party rule: a subject tag alone does not make a stranger a party to the ticket
+    if not _is_party(ctx, sender):
+        # the party rule: however the message links (signed reply address, In-Reply-To or
+        # References naming the customer's mail, the subject tag), a link is not a party.
+        # Anyone could copy a Message-ID or a Reply-To off mail they were shown.
         ctx.sender_role = SenderRole.stranger
-        ctx.notes.append(
-            f"{sender or 'unknown sender'} is not on ticket and only the subject tag links it"
-        )
+        via = ctx.thread_via.value if ctx.thread_via else "-"
+        ctx.notes.append(f"{sender or 'unknown sender'} is not a party to the ticket (via {via})")
         return
     ctx.sender_role = SenderRole.customer
 
 
+def _is_party(ctx: IngestContext, sender: str | None) -> bool:
+    """A party to the ticket: its originator, an address of its contact, a CC (only a party's
+    message or an agent adds CCs), anyone who already wrote publicly on it, or an agent."""
+    if not sender or ctx.ticket is None:
+        return False
+    email = sender.lower()
+    return email in ctx.settings.agent_addresses or email in store.participant_emails(
+        ctx.session, ctx.ticket
+    )
+
+
 def record_bounce(ctx: IngestContext) -> None:
-    """A bounce of mail we sent fails its outbox row and holds back automatic mail to the dead
-    address; the bounce is then recorded on the ticket the bounced mail belonged to."""
+    """A bounce of mail we sent (it came back to the signed return path of an outbox row,
+    mail/verp.py) fails that row and holds back automatic mail to its dead recipients; the
+    bounce is then recorded on the ticket the bounced mail belonged to. A bounce that does not
+    verify suppresses nothing: it stays classified, and the reason says why."""
     if ctx.classification is None or ctx.classification.verdict != Verdict.bounce:
         return
-    details = bounce_details(parsed_of(ctx))
-    ticket_ids = bounce_service.record_bounce(
+    parsed = parsed_of(ctx)
+    bounce_base = verp.bounce_base(ctx.settings.notify.helpdesk_address)
+    tags = [
+        tag
+        for base, tag in map(split_plus, recipient_addresses(ctx, parsed))
+        if base == bounce_base and tag
+    ]
+    outcome = bounce_service.record_bounce(
         ctx.session,
-        details,
+        bounce_details(parsed),
+        secret=ctx.settings.secret,
+        return_path_tags=tags,
         clock=ctx.clock,
         suppress_s=ctx.settings.suppress_bouncing_s,
         summary=ctx.classification.reason,
     )
-    if ticket_ids and ctx.ticket is None:
-        ctx.ticket = ctx.session.get(Ticket, ticket_ids[0])
+    if outcome.unverified:
+        ctx.classification = replace(
+            ctx.classification,
+            reason=f"{ctx.classification.reason}; nothing suppressed: {outcome.unverified}",
+        )
+    if outcome.ticket_id is not None and ctx.ticket is None:
+        ctx.ticket = ctx.session.get(Ticket, outcome.ticket_id)
         ctx.thread_via = ThreadVia.bounce

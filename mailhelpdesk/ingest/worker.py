@@ -23,6 +23,7 @@ from mailhelpdesk.domain.enums import InboundState, Outcome
 from mailhelpdesk.domain.models import InboundMessage
 from mailhelpdesk.ingest.context import AgentIdentity, IngestContext, IngestSettings
 from mailhelpdesk.ingest.pipeline import StepFailed, run_pipeline
+from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
@@ -68,6 +69,11 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
             a.strip().lower() for a in config.helpdesk.trusted_authserv_ids if a.strip()
         ),
         suppress_bouncing_s=config.outbound.suppress_bouncing_s,
+        cc_limits=CcLimits(
+            per_message=config.ingest.max_ccs_per_message,
+            per_ticket=config.ingest.max_ccs_per_ticket,
+        ),
+        allow_remote_images=config.ingest.allow_remote_images,
     )
 
 

@@ -44,6 +44,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _TAG = re.compile(r"\[#\d{6,12}\]")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|vs|antw|tr)\s*:\s*)+", re.IGNORECASE)
+_MAX_WORD = 900  # a longer word cannot be folded at a space: it is encoded instead
+_MAX_MSGID = 900  # a Message-ID takes a header line of its own ("References: " + id)
 _FILETIME_EPOCH = 11_644_473_600  # seconds from 1601-01-01 to 1970-01-01
 _WIRE = compat32.clone(linesep="\r\n")
 _QP_UTF8 = _charset.Charset("utf-8")
@@ -80,14 +82,22 @@ class Outgoing:
     attachments: Sequence[OutgoingAttachment] = field(default_factory=tuple)
 
 
-def check_header_value(value: str, what: str) -> str:
-    """`value` unchanged, or InvalidInputError if it could break out of its header."""
+def check_header_text(value: str, what: str) -> str:
+    """`value` unchanged, or InvalidInputError if it could break out of its header. Any length:
+    free text (a subject) is folded into lines of at most 78 characters (`_encode`)."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what}: expected text")
     if _CONTROL.search(value):
         raise InvalidInputError(
             f"{what}: control characters (CR, LF, ...) are not allowed: {value!r}"
         )
+    return value
+
+
+def check_header_value(value: str, what: str) -> str:
+    """`value` unchanged, or InvalidInputError if it could break out of its header or cannot be
+    folded (an address or a name: one line of at most 998 characters)."""
+    check_header_text(value, what)
     if len(value) > 998:
         raise InvalidInputError(f"{what}: longer than 998 characters")
     return value
@@ -155,7 +165,9 @@ def compose(out: Outgoing) -> Message:
         raise InvalidInputError("to: at least one recipient is required")
     sender = make_address(out.from_name, out.from_address, "from")
     recipients = [make_address(name, address, "to") for name, address in out.to]
-    subject = check_header_value(tagged_subject(out.subject, out.ticket_number), "subject")
+    # a subject of any length (issue 17 defect 4: one over 998 characters stopped every notice
+    # of its ticket): folded, never refused
+    subject = check_header_text(tagged_subject(out.subject, out.ticket_number), "subject")
     domain = domain_of(out.from_address)
     message_id = out.message_id or make_message_id(domain)
     if not _MSGID.match(message_id) or _CONTROL.search(message_id):
@@ -187,8 +199,9 @@ def compose(out: Outgoing) -> Message:
         headers.append(
             ("Reply-To", _format_address(make_address(out.from_name, out.reply_to, "reply-to")))
         )
-    references = [r for r in out.references if r]
-    if out.in_reply_to:
+    # a Message-ID cannot be folded: one too long for a header line is left out of threading
+    references = [r for r in out.references if r and len(r) <= _MAX_MSGID]
+    if out.in_reply_to and len(out.in_reply_to) <= _MAX_MSGID:
         _check_msgid(out.in_reply_to, "in_reply_to")
         headers.append(("In-Reply-To", out.in_reply_to))
         if out.in_reply_to not in references:
@@ -199,7 +212,7 @@ def compose(out: Outgoing) -> Message:
         if len(references) > 20:  # keep the root and the most recent
             references = [references[0], *references[-19:]]
         headers.append(("References", " ".join(references)))
-    topic = check_header_value(thread_topic(out.thread_topic or out.subject), "thread topic")
+    topic = check_header_text(thread_topic(out.thread_topic or out.subject), "thread topic")
     headers.append(("Thread-Topic", _encode(topic)))
     headers.append(("Thread-Index", thread_index(str(out.ticket_number or message_id), now)))
     if out.auto_submitted is not None:
@@ -258,8 +271,12 @@ def _attachment_part(item: OutgoingAttachment) -> MIMEBase:
 
 
 def _encode(value: str) -> str | Header:
-    """ASCII as is; anything else as RFC 2047 words, folded by the generator."""
-    return value if value.isascii() else Header(value, "utf-8")
+    """ASCII whose words fit on a line as is (the generator folds it at spaces); anything else,
+    and any word too long to fold, as RFC 2047 encoded words, which the generator folds into
+    lines of at most 78 characters, so no header line ever exceeds RFC 5322's 998."""
+    if value.isascii() and all(len(word) <= _MAX_WORD for word in value.split()):
+        return value
+    return Header(value, "utf-8")
 
 
 def _format_address(address: Address) -> str:

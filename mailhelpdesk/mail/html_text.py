@@ -10,9 +10,13 @@ html2text gives once its markdown habits (escapes, `[text](url)`, emphasis) are 
 from __future__ import annotations
 
 import re
+from functools import partial
+from html import unescape
 
 import html2text
 import nh3
+
+from mailhelpdesk.mail.html_hidden import drop_hidden
 
 _SAFE_TAGS = set(nh3.ALLOWED_TAGS) | {"font", "center", "u", "s", "tfoot"}
 _SAFE_ATTRIBUTES: dict[str, set[str]] = {
@@ -64,8 +68,44 @@ _URL_SCHEMES = set(nh3.ALLOWED_URL_SCHEMES) | {"cid", "data"}
 _DATA_IMAGE = re.compile(r"^\s*data:image/(png|gif|jpe?g|webp|bmp);base64,", re.IGNORECASE)
 
 
-def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
-    """Only images may use cid: and data:image/… sources; no link may point at data: or cid:."""
+# what an inline style must not contain once its escapes and comments are undone: anything that
+# loads a resource or runs code (CSS escapes such as `u\72l(` spell `url(` for the browser, and
+# the sanitiser's own serialiser writes them back decoded)
+_CSS_ACTIVE = ("url(", "expression(", "image-set(", "image(", "@import", "-moz-binding", "behavior")
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})\s?|(.))", re.DOTALL)
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.DOTALL)
+# where a blocked remote image points instead: no request leaves, the alt text stays
+BLOCKED_IMAGE_SRC = "cid:remote-image-blocked"
+
+
+def _css_unescape(match: re.Match[str]) -> str:
+    if match.group(1):
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+    return match.group(2)
+
+
+def css_is_active(value: str) -> bool:
+    """Whether an inline style loads or runs anything, read as a browser reads it: escapes
+    decoded, comments and white space removed, case folded."""
+    plain = _CSS_ESCAPE.sub(_css_unescape, _CSS_COMMENT.sub("", value))
+    folded = "".join(_CSS_COMMENT.sub("", plain).split()).lower()
+    return any(word in folded for word in _CSS_ACTIVE)
+
+
+def _is_remote(url: str) -> bool:
+    lowered = "".join(url.split()).lower()
+    return lowered.startswith(("http:", "https:", "//", "ftp:")) or (
+        ":" not in lowered.split("/", 1)[0] and bool(lowered) and not lowered.startswith("#")
+    )
+
+
+def _filter_attribute(
+    tag: str, attribute: str, value: str, *, allow_remote_images: bool = False
+) -> str | None:
+    """Only images may use cid: and data:image/… sources; no link may point at data: or cid:;
+    no style may load or run anything; remote images (tracking pixels) point nowhere unless
+    allowed (`[ingest] allow_remote_images`)."""
     if attribute in ("href", "src", "cite"):
         lowered = value.strip().lower()
         if lowered.startswith("data:"):
@@ -74,43 +114,59 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
             )
         if lowered.startswith("cid:") and not (tag == "img" and attribute == "src"):
             return None
-    if attribute == "style" and ("expression" in value.lower() or "url(" in value.lower()):
+        remote_image = tag == "img" and attribute == "src" and not lowered.startswith("cid:")
+        if remote_image and not allow_remote_images and _is_remote(value):
+            return BLOCKED_IMAGE_SRC
+    if attribute == "style" and css_is_active(value):
         return None
     return value
 
 
-_CLEANER = nh3.Cleaner(
-    tags=_SAFE_TAGS,
-    clean_content_tags={
-        "script",
-        "style",
-        "title",
-        "head",
-        "noscript",
-        "template",
-        "iframe",
-        "object",
-        "embed",
-        "svg",
-        "math",
-        "xml",
-    },
-    attributes=_SAFE_ATTRIBUTES,
-    attribute_filter=_filter_attribute,
-    url_schemes=_URL_SCHEMES,
-    strip_comments=True,
-    link_rel="noopener noreferrer nofollow",
-    filter_style_properties=_SAFE_STYLE,
-)
+def _cleaner(*, allow_remote_images: bool) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=_SAFE_TAGS,
+        clean_content_tags={
+            "script",
+            "style",
+            "title",
+            "head",
+            "noscript",
+            "template",
+            "iframe",
+            "object",
+            "embed",
+            "svg",
+            "math",
+            "xml",
+        },
+        attributes=_SAFE_ATTRIBUTES,
+        attribute_filter=partial(_filter_attribute, allow_remote_images=allow_remote_images),
+        url_schemes=_URL_SCHEMES,
+        strip_comments=True,
+        link_rel="noopener noreferrer nofollow",
+        filter_style_properties=_SAFE_STYLE,
+    )
 
 
-def sanitize_html(html: str) -> str:
-    """Safe-to-display HTML: no scripts, styles, event handlers, javascript: URLs or forms;
-    formatting, tables, links and inline (cid:/data:image) pictures stay."""
+_CLEANERS = {allow: _cleaner(allow_remote_images=allow) for allow in (False, True)}
+
+
+def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
+    """Safe-to-display HTML: no scripts, styles, event handlers, javascript: URLs or forms, no
+    hidden elements (mail/html_hidden.py), no remote images unless allowed; formatting,
+    tables, links and inline (cid:/data:image) pictures stay."""
     try:
-        return _CLEANER.clean(html)
+        cleaned = _CLEANERS[allow_remote_images].clean(drop_hidden(html))
     except Exception:  # noqa: BLE001 - nothing unsafe is better than something unsafe
         return nh3.escape(html)
+    # the serialiser must never write back what the filter refused (it decodes CSS escapes):
+    # a style attribute that reads as active after cleaning is dropped
+    return _STYLE_ATTRIBUTE.sub(
+        lambda m: "" if css_is_active(unescape(m.group(1))) else m.group(0), cleaned
+    )
+
+
+_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
 
 
 _MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\(([^()\n]*?)(?:\s+\"[^\"\n]*\")?\)")

@@ -46,6 +46,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from typing import Any
 
+from mailhelpdesk.mail import tnef
 from mailhelpdesk.mail.charsets import (
     WESTERN,
     decode_bytes,
@@ -186,15 +187,25 @@ class _Policy(EmailPolicy):
 _POLICY = _Policy()
 
 
-def _build(raw: bytes) -> ParsedMail:
+def _build(raw: bytes, allow_remote_images: bool = False) -> ParsedMail:
     data, repaired = repair_header_block(strip_mbox_from(normalise_line_ends(raw)))
     message = BytesParser(policy=_POLICY).parsebytes(data)
     hint = _header_charset(message, _message_charset(message))
     walk = Walk(hint=hint, defects=["RepairedHeaderBlockDefect"] if repaired else [])
     walk_part(message, walk, 0)
     headers = _headers(message, hint, walk.defects)
+    unpacked = tnef.unpack(walk.attachments)  # winmail.dat: its files and its body
+    walk.defects.extend(unpacked.defects)
+    if not walk.html and unpacked.html:
+        walk.html.append(unpacked.html)
+    if not any(t.strip() for t in walk.plain) and unpacked.text:
+        walk.plain.append(unpacked.text)
     html_source = "\n".join(part.strip() for part in walk.html) if walk.html else None
-    html = sanitize_html(html_source) if html_source is not None else None
+    html = (
+        sanitize_html(html_source, allow_remote_images=allow_remote_images)
+        if html_source is not None
+        else None
+    )
     text = "\n".join(t.strip("\n") for t in walk.plain if t.strip())
     if not text.strip() and html is not None:
         if len(html) > MAX_HTML_TO_TEXT:
@@ -214,7 +225,7 @@ def _build(raw: bytes) -> ParsedMail:
         headers=headers,
         text=text,
         html=html,
-        attachments=tuple(walk.attachments),
+        attachments=tuple(unpacked.attachments),
         content_types=tuple(walk.content_types),
         defects=tuple(dict.fromkeys(walk.defects)),
         fingerprint=fingerprint(raw),
@@ -291,14 +302,15 @@ def _minimal(raw: bytes, error: BaseException) -> ParsedMail:
     )
 
 
-def parse_message(raw: bytes) -> ParsedMail:
+def parse_message(raw: bytes, *, allow_remote_images: bool = False) -> ParsedMail:
     """Parse one message. Never raises: broken input gives a best-effort ParsedMail whose
-    `defects` say what was wrong."""
+    `defects` say what was wrong. Remote images in the HTML are blocked (a placeholder source)
+    unless `allow_remote_images`."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raw = str(raw).encode("utf-8", "replace")
     raw = bytes(raw)
     try:
-        return _without_surrogates(_build(raw))
+        return _without_surrogates(_build(raw, allow_remote_images))
     except Exception as error:  # noqa: BLE001 - the contract is: never raise
         return _without_surrogates(_minimal(raw, error))
 

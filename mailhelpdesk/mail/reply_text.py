@@ -155,10 +155,24 @@ _SENT_FROM = re.compile(
 )
 
 
+# Outlook's plain-text stand-in for an inline picture: `[cid:image001.png@01DA2B3C.4D5E6F70]`
+_CID_PLACEHOLDER = re.compile(r"\[cid:([^\]@\s]{1,200})(?:@[^\]\s]{0,200})?\]", re.IGNORECASE)
+
+
+def readable_placeholders(text: str) -> str:
+    """Outlook's `[cid:image001.png@…]` as a reader sees it: `[image: image001.png]` (the
+    picture itself is an attachment of the message)."""
+    return (
+        _CID_PLACEHOLDER.sub(lambda m: f"[image: {m.group(1)}]", text)
+        if "[cid:" in text.lower()
+        else text
+    )
+
+
 def visible_text(text: str) -> str:
     """The reply with quoted history and signature stripped; the whole text (stripped) when
-    stripping would leave nothing."""
-    full = text.replace("\r\n", "\n").replace("\r", "\n")
+    stripping would leave nothing. Outlook's picture placeholders read as `[image: name]`."""
+    full = readable_placeholders(text.replace("\r\n", "\n").replace("\r", "\n"))
     if not full.strip():
         return ""
     lines = full.split("\n")
@@ -166,6 +180,26 @@ def visible_text(text: str) -> str:
     kept = _strip_tail(lines[begin:end])
     result = "\n".join(kept).strip()
     return result or full.strip()
+
+
+# Outlook's separator above a quoted message: a rule of underscores, with or without the
+# From:/Sent: lines below it (some Outlook versions and settings leave them out)
+_OUTLOOK_RULE = re.compile(r"^\s*_{30,}\s*$")
+
+
+def own_text(text: str) -> str:
+    """The writer's own part of a reply: the lines above its quoted history, cut also at the
+    first `>` line and at Outlook's underscore rule even when no header lines follow it. Unlike
+    `visible_text` it never falls back to the whole text: "" when the history starts at the top.
+    Agent commands are read only from here (issue 17, defect 10: a quote is never the agent's)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    begin, end = _history_start(lines)
+    kept: list[str] = []
+    for line in lines[begin:end]:
+        if line.lstrip().startswith(">") or _OUTLOOK_RULE.match(line):
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 # ---- markers --------------------------------------------------------------------------------

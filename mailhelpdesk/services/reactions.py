@@ -55,6 +55,7 @@ from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType, Origin
 from mailhelpdesk.domain.models import Queue, Response, Ticket
 from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAttachment
+from mailhelpdesk.mail.redact import redact_signed_addresses
 from mailhelpdesk.services import hook_formats, notify, webhooks
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import Recipient
@@ -225,7 +226,8 @@ def _send(
     thread: Thread,
 ) -> None:
     settings = change.notices
-    message_text = _message_text(rule, response)
+    # no signed address of ours (an agent's reply address, above all) leaves in relayed text
+    message_text = redact_signed_addresses(_message_text(rule, response), settings.own_addresses)
     context: dict[str, Any] = notify.notice_context(
         session, ticket, settings=settings, message_text=message_text
     )
@@ -255,7 +257,7 @@ def _send(
     elif rule.notice == "reminder":
         context["untouched_days"] = data.get("untouched_days", "")
     elif rule.notice == "forward":
-        context.update(_forward_context(session, ticket, data))
+        context.update(_forward_context(session, ticket, data, settings.own_addresses))
         if data.get("include_attachments"):
             attachments = _public_attachments(session, ticket)
     for recipient in _recipients(session, ticket, rule.audience, change.origin, data):
@@ -324,17 +326,21 @@ def _with_watchers(session: Session, ticket: Ticket, agents: list[Recipient]) ->
     return chosen + [a for a in agents if a.email.lower() in watching and a not in chosen]
 
 
-def _forward_context(session: Session, ticket: Ticket, data: Data) -> dict[str, Any]:
+def _forward_context(
+    session: Session, ticket: Ticket, data: Data, own_addresses: frozenset[str]
+) -> dict[str, Any]:
     """A forward's template data: the note and the public conversation, oldest first (internal
-    notes are never forwarded)."""
+    notes are never forwarded; our signed addresses are taken out)."""
     return {
-        "note": str(data.get("note") or ""),
+        "note": redact_signed_addresses(str(data.get("note") or ""), own_addresses),
         "conversation": [
             {
                 "author": r.created_by_name or r.created_by_email or "",
                 "email": r.created_by_email or "",
                 "at": r.created_at.strftime("%Y-%m-%d %H:%M"),
-                "text": (r.visible_text or r.plain_text)[:50_000],
+                "text": redact_signed_addresses(
+                    (r.visible_text or r.plain_text)[:50_000], own_addresses
+                ),
             }
             for r in store.responses_of(session, ticket.id or 0)
             if not r.is_internal

@@ -20,6 +20,7 @@ from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.domain.models import Attachment, Response, Ticket
 from mailhelpdesk.services import contacts, events
+from mailhelpdesk.services.cc_policy import CcLimits, capped
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.reactions import REPLY_CAUSE, Thread
 from mailhelpdesk.store import tickets as store
@@ -74,9 +75,11 @@ def create_ticket(
     priority: Priority = Priority.normal,
     change: ChangeContext,
     thread: Thread | None = None,
+    cc_limits: CcLimits | None = None,
 ) -> Ticket:
     """Open a ticket with its first message: one `created` event (the acknowledgement and
-    `new_ticket` notices follow from it; `thread` threads them on the customer's mail)."""
+    `new_ticket` notices follow from it; `thread` threads them on the customer's mail). The
+    CCs are bounded by `cc_limits` (services/cc_policy.py)."""
     now = change.clock.now()
     queue = store.get_or_create_queue(session, queue_name or DEFAULT_QUEUE)
     ticket = Ticket(
@@ -94,9 +97,14 @@ def create_ticket(
     session.add(ticket)
     session.flush()
     contacts.attach_contact(session, ticket, name=originator_name, now=now)
-    for email, name in cc:
-        if email and email.lower() != ticket.originator_email:
-            store.add_cc(session, ticket_id=ticket.id or 0, email=email.lower(), name=name)
+    for email, name in capped(
+        cc,
+        present=set(),
+        skip={ticket.originator_email},
+        limits=cc_limits or CcLimits(),
+        ticket_number=ticket.number,
+    ):
+        store.add_cc(session, ticket_id=ticket.id or 0, email=email, name=name)
     response = _store_response(session, ticket, first, now=now)
     events.record(
         session,
@@ -245,13 +253,23 @@ def refuse_command(
 
 
 def add_ccs(
-    session: Session, ticket: Ticket, addresses: Sequence[tuple[str, str]], *, exclude: set[str]
+    session: Session,
+    ticket: Ticket,
+    addresses: Sequence[tuple[str, str]],
+    *,
+    exclude: set[str],
+    limits: CcLimits | None = None,
 ) -> None:
-    """Copy the customer's CCs onto the ticket, leaving out our own and known addresses."""
-    for address, name in addresses:
-        email = address.lower()
-        if email and email not in exclude and email != ticket.originator_email:
-            store.add_cc(session, ticket_id=ticket.id or 0, email=email, name=name)
+    """Copy a party's CCs onto the ticket, leaving out our own and known addresses, within
+    the CC limits (services/cc_policy.py)."""
+    for email, name in capped(
+        addresses,
+        present={cc.email for cc in store.ccs_of(session, ticket.id or 0)},
+        skip={*(e.lower() for e in exclude), ticket.originator_email},
+        limits=limits or CcLimits(),
+        ticket_number=ticket.number,
+    ):
+        store.add_cc(session, ticket_id=ticket.id or 0, email=email, name=name)
 
 
 def _clean_subject(subject: str) -> str:

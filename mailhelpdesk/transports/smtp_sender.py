@@ -20,6 +20,9 @@ with the reason "relay refused: <reply>", so the next automatic notice to it is 
 suppresses nothing.
 
 aiosmtplib's exceptions are translated into DeliveryError in one place (`_map_smtp_error`).
+The envelope sender (MAIL FROM) is the row's signed return path when the composition root gives
+one (`return_path`, mail/verp.py): bounces then prove which row they answer.
+
 A row is leased while it is being sent (its next_attempt_at pushed ahead), so a crash between
 the 250 and the commit means that row is sent again after the lease: at least once, never lost.
 """
@@ -269,6 +272,7 @@ class SMTPSender(OutboxSender[_Item, _Result]):
         on_result: Callable[[str], None] | None = None,
         composer: Callable[[str], tuple[bytes | None, str]] | None = None,
         suppress_s: float = 0,
+        return_path: Callable[[int, str], str] | None = None,
     ) -> None:
         super().__init__(
             engine,
@@ -286,6 +290,9 @@ class SMTPSender(OutboxSender[_Item, _Result]):
         self.composer = composer
         # how long an address the relay refused for good gets no automatic mail (0: not at all)
         self.suppress_s = suppress_s
+        # (row id, Message-ID) -> the envelope sender: the signed return path that lets a bounce
+        # prove which row it answers (mail/verp.py); None: the row's own mail_from
+        self.return_path = return_path
 
     @classmethod
     def from_config(
@@ -348,7 +355,15 @@ class SMTPSender(OutboxSender[_Item, _Result]):
 
     def _claim_in(self, session: Session, *, now: datetime) -> list[_Item]:
         rows = outbox.claim_due(session, now=now, limit=self.batch_size, lease_s=self.lease_s)
-        return [_Item(r.id or 0, r.mail_from, r.rcpt_tos.split(), r.raw) for r in rows]
+        return [
+            _Item(
+                r.id or 0,
+                self.return_path(r.id or 0, r.message_id) if self.return_path else r.mail_from,
+                r.rcpt_tos.split(),
+                r.raw,
+            )
+            for r in rows
+        ]
 
     async def _attempt(self, items: list[_Item]) -> list[_Result]:
         """One message after another over the one relay connection; once the relay is gone,

@@ -1,5 +1,8 @@
 """A DSN for one of our notices: the outbox row fails, the address is held back, the ticket
-records the bounce, and no notice answers it."""
+records the bounce, and no notice answers it. Since issue 17 (defect 1) a bounce counts only
+when it comes back to the signed return path of the row it reports (mail/verp.py), so these
+tests send their DSNs there (`return_path_of`), as a receiving MTA does; a bounce to the plain
+support address, or with a forged signature, suppresses nothing."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from pathlib import Path
 from sqlmodel import select
 
 from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress
+from mailhelpdesk.mail import verp
 from mailhelpdesk.store.db import read_scope
-from tests.desk import make_desk
+from tests.desk import Desk, make_desk
 from tests.helpers import make_mail
 
 
@@ -36,6 +40,12 @@ def postfix_dsn(
     ).encode()
 
 
+def return_path_of(desk: Desk, row: OutboxItem) -> tuple[str, ...]:
+    """The envelope recipient of a bounce of `row`: its signed return path."""
+    return (verp.return_path(desk.settings.secret, desk.notify.helpdesk_address, row.id or 0,
+                             row.message_id),)  # fmt: skip
+
+
 def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_path: Path) -> None:
     desk = make_desk(tmp_path)
     desk.feed(make_mail(sender="Gone <gone@customer.test>", subject="Help"))
@@ -50,6 +60,7 @@ def test_bounce_of_our_notice_fails_row_suppresses_address_and_is_recorded(tmp_p
     row = desk.feed(
         postfix_dsn(original_message_id=ack.message_id, recipient="gone@customer.test"),
         mail_from="",
+        rcpt=return_path_of(desk, ack),
     )
 
     assert row.outcome == "recorded"  # on the ticket, as an internal system event
@@ -90,7 +101,30 @@ def test_delay_notice_does_not_suppress(tmp_path: Path) -> None:
             action="delayed",
         ),
         mail_from="",
+        rcpt=return_path_of(desk, ack),
     )
     with read_scope(desk.engine) as session:
         assert session.get(SuppressedAddress, "slow@customer.test") is None
+        assert session.get(OutboxItem, ack.id).state != "failed"  # type: ignore[union-attr]
+
+
+def test_unsigned_or_forged_bounce_suppresses_nothing(tmp_path: Path) -> None:
+    """Issue 17 defect 1: the same DSN naming our real Message-ID, sent to the plain support
+    address or to a return path with a wrong signature, is kept classified with its reason and
+    neither fails the row nor suppresses the address."""
+    desk = make_desk(tmp_path)
+    desk.feed(make_mail(sender="vip@bigcustomer.test"))
+    with read_scope(desk.engine) as session:
+        ack = session.exec(
+            select(OutboxItem).where(OutboxItem.primary_rcpt == "vip@bigcustomer.test")
+        ).one()
+    dsn = postfix_dsn(original_message_id=ack.message_id, recipient="vip@bigcustomer.test")
+    (good,) = return_path_of(desk, ack)
+    forged = good[: -len("@helpdesk.test") - 3] + "aaa@helpdesk.test"
+    plain = desk.feed(dsn, mail_from="")
+    wrong = desk.feed(dsn.replace(b"dsn.1@", b"dsn.2@"), mail_from="", rcpt=(forged,))
+    assert "nothing suppressed: not sent to a signed return path" in plain.reason
+    assert "nothing suppressed: the return path's signature does not verify" in wrong.reason
+    with read_scope(desk.engine) as session:
+        assert session.get(SuppressedAddress, "vip@bigcustomer.test") is None
         assert session.get(OutboxItem, ack.id).state != "failed"  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ from mailhelpdesk.domain.models import OutboxItem
 from mailhelpdesk.store.db import read_scope
 from tests.desk import make_desk
 from tests.helpers import make_mail
-from tests.ingest.test_bounces import postfix_dsn
+from tests.ingest.test_bounces import postfix_dsn, return_path_of
 
 OOO = "ooo@customer.test"  # answers everything with an out-of-office
 DEAD = "dead@customer.test"  # every mail to it bounces
@@ -54,7 +54,9 @@ def test_ten_minutes_against_an_autoresponder_and_a_bouncing_address(tmp_path: P
                 desk.feed(out_of_office(notice))
             elif notice.primary_rcpt == DEAD:
                 desk.feed(
-                    postfix_dsn(original_message_id=notice.message_id, recipient=DEAD), mail_from=""
+                    postfix_dsn(original_message_id=notice.message_id, recipient=DEAD),
+                    mail_from="",
+                    rcpt=return_path_of(desk, notice),
                 )
         desk.clock.advance(seconds=10)
 

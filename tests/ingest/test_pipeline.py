@@ -118,9 +118,21 @@ def test_party_rule_stranger_with_subject_tag_is_held_internal(desk: Desk) -> No
     assert last.created_by_email == "mallory@evil.test"
 
 
-def test_party_rule_does_not_apply_to_references(desk: Desk) -> None:
-    """A colleague answering a forwarded thread (In-Reply-To known) is a public reply."""
+def test_party_rule_applies_to_references(desk: Desk) -> None:
+    """Someone not on the ticket whose mail names the customer's Message-ID in In-Reply-To is
+    held internal (issue 17, CC hijack: a known Message-ID does not make a party); once the
+    customer CCs them, their replies are public."""
     desk.feed(make_mail(message_id="<orig@customer.test>"))
+    row = desk.feed(
+        make_mail(sender="colleague@customer.test", headers={"In-Reply-To": "<orig@customer.test>"})
+    )
+    assert row.outcome == "held"
+    desk.feed(
+        make_mail(
+            headers={"In-Reply-To": "<orig@customer.test>", "Cc": "colleague@customer.test"},
+            sender="Priya Sharma <priya@customer.test>",
+        )
+    )
     row = desk.feed(
         make_mail(sender="colleague@customer.test", headers={"In-Reply-To": "<orig@customer.test>"})
     )
