@@ -34,10 +34,14 @@ if TYPE_CHECKING:
 # the document is capped (both engines) so that a huge message cannot overflow a tsvector
 MAX_DOCUMENT_CHARS = 1_000_000
 _WORD = re.compile(r"[^\W_]+")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")
+_CJK = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]"
+)
 
 SQLITE_TABLE = table("ticket_search", column("rowid"), column("subject"), column("body"))
-PG_TABLE = table("ticket_search", column("ticket_id"), column("subject"), column("body"), column("doc"))
+PG_TABLE = table(
+    "ticket_search", column("ticket_id"), column("subject"), column("body"), column("doc")
+)
 
 
 def latin_fold_table() -> tuple[str, str]:
@@ -48,7 +52,9 @@ def latin_fold_table() -> tuple[str, str]:
         char = chr(code)
         if char != char.lower():
             continue
-        bare = "".join(c for c in unicodedata.normalize("NFD", char) if not unicodedata.combining(c))
+        bare = "".join(
+            c for c in unicodedata.normalize("NFD", char) if not unicodedata.combining(c)
+        )
         if len(bare) == 1 and bare != char and bare.isascii():
             source.append(char)
             target.append(bare)

@@ -134,8 +134,14 @@ class Sort:
         """`field` or `-field`; ValueError for anything else."""
         raw = value.strip()
         key = raw.lstrip("-")
-        if key not in (*SORT_KEYS, RELEVANCE) or raw.count("-") > 1 or (raw != key and key == RELEVANCE):
-            raise ValueError(f"sort is one of {', '.join(SORT_KEYS)}, {RELEVANCE}, optionally with '-'")
+        if (
+            key not in (*SORT_KEYS, RELEVANCE)
+            or raw.count("-") > 1
+            or (raw != key and key == RELEVANCE)
+        ):
+            raise ValueError(
+                f"sort is one of {', '.join(SORT_KEYS)}, {RELEVANCE}, optionally with '-'"
+            )
         return cls(key, raw.startswith("-") or key == RELEVANCE)
 
     def __str__(self) -> str:
@@ -187,11 +193,8 @@ def query_tickets(
     session: Session, flt: TicketFilter, *, offset: int, limit: int
 ) -> tuple[list[Ticket], int]:
     """The Tickiti lists: one page, newest number first (or most urgent first), and the total."""
-    if flt.order == "priority":
-        # priority first, then newest number: the keyset of sort=-priority
-        sort = Sort("priority", True)
-    else:
-        sort = Sort("number", True)
+    # "priority": most urgent first, then newest number (the order of sort=-priority)
+    sort = Sort("priority", True) if flt.order == "priority" else Sort("number", True)
     rows, total = list_tickets(
         session, ListRequest(where=(flt,), sort=sort, limit=limit, offset=offset)
     )
@@ -211,14 +214,11 @@ def _after(column: Any, number: Any, sort: Sort, after: tuple[Any, int]) -> Colu
     """Rows strictly after (value, number) in the sort order, NULL values last in either
     direction (only due_at is nullable)."""
     value, last = after
-    beyond = (lambda a, b: a < b) if sort.descending else (lambda a, b: a > b)
     if value is None:  # among the NULLs at the end: by number only
-        return and_(column.is_(None), beyond(number, last))
-    return or_(
-        beyond(column, value),
-        and_(column == value, beyond(number, last)),
-        column.is_(None),
-    )
+        return and_(column.is_(None), number < last if sort.descending else number > last)
+    if sort.descending:
+        return or_(column < value, and_(column == value, number < last), column.is_(None))
+    return or_(column > value, and_(column == value, number > last), column.is_(None))
 
 
 def compile_expr(session: Session, expr: Expr) -> ColumnElement[bool]:
@@ -286,18 +286,8 @@ def compile_filter(session: Session, flt: TicketFilter) -> ColumnElement[bool]:
         )
     if flt.hashtags:
         where.append(_tagged([t.lower() for t in flt.hashtags]))
-    for tag in flt.tags_all:
-        where.append(_tagged([tag.lower()]))
-    for column, bound, op in (
-        (Ticket.created_at, flt.created_from, "ge"),
-        (Ticket.created_at, flt.created_to, "le"),
-        (Ticket.updated_at, flt.updated_from, "ge"),
-        (Ticket.updated_at, flt.updated_to, "le"),
-        (Ticket.due_at, flt.due_from, "ge"),
-        (Ticket.due_at, flt.due_to, "le"),
-    ):
-        if bound is not None:
-            where.append(col(column) >= bound if op == "ge" else col(column) <= bound)
+    where.extend(_tagged([tag.lower()]) for tag in flt.tags_all)
+    where.extend(_bounds(flt))
     if flt.unresponded is not None:
         answered = exists().where(
             col(Response.ticket_id) == col(Ticket.id),
@@ -318,18 +308,32 @@ def compile_filter(session: Session, flt: TicketFilter) -> ColumnElement[bool]:
             col(Attachment.is_inline).is_(False),
         )
         where.append(attached if flt.has_attachments else not_(attached))
-    for match in flt.fields:
-        where.append(_field(match))
+    where.extend(_field(match) for match in flt.fields)
     if flt.text:
         dialect = session.get_bind().dialect.name
         where.extend(search_text.matches(dialect, term) for term in flt.text)
     return and_(true(), *where)
 
 
+def _bounds(flt: TicketFilter) -> list[ColumnElement[bool]]:
+    """The time bounds set on the filter (each inclusive)."""
+    found: list[ColumnElement[bool]] = []
+    for column, low, high in (
+        (Ticket.created_at, flt.created_from, flt.created_to),
+        (Ticket.updated_at, flt.updated_from, flt.updated_to),
+        (Ticket.due_at, flt.due_from, flt.due_to),
+    ):
+        if low is not None:
+            found.append(col(column) >= low)
+        if high is not None:
+            found.append(col(column) <= high)
+    return found
+
+
 def _tagged(names: list[str]) -> ColumnElement[bool]:
     """The ticket has one of these tags (lower-cased names; tags compare without case)."""
     return col(Ticket.id).in_(
-        sa_select(TicketTag.ticket_id).where(func.lower(col(TicketTag.name)).in_(names))
+        sa_select(col(TicketTag.ticket_id)).where(func.lower(col(TicketTag.name)).in_(names))
     )
 
 
@@ -343,7 +347,9 @@ def _field(match: FieldMatch) -> ColumnElement[bool]:
             *[and_(func.substr(value, 1, 100) == c[:100], value == c) for c in match.candidates]
         )
     return col(Ticket.id).in_(
-        sa_select(TicketFieldValue.ticket_id).where(TicketFieldValue.name == match.name, test)
+        sa_select(col(TicketFieldValue.ticket_id)).where(
+            col(TicketFieldValue.name) == match.name, test
+        )
     )
 
 
