@@ -177,6 +177,19 @@ def listing(session: Session, req: Listing) -> dict[str, Any]:
     return {"tickets": headers, "meta": meta}
 
 
+def all_headers(session: Session, req: Listing, *, limit: int | None) -> list[dict[str, Any]]:
+    """Every matching ticket's header in order, up to `limit` (None: all): the CLI's list,
+    which prints what it finds instead of paging."""
+    rows, _ = ticket_query.list_tickets(
+        session,
+        ListRequest(where=req.where, sort=req.sort, limit=limit or 2**31 - 1, count=False),
+    )
+    headers = ticket_headers(session, rows)
+    if req.fields is not None:
+        headers = [{k: h[k] for k in req.fields} for h in headers]
+    return headers
+
+
 def _has_text(expr: ticket_query.Expr) -> bool:
     if isinstance(expr, TicketFilter):
         return bool(expr.text)
