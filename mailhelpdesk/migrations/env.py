@@ -14,7 +14,10 @@ target_metadata = SQLModel.metadata
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
     """Leave the full-text search table out of autogenerate: migration 0014 makes it by hand
     (an FTS5 virtual table with its shadow tables on SQLite, a tsvector table on PostgreSQL)."""
-    if type_ == "index" and name in ("ix_ticket_tags_lower_name", "ix_ticket_field_values_name_value"):
+    if type_ == "index" and name in (
+        "ix_ticket_tags_lower_name",
+        "ix_ticket_field_values_name_value",
+    ):
         return False  # expression indexes of 0014: not expressible on the models
     return not (type_ == "table" and (name or "").startswith("ticket_search"))
 

@@ -4,9 +4,10 @@ The document of a ticket is its subject plus the text of every response (interna
 included: the list is for agents), kept by triggers in the transaction of the write. Both
 engines see it as a sequence of words: runs of letters and digits, case and Latin accents folded
 (SQLite: FTS5 `unicode61 remove_diacritics 2`; PostgreSQL: the `simple` configuration over
-`mhd_search_fold`, which lower-cases, strips the same accents with `translate` and turns every
-other character into a space; `unaccent` is not used because creating an extension needs
-rights a helpdesk's database user may not have).
+`mhd_search_fold`, which lower-cases, decomposes (NFD) and drops the combining accents, and turns
+every other character into a space; `unaccent` is not used because creating an extension needs
+rights a helpdesk's database user may not have, and a `translate` table costs a scan of the
+table per character).
 
 A term is turned into words the same way here, so `order-7731` is the phrase `order 7731` on
 both engines, and nothing the user types reaches a MATCH or tsquery expression except runs of
@@ -44,30 +45,13 @@ PG_TABLE = table(
 )
 
 
-def latin_fold_table() -> tuple[str, str]:
-    """The lower-case Latin letters with accents (U+00C0-U+024F) and their bare letters: the
-    `translate` of mhd_search_fold, and what `fold` strips on the Python side."""
-    source, target = [], []
-    for code in range(0xC0, 0x250):
-        char = chr(code)
-        if char != char.lower():
-            continue
-        bare = "".join(
-            c for c in unicodedata.normalize("NFD", char) if not unicodedata.combining(c)
-        )
-        if len(bare) == 1 and bare != char and bare.isascii():
-            source.append(char)
-            target.append(bare)
-    return "".join(source), "".join(target)
-
-
-_FROM, _TO = latin_fold_table()
-_FOLD = str.maketrans(_FROM, _TO)
+_MARKS = re.compile(r"[\u0300-\u036f]+")
 
 
 def fold(value: str) -> str:
-    """Lower case, Latin accents stripped: what both indexes store for a word."""
-    return value.lower().translate(_FOLD)
+    """Lower case, accents stripped (NFD, combining marks U+0300-U+036F dropped): what both
+    indexes hold for a word (PostgreSQL's mhd_search_fold does the same steps)."""
+    return _MARKS.sub("", unicodedata.normalize("NFD", value.lower()))
 
 
 def words(value: str) -> list[str]:

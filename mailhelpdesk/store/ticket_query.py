@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, not_, or_, text, true
+from sqlalchemy import and_, exists, false, func, literal, not_, or_, text, true, tuple_
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
@@ -162,12 +162,19 @@ class ListRequest:
 
 def list_tickets(session: Session, req: ListRequest) -> tuple[list[Ticket], int | None]:
     """The tickets of one page, in order, and how many match in all (None when not counted)."""
+    rows_query, count_query = statements(session, req)
+    total = int(session.execute(count_query).scalar_one()) if count_query is not None else None
+    return list(session.exec(rows_query).all()), total
+
+
+def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
+    """The SELECT of the page's tickets and, when counting, the SELECT count(*) of all that
+    match: what list_tickets runs (and the benchmark runs straight in the database)."""
     conditions = [col(Ticket.deleted_at).is_(None), *(compile_expr(session, e) for e in req.where)]
     query = select(Ticket).where(*conditions)
-    total = None
+    counted = None
     if req.count:
         counted = sa_select(func.count()).select_from(Ticket).where(*conditions)
-        total = int(session.execute(counted).scalar_one())
     if req.sort.key == RELEVANCE:
         terms = [t for e in req.where for t in _positive_terms(e)]
         rank = search_text.rank_query(session.get_bind().dialect.name, terms)
@@ -185,8 +192,7 @@ def list_tickets(session: Session, req: ListRequest) -> tuple[list[Ticket], int 
             order = [column.desc().nulls_last(), number.desc()]
         else:
             order = [column.asc().nulls_last(), number.asc()]
-    rows = session.exec(query.order_by(*order).offset(req.offset).limit(req.limit)).all()
-    return list(rows), total
+    return query.order_by(*order).offset(req.offset).limit(req.limit), counted
 
 
 def query_tickets(
@@ -211,14 +217,17 @@ def _sort_column(key: str) -> Any:
 
 
 def _after(column: Any, number: Any, sort: Sort, after: tuple[Any, int]) -> ColumnElement[bool]:
-    """Rows strictly after (value, number) in the sort order, NULL values last in either
-    direction (only due_at is nullable)."""
+    """Rows strictly after (value, number) in the sort order, as a row-value comparison the
+    index (key, number) serves as a range; NULL values last in either direction (only due_at is
+    nullable)."""
     value, last = after
+    if sort.key == "number":
+        return number < last if sort.descending else number > last
     if value is None:  # among the NULLs at the end: by number only
         return and_(column.is_(None), number < last if sort.descending else number > last)
-    if sort.descending:
-        return or_(column < value, and_(column == value, number < last), column.is_(None))
-    return or_(column > value, and_(column == value, number > last), column.is_(None))
+    pair, bound = tuple_(column, number), tuple_(literal(value, column.type), literal(last))
+    beyond: ColumnElement[bool] = pair < bound if sort.descending else pair > bound
+    return or_(beyond, column.is_(None)) if sort.key == "due_at" else beyond
 
 
 def compile_expr(session: Session, expr: Expr) -> ColumnElement[bool]:
@@ -379,15 +388,8 @@ def queue_exists(session: Session, name: str) -> bool:
 
 def explain(session: Session, req: ListRequest) -> list[str]:
     """The database's plan for the rows query of `req` (docs/performance.md, the benchmark)."""
-    conditions = [col(Ticket.deleted_at).is_(None), *(compile_expr(session, e) for e in req.where)]
-    column = _sort_column(req.sort.key if req.sort.key != RELEVANCE else "number")
-    query = (
-        select(Ticket.id)
-        .where(*conditions)
-        .order_by(column.desc() if req.sort.descending else column.asc())
-        .limit(req.limit)
-    )
+    rows_query, _ = statements(session, req)
     bind = session.get_bind()
-    compiled = query.compile(bind, compile_kwargs={"literal_binds": True})
+    compiled = rows_query.compile(bind, compile_kwargs={"literal_binds": True})
     prefix = "EXPLAIN QUERY PLAN " if bind.dialect.name == "sqlite" else "EXPLAIN "
     return [" ".join(str(c) for c in row) for row in session.execute(text(prefix + str(compiled)))]

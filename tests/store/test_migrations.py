@@ -19,7 +19,10 @@ from tests.postgres import Postgres
 
 def _not_search(name: str | None, type_: str, _parents: object) -> bool:
     """The full-text table of migration 0014 has no model (FTS5 / tsvector, made by hand)."""
-    if type_ == "index" and name in ("ix_ticket_tags_lower_name", "ix_ticket_field_values_name_value"):
+    if type_ == "index" and name in (
+        "ix_ticket_tags_lower_name",
+        "ix_ticket_field_values_name_value",
+    ):
         return False  # expression indexes of 0014: not expressible on the models
     return not (type_ == "table" and (name or "").startswith("ticket_search"))
 

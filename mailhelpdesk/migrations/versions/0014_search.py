@@ -12,9 +12,8 @@ write, whatever writes (services, the store, a bulk import, a merge moving respo
 upgrade fills it for the rows already there. store/search_text.py reads it.
 """
 
+# ruff: noqa: ISC004 - the DDL lists below are long SQL statements split over lines
 from __future__ import annotations
-
-import unicodedata
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,21 +24,6 @@ branch_labels = None
 depends_on = None
 
 CAP = 1_000_000
-
-
-def _fold_table() -> tuple[str, str]:
-    """Lower-case Latin letters with accents (U+00C0-U+024F) and their bare letters (the same
-    table as store/search_text.latin_fold_table, frozen into this migration)."""
-    source, target = [], []
-    for code in range(0xC0, 0x250):
-        char = chr(code)
-        if char != char.lower():
-            continue
-        bare = "".join(c for c in unicodedata.normalize("NFD", char) if not unicodedata.combining(c))
-        if len(bare) == 1 and bare != char and bare.isascii():
-            source.append(char)
-            target.append(bare)
-    return "".join(source), "".join(target)
 
 
 def _text(r: str, find: str) -> str:
@@ -77,19 +61,23 @@ SQLITE = [
     "WHERE rowid = NEW.ticket_id AND NEW.ticket_id <> OLD.ticket_id; END",
     "CREATE TRIGGER ticket_search_response_ad AFTER DELETE ON responses BEGIN "
     f"UPDATE ticket_search SET body = {_sqlite_body('OLD.ticket_id')} WHERE rowid = OLD.ticket_id; END",
+    # the backfill, set-based: every ticket's responses concatenated in one pass
     "INSERT INTO ticket_search(rowid, subject, body) "
-    f"SELECT t.id, t.subject, {_sqlite_body('t.id')} FROM tickets AS t",
+    f"SELECT t.id, t.subject, substr(coalesce(b.body, ''), 1, {CAP}) FROM tickets AS t "
+    f"LEFT JOIN (SELECT r.ticket_id, group_concat({_text('r', 'instr')}, ' ') AS body FROM "
+    "(SELECT * FROM responses ORDER BY ticket_id, id) AS r GROUP BY r.ticket_id) AS b "
+    "ON b.ticket_id = t.id",
 ]
 
 
 def _postgresql() -> list[str]:
-    source, target = _fold_table()
     return [
-        # lower case, Latin accents stripped, everything but letters and digits a space: the
-        # words FTS5's unicode61 tokenizer would cut (IMMUTABLE, so a generated column may use it)
+        # lower case, accents stripped (NFD, then the combining marks U+0300-U+036F dropped),
+        # everything but letters and digits a space: the words FTS5's unicode61 tokenizer cuts.
+        # IMMUTABLE, so the generated column may use it; normalize() needs a UTF8 database.
         "CREATE FUNCTION mhd_search_fold(value text) RETURNS text LANGUAGE sql IMMUTABLE "
-        "PARALLEL SAFE AS $$ SELECT regexp_replace(translate(lower(value), "
-        f"'{source}', '{target}'), '[^[:alnum:]]+', ' ', 'g') $$",
+        "PARALLEL SAFE AS $$ SELECT regexp_replace(regexp_replace(normalize(lower(value), NFD), "
+        "'[\\u0300-\\u036f]+', '', 'g'), '[^[:alnum:]]+', ' ', 'g') $$",
         "CREATE TABLE ticket_search ("
         "ticket_id integer PRIMARY KEY REFERENCES tickets(id) ON DELETE CASCADE, "
         "subject text NOT NULL DEFAULT '', body text NOT NULL DEFAULT '', "
@@ -125,8 +113,11 @@ def _postgresql() -> list[str]:
         "CREATE TRIGGER ticket_search_response "
         "AFTER INSERT OR DELETE OR UPDATE OF ticket_id, plain_text, visible_text ON responses "
         "FOR EACH ROW EXECUTE FUNCTION mhd_search_response()",
+        # the backfill, set-based (a SQL function per row would be planned once per ticket)
         "INSERT INTO ticket_search(ticket_id, subject, body) "
-        "SELECT t.id, t.subject, mhd_search_body(t.id) FROM tickets AS t",
+        "SELECT t.id, t.subject, coalesce(b.body, '') FROM tickets AS t LEFT JOIN "
+        f"(SELECT r.ticket_id, left(string_agg({_text('r', 'strpos')}, ' ' ORDER BY r.id), {CAP}) "
+        "AS body FROM responses AS r GROUP BY r.ticket_id) AS b ON b.ticket_id = t.id",
     ]
 
 
@@ -157,12 +148,24 @@ def downgrade() -> None:
     op.execute(sa.text("DROP INDEX ix_ticket_field_values_name_value"))
     op.execute(sa.text("DROP INDEX ix_ticket_tags_lower_name"))
     if op.get_bind().dialect.name == "sqlite":
-        for name in ("ticket_ai", "ticket_au", "ticket_ad", "response_ai", "response_au", "response_ad"):
+        for name in (
+            "ticket_ai",
+            "ticket_au",
+            "ticket_ad",
+            "response_ai",
+            "response_au",
+            "response_ad",
+        ):
             op.execute(sa.text(f"DROP TRIGGER ticket_search_{name}"))
         op.execute(sa.text("DROP TABLE ticket_search"))
         return
     op.execute(sa.text("DROP TRIGGER ticket_search_response ON responses"))
     op.execute(sa.text("DROP TRIGGER ticket_search_ticket ON tickets"))
     op.execute(sa.text("DROP TABLE ticket_search"))
-    for fn in ("mhd_search_response()", "mhd_search_ticket()", "mhd_search_body(integer)", "mhd_search_fold(text)"):
+    for fn in (
+        "mhd_search_response()",
+        "mhd_search_ticket()",
+        "mhd_search_body(integer)",
+        "mhd_search_fold(text)",
+    ):
         op.execute(sa.text(f"DROP FUNCTION {fn}"))
