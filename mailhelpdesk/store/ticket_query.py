@@ -222,7 +222,8 @@ def _after(column: Any, number: Any, sort: Sort, after: tuple[Any, int]) -> Colu
     nullable)."""
     value, last = after
     if sort.key == "number":
-        return number < last if sort.descending else number > last
+        simple: ColumnElement[bool] = number < last if sort.descending else number > last
+        return simple
     if value is None:  # among the NULLs at the end: by number only
         return and_(column.is_(None), number < last if sort.descending else number > last)
     pair, bound = tuple_(column, number), tuple_(literal(value, column.type), literal(last))
