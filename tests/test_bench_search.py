@@ -13,8 +13,10 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_search.py
 
 def test_search_benchmark_runs_at_a_small_size() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--tickets", "300", "--engine", "sqlite"]
-        + ["--rounds", "1", "--samples", "1"],
+        [
+            *(sys.executable, str(BENCH), "--tickets", "300", "--engine", "sqlite"),
+            *("--rounds", "1", "--samples", "1"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
