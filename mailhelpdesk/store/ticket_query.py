@@ -188,10 +188,12 @@ def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
         number = col(Ticket.number)
         if req.after is not None:
             query = query.where(_after(column, number, req.sort, req.after))
-        if req.sort.descending:
-            order = [column.desc().nulls_last(), number.desc()]
-        else:
-            order = [column.asc().nulls_last(), number.asc()]
+        # NULLS LAST only where NULLs exist (due_at): on a NOT NULL column it would stop
+        # PostgreSQL from reading a descending order off the ascending (key, number) index
+        first = column.desc() if req.sort.descending else column.asc()
+        if req.sort.key == "due_at":
+            first = first.nulls_last()
+        order = [first, number.desc() if req.sort.descending else number.asc()]
     return query.order_by(*order).offset(req.offset).limit(req.limit), counted
 
 
