@@ -56,9 +56,43 @@ QUEUES = ["Inbox", "Billing", "Sales", "Tech", "Returns"]
 AGENTS = [f"agent{i}@helpdesk.test" for i in range(20)]
 TAGS = ["refund", "vip", "bug", "invoice", "shipping", "urgent-customer", "feature", "spam"]
 REAL = [
-    *["printer", "invoice", "refund", "order", "payment", "delivery", "missing", "broken", "password", "login", "account"],
-    *["shipping", "address", "cancel", "subscription", "upgrade", "error", "crash", "slow", "screen", "battery"],
-    *["warranty", "return", "exchange", "damaged", "package", "tracking", "number", "charge", "twice", "card"],
+    *[
+        "printer",
+        "invoice",
+        "refund",
+        "order",
+        "payment",
+        "delivery",
+        "missing",
+        "broken",
+        "password",
+        "login",
+        "account",
+    ],
+    *[
+        "shipping",
+        "address",
+        "cancel",
+        "subscription",
+        "upgrade",
+        "error",
+        "crash",
+        "slow",
+        "screen",
+        "battery",
+    ],
+    *[
+        "warranty",
+        "return",
+        "exchange",
+        "damaged",
+        "package",
+        "tracking",
+        "number",
+        "charge",
+        "twice",
+        "card",
+    ],
 ]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 EXTRA = (
