@@ -119,24 +119,81 @@ def ticket() -> None:
 
 
 @ticket.command("list")
+@click.option("--q", "q", help="The query language of GET /api/v1/tickets (docs/api.md).")
 @click.option(
     "--status",
-    type=click.Choice(["open", "on-hold", "closed"]),
-    help="Only tickets in this status.",
+    help="Only tickets in these statuses (comma list of open, on-hold, closed).",
 )
+@click.option("--priority", help="Only these priorities (comma list: Low, Normal, High, Urgent).")
+@click.option("--queue", help="Only tickets in this queue.")
+@click.option("--assignee", help="An agent's email, none or any.")
+@click.option("--requester", help="Only tickets raised by this address.")
+@click.option("--tag", "tags", multiple=True, help="Only tickets with this tag (repeatable: all).")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any other list filter, as the query string has it "
+    "(created_after=2026-11-01, unresponded=true, cf.order=7731, …); repeatable.",
+)
+@click.option(
+    "--sort",
+    default=None,
+    help="number, created_at, updated_at, due_at, priority, status, subject or relevance; "
+    "'-' first for descending. Default: number (oldest first), relevance with --q words.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N tickets.")
 @click.option("--json", "as_json", is_flag=True, help="Print an array of ticket headers.")
 @click.pass_context
-def ticket_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
-    """List tickets, oldest first."""
-    from mailhelpdesk.services.views import ticket_headers
-    from mailhelpdesk.store import tickets as store
+def ticket_list(
+    ctx: click.Context,
+    q: str | None,
+    status: str | None,
+    priority: str | None,
+    queue: str | None,
+    assignee: str | None,
+    requester: str | None,
+    tags: tuple[str, ...],
+    filters: tuple[str, ...],
+    sort: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List tickets: the filters of GET /api/v1/tickets, oldest first unless --sort says."""
+    from mailhelpdesk.services import ticket_list as listing
+    from mailhelpdesk.services.api_requests import FieldErrors
     from mailhelpdesk.store.db import read_scope
 
+    items = [
+        (name, value)
+        for name, value in (
+            ("q", q),
+            ("status", status),
+            ("priority", priority),
+            ("queue", queue),
+            ("assignee", assignee),
+            ("requester", requester),
+        )
+        if value is not None
+    ]
+    items += [("tag", t) for t in tags]
+    for text in filters:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--filter")
+        items.append((name.strip(), value))
+    q_words = bool(q and q.strip())
+    items.append(("sort", sort or ("relevance" if q_words else "number")))
     app = _app(ctx)
     with read_scope(app.engine) as session:
-        headers = ticket_headers(
-            session, list(store.list_tickets(session, status=status, limit=1_000_000))
-        )
+        try:
+            request = listing.parse(items, definitions=app.settings.notify.custom_fields)
+        except FieldErrors as exc:
+            raise click.ClickException(
+                "; ".join(f"--{k.replace('_', '-')}: {v[0]}" for k, v in exc.fields.items())
+            ) from None
+        headers = listing.all_headers(session, request, limit=limit)
     if as_json:
         click.echo(json.dumps(headers, indent=2, ensure_ascii=False))
         return

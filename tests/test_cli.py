@@ -277,3 +277,34 @@ def test_token_create_list_revoke(cfg: Path) -> None:
         main, ["--config", str(cfg), "token", "create", "--name", "x", "--ability", "nope"]
     )
     assert bad.exit_code != 0 and "unknown ability nope" in bad.output
+
+
+def test_ticket_list_filters_q_sort_and_limit(cfg: Path, tmp_path: Path) -> None:
+    """`ticket list` takes the filters and the q language of GET /api/v1/tickets."""
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    subjects = ["Refund for order 7731", "Printer jam", "Remboursement de la commande"]
+    for index, subject in enumerate(subjects):
+        (folder / f"{index}.eml").write_bytes(
+            make_mail(subject=subject, message_id=f"<l{index}@x.test>", body=f"Text {index}\n")
+        )
+    runner = CliRunner()
+    assert runner.invoke(main, ["--config", str(cfg), "import", str(folder)]).exit_code == 0
+
+    def listed(*args: str) -> list[str]:
+        result = runner.invoke(main, ["--config", str(cfg), "ticket", "list", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return [t["subject"] for t in json.loads(result.output)]
+
+    assert listed() == subjects  # oldest first, as before
+    assert sorted(listed("--q", "refund OR commande")) == sorted([subjects[0], subjects[2]])
+    assert listed("--q", "order 7731", "--status", "open") == [subjects[0]]
+    assert listed("--q", "printer", "--status", "closed") == []
+    assert listed("--sort", "-number", "--limit", "2") == [subjects[2], subjects[1]]
+    assert listed("--sort", "subject", "--queue", "Inbox") == sorted(subjects)
+    assert listed("--assignee", "none", "--filter", "unresponded=true", "--limit", "1") == [
+        subjects[0]
+    ]
+    bad = runner.invoke(main, ["--config", str(cfg), "ticket", "list", "--q", "status:nope"])
+    assert bad.exit_code != 0 and "--q:" in bad.output and "column 1" in bad.output
+    assert "Traceback" not in bad.output

@@ -91,6 +91,11 @@ class InboundMessage(SQLModel, table=True):
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "tickets"
+    # the list's sorts, keyset-paged with number as the tie-break (store/ticket_query.py)
+    __table_args__ = (
+        Index("ix_tickets_updated_at_number", "updated_at", "number"),
+        Index("ix_tickets_priority_number", "priority", "number"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True)
     subject: str = Field(sa_column=Column(Text, nullable=False))
@@ -99,7 +104,7 @@ class Ticket(SQLModel, table=True):
     queue_id: int = Field(foreign_key="queues.id", index=True)
     originator_email: str = Field(max_length=320, index=True)
     originator_name: str = Field(default="", max_length=400)
-    assigned_to_email: str | None = Field(default=None, max_length=320)
+    assigned_to_email: str | None = Field(default=None, max_length=320, index=True)
     resolved_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     on_hold_until: date | None = None
     created_at: datetime = Field(sa_column=utc_column(index=True))

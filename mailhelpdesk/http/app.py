@@ -161,6 +161,17 @@ def create_api(
         add_get_route(
             api,
             rt,
+            "/api/v1/tickets",
+            "tickets:read",
+            v1.list_route(rt),
+            "List tickets: filters (status, priority, queue, assignee, requester, contact_id, "
+            "tag, created/updated/due bounds, unresponded, breached, has_attachments, "
+            "cf.<field>), q (the query language), sort, fields, page/per_page or cursor",
+            query=v1.TicketListIn,
+        )
+        add_get_route(
+            api,
+            rt,
             "/api/v1/tickets/{number:int}",
             "tickets:read",
             v1.show_by_path(rt),

@@ -197,6 +197,8 @@ def fault(request: Request, exc: Exception) -> Outcome:
 
 # where a GET route's validated query-string model is handed to its handler, in the params
 QUERY_PARAM = "@query"
+# the raw query string as (name, value) pairs, repeats kept (?tag=a&tag=b), in the params
+QUERY_ITEMS = "@items"
 
 
 def add_get_route(
@@ -218,6 +220,7 @@ def add_get_route(
         token = await _admit(rt, request, ability)
         params: dict[str, Any] = dict(request.path_params)
         params[TOKEN_PARAM] = token
+        params[QUERY_ITEMS] = request.query_params.multi_items()
         number = params.get("number")
         target = handle if not isinstance(number, int) else guarded(handle, token, lambda _: number)
 

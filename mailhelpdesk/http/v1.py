@@ -12,12 +12,20 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.http import tickiti
-from mailhelpdesk.http.endpoint import TOKEN_PARAM, Acting, Endpoint, Runtime, with_token
+from mailhelpdesk.http.endpoint import (
+    QUERY_ITEMS,
+    TOKEN_PARAM,
+    Acting,
+    Endpoint,
+    Runtime,
+    with_token,
+)
 from mailhelpdesk.http.errors import ApiError, validation_failed
 from mailhelpdesk.services import (
     forwarding,
     history,
     housekeeping,
+    ticket_list,
     ticket_reads,
     visibility,
     watchers,
@@ -391,6 +399,53 @@ def show_by_path(rt: Runtime) -> Callable[[Session, dict[str, Any]], dict[str, A
         )
 
     return show
+
+
+class TicketListIn(_In):
+    """GET /api/v1/tickets: the query string, documented (services/ticket_list.py reads it,
+    with repeats such as tag=a&tag=b and the cf.<field> names this model cannot list)."""
+
+    status: str | None = Field(default=None, description="comma list: open, on-hold, closed")
+    priority: str | None = Field(default=None, description="comma list: Low, Normal, High, Urgent")
+    queue: str | None = None
+    assignee: str | None = Field(default=None, description="an agent's email, none or any")
+    requester: str | None = None
+    contact_id: str | None = None
+    tag: str | None = Field(default=None, description="repeatable; every tag must be on it")
+    created_after: str | None = None
+    created_before: str | None = None
+    updated_after: str | None = None
+    updated_before: str | None = None
+    due_after: str | None = None
+    due_before: str | None = None
+    unresponded: str | None = None
+    breached: str | None = None
+    has_attachments: str | None = None
+    q: str | None = Field(default=None, description="the query language (docs/api.md)")
+    sort: str | None = Field(default=None, description="a field or -field; default -updated_at")
+    fields: str | None = Field(default=None, description="comma list of header fields")
+    page: str | None = None
+    per_page: str | None = None
+    cursor: str | None = Field(default=None, description="meta.next_cursor of the last page")
+
+
+def list_route(rt: Runtime) -> Any:
+    """GET /api/v1/tickets (resources.md §2): the query string read by services/ticket_list.py,
+    among the tickets of the queues the token sees."""
+
+    def handle(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get(TOKEN_PARAM)
+        viewer = visibility.viewer_for(
+            session, token if isinstance(token, AuthenticatedToken) else None
+        )
+        request = ticket_list.parse(
+            params.get(QUERY_ITEMS, []),
+            definitions=rt.settings.notify.custom_fields,
+            visible_queues=viewer.queues,
+        )
+        return ticket_list.listing(session, request)
+
+    return handle
 
 
 def history_by_path(session: Session, params: dict[str, Any]) -> dict[str, Any]:

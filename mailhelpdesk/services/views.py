@@ -52,13 +52,17 @@ def ticket_header(
 
 
 def ticket_headers(session: Session, tickets: list[Ticket]) -> list[dict[str, Any]]:
+    """The headers of a page of tickets: tags and CCs read for the whole page at once (three
+    queries, not two per ticket: a list page stays a few milliseconds)."""
     names = store.queue_names(session)
+    ids = [t.id for t in tickets if t.id is not None]
+    tags, ccs = store.tags_by_ticket(session, ids), store.cc_emails_by_ticket(session, ids)
     return [
         ticket_header(
             t,
             queue_name=names.get(t.queue_id, ""),
-            tags=store.tags_of(session, t.id or 0),
-            cc=[c.email for c in store.ccs_of(session, t.id or 0)],
+            tags=tags.get(t.id or 0, []),
+            cc=ccs.get(t.id or 0, []),
         )
         for t in tickets
     ]

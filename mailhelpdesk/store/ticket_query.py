@@ -1,4 +1,21 @@
-"""The ticket list query behind the API's perspectives and criteria. Flushes nothing."""
+"""The one place ticket lists are built: the native `GET /api/v1/tickets`, the Tickiti
+`tickets/query` and index, and the CLI's `ticket list` all describe what they want as a
+`TicketFilter` (or a tree of them, from the `q` language) and a sort, and get their rows here.
+
+A `TicketFilter` is a conjunction: each field narrows the list, and a field holding several
+values accepts any of them (except `tags_all`, where every tag must be on the ticket). `AllOf`,
+`AnyOf` and `Not` combine filters into the boolean trees the query language produces, so a `q`
+term and the query-string parameter of the same name compile to the same SQL.
+
+Full text (`TextTerm`) runs against `ticket_search`, one document per ticket (subject plus the
+text of every response) kept by triggers in the transaction of each write (migration 0014):
+an FTS5 table on SQLite, a table with a `tsvector` column and a GIN index on PostgreSQL. Both
+fold case and accents; a term with CJK characters, which neither tokenizer splits into words,
+is matched as a substring of the document instead (search_text.py decides which).
+
+Trashed tickets are never listed; merged-away tickets are, like every other read, with
+`merged_into` set. Nothing here flushes or writes.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +24,66 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_
+from sqlalchemy import and_, exists, false, func, literal, not_, or_, text, true, tuple_
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from mailhelpdesk.domain.models import Queue, Response, Ticket, TicketCC, TicketTag
+from mailhelpdesk.domain.events import EventType
+from mailhelpdesk.domain.models import (
+    Attachment,
+    Queue,
+    Response,
+    Ticket,
+    TicketCC,
+    TicketEvent,
+    TicketFieldValue,
+    TicketTag,
+)
+from mailhelpdesk.store import search_text
 
 TEXT_MODES = ("subject", "content", "subject_content")
+# sort keys (resources.md §2), each a column of tickets; ties are broken by number
+SORT_KEYS = ("number", "created_at", "updated_at", "due_at", "priority", "status", "subject")
+RELEVANCE = "relevance"  # ranked by full text: page/per_page only (a rank has no stable keyset)
+
+
+@dataclass(frozen=True)
+class TextTerm:
+    """A free word or a quoted phrase of the query language: the ticket's subject or any of its
+    messages contains it (as whole words, accents and case folded)."""
+
+    text: str
+    phrase: bool = False
+
+
+@dataclass(frozen=True)
+class FieldMatch:
+    """A custom field (`cf.<name>`) holding a value: `candidates` are the JSON texts a stored
+    value may equal; with `element`, the stored value is a JSON list that holds one of them."""
+
+    name: str
+    candidates: tuple[str, ...]
+    element: bool = False
 
 
 @dataclass(frozen=True)
 class TicketFilter:
-    """Each field is a set of alternatives (OR-ed); different fields are AND-ed."""
+    """Each field narrows the list (AND); a field's several values are alternatives (OR)."""
 
     statuses: Sequence[str] = ()
     queues: Sequence[str] = ()
-    raised: Sequence[str] = ()
+    raised: Sequence[str] = ()  # the requester's address
     numbers: Sequence[int] = ()
     priorities: Sequence[int] = ()
     assigned: Sequence[str] = ()
     # text mode -> phrases (OR-ed) -> words (AND-ed); a word matches a substring, any case
+    # (the Tickiti criteria of api-contract.md §4.6; the native list uses `text`)
     phrases: Mapping[str, Sequence[Sequence[str]]] = field(default_factory=dict)
     participants: Sequence[str] = ()  # originator, a CC or the author of any response
-    hashtags: Sequence[str] = ()
+    hashtags: Sequence[str] = ()  # any of them
     unassigned: bool = False
-    created_from: datetime | None = None
+    created_from: datetime | None = None  # every bound is inclusive
     created_to: datetime | None = None
     updated_from: datetime | None = None
     updated_to: datetime | None = None
@@ -38,38 +91,199 @@ class TicketFilter:
     # the queues the asking token sees, lower-cased (services/visibility.py); None: every queue
     visible_queues: frozenset[str] | None = None
     order: str = "number"  # number: newest number first | priority: most urgent first, then number
+    # -- the native list (resources.md §2) --------------------------------------------------------
+    assigned_any: bool = False  # assignee=any
+    contact_ids: Sequence[int] = ()
+    tags_all: Sequence[str] = ()  # every one of them
+    due_from: datetime | None = None
+    due_to: datetime | None = None
+    unresponded: bool | None = None  # True: no agent response yet; False: at least one
+    breached: bool | None = None  # True: an sla_breach event is in the history
+    has_attachments: bool | None = None  # a non-inline attachment on any response
+    fields: Sequence[FieldMatch] = ()
+    text: Sequence[TextTerm] = ()  # every term must match
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Expr
+
+
+Expr = TicketFilter | AllOf | AnyOf | Not
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A sort key and its direction; ties are broken by number in the same direction."""
+
+    key: str = "updated_at"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, value: str) -> Sort:
+        """`field` or `-field`; ValueError for anything else."""
+        raw = value.strip()
+        key = raw.lstrip("-")
+        if (
+            key not in (*SORT_KEYS, RELEVANCE)
+            or raw.count("-") > 1
+            or (raw != key and key == RELEVANCE)
+        ):
+            raise ValueError(
+                f"sort is one of {', '.join(SORT_KEYS)}, {RELEVANCE}, optionally with '-'"
+            )
+        return cls(key, raw.startswith("-") or key == RELEVANCE)
+
+    def __str__(self) -> str:
+        return ("-" if self.descending and self.key != RELEVANCE else "") + self.key
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """What one list asks for: the filters (AND-ed), the sort, and a page or a keyset position."""
+
+    where: Sequence[Expr] = ()
+    sort: Sort = field(default_factory=Sort)
+    limit: int = 25
+    offset: int = 0
+    after: tuple[Any, int] | None = None  # (sort key value, number) of the last row seen
+    count: bool = True  # also count every matching ticket (page mode)
+
+
+def list_tickets(session: Session, req: ListRequest) -> tuple[list[Ticket], int | None]:
+    """The tickets of one page, in order, and how many match in all (None when not counted)."""
+    rows_query, count_query = statements(session, req)
+    total = int(session.execute(count_query).scalar_one()) if count_query is not None else None
+    return list(session.exec(rows_query).all()), total
+
+
+def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
+    """The SELECT of the page's tickets and, when counting, the SELECT count(*) of all that
+    match: what list_tickets runs (and the benchmark runs straight in the database)."""
+    conditions = [col(Ticket.deleted_at).is_(None), *(compile_expr(session, e) for e in req.where)]
+    query = select(Ticket).where(*conditions)
+    counted = None
+    if req.count:
+        counted = sa_select(func.count()).select_from(Ticket).where(*conditions)
+    if req.sort.key == RELEVANCE:
+        terms = [t for e in req.where for t in _positive_terms(e)]
+        rank = search_text.rank_query(session.get_bind().dialect.name, terms)
+        if rank is not None:
+            query = query.outerjoin(rank, rank.c.ticket_id == col(Ticket.id))
+            order: list[Any] = [func.coalesce(rank.c.rank, 0.0).desc(), col(Ticket.number).desc()]
+        else:
+            order = [col(Ticket.number).desc()]
+    else:
+        column = _sort_column(req.sort.key)
+        number = col(Ticket.number)
+        if req.after is not None:
+            query = query.where(_after(column, number, req.sort, req.after))
+        # NULLS LAST only where NULLs exist (due_at): on a NOT NULL column it would stop
+        # PostgreSQL from reading a descending order off the ascending (key, number) index
+        first = column.desc() if req.sort.descending else column.asc()
+        if req.sort.key == "due_at":
+            first = first.nulls_last()
+        order = [first, number.desc() if req.sort.descending else number.asc()]
+    return query.order_by(*order).offset(req.offset).limit(req.limit), counted
 
 
 def query_tickets(
     session: Session, flt: TicketFilter, *, offset: int, limit: int
 ) -> tuple[list[Ticket], int]:
-    """One page of tickets, newest number first, and the total matching."""
-    query = select(Ticket).where(col(Ticket.deleted_at).is_(None))  # the trash is not listed
+    """The Tickiti lists: one page, newest number first (or most urgent first), and the total."""
+    # "priority": most urgent first, then newest number (the order of sort=-priority)
+    sort = Sort("priority", True) if flt.order == "priority" else Sort("number", True)
+    rows, total = list_tickets(
+        session, ListRequest(where=(flt,), sort=sort, limit=limit, offset=offset)
+    )
+    return rows, int(total or 0)
+
+
+def sort_value(ticket: Ticket, key: str) -> Any:
+    """The value of the sort key on a row, as the keyset of the next page holds it."""
+    return getattr(ticket, key)
+
+
+def _sort_column(key: str) -> Any:
+    return col(getattr(Ticket, key))
+
+
+def _after(column: Any, number: Any, sort: Sort, after: tuple[Any, int]) -> ColumnElement[bool]:
+    """Rows strictly after (value, number) in the sort order, as a row-value comparison the
+    index (key, number) serves as a range; NULL values last in either direction (only due_at is
+    nullable)."""
+    value, last = after
+    if sort.key == "number":
+        simple: ColumnElement[bool] = number < last if sort.descending else number > last
+        return simple
+    if value is None:  # among the NULLs at the end: by number only
+        return and_(column.is_(None), number < last if sort.descending else number > last)
+    pair, bound = tuple_(column, number), tuple_(literal(value, column.type), literal(last))
+    beyond: ColumnElement[bool] = pair < bound if sort.descending else pair > bound
+    return or_(beyond, column.is_(None)) if sort.key == "due_at" else beyond
+
+
+def compile_expr(session: Session, expr: Expr) -> ColumnElement[bool]:
+    """The WHERE condition of a filter tree, on the session's database."""
+    if isinstance(expr, TicketFilter):
+        return compile_filter(session, expr)
+    if isinstance(expr, Not):
+        return not_(compile_expr(session, expr.item))
+    parts = [compile_expr(session, e) for e in expr.items]
+    if isinstance(expr, AllOf):
+        return and_(true(), *parts)
+    return or_(false(), *parts)
+
+
+def _positive_terms(expr: Expr) -> list[TextTerm]:
+    """The text terms that rank a result: every one not under a negation."""
+    if isinstance(expr, TicketFilter):
+        return list(expr.text)
+    if isinstance(expr, Not):
+        return []
+    return [t for e in expr.items for t in _positive_terms(e)]
+
+
+def compile_filter(session: Session, flt: TicketFilter) -> ColumnElement[bool]:
+    """One filter as a condition on `tickets` (every field present AND-ed)."""
+    where: list[ColumnElement[bool]] = []
     if flt.statuses:
-        query = query.where(col(Ticket.status).in_(list(flt.statuses)))
+        where.append(col(Ticket.status).in_(list(flt.statuses)))
     if flt.queues:
-        ids = select(Queue.id).where(func.lower(Queue.name).in_([q.lower() for q in flt.queues]))
-        query = query.where(col(Ticket.queue_id).in_(ids))
+        where.append(col(Ticket.queue_id).in_(_queue_ids(frozenset(q.lower() for q in flt.queues))))
     if flt.visible_queues is not None:
-        query = query.where(col(Ticket.queue_id).in_(_queue_ids(flt.visible_queues)))
+        where.append(col(Ticket.queue_id).in_(_queue_ids(flt.visible_queues)))
     if flt.raised:
-        query = query.where(col(Ticket.originator_email).in_([r.lower() for r in flt.raised]))
+        where.append(col(Ticket.originator_email).in_([r.lower() for r in flt.raised]))
     if flt.numbers:
-        query = query.where(col(Ticket.number).in_(list(flt.numbers)))
+        where.append(col(Ticket.number).in_(list(flt.numbers)))
     if flt.priorities:
-        query = query.where(col(Ticket.priority).in_(list(flt.priorities)))
+        where.append(col(Ticket.priority).in_(list(flt.priorities)))
     if flt.assigned:
-        query = query.where(
-            func.lower(col(Ticket.assigned_to_email)).in_([a.lower() for a in flt.assigned])
-        )
+        # assignees are stored lower-cased (services/ticket_changes.assign)
+        where.append(col(Ticket.assigned_to_email).in_([a.lower() for a in flt.assigned]))
     if flt.unassigned:
-        query = query.where(col(Ticket.assigned_to_email).is_(None))
+        where.append(col(Ticket.assigned_to_email).is_(None))
+    if flt.assigned_any:
+        where.append(col(Ticket.assigned_to_email).is_not(None))
+    if flt.contact_ids:
+        where.append(col(Ticket.contact_id).in_(list(flt.contact_ids)))
     for mode, phrases in flt.phrases.items():
         if phrases:
-            query = query.where(or_(*[and_(*[_word(mode, w) for w in words]) for words in phrases]))
+            where.append(or_(*[and_(*[_word(mode, w) for w in words]) for words in phrases]))
     if flt.participants:
         emails = [p.lower() for p in flt.participants]
-        query = query.where(
+        where.append(
             or_(
                 col(Ticket.originator_email).in_(emails),
                 exists().where(
@@ -83,27 +297,72 @@ def query_tickets(
             )
         )
     if flt.hashtags:
-        tags = [t.lower() for t in flt.hashtags]
-        query = query.where(
-            exists().where(
-                col(TicketTag.ticket_id) == col(Ticket.id),
-                func.lower(col(TicketTag.name)).in_(tags),
-            )
+        where.append(_tagged([t.lower() for t in flt.hashtags]))
+    where.extend(_tagged([tag.lower()]) for tag in flt.tags_all)
+    where.extend(_bounds(flt))
+    if flt.unresponded is not None:
+        answered = exists().where(
+            col(Response.ticket_id) == col(Ticket.id),
+            col(Response.staff_response).is_(True),
+            col(Response.is_internal).is_(False),
         )
-    for column, bound, op in (
-        (Ticket.created_at, flt.created_from, "ge"),
-        (Ticket.created_at, flt.created_to, "le"),
-        (Ticket.updated_at, flt.updated_from, "ge"),
-        (Ticket.updated_at, flt.updated_to, "le"),
+        where.append(not_(answered) if flt.unresponded else answered)
+    if flt.breached is not None:
+        breach = exists().where(
+            col(TicketEvent.ticket_id) == col(Ticket.id),
+            col(TicketEvent.type) == EventType.sla_breach.value,
+        )
+        where.append(breach if flt.breached else not_(breach))
+    if flt.has_attachments is not None:
+        attached = exists().where(
+            col(Response.ticket_id) == col(Ticket.id),
+            col(Attachment.response_id) == col(Response.id),
+            col(Attachment.is_inline).is_(False),
+        )
+        where.append(attached if flt.has_attachments else not_(attached))
+    where.extend(_field(match) for match in flt.fields)
+    if flt.text:
+        dialect = session.get_bind().dialect.name
+        where.extend(search_text.matches(dialect, term) for term in flt.text)
+    return and_(true(), *where)
+
+
+def _bounds(flt: TicketFilter) -> list[ColumnElement[bool]]:
+    """The time bounds set on the filter (each inclusive)."""
+    found: list[ColumnElement[bool]] = []
+    for column, low, high in (
+        (Ticket.created_at, flt.created_from, flt.created_to),
+        (Ticket.updated_at, flt.updated_from, flt.updated_to),
+        (Ticket.due_at, flt.due_from, flt.due_to),
     ):
-        if bound is not None:
-            query = query.where(col(column) >= bound if op == "ge" else col(column) <= bound)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    order = [col(Ticket.number).desc()]
-    if flt.order == "priority":
-        order.insert(0, col(Ticket.priority).desc())
-    rows = session.exec(query.order_by(*order).offset(offset).limit(limit)).all()
-    return list(rows), int(total)
+        if low is not None:
+            found.append(col(column) >= low)
+        if high is not None:
+            found.append(col(column) <= high)
+    return found
+
+
+def _tagged(names: list[str]) -> ColumnElement[bool]:
+    """The ticket has one of these tags (lower-cased names; tags compare without case)."""
+    return col(Ticket.id).in_(
+        sa_select(col(TicketTag.ticket_id)).where(func.lower(col(TicketTag.name)).in_(names))
+    )
+
+
+def _field(match: FieldMatch) -> ColumnElement[bool]:
+    value = col(TicketFieldValue.value)
+    if match.element:
+        test = or_(*[value.contains(c, autoescape=True) for c in match.candidates])
+    else:
+        # the prefix lets ix_ticket_field_values_name_value (name, substr(value, 1, 100)) serve
+        test = or_(
+            *[and_(func.substr(value, 1, 100) == c[:100], value == c) for c in match.candidates]
+        )
+    return col(Ticket.id).in_(
+        sa_select(col(TicketFieldValue.ticket_id)).where(
+            col(TicketFieldValue.name) == match.name, test
+        )
+    )
 
 
 def _queue_ids(names: frozenset[str]) -> Any:
@@ -117,7 +376,7 @@ def _like(word: str) -> str:
 
 
 def _word(mode: str, word: str) -> Any:
-    """One word of a text criterion: in the subject, in any response's text, or either."""
+    """One word of a Tickiti text criterion: in the subject, in any response's text, or either."""
     in_subject = col(Ticket.subject).ilike(_like(word), escape="\\")
     in_body = exists().where(
         col(Response.ticket_id) == col(Ticket.id),
@@ -128,3 +387,12 @@ def _word(mode: str, word: str) -> Any:
 
 def queue_exists(session: Session, name: str) -> bool:
     return session.exec(select(Queue.id).where(Queue.name == name)).first() is not None
+
+
+def explain(session: Session, req: ListRequest) -> list[str]:
+    """The database's plan for the rows query of `req` (docs/performance.md, the benchmark)."""
+    rows_query, _ = statements(session, req)
+    bind = session.get_bind()
+    compiled = rows_query.compile(bind, compile_kwargs={"literal_binds": True})
+    prefix = "EXPLAIN QUERY PLAN " if bind.dialect.name == "sqlite" else "EXPLAIN "
+    return [" ".join(str(c) for c in row) for row in session.execute(text(prefix + str(compiled)))]

@@ -205,6 +205,36 @@ def tags_of(session: Session, ticket_id: int) -> list[str]:
     ]
 
 
+def tags_by_ticket(session: Session, ticket_ids: list[int]) -> dict[int, list[str]]:
+    """The tags of each ticket (as tags_of: by name), for many tickets in one query."""
+    found: dict[int, list[str]] = {}
+    if not ticket_ids:
+        return found
+    rows = session.exec(
+        select(TicketTag)
+        .where(col(TicketTag.ticket_id).in_(ticket_ids))
+        .order_by(col(TicketTag.ticket_id), col(TicketTag.name))
+    )
+    for row in rows:
+        found.setdefault(row.ticket_id, []).append(row.name)
+    return found
+
+
+def cc_emails_by_ticket(session: Session, ticket_ids: list[int]) -> dict[int, list[str]]:
+    """The CC addresses of each ticket (as ccs_of: in the order added), in one query."""
+    found: dict[int, list[str]] = {}
+    if not ticket_ids:
+        return found
+    rows = session.exec(
+        select(TicketCC)
+        .where(col(TicketCC.ticket_id).in_(ticket_ids))
+        .order_by(col(TicketCC.ticket_id), col(TicketCC.id))
+    )
+    for row in rows:
+        found.setdefault(row.ticket_id, []).append(row.email)
+    return found
+
+
 def add_cc(session: Session, *, ticket_id: int, email: str, name: str) -> bool:
     """Add a CC unless it is already there; True when added."""
     exists = session.exec(

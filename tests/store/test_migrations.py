@@ -17,12 +17,24 @@ from mailhelpdesk.store.db import make_engine
 from tests.postgres import Postgres
 
 
+def _not_search(name: str | None, type_: str, _parents: object) -> bool:
+    """The full-text table of migration 0014 has no model (FTS5 / tsvector, made by hand)."""
+    if type_ == "index" and name in (
+        "ix_ticket_tags_lower_name",
+        "ix_ticket_field_values_name_value",
+    ):
+        return False  # expression indexes of 0014: not expressible on the models
+    return not (type_ == "table" and (name or "").startswith("ticket_search"))
+
+
 def _differences(url: str) -> list[object]:
     engine = make_engine(url)
     try:
         schema.upgrade(engine)
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_name": _not_search}
+            )
             return list(compare_metadata(context, SQLModel.metadata))
     finally:
         engine.dispose()

@@ -1,0 +1,139 @@
+"""Full-text matching against `ticket_search` (migration 0014), the same on SQLite and PostgreSQL.
+
+The document of a ticket is its subject plus the text of every response (internal notes
+included: the list is for agents), kept by triggers in the transaction of the write. Both
+engines see it as a sequence of words: runs of letters and digits, case and Latin accents folded
+(SQLite: FTS5 `unicode61 remove_diacritics 2`; PostgreSQL: the `simple` configuration over
+`mhd_search_fold`, which lower-cases, decomposes (NFD) and drops the combining accents, and turns
+every other character into a space; `unaccent` is not used because creating an extension needs
+rights a helpdesk's database user may not have, and a `translate` table costs a scan of the
+table per character).
+
+A term is turned into words the same way here, so `order-7731` is the phrase `order 7731` on
+both engines, and nothing the user types reaches a MATCH or tsquery expression except runs of
+letters and digits. Japanese and Chinese text has no spaces between words, and neither
+tokenizer splits it, so a term holding CJK characters is matched as a substring of the subject
+or the text instead (a scan of the search table, not an index lookup; docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import column, func, literal_column, table
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
+
+from mailhelpdesk.domain.models import Ticket
+
+if TYPE_CHECKING:
+    from mailhelpdesk.store.ticket_query import TextTerm
+
+# the document is capped (both engines) so that a huge message cannot overflow a tsvector
+MAX_DOCUMENT_CHARS = 1_000_000
+_WORD = re.compile(r"[^\W_]+")
+_CJK = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]"
+)
+
+SQLITE_TABLE = table("ticket_search", column("rowid"), column("subject"), column("body"))
+PG_TABLE = table(
+    "ticket_search", column("ticket_id"), column("subject"), column("body"), column("doc")
+)
+
+
+_MARKS = re.compile(r"[\u0300-\u036f]+")
+
+
+def fold(value: str) -> str:
+    """Lower case, accents stripped (NFD, combining marks U+0300-U+036F dropped): what both
+    indexes hold for a word (PostgreSQL's mhd_search_fold does the same steps)."""
+    return _MARKS.sub("", unicodedata.normalize("NFD", value.lower()))
+
+
+def words(value: str) -> list[str]:
+    """The words of a term as both engines' tokenizers cut them."""
+    return _WORD.findall(fold(value))
+
+
+def has_cjk(value: str) -> bool:
+    return _CJK.search(value) is not None
+
+
+def matches(dialect: str, term: TextTerm) -> ColumnElement[bool]:
+    """The ticket's document contains the term (all its words, adjacent when a phrase)."""
+    if has_cjk(term.text):
+        needle = term.text.strip().lower()
+        if dialect == "postgresql":
+            hit = sa_select(PG_TABLE.c.ticket_id).where(
+                (func.strpos(func.lower(PG_TABLE.c.subject), needle) > 0)
+                | (func.strpos(func.lower(PG_TABLE.c.body), needle) > 0)
+            )
+        else:
+            hit = sa_select(SQLITE_TABLE.c.rowid).where(
+                (func.instr(func.lower(SQLITE_TABLE.c.subject), needle) > 0)
+                | (func.instr(func.lower(SQLITE_TABLE.c.body), needle) > 0)
+            )
+        return col(Ticket.id).in_(hit)
+    expression = _expression(dialect, [term], join="AND")
+    if expression is None:  # no letters or digits at all: a term that narrows nothing
+        return literal_column("1") == literal_column("1")
+    return col(Ticket.id).in_(_hits(dialect, expression))
+
+
+def rank_query(dialect: str, terms: list[TextTerm]) -> Any:
+    """A subquery (ticket_id, rank) of the tickets matching any of the terms, higher rank
+    better (SQLite: minus bm25, subject weighted 4:1; PostgreSQL: ts_rank, subject weight A);
+    None when no term has words to rank by."""
+    expression = _expression(dialect, [t for t in terms if not has_cjk(t.text)], join="OR")
+    if expression is None:
+        return None
+    if dialect == "postgresql":
+        query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+        return (
+            sa_select(
+                PG_TABLE.c.ticket_id.label("ticket_id"),
+                func.ts_rank(PG_TABLE.c.doc, query).label("rank"),
+            )
+            .where(PG_TABLE.c.doc.op("@@")(query))
+            .subquery("ranked")
+        )
+    return (
+        sa_select(
+            SQLITE_TABLE.c.rowid.label("ticket_id"),
+            (-func.bm25(literal_column("ticket_search"), 4.0, 1.0)).label("rank"),
+        )
+        .where(literal_column("ticket_search").op("MATCH")(expression))
+        .subquery("ranked")
+    )
+
+
+def _hits(dialect: str, expression: str) -> Any:
+    if dialect == "postgresql":
+        query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+        return sa_select(PG_TABLE.c.ticket_id).where(PG_TABLE.c.doc.op("@@")(query))
+    return sa_select(SQLITE_TABLE.c.rowid).where(
+        literal_column("ticket_search").op("MATCH")(expression)
+    )
+
+
+def _expression(dialect: str, terms: list[TextTerm], *, join: str) -> str | None:
+    """An FTS5 MATCH or a to_tsquery string of the terms' words: only letters and digits, each
+    term a phrase of its words, the terms joined by AND or OR."""
+    parts = []
+    for term in terms:
+        found = words(term.text)
+        if not found:
+            continue
+        if dialect == "postgresql":
+            parts.append("(" + " <-> ".join(f"'{w}'" for w in found) + ")")
+        else:
+            parts.append('"' + " ".join(found) + '"')
+    if not parts:
+        return None
+    if dialect == "postgresql":
+        return (" & " if join == "AND" else " | ").join(parts)
+    return f" {join} ".join(parts)
