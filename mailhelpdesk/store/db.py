@@ -179,7 +179,7 @@ class GroupWriter:
                         with session.begin_nested():
                             outcomes.append((done, job(session), None))
                     except Exception as exc:
-                        if not _in_transaction(session):
+                        if not in_transaction(session):
                             # SQLite rolled the whole transaction back by itself (disk full, I/O
                             # error): the jobs before this one are lost too, so none may succeed
                             raise
@@ -201,10 +201,15 @@ class GroupWriter:
                 done.set_result(value)
 
 
-def _in_transaction(session: Session) -> bool:
-    """Whether SQLite still has our transaction open (it ends one itself on some errors)."""
+def in_transaction(session: Session) -> bool:
+    """Whether our transaction is still open after a statement failed inside a savepoint.
+    SQLite ends the transaction itself on some errors (disk full, I/O error); PostgreSQL never
+    does: a failed statement aborts only up to the savepoint, which the rollback released."""
     try:
-        dbapi = session.connection().connection.dbapi_connection
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            return True
+        dbapi = connection.connection.dbapi_connection
     except Exception:  # noqa: BLE001 - a connection in that state has no transaction worth keeping
         return False
     return bool(getattr(dbapi, "in_transaction", False))

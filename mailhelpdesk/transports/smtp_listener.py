@@ -33,7 +33,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpListenerConfig
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.store import spool
-from mailhelpdesk.store.db import session_scope
+from mailhelpdesk.store.db import in_transaction, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +95,52 @@ class SpoolWriter:
             while not self._queue.empty() and len(group) < self._max_group:
                 group.append(self._queue.get_nowait())
             try:
-                ids = await loop.run_in_executor(self._executor, self._commit, group)
+                outcomes = await loop.run_in_executor(self._executor, self._commit, group)
             except Exception as exc:  # noqa: BLE001 - every waiter gets the error and answers 451
                 log.error("spool commit failed messages=%d error=%s", len(group), exc)
                 for item in group:
                     if not item.done.done():
                         item.done.set_exception(exc)
                 continue
-            for item, row_id in zip(group, ids, strict=True):
-                if not item.done.done():
-                    item.done.set_result(row_id)
+            for item, outcome in zip(group, outcomes, strict=True):
+                if item.done.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    item.done.set_exception(outcome)
+                else:
+                    item.done.set_result(outcome)
             if self._on_commit is not None:
                 self._on_commit(len(group))
 
-    def _commit(self, group: list[_Pending]) -> list[int]:
+    def _commit(self, group: list[_Pending]) -> list[int | Exception]:
+        """One transaction for the group, each message in its own savepoint: a row the database
+        refuses (on PostgreSQL, one bad value aborts the whole transaction unless it is inside a
+        savepoint) fails only its own session with 451; the others are committed and get 250.
+        When the database ends the transaction itself (SQLite on disk full or an I/O error), the
+        rows before are gone too, so the whole group fails."""
         now = self._clock.now()
+        outcomes: list[int | Exception] = []
         with session_scope(self._engine) as session:
-            rows = [
-                spool.add_inbound(session, raw=item.raw, envelope=item.envelope, now=now)
-                for item in group
-            ]
-        return [row.id or 0 for row in rows]
+            for item in group:
+                try:
+                    with session.begin_nested():
+                        row = spool.add_inbound(
+                            session, raw=item.raw, envelope=item.envelope, now=now
+                        )
+                    outcomes.append(row.id or 0)
+                except Exception as exc:  # noqa: BLE001 - this session answers 451, alone
+                    if not in_transaction(session):
+                        raise
+                    log.error("spool row refused peer=%s error=%s", item.envelope.source_ref, exc)
+                    outcomes.append(exc)
+        return outcomes
 
 
 def _clean_address(address: str) -> str:
     """aiosmtpd hands over raw 8-bit envelope addresses as surrogate escapes: decode them as UTF-8
-    (SMTPUTF8), replacing what is not, so the address can be stored and compared."""
-    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    (SMTPUTF8), replacing what is not, so the address can be stored and compared. NUL is
+    dropped: no address holds one, and PostgreSQL text cannot store it."""
+    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
 
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary local problem, please retry"
