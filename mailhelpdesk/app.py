@@ -275,6 +275,10 @@ class App:
                 access_log=False,
                 lifespan="off",
                 h11_max_incomplete_event_size=self.config.http.max_request_bytes,
+                # X-Forwarded-For only from the configured proxies: uvicorn's default believes
+                # it from 127.0.0.1, so any local client could name its own address
+                proxy_headers=bool(self.config.http.trusted_proxies),
+                forwarded_allow_ips=list(self.config.http.trusted_proxies) or "",
             )
             self.http_server = _Server(uv)
             self._tasks.append(asyncio.create_task(self.http_server.serve(), name="http"))

@@ -52,6 +52,10 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8025
     max_request_bytes: int = 30_000_000
+    # reverse proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto
+    # are believed; empty: none are, the client is the socket's peer (issue 17: anyone could
+    # name their own address and dodge the per-IP limit of the unauthenticated mint endpoint)
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,9 @@ class ApiConfig:
     rate_limit_window_s: int = 60
     # largest request body accepted (413 above)
     max_body_bytes: int = 10_485_760
+    # unused keys minted by the unauthenticated POST /api/idempotency_key that may exist at
+    # once; beyond it the endpoint answers 503 until some are used or expire
+    max_minted_keys: int = 10_000
 
 
 @dataclass(frozen=True)

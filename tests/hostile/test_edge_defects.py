@@ -170,3 +170,123 @@ def test_6_nul_in_api_json_is_a_422_naming_the_field_never_a_500(desk: Desk) -> 
     clean = dict(body, content="on fire")
     resp = desk.post("/api/create_ticket", clean, token=token, key=str(uuid.uuid4()))
     assert resp.status_code == 200, resp.text
+
+
+# -- 11. API: lone surrogates, acting as an agent, the unauthenticated mint endpoint -----------
+
+
+def _write_routes(desk: Desk) -> list[tuple[str, str]]:
+    """Every (method, path) the API serves that takes a body, from its OpenAPI document."""
+    import httpx
+
+    spec = httpx.get(desk.base + "/openapi.json", timeout=30).json()
+    routes = []
+    for path, item in spec["paths"].items():
+        for method in ("post", "patch", "put", "delete"):
+            if method in item:
+                concrete = path
+                for param in item[method].get("parameters", []):
+                    if param.get("in") == "path":
+                        concrete = concrete.replace("{" + param["name"] + "}", "1")
+                routes.append((method.upper(), concrete))
+    return routes
+
+
+def test_11_a_lone_surrogate_is_a_400_on_every_write_endpoint(sqlite_desk: Desk) -> None:
+    """Before: `"\\ud800"` in any JSON string was a 500 on every write endpoint."""
+    import httpx
+
+    token = sqlite_desk.token("all")
+    routes = _write_routes(sqlite_desk)
+    assert len(routes) > 20, routes
+    body = b'{"subject": "x\\ud800", "content": "c", "to_address": "a@b.test"}'
+    for method, path in routes:
+        resp = httpx.request(
+            method,
+            sqlite_desk.base + path,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            },
+            timeout=30,
+        )
+        assert resp.status_code == 400, (method, path, resp.status_code, resp.text)
+        assert resp.json()["error"] == "invalid_json", (method, path, resp.text)
+    sqlite_desk.healthz_within(1.0)
+
+
+def _ticket(desk: Desk, admin: str) -> int:
+    resp = desk.post(
+        "/api/create_ticket",
+        {"originator_email_address": "priya@customer.test", "subject": "s", "content": "c"},
+        token=admin,
+        key=str(uuid.uuid4()),
+    )
+    assert resp.status_code == 200, resp.text
+    return int(resp.json()["data"]["ticket_number"])
+
+
+def test_11_a_ticket_respond_token_cannot_answer_as_any_agent(sqlite_desk: Desk) -> None:
+    """Before: a `ticket-respond` token posted as alice (a staff answer mailed to the customer in
+    her name) by naming her in from_email. Now that needs alice's own token or `admin`."""
+    desk = sqlite_desk
+    admin = desk.token("all")
+    number = _ticket(desk, admin)
+    plain = desk.token("ticket-respond")
+    as_alice = {"ticket_number": number, "from_email": "alice@helpdesk.test", "content": "hi"}
+    resp = desk.post("/api/ticket_respond", as_alice, token=plain, key=str(uuid.uuid4()))
+    assert resp.status_code == 403 and resp.json()["error"] == "forbidden", resp.text
+    internal = dict(as_alice, is_internal=True)
+    resp = desk.post("/api/ticket_respond", internal, token=plain, key=str(uuid.uuid4()))
+    assert resp.status_code == 403, resp.text
+    flat = desk.post(
+        f"/api/tickets/{number}/respond",
+        {"from_email": "Alice@Helpdesk.test", "content": "hi"},
+        token=plain,
+    )
+    assert flat.status_code == 403, flat.text
+    owned = desk.token("ticket-respond", owner_email="alice@helpdesk.test")
+    resp = desk.post("/api/ticket_respond", as_alice, token=owned, key=str(uuid.uuid4()))
+    assert resp.status_code == 200, resp.text
+    resp = desk.post("/api/ticket_respond", as_alice, token=admin, key=str(uuid.uuid4()))
+    assert resp.status_code == 200, resp.text
+    staff = desk.rows(
+        "SELECT count(*) FROM responses WHERE created_by_email = 'alice@helpdesk.test'"
+    )
+    assert staff == [(2,)]
+
+
+def test_11_an_outsiders_from_email_does_not_silently_become_a_cc(sqlite_desk: Desk) -> None:
+    desk = sqlite_desk
+    admin = desk.token("all")
+    number = _ticket(desk, admin)
+    token = desk.token("ticket-respond")
+    body = {"ticket_number": number, "from_email": "stranger@evil.test", "content": "x"}
+    resp = desk.post("/api/ticket_respond", body, token=token, key=str(uuid.uuid4()))
+    assert resp.status_code == 200, resp.text
+    assert desk.rows("SELECT email FROM ticket_ccs") == []
+    explicit = dict(body, add_cc=True)
+    resp = desk.post("/api/ticket_respond", explicit, token=token, key=str(uuid.uuid4()))
+    assert resp.status_code == 200, resp.text
+    assert desk.rows("SELECT email FROM ticket_ccs") == [("stranger@evil.test",)]
+
+
+def test_11_mint_endpoint_ignores_x_forwarded_for_and_bounds_its_rows(tmp_path: Path) -> None:
+    """Before: 9,157 minted rows in 10 s, each request naming a new X-Forwarded-For address to
+    get its own rate-limit window. Now the header counts only from `[http] trusted_proxies`
+    (none here), and unused minted keys are bounded by `[api] max_minted_keys`."""
+    config = "[api]\nrate_limit_requests = 8\nrate_limit_window_s = 600\nmax_minted_keys = 5\n"
+    with running_desk(tmp_path, extra_config=config) as desk:
+        answers = [
+            desk.post(
+                "/api/idempotency_key", {}, headers={"X-Forwarded-For": f"203.0.113.{i}"}
+            ).status_code
+            for i in range(12)
+        ]
+        assert answers[:5] == [200] * 5, answers
+        assert answers[5:8] == [503] * 3, answers
+        assert answers[8:] == [429] * 4, answers
+        assert desk.rows("SELECT count(*) FROM idempotency_keys") == [(5,)]
+        desk.healthz_within(1.0)
