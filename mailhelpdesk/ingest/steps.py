@@ -7,7 +7,7 @@ import logging
 import re
 
 from mailhelpdesk.domain.enums import Outcome
-from mailhelpdesk.domain.models import Ticket
+from mailhelpdesk.domain.models import Agent, Ticket
 from mailhelpdesk.ingest.context import (
     Discard,
     IngestContext,
@@ -68,6 +68,12 @@ def classify(ctx: IngestContext) -> None:
         raise Discard(Outcome.classified, f"loop: {ctx.classification.reason}")
 
 
+def agent_key(ctx: IngestContext, agent_id: int) -> str | None:
+    """The reply key of the agent a signed address names (None: no such agent any more)."""
+    agent = ctx.session.get(Agent, agent_id)
+    return agent.reply_key if agent is not None else None
+
+
 def thread(ctx: IngestContext) -> None:
     """Find the ticket: signed reply address, then In-Reply-To/References, then the subject tag.
     A trashed ticket is not found (the mail opens a new ticket, services/housekeeping.py); a
@@ -78,7 +84,7 @@ def thread(ctx: IngestContext) -> None:
         base, tag = split_plus(address)
         if tag is None or base not in ctx.settings.inbound_addresses:
             continue
-        token = verify_token(ctx.settings.secret, tag)
+        token = verify_token(ctx.settings.secret, tag, agent_key=lambda i: agent_key(ctx, i))
         if token is None:
             ctx.notes.append(f"bad reply token on {address}")
             continue

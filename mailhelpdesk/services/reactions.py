@@ -270,7 +270,9 @@ def _recipients(
             for cc in store.ccs_of(session, ticket.id or 0)
             if cc.email.lower() != ticket.originator_email.lower()
         ]
-    agents = [Recipient(a.email, a.name, a.id) for a in store.list_agents(session)]
+    agents = [
+        Recipient(a.email, a.name, a.id, agent_key=a.reply_key) for a in store.list_agents(session)
+    ]
     if audience == Audience.acting_agent:
         return [a for a in agents if origin.actor.is_agent(a.email)]
     if audience == Audience.assignee_or_agents:

@@ -128,7 +128,7 @@ class SpoolWriter:
                             session, raw=item.raw, envelope=item.envelope, now=now
                         )
                     outcomes.append(row.id or 0)
-                except Exception as exc:  # noqa: BLE001 - this session answers 451, alone
+                except Exception as exc:
                     if not in_transaction(session):
                         raise
                     log.error("spool row refused peer=%s error=%s", item.envelope.source_ref, exc)

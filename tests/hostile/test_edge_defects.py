@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import smtplib
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from mailhelpdesk.store import spool
 from mailhelpdesk.store.db import Database
 from mailhelpdesk.transports.smtp_listener import SpoolWriter
 from tests.helpers import crlf, make_mail
-from tests.hostile.edge_harness import Desk, running_desk, wait_for
+from tests.hostile.edge_harness import Desk, running_desk
 from tests.postgres import Postgres
 
 
@@ -64,9 +63,9 @@ NUL_MAILS = {
     "cc": make_mail(subject="nul in cc", headers={"Cc": "amy@customer.test"}).replace(
         b"Cc: amy@customer.test", b"Cc: Amy\x00 <amy@customer.test>"
     ),
-    "message-id": make_mail(subject="nul in message-id", message_id="<nul-id@customer.test>").replace(
-        b"<nul-id@customer.test>", b"<nul\x00id@customer.test>"
-    ),
+    "message-id": make_mail(
+        subject="nul in message-id", message_id="<nul-id@customer.test>"
+    ).replace(b"<nul-id@customer.test>", b"<nul\x00id@customer.test>"),
     "utf-16 labelled us-ascii": (
         b"From: Priya Sharma <priya@customer.test>\r\nTo: support@helpdesk.test\r\n"
         b"Subject: utf-16 labelled us-ascii\r\nMessage-ID: <utf16@customer.test>\r\n"
@@ -290,3 +289,73 @@ def test_11_mint_endpoint_ignores_x_forwarded_for_and_bounds_its_rows(tmp_path: 
         assert answers[8:] == [429] * 4, answers
         assert desk.rows("SELECT count(*) FROM idempotency_keys") == [(5,)]
         desk.healthz_within(1.0)
+
+
+# -- 7. signed addresses sign a per-agent key, never a reusable row id ---------------------------
+
+
+def test_7_a_removed_agents_signed_address_does_not_verify_as_the_next_agent(
+    sqlite_desk: Desk,
+) -> None:
+    """Before: on SQLite the next agent added got the removed agent's id, and mail from the new
+    agent to the old agent's signed reply address counted as the new agent's verified answer."""
+    from mailhelpdesk.mail.tokens import ReplyToken, reply_address
+
+    desk = sqlite_desk
+    secret = b"test-secret-not-for-production"
+    _send(desk, make_mail(subject="Printer on fire"))
+    desk.daemon.wait_idle()
+    ((number,),) = desk.rows("SELECT number FROM tickets")
+    desk.daemon.cli("agent", "add", "bob@helpdesk.test", "--name", "Bob")
+    ((bob_id, bob_key),) = desk.rows(
+        "SELECT id, reply_key FROM agents WHERE email = 'bob@helpdesk.test'"
+    )
+    assert len(bob_key) == 32
+    bobs_address = reply_address(
+        secret, "support@helpdesk.test", ReplyToken(number, bob_id, agent_key=bob_key)
+    )
+    desk.daemon.cli("agent", "remove", "bob@helpdesk.test")
+    desk.daemon.cli("agent", "add", "mallory@helpdesk.test", "--name", "Mallory")
+    ((mallory_id, mallory_key),) = desk.rows(
+        "SELECT id, reply_key FROM agents WHERE email = 'mallory@helpdesk.test'"
+    )
+    assert mallory_id == bob_id, "SQLite reuses the id: the case this defect is about"
+    assert mallory_key != bob_key
+
+    with smtplib.SMTP("127.0.0.1", desk.daemon.smtp_port, timeout=30) as smtp:
+        raw = make_mail(
+            subject=f"Re: [#{number}] Printer on fire",
+            sender="Mallory <mallory@helpdesk.test>",
+            to=bobs_address,
+            body="Answered as a verified agent?\n",
+        )
+        smtp.sendmail("mallory@helpdesk.test", [bobs_address], crlf(raw))
+    desk.daemon.wait_idle()
+    rows = desk.rows(
+        "SELECT verified, is_internal FROM responses WHERE created_by_email = "
+        "'mallory@helpdesk.test'"
+    )
+    assert rows, desk.rows("SELECT state, outcome, reason FROM inbound_messages")
+    assert all(verified != "signed_address" for verified, _internal in rows), rows
+    assert all(internal for _verified, internal in rows), rows
+    notes = " ".join(str(r) for (r,) in desk.rows("SELECT reason FROM inbound_messages"))
+    assert "bad reply token" in notes, notes
+
+    # her own signed address still verifies: the key is what makes the difference
+    own = reply_address(
+        secret, "support@helpdesk.test", ReplyToken(number, mallory_id, agent_key=mallory_key)
+    )
+    with smtplib.SMTP("127.0.0.1", desk.daemon.smtp_port, timeout=30) as smtp:
+        raw = make_mail(
+            subject=f"Re: [#{number}] Printer on fire",
+            sender="Mallory <mallory@helpdesk.test>",
+            to=own,
+            body="Now through my own address.\n",
+        )
+        smtp.sendmail("mallory@helpdesk.test", [own], crlf(raw))
+    desk.daemon.wait_idle()
+    verified = desk.rows(
+        "SELECT verified FROM responses WHERE created_by_email = 'mallory@helpdesk.test' "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    assert verified == [("signed_address",)], verified

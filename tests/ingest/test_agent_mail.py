@@ -416,7 +416,7 @@ def test_spoof_to_a_signed_address_of_the_customer_or_another_agent_is_held(
     bobs_token = reply_address(
         desk.settings.secret,
         "support@helpdesk.test",
-        ReplyToken(100001, desk.agent_id("bob@helpdesk.test")),
+        desk.signed_for(100001, desk.agent_id("bob@helpdesk.test")),
     )
     assert spoof(desk, to=bobs_token) == ("held", [])
     assert desk.ticket().status == "open"
