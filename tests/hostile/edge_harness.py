@@ -86,7 +86,7 @@ def running_desk(tmp: Path, *, db_url: str = "", extra_config: str = HIGH_LIMIT)
             daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{db_url}"')
         )
         daemon.db_url = db_url
-    daemon.start()
+    daemon.start(timeout=120)  # a loaded CI machine takes long to run the migrations
     desk = Desk(daemon)
     try:
         yield desk

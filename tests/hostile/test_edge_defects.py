@@ -359,3 +359,66 @@ def test_7_a_removed_agents_signed_address_does_not_verify_as_the_next_agent(
         "ORDER BY id DESC LIMIT 1"
     )
     assert verified == [("signed_address",)], verified
+
+
+# -- 12. files: the database, its -wal/-shm and the outbound maildir are private ----------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_12_database_wal_shm_and_maildir_are_created_private(tmp_path: Path) -> None:
+    """Before: the SQLite database was created 0644 in a 0755 folder: anyone local read every
+    mail and the generated signing key. Now 0600 files in 0700 folders."""
+    import os
+
+    state = tmp_path / "state" / "lib"
+    old_umask = os.umask(0o022)  # the usual umask: the daemon must not depend on the caller's
+    try:
+        daemon_dir = tmp_path / "run"
+        daemon_dir.mkdir()
+        from tests.helpers import Daemon
+
+        daemon = Daemon(daemon_dir, extra_config="")
+        text_ = daemon.config.read_text()
+        text_ = text_.replace(f'url = "{daemon.db_url}"', f'url = "sqlite:///{state}/h.db"')
+        text_ = text_.replace(
+            f'maildir = "{daemon_dir / "outbound-mail"}"', f'maildir = "{state}/outbound-mail"'
+        )
+        daemon.config.write_text(text_)
+        daemon.db_url = f"sqlite:///{state}/h.db"
+        daemon.start(timeout=120)
+        try:
+            daemon.send(make_mail(subject="private please"))
+            daemon.wait_idle(sending=True)
+            db = state / "h.db"
+            assert _mode(db) == 0o600
+            assert _mode(Path(f"{db}-wal")) == 0o600
+            assert _mode(Path(f"{db}-shm")) == 0o600
+            assert _mode(state) == 0o700
+            mails = [p for p in (state / "outbound-mail").rglob("*") if p.is_file()]
+            assert mails, "the acknowledgement was written to the maildir"
+            assert {_mode(p) for p in mails} == {0o600}
+            folders = [state / "outbound-mail", *(state / "outbound-mail").glob("*")]
+            assert {_mode(p) for p in folders if p.is_dir()} == {0o700}
+        finally:
+            daemon.stop()
+    finally:
+        os.umask(old_umask)
+
+
+def test_12_an_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None:
+    from mailhelpdesk.store.db import make_engine
+
+    db = tmp_path / "old.db"
+    db.write_bytes(b"")
+    db.chmod(0o644)
+    make_engine(f"sqlite:///{db}").dispose()
+    assert _mode(db) == 0o600
+
+
+def test_12_the_systemd_unit_sets_a_private_umask_and_state_directory() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "mailhelpdesk.service").read_text()
+    lines = {line.strip() for line in unit.splitlines()}
+    assert "UMask=0077" in lines and "StateDirectoryMode=0700" in lines
