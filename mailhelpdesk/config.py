@@ -68,6 +68,9 @@ class SmtpListenerConfig:
     group_commit_window_ms: int = 2
     # hostname announced in the greeting; empty: the machine's FQDN
     hostname: str = ""
+    # addresses or CIDR networks of the operator's relays (the MTA in front of the listener):
+    # only mail they hand over has its Authentication-Results believed (issue 17); empty: none
+    trusted_relays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -102,13 +102,17 @@ class Desk:
         rcpt: tuple[str, ...] = ("support@helpdesk.test",),
         mail_from: str | None = "x@customer.test",
         source: str = "smtp",
+        peer: str = "",
     ) -> InboundMessage:
-        """Keep one message as a transport would, run the worker until idle, compose notices."""
+        """Keep one message as a transport would (from SMTP peer `peer`), run the worker until
+        idle, compose notices."""
         with session_scope(self.engine) as session:
             row = spool.add_inbound(
                 session,
                 raw=raw,
-                envelope=spool.Envelope(source=source, mail_from=mail_from, rcpt_tos=rcpt),
+                envelope=spool.Envelope(
+                    source=source, mail_from=mail_from, rcpt_tos=rcpt, source_ref=peer
+                ),
                 now=self.clock.now(),
             )
         self.drain()

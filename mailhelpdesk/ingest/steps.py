@@ -20,7 +20,7 @@ from mailhelpdesk.ingest.facts import (
     recipient_addresses,
     sender_email,
 )
-from mailhelpdesk.mail.authres_check import check_authentication_results
+from mailhelpdesk.mail.authres_check import check_authentication_results, relay_trusted
 from mailhelpdesk.mail.classify import classify as classify_mail
 from mailhelpdesk.mail.dsn import bounce_details
 from mailhelpdesk.mail.forwarded import find_forwarded
@@ -146,11 +146,15 @@ def identify_sender(ctx: IngestContext) -> None:
             ctx.sender_role, ctx.agent = SenderRole.agent, agent
             ctx.verified = Verification.signed_address
         elif from_is_agent:
-            verdict = check_authentication_results(
-                parsed.headers,
-                domain=from_email.rpartition("@")[2],
-                trusted_authserv_ids=ctx.settings.trusted_authserv_ids,
+            verdict = relay_trusted(
+                ctx.envelope.source, ctx.envelope.source_ref, ctx.settings.trusted_relays
             )
+            if verdict.verified:
+                verdict = check_authentication_results(
+                    parsed.headers,
+                    domain=from_email.rpartition("@")[2],
+                    trusted_authserv_ids=ctx.settings.trusted_authserv_ids,
+                )
             if verdict.verified:
                 ctx.sender_role, ctx.agent = SenderRole.agent, agent
                 ctx.verified = Verification.authentication_results

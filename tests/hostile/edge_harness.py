@@ -78,9 +78,20 @@ class Desk:
 
 
 @contextmanager
-def running_desk(tmp: Path, *, db_url: str = "", extra_config: str = HIGH_LIMIT) -> Iterator[Desk]:
-    """`mailhelpdesk serve` on free loopback ports, on SQLite or on the PostgreSQL `db_url`."""
+def running_desk(
+    tmp: Path,
+    *,
+    db_url: str = "",
+    extra_config: str = HIGH_LIMIT,
+    edits: dict[str, str] | None = None,
+) -> Iterator[Desk]:
+    """`mailhelpdesk serve` on free loopback ports, on SQLite or on the PostgreSQL `db_url`;
+    `edits` replace text of the written config (keys into tables it already has)."""
     daemon = Daemon(tmp, extra_config=extra_config)
+    for old, new in (edits or {}).items():
+        text_ = daemon.config.read_text()
+        assert old in text_, old
+        daemon.config.write_text(text_.replace(old, new))
     if db_url:
         daemon.config.write_text(
             daemon.config.read_text().replace(f'url = "{daemon.db_url}"', f'url = "{db_url}"')

@@ -422,3 +422,56 @@ def test_12_the_systemd_unit_sets_a_private_umask_and_state_directory() -> None:
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "mailhelpdesk.service").read_text()
     lines = {line.strip() for line in unit.splitlines()}
     assert "UMask=0077" in lines and "StateDirectoryMode=0700" in lines
+
+
+# -- 8. Authentication-Results only from the operator's relays, and i= under d= -----------------
+
+AR_EDITS = {
+    'secret = "test-secret-not-for-production"': (
+        'secret = "test-secret-not-for-production"\ntrusted_authserv_ids = ["mx.helpdesk.test"]'
+    ),
+    "max_message_bytes = 2000000": 'max_message_bytes = 2000000\ntrusted_relays = ["127.0.0.2"]',
+}
+
+
+def _agent_answer(desk: Desk, number: int, source: str, auth_results: str, body: str) -> None:
+    """Alice's address answering ticket `number` with an Authentication-Results header, sent
+    from the loopback address `source` (127.0.0.2 is the configured relay, 127.0.0.1 not)."""
+    raw = make_mail(
+        subject=f"Re: [#{number}] Printer on fire",
+        sender="Alice Agent <alice@helpdesk.test>",
+        body=body,
+    )
+    raw = b"Authentication-Results: " + auth_results.encode() + b"\r\n" + crlf(raw)
+    with smtplib.SMTP(
+        "127.0.0.1", desk.daemon.smtp_port, timeout=30, source_address=(source, 0)
+    ) as smtp:
+        smtp.sendmail("alice@helpdesk.test", ["support@helpdesk.test"], raw)
+    desk.daemon.wait_idle()
+
+
+def test_8_authentication_results_count_only_from_a_trusted_relay(tmp_path: Path) -> None:
+    """Before: with trusted_authserv_ids set, any SMTP client wrote its own topmost A-R and
+    acted as an agent; and a signature by another domain naming i=@helpdesk.test counted."""
+    with running_desk(tmp_path, edits=AR_EDITS) as desk:
+        _send(desk, make_mail(subject="Printer on fire"))
+        desk.daemon.wait_idle()
+        ((number,),) = desk.rows("SELECT number FROM tickets")
+        good = "mx.helpdesk.test; dkim=pass header.d=helpdesk.test header.i=@helpdesk.test"
+        _agent_answer(desk, number, "127.0.0.1", good, "forged from a stranger's client\n")
+        misaligned = "mx.helpdesk.test; dkim=pass header.d=evil.test header.i=@helpdesk.test"
+        _agent_answer(desk, number, "127.0.0.2", misaligned, "i= not under d=\n")
+        _agent_answer(desk, number, "127.0.0.2", good, "through our own relay\n")
+        rows = desk.rows(
+            "SELECT plain_text, verified, is_internal FROM responses "
+            "WHERE created_by_email = 'alice@helpdesk.test' ORDER BY id"
+        )
+        by_text = {
+            str(text_).strip(): (verified, bool(internal)) for text_, verified, internal in rows
+        }
+        assert by_text["forged from a stranger's client"] == (None, True), rows
+        assert by_text["i= not under d="] == (None, True), rows
+        assert by_text["through our own relay"] == ("authentication_results", False), rows
+        reasons = " ".join(str(r) for (r,) in desk.rows("SELECT reason FROM inbound_messages"))
+        assert "is not a trusted relay" in reasons, reasons
+        desk.healthz_within(1.0)
