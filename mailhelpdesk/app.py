@@ -213,7 +213,12 @@ class App:
                 on_commit=self._kept,
             )
             self.spool_writer.start()
-            handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
+            handler = SMTPHandler(
+                self.config.inbound_addresses(),
+                self.spool_writer.keep,
+                max_recipients=listener.max_recipients,
+                max_errors=listener.max_errors,
+            )
             server = await start_listener(listener, handler)
             assert isinstance(server, asyncio.Server)  # loop.create_server's
             self.smtp_server = server

@@ -71,6 +71,20 @@ class SmtpListenerConfig:
     # addresses or CIDR networks of the operator's relays (the MTA in front of the listener):
     # only mail they hand over has its Authentication-Results believed (issue 17); empty: none
     trusted_relays: tuple[str, ...] = ()
+    # bounds under abuse, as Postfix has them (docs/operations.md "Bounds under abuse"):
+    # accepted recipients per message (452 past it; RFC 5321 asks for at least 100)
+    max_recipients: int = 100
+    # refused commands (RCPT to unknown addresses, recipients past the limit) before 421 and close
+    max_errors: int = 20
+    # concurrent sessions in all, and from one client address (421 to the next one)
+    max_sessions: int = 100
+    max_sessions_per_client: int = 10
+    # messages of more than 1 MiB that may be received at once; the rest wait for a slot, so
+    # message bytes held in memory stay under about large_messages_in_flight x max_message_bytes
+    large_messages_in_flight: int = 4
+    # a session silent this long gets 421 and is closed; a whole session ends after session_s
+    idle_timeout_s: int = 120
+    session_s: int = 1800
 
 
 @dataclass(frozen=True)

@@ -103,21 +103,27 @@ def running_desk(
         yield desk
     finally:
         desk.close()
-        daemon.stop()
+        daemon.stop(timeout=120)  # it applies what it kept first: slow on a loaded machine
 
 
 class RawSMTP:
     """A bare SMTP client socket: send lines exactly as given, read replies as they come."""
 
-    def __init__(self, port: int, *, timeout: float = 30) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, *, timeout: float = 30, source: str = "127.0.0.1") -> None:
+        # another loopback source address (127.0.0.2) is another SMTP client to the listener
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        )
         self.file = self.sock.makefile("rb")
 
     def reply(self) -> tuple[int, str]:
         """One (possibly multi-line) reply: its code and its text."""
         lines = []
         while True:
-            line = self.file.readline()
+            try:
+                line = self.file.readline()
+            except ConnectionResetError as exc:
+                raise ConnectionError("the server reset the connection") from exc
             if not line:
                 raise ConnectionError("the server closed the connection")
             lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))

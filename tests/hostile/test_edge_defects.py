@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import select
 import smtplib
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from mailhelpdesk.store import spool
 from mailhelpdesk.store.db import Database
 from mailhelpdesk.transports.smtp_listener import SpoolWriter
 from tests.helpers import crlf, make_mail
-from tests.hostile.edge_harness import Desk, running_desk
+from tests.hostile.edge_harness import Desk, RawSMTP, running_desk, wait_for
 from tests.postgres import Postgres
 
 
@@ -475,3 +477,138 @@ def test_8_authentication_results_count_only_from_a_trusted_relay(tmp_path: Path
         reasons = " ".join(str(r) for (r,) in desk.rows("SELECT reason FROM inbound_messages"))
         assert "is not a trusted relay" in reasons, reasons
         desk.healthz_within(1.0)
+
+
+# -- 5. SMTP bounds: recipients, errors, sessions, idle time, large messages in flight -----------
+
+BOUNDS = {
+    "max_message_bytes = 2000000": (
+        "max_message_bytes = 8000000\nmax_recipients = 100\nmax_errors = 20\n"
+        "max_sessions = 5\nmax_sessions_per_client = 3\nidle_timeout_s = 3\n"
+        "large_messages_in_flight = 1"
+    )
+}
+
+
+@pytest.fixture
+def bounded(tmp_path: Path) -> Iterator[Desk]:
+    with running_desk(tmp_path, edits=BOUNDS) as desk:
+        yield desk
+
+
+def _raw(desk: Desk, source: str = "127.0.0.1") -> RawSMTP:
+    client = RawSMTP(desk.daemon.smtp_port, source=source)
+    code, _ = client.reply()
+    assert code == 220
+    return client
+
+
+def _replies_until_closed(client: RawSMTP) -> list[int]:
+    codes = []
+    while True:
+        try:
+            codes.append(client.reply()[0])
+        except ConnectionError:
+            return codes
+
+
+def test_5_recipients_past_the_limit_get_452_and_a_flood_ends_in_421(bounded: Desk) -> None:
+    """Before: 50,000 pipelined RCPT TO were all accepted and /healthz stalled for 4 s."""
+    client = _raw(bounded)
+    assert client.cmd("EHLO flood.test")[0] == 250
+    assert client.cmd("MAIL FROM:<a@customer.test>")[0] == 250
+    flood = b"".join(b"RCPT TO:<support+%d@helpdesk.test>\r\n" % i for i in range(20_000))
+    sender = concurrent.futures.ThreadPoolExecutor(1).submit(client.sock.sendall, flood)
+    bounded.healthz_within(1.0)
+    codes = _replies_until_closed(client)
+    with contextlib.suppress(OSError):
+        sender.result(timeout=30)
+    client.close()
+    assert codes[:100] == [250] * 100
+    assert codes[100:119] == [452] * 19
+    assert codes[119] == 421 and len(codes) == 120, codes[95:]
+    bounded.healthz_within(1.0)
+
+
+def test_5_refused_recipients_end_the_session_after_max_errors(bounded: Desk) -> None:
+    client = _raw(bounded)
+    client.cmd("EHLO x.test")
+    client.cmd("MAIL FROM:<a@customer.test>")
+    client.send(b"".join(b"RCPT TO:<nobody%d@elsewhere.test>" % i for i in range(1)))
+    codes = [client.reply()[0]]
+    for i in range(30):
+        try:
+            codes.append(client.cmd(f"RCPT TO:<nobody{i}@elsewhere.test>")[0])
+        except (ConnectionError, OSError):
+            break
+    client.close()
+    assert codes[:19] == [550] * 19 and codes[19] == 421 and len(codes) == 20, codes
+
+
+def test_5_sessions_per_client_and_in_total_get_421(bounded: Desk) -> None:
+    """Before: no limit on sessions. Now 3 per client address and 5 in all (as configured)."""
+    held = [_raw(bounded, "127.0.0.1") for _ in range(3)]
+    extra = RawSMTP(bounded.daemon.smtp_port, source="127.0.0.1")
+    assert extra.reply()[0] == 421
+    extra.close()
+    held += [_raw(bounded, "127.0.0.2") for _ in range(2)]
+    other = RawSMTP(bounded.daemon.smtp_port, source="127.0.0.3")
+    assert other.reply()[0] == 421, "5 sessions in all"
+    other.close()
+    bounded.healthz_within(1.0)
+    held.pop(0).cmd("QUIT")
+    again = wait_for(
+        lambda: _try_session(bounded, "127.0.0.1"), what="a slot to free up", timeout=30
+    )
+    again.close()
+    for client in held:
+        client.close()
+
+
+def _try_session(desk: Desk, source: str) -> RawSMTP | None:
+    client = RawSMTP(desk.daemon.smtp_port, source=source)
+    if client.reply()[0] == 220:
+        return client
+    client.close()
+    return None
+
+
+def test_5_an_idle_session_gets_421_before_it_is_closed(bounded: Desk) -> None:
+    """Before: slow sessions were dropped after 300 s without a word. Now `idle_timeout_s`."""
+    client = _raw(bounded)
+    assert client.cmd("EHLO idle.test")[0] == 250
+    code, text_ = client.reply()  # nothing sent: the server speaks first, then closes
+    assert code == 421 and "timeout" in text_
+    with pytest.raises(ConnectionError):
+        client.reply()
+    client.close()
+
+
+def test_5_large_messages_wait_for_a_slot_and_all_are_kept(bounded: Desk) -> None:
+    """Before: 20 concurrent 20 MB messages took RSS from 400 MB to 1.28 GB. Now only
+    `large_messages_in_flight` (1 here) messages past 1 MiB are received at once; the others
+    wait for the slot, and every one is kept."""
+    big = crlf(make_mail(subject="big", body=("x" * 76 + "\n") * 40_000))  # ~3 MiB
+    first = _raw(bounded)
+    for line in ("EHLO a.test", "MAIL FROM:<a@customer.test>", "RCPT TO:<support@helpdesk.test>"):
+        assert first.cmd(line)[0] == 250
+    assert first.cmd("DATA")[0] == 354
+    first.sock.sendall(big)  # more than 1 MiB: the first takes the one slot, and keeps it
+
+    second = _raw(bounded, "127.0.0.2")
+    for line in ("EHLO b.test", "MAIL FROM:<b@customer.test>", "RCPT TO:<support@helpdesk.test>"):
+        assert second.cmd(line)[0] == 250
+    assert second.cmd("DATA")[0] == 354
+    pending = concurrent.futures.ThreadPoolExecutor(1).submit(second.sock.sendall, big + b".\r\n")
+    readable, _, _ = select.select([second.sock], [], [], 2)
+    assert not readable, "the second message is answered only once the first frees the slot"
+    bounded.healthz_within(1.0)
+    first.send(b".")
+    assert first.reply()[0] == 250
+    answer = second.reply()
+    assert answer[0] == 250, answer
+    pending.result(timeout=60)
+    first.close()
+    second.close()
+    assert bounded.rows("SELECT count(*) FROM inbound_messages") == [(2,)]
+    bounded.daemon.wait_idle(timeout=120)
