@@ -307,6 +307,11 @@ class _DataReader:
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         line = await self._reader.readuntil(separator)
+        if line == b".\r\n":
+            # the end of the message: from here on it is our turn (keeping it, which waits for
+            # the group commit), and the client's silence is no idling
+            self._session.our_turn()
+            return line
         await self._session.data_read(len(line))
         return line
 
@@ -399,6 +404,13 @@ class _SMTP(SMTP):
         finally:
             self._reader = reader
             self._release_slot()
+            if self.transport is not None:
+                self._reset_timeout()  # the client's turn again
+
+    def our_turn(self) -> None:
+        """The idle timer stops while the server works on the client's command."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
 
     async def data_read(self, size: int) -> None:
         """Called for every DATA line read: activity, and the large-message slot."""
