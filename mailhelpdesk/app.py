@@ -270,7 +270,12 @@ class App:
                 on_commit=self._kept,
             )
             self.spool_writer.start()
-            handler = SMTPHandler(self.config.inbound_addresses(), self.spool_writer.keep)
+            handler = SMTPHandler(
+                self.config.inbound_addresses(),
+                self.spool_writer.keep,
+                max_recipients=listener.max_recipients,
+                max_errors=listener.max_errors,
+            )
             self.smtp_handler = handler
             server = await start_listener(listener, handler)
             assert isinstance(server, asyncio.Server)  # loop.create_server's
@@ -346,6 +351,10 @@ class App:
                 access_log=False,
                 lifespan="off",
                 h11_max_incomplete_event_size=self.config.http.max_request_bytes,
+                # X-Forwarded-For only from the configured proxies: uvicorn's default believes
+                # it from 127.0.0.1, so any local client could name its own address
+                proxy_headers=bool(self.config.http.trusted_proxies),
+                forwarded_allow_ips=list(self.config.http.trusted_proxies) or "",
             )
             self.http_server = _Server(uv)
             self._tasks.append(asyncio.create_task(self.http_server.serve(), name="http"))

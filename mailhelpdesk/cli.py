@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import mailbox
+import os
 import socket
 import sys
 from collections import Counter
@@ -65,6 +66,9 @@ def _app(ctx: click.Context) -> Any:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """mailhelpdesk: an email-first support ticket daemon."""
+    # what any command creates (the SQLite database and its -wal/-shm, the outbound maildir,
+    # exports) is private to the service user: it holds customers' mail (issue 17)
+    os.umask(0o077)
     ctx.obj = _State(config_path)
 
 

@@ -60,6 +60,10 @@ class HttpConfig:
     public_url: str = ""
     # requests one client address may make to the status page per minute (429 above)
     status_page_requests_per_minute: int = 30
+    # reverse proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto
+    # are believed; empty: none are, the client is the socket's peer (issue 17: anyone could
+    # name their own address and dodge the per-IP limit of the unauthenticated mint endpoint)
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,23 @@ class SmtpListenerConfig:
     group_commit_window_ms: int = 2
     # hostname announced in the greeting; empty: the machine's FQDN
     hostname: str = ""
+    # addresses or CIDR networks of the operator's relays (the MTA in front of the listener):
+    # only mail they hand over has its Authentication-Results believed (issue 17); empty: none
+    trusted_relays: tuple[str, ...] = ()
+    # bounds under abuse, as Postfix has them (docs/operations.md "Bounds under abuse"):
+    # accepted recipients per message (452 past it; RFC 5321 asks for at least 100)
+    max_recipients: int = 100
+    # refused commands (RCPT to unknown addresses, recipients past the limit) before 421 and close
+    max_errors: int = 20
+    # concurrent sessions in all, and from one client address (421 to the next one)
+    max_sessions: int = 100
+    max_sessions_per_client: int = 10
+    # messages of more than 1 MiB that may be received at once; the rest wait for a slot, so
+    # message bytes held in memory stay under about large_messages_in_flight x max_message_bytes
+    large_messages_in_flight: int = 4
+    # a session silent this long gets 421 and is closed; a whole session ends after session_s
+    idle_timeout_s: int = 120
+    session_s: int = 1800
 
 
 @dataclass(frozen=True)
@@ -178,6 +199,9 @@ class ApiConfig:
     rate_limit_window_s: int = 60
     # largest request body accepted (413 above)
     max_body_bytes: int = 10_485_760
+    # unused keys minted by the unauthenticated POST /api/idempotency_key that may exist at
+    # once; beyond it the endpoint answers 503 until some are used or expire
+    max_minted_keys: int = 10_000
 
 
 @dataclass(frozen=True)

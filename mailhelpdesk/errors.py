@@ -32,6 +32,10 @@ class ConflictError(HelpdeskError):
     pass
 
 
+class ForbiddenError(HelpdeskError):
+    """The caller is authenticated but may not do this (acting as another agent)."""
+
+
 class AttachmentNotFoundError(NotFoundError):
     pass
 

@@ -15,8 +15,16 @@ from mailhelpdesk.app import App, build_app
 from mailhelpdesk.clock import FrozenClock
 from mailhelpdesk.config import Config, config_from_dict
 from mailhelpdesk.domain.events import Actor, Channel
-from mailhelpdesk.domain.models import InboundMessage, OutboxItem, Response, Ticket, TicketEvent
+from mailhelpdesk.domain.models import (
+    Agent,
+    InboundMessage,
+    OutboxItem,
+    Response,
+    Ticket,
+    TicketEvent,
+)
 from mailhelpdesk.ingest import worker
+from mailhelpdesk.mail.tokens import ReplyToken
 from mailhelpdesk.services import notify
 from mailhelpdesk.services.context import ChangeContext, MailPolicy
 from mailhelpdesk.store import spool
@@ -76,6 +84,13 @@ class Desk:
             mail=mail,
         )
 
+    def signed_for(self, number: int, agent_id: int) -> ReplyToken:
+        """The reply token of ticket `number` signed for an agent, with the agent's reply key."""
+        with read_scope(self.engine) as session:
+            agent = session.get(Agent, agent_id)
+            assert agent is not None
+            return ReplyToken(number, agent_id, agent_key=agent.reply_key)
+
     def reload(self) -> None:
         """Read agents again, as the daemon does every few seconds."""
         self.app.settings = worker.load_settings(self.engine, self.config)
@@ -87,13 +102,17 @@ class Desk:
         rcpt: tuple[str, ...] = ("support@helpdesk.test",),
         mail_from: str | None = "x@customer.test",
         source: str = "smtp",
+        peer: str = "",
     ) -> InboundMessage:
-        """Keep one message as a transport would, run the worker until idle, compose notices."""
+        """Keep one message as a transport would (from SMTP peer `peer`), run the worker until
+        idle, compose notices."""
         with session_scope(self.engine) as session:
             row = spool.add_inbound(
                 session,
                 raw=raw,
-                envelope=spool.Envelope(source=source, mail_from=mail_from, rcpt_tos=rcpt),
+                envelope=spool.Envelope(
+                    source=source, mail_from=mail_from, rcpt_tos=rcpt, source_ref=peer
+                ),
                 now=self.clock.now(),
             )
         self.drain()

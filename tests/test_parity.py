@@ -34,7 +34,7 @@ from mailhelpdesk.config import ImapMailboxConfig, load_config
 from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.domain.models import HttpDelivery, Ticket
 from mailhelpdesk.http.app import create_api
-from mailhelpdesk.mail.tokens import ReplyToken, reply_address
+from mailhelpdesk.mail.tokens import reply_address
 from mailhelpdesk.services import api_tokens, ticket_changes
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import MailPolicy
@@ -90,7 +90,7 @@ class Helpdesk(Desk):
         """Alice answering the notice she got: to her signed reply address, commands only."""
         alice_id = next(a.id for a in self.settings.agents if a.email == ALICE)
         to = reply_address(
-            self.notify.secret, "support@helpdesk.test", ReplyToken(100001, alice_id)
+            self.notify.secret, "support@helpdesk.test", self.signed_for(100001, alice_id)
         )
         return make_mail(
             subject="Re: [#100001] Printer on fire",

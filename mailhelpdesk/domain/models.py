@@ -6,6 +6,7 @@ naive, so readers go through `as_utc`.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, date, datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
@@ -25,6 +26,11 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_reply_key() -> str:
+    """A fresh random per-agent key for signed reply addresses (128 bits, hex)."""
+    return secrets.token_hex(16)
 
 
 class Setting(SQLModel, table=True):
@@ -64,6 +70,10 @@ class Agent(SQLModel, table=True):
     password_changed_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True))
     )
+    # signed into every reply address made for this agent (mail/tokens.py) and never reused:
+    # SQLite hands a removed agent's id to the next agent added, so the id alone would let the
+    # old agent's addresses verify as the new one (issue 17)
+    reply_key: str = Field(default_factory=new_reply_key, max_length=64)
 
 
 class InboundMessage(SQLModel, table=True):

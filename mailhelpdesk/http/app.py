@@ -120,7 +120,11 @@ def create_api(
             auth=Authenticator(database.engine, clock),
             limiter=limiter,
             runner=KeyedRunner(
-                database, clock, ttl_s=cfg.idempotency_ttl_s, lease_s=cfg.idempotency_lease_s
+                database,
+                clock,
+                ttl_s=cfg.idempotency_ttl_s,
+                lease_s=cfg.idempotency_lease_s,
+                max_minted=cfg.max_minted_keys,
             ),
             max_body_bytes=cfg.max_body_bytes,
         )

@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -306,7 +306,7 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ep.multipart and media == "multipart/form-data":
         raw = await _read_body(request, rt.max_body_bytes)
-        payload = await uploads.form_payload(request.headers, raw)
+        payload = storable_payload(await uploads.form_payload(request.headers, raw))
     elif ep.method == "DELETE" and not media and request.headers.get("content-length", "0") == "0":
         payload = {}  # a DELETE names its resource in the path: no body needed
     else:
@@ -330,6 +330,9 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
         params[TOKEN_PARAM] = token
 
     def validate() -> Any:
+        nul = nul_errors(payload)
+        if nul:
+            raise validation_failed(nul)
         try:
             model = ep.model.model_validate(payload)
         except ValidationError as exc:
@@ -412,7 +415,58 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(
             400, "invalid_json", f"The request body nests deeper than {MAX_JSON_DEPTH} levels."
         )
+    return storable_payload(payload)
+
+
+def _lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _strings(payload: Any) -> Iterator[tuple[str, str]]:
+    """Every string of a parsed body (keys too) with its dotted path, iteratively (the depth is
+    bounded before this runs, but the width is not)."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            yield path or "request", node
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                child = f"{path}.{key}" if path else str(key)
+                yield child, str(key)
+                stack.append((child, value))
+        elif isinstance(node, list):
+            stack.extend((f"{path}.{index}", value) for index, value in enumerate(node))
+
+
+def storable_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """400 when any string of the body holds a lone UTF-16 surrogate (`"\\ud800"`): legal JSON
+    text, but no character, and UTF-8 cannot encode it, so it reached the database driver as a
+    500 on every write endpoint."""
+    if any(_lone_surrogate(text) for _path, text in _strings(payload)):
+        raise ApiError(
+            400,
+            "invalid_json",
+            "The request body holds a lone UTF-16 surrogate (such as \\ud800), "
+            "which is not a character.",
+        )
     return payload
+
+
+def nul_errors(payload: dict[str, Any]) -> dict[str, list[str]]:
+    """The fields whose string holds a NUL (`"\\u0000"`), for a 422 naming them: PostgreSQL
+    text cannot store NUL (it was a 500), and no field we accept means anything by it."""
+    errors: dict[str, list[str]] = {}
+    for path, text in _strings(payload):
+        if "\x00" in text:
+            errors.setdefault(path, []).append("must not contain NUL (\\u0000)")
+    return errors
 
 
 def pydantic_errors(exc: ValidationError) -> dict[str, list[str]]:

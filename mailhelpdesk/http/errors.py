@@ -17,6 +17,7 @@ from mailhelpdesk.errors import (
     AttachmentTooLargeError,
     ConflictError,
     ContactNotFoundError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
 )
@@ -79,6 +80,7 @@ _TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (InterventionNotOpen, 409, "intervention_not_open"),  # data.state: submitted | completed
     (AddressTakenError, 409, "email_taken"),  # errors names the field, data.contact_id the owner
     (ConflictError, 409, "conflict"),
+    (ForbiddenError, 403, "forbidden"),
 )
 
 

@@ -93,8 +93,17 @@ class KeyedRunner:
     daemon waits for the first transaction's outcome (up to CLAIM_WAIT_MS) and then replays it,
     or answers 409 in progress when the first is still running by then."""
 
-    def __init__(self, database: Database, clock: Clock, *, ttl_s: int, lease_s: int) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        *,
+        ttl_s: int,
+        lease_s: int,
+        max_minted: int = 10_000,
+    ) -> None:
         self.database = database
+        self.max_minted = max_minted
         self.engine, self.clock, self.ttl, self.lease = (
             database.engine,
             clock,
@@ -277,6 +286,14 @@ class KeyedRunner:
     def mint(self, session: Session, action: str) -> dict[str, Any]:
         """A fresh UUIDv4 key, stored `minted` and bound to `action` ('' = any)."""
         now = self.clock.now()
+        if store.count_minted(session, now=now) >= self.max_minted:
+            # the endpoint needs no token: without a bound, anyone could fill the table
+            raise ApiError(
+                503,
+                "unavailable",
+                "Too many unused minted keys; retry later or send your own Idempotency-Key.",
+                headers={"Retry-After": "60"},
+            )
         key = str(uuid.uuid4())
         store.mint(session, key=key, action=action, now=now, expires_at=now + self.ttl)
         return {

@@ -93,6 +93,9 @@ class RespondIn(_In):
     status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
     resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
+    # EXT (issue 17): a from_email that is neither an agent nor a participant yet becomes a CC
+    # of the ticket only when asked for; it never does silently
+    add_cc: bool = False
     attachments: Uploads
 
 
@@ -104,6 +107,9 @@ class FlatRespondIn(_In):
     status: Literal["open", "on-hold", "closed"] | None = None
     on_hold_until: date | None = None
     resolution: str | None = Field(default=None, max_length=10_000)  # EXT: with status closed
+    # EXT (issue 17): a from_email that is neither an agent nor a participant yet becomes a CC
+    # of the ticket only when asked for; it never does silently
+    add_cc: bool = False
     attachments: Uploads
 
 
@@ -276,6 +282,7 @@ class RespondArgs:
     on_hold_until: date | None
     resolution: str | None = None
     attachments: tuple[NewAttachment, ...] = ()
+    add_cc: bool = False
 
 
 def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
@@ -299,6 +306,7 @@ def _respond_args(number: int, m: RespondIn | FlatRespondIn) -> RespondArgs:
         m.on_hold_until if m.status == "on-hold" else None,
         m.resolution,
         files,
+        m.add_cc,
     )
 
 
@@ -459,6 +467,8 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
             on_hold_until=a.on_hold_until,
             resolution=a.resolution,
             attachments=a.attachments,
+            token=acting.token,
+            add_cc=a.add_cc,
         )
 
     def send(session: Session, a: SendArgs) -> dict[str, Any]:

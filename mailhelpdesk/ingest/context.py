@@ -65,6 +65,8 @@ class IngestSettings:
     agents: tuple[AgentIdentity, ...] = ()
     # lower-case authserv-ids whose topmost Authentication-Results header verifies an agent
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # `[smtp_listener] trusted_relays`: the SMTP peers whose Authentication-Results count
+    trusted_relays: tuple[str, ...] = ()
     suppress_bouncing_s: int = 604800
     cc_limits: CcLimits = field(default_factory=CcLimits)
     allow_remote_images: bool = False

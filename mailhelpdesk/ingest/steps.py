@@ -8,7 +8,7 @@ import re
 from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome
-from mailhelpdesk.domain.models import Ticket
+from mailhelpdesk.domain.models import Agent, Ticket
 from mailhelpdesk.ingest.context import (
     Discard,
     IngestContext,
@@ -22,7 +22,7 @@ from mailhelpdesk.ingest.facts import (
     sender_email,
 )
 from mailhelpdesk.mail import verp
-from mailhelpdesk.mail.authres_check import check_authentication_results
+from mailhelpdesk.mail.authres_check import check_authentication_results, relay_trusted
 from mailhelpdesk.mail.classify import classify as classify_mail
 from mailhelpdesk.mail.dsn import bounce_details
 from mailhelpdesk.mail.forwarded import find_forwarded
@@ -72,6 +72,12 @@ def classify(ctx: IngestContext) -> None:
         raise Discard(Outcome.classified, f"loop: {ctx.classification.reason}")
 
 
+def agent_key(ctx: IngestContext, agent_id: int) -> str | None:
+    """The reply key of the agent a signed address names (None: no such agent any more)."""
+    agent = ctx.session.get(Agent, agent_id)
+    return agent.reply_key if agent is not None else None
+
+
 def thread(ctx: IngestContext) -> None:
     """Find the ticket: signed reply address, then In-Reply-To/References, then the subject tag.
     A trashed ticket is not found (the mail opens a new ticket, services/housekeeping.py); a
@@ -83,7 +89,7 @@ def thread(ctx: IngestContext) -> None:
         base, tag = split_plus(address)
         if tag is None or base not in ctx.settings.inbound_addresses or base == bounce_base:
             continue  # a return path (record-bounce's) is no reply address
-        token = verify_token(ctx.settings.secret, tag)
+        token = verify_token(ctx.settings.secret, tag, agent_key=lambda i: agent_key(ctx, i))
         if token is None:
             ctx.notes.append(f"bad reply token on {address}")
             continue
@@ -149,11 +155,15 @@ def identify_sender(ctx: IngestContext) -> None:
             ctx.sender_role, ctx.agent = SenderRole.agent, agent
             ctx.verified = Verification.signed_address
         elif from_is_agent:
-            verdict = check_authentication_results(
-                parsed.headers,
-                domain=from_email.rpartition("@")[2],
-                trusted_authserv_ids=ctx.settings.trusted_authserv_ids,
+            verdict = relay_trusted(
+                ctx.envelope.source, ctx.envelope.source_ref, ctx.settings.trusted_relays
             )
+            if verdict.verified:
+                verdict = check_authentication_results(
+                    parsed.headers,
+                    domain=from_email.rpartition("@")[2],
+                    trusted_authserv_ids=ctx.settings.trusted_authserv_ids,
+                )
             if verdict.verified:
                 ctx.sender_role, ctx.agent = SenderRole.agent, agent
                 ctx.verified = Verification.authentication_results

@@ -65,6 +65,7 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
         inbound_addresses=config.inbound_addresses(),
         agents=agents,
         notify=NotifySettings.from_config(config, secret),
+        trusted_relays=tuple(config.smtp_listener.trusted_relays),
         trusted_authserv_ids=frozenset(
             a.strip().lower() for a in config.helpdesk.trusted_authserv_ids if a.strip()
         ),

@@ -18,12 +18,24 @@ a sender can forge the topmost header when our MTA adds none. Note too that DKIM
 mail provider's domain (`gmail.com`) proves only that the provider sent it; the provider is
 trusted to have checked its user's From (Gmail, Outlook.com do).
 
+Where the message came from matters as much (issue 17): over SMTP, any client that reaches the
+listener can write its own topmost header. So Authentication-Results count only for mail handed
+over by one of the operator's relays (`[smtp_listener] trusted_relays`, addresses or networks;
+`relay_trusted`); from any other peer they are ignored, whatever they say. Mail fetched by IMAP
+was delivered into the mailbox by the operator's MTA, which wrote the topmost header; imported
+mail and mail of unknown origin never count.
+
+A DKIM result counts only when its identity is aligned: `header.i` (the signing user or agent,
+RFC 6376 §3.5 `i=`) must be `header.d` or a subdomain of it, and `header.d` must be the
+domain; a result with `header.i` alone counts when the i= domain is the domain.
+
 Parsing uses the `authres` library; a header it cannot parse verifies nothing. Pure: headers in,
 a verdict out.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -80,9 +92,42 @@ def check_authentication_results(
         }
         if method == "dkim":
             d = props.get(("header", "d"), "").rstrip(".")
-            i = props.get(("header", "i"), "")
-            if d == domain or (i and i.rpartition("@")[2].rstrip(".") == domain):
+            i_domain = props.get(("header", "i"), "").rpartition("@")[2].rstrip(".")
+            if _dkim_aligned(d, i_domain, domain):
                 return AuthVerdict(True, f"dkim=pass for {domain} by {authserv_id}")
         elif method == "dmarc" and props.get(("header", "from"), "").rstrip(".") == domain:
             return AuthVerdict(True, f"dmarc=pass for {domain} by {authserv_id}")
     return AuthVerdict(False, f"no dkim/dmarc pass for {domain} from {authserv_id}")
+
+
+def _dkim_aligned(d: str, i_domain: str, domain: str) -> bool:
+    """Whether a passing DKIM result speaks for `domain`: d= is the domain and i= (when given)
+    lies under d=; without d=, the i= domain must be the domain."""
+    if d:
+        return d == domain and (not i_domain or i_domain == d or i_domain.endswith("." + d))
+    return bool(i_domain) and i_domain == domain
+
+
+def relay_trusted(source: str, peer: str, trusted_relays: Iterable[str]) -> AuthVerdict:
+    """May this message's Authentication-Results be believed, given how it arrived? SMTP: only
+    when the peer address is one of `trusted_relays` (addresses or CIDR networks); IMAP: yes
+    (the operator's MTA delivered it to the mailbox); anything else: no."""
+    if source == "imap":
+        return AuthVerdict(True, "fetched from the operator's mailbox")
+    if source != "smtp":
+        return AuthVerdict(False, f"Authentication-Results are not believed for {source} mail")
+    try:
+        address = ipaddress.ip_address(peer.strip().strip("[]").split("%")[0])
+    except ValueError:
+        return AuthVerdict(False, f"SMTP peer {peer[:60]!r} is not an address")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for item in trusted_relays:
+        try:
+            if address in ipaddress.ip_network(item.strip(), strict=False):
+                return AuthVerdict(True, f"from trusted relay {address}")
+        except ValueError:
+            continue
+    return AuthVerdict(
+        False, f"Authentication-Results ignored: SMTP peer {address} is not a trusted relay"
+    )

@@ -310,16 +310,27 @@ def parse_message(raw: bytes, *, allow_remote_images: bool = False) -> ParsedMai
         raw = str(raw).encode("utf-8", "replace")
     raw = bytes(raw)
     try:
-        return _without_surrogates(_build(raw, allow_remote_images))
+        return _storable(_build(raw, allow_remote_images))
     except Exception as error:  # noqa: BLE001 - the contract is: never raise
-        return _without_surrogates(_minimal(raw, error))
+        return _storable(_minimal(raw, error))
 
 
-def _without_surrogates(mail: ParsedMail) -> ParsedMail:
-    """The result with a lone surrogate in any str replaced by U+FFFD. The decoders above
-    already avoid them; this is the guarantee that none slips through to the database, whose
-    driver refuses them ("surrogates not allowed"). Values without one are kept as they are."""
-    clean = without_surrogates
+def storable_text(text: str) -> str:
+    """`text` without lone surrogates (replaced by U+FFFD) and without NUL characters (dropped).
+
+    Both are legal in a Python str but not in a database column: UTF-8 cannot encode a lone
+    surrogate, and PostgreSQL text cannot hold NUL ("A string literal cannot contain NUL"), so one
+    NUL in a body, a From name or a Message-ID used to set the whole message aside for good. A
+    UTF-16 part labelled us-ascii decodes to text with a NUL after every letter: dropping them
+    leaves the words readable."""
+    return without_surrogates(text).replace("\x00", "")
+
+
+def _storable(mail: ParsedMail) -> ParsedMail:
+    """The result with every str made storable (`storable_text`). The decoders above already
+    avoid lone surrogates; this is the guarantee that neither they nor a NUL slips through to
+    the database. Values without either are kept as they are."""
+    clean = storable_text
 
     def address(value: Address) -> Address:
         return Address(name=clean(value.name), email=clean(value.email))

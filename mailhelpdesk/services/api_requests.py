@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import OutboxState, ResponseKind, TicketStatus
-from mailhelpdesk.errors import InvalidInputError, NotFoundError
+from mailhelpdesk.errors import ForbiddenError, InvalidInputError, NotFoundError
 from mailhelpdesk.mail.compose import (
     AUTO_GENERATED,
     Outgoing,
@@ -38,7 +38,7 @@ from mailhelpdesk.mail.render import (
     render_notice,
 )
 from mailhelpdesk.mail.tokens import split_plus
-from mailhelpdesk.services import interventions, ticket_changes
+from mailhelpdesk.services import api_tokens, interventions, ticket_changes
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import NotifySettings
@@ -248,6 +248,8 @@ def respond(
     on_hold_until: date | None,
     resolution: str | None = None,
     attachments: Sequence[ticket_service.NewAttachment] = (),
+    token: api_tokens.AuthenticatedToken | None = None,
+    add_cc: bool = False,
 ) -> dict[str, Any]:
     """A response on a ticket; reactivates a closed or on-hold ticket unless `status` is on-hold
     or closed. The reactivation is caused by the response (it mails nothing of its own); a
@@ -257,6 +259,11 @@ def respond(
     if ticket is None:
         raise NotFoundError(f"Ticket {ticket_number} not found.")
     agent = store.get_agent_by_email(session, from_email)
+    if agent is not None and not may_act_as(token, agent.email):
+        raise ForbiddenError(
+            f"This token may not answer as the agent {agent.email}: that needs a token the agent "
+            "owns, or the admin ability."
+        )
     kind = (
         ResponseKind.note
         if is_internal
@@ -305,13 +312,22 @@ def respond(
         ticket_changes.set_status(
             session, ticket, TicketStatus.open.value, change=change, cause=REPLY_CAUSE
         )
-    if kind == ResponseKind.customer:
+    if kind == ResponseKind.customer and add_cc:
         ticket_service.add_ccs(session, ticket, [(from_email, "")], exclude=set())
     return {
         "ticket_id": ticket.id,
         "response_id": response.id,
         "reopened": before != TicketStatus.open and ticket.status == TicketStatus.open,
     }
+
+
+def may_act_as(token: api_tokens.AuthenticatedToken | None, agent_email: str) -> bool:
+    """Whether a request may post as the agent `agent_email`: a token the agent owns, or one
+    with the `admin` ability; in-process callers (no token: CLI, tests) may. A `ticket-respond`
+    token alone could otherwise answer customers in any agent's name."""
+    if token is None or token.allows(api_tokens.ADMIN):
+        return True
+    return (token.owner_email or "").strip().lower() == agent_email.strip().lower()
 
 
 def send_email(

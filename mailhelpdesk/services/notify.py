@@ -117,6 +117,7 @@ class Recipient:
     email: str
     name: str = ""
     agent_id: int | None = None  # set for agents: their Reply-To is signed for them
+    agent_key: str = ""  # the agent's reply key, signed into that Reply-To (mail/tokens.py)
     # a third party a ticket is forwarded to: their Reply-To is a forward address, and their
     # reply is kept internal (ingest/steps.py)
     forward: bool = False
@@ -332,7 +333,12 @@ def schedule_notice(
         reply_to=reply_address(
             settings.secret,
             settings.helpdesk_address,
-            ReplyToken(ticket.number, recipient.agent_id, forward=recipient.forward),
+            ReplyToken(
+                ticket.number,
+                recipient.agent_id,
+                forward=recipient.forward,
+                agent_key=recipient.agent_key,
+            ),
         ),
         # a customer's malformed Message-ID must not cost the notice its threading
         in_reply_to=in_reply_to if is_message_id(in_reply_to) else None,

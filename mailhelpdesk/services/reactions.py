@@ -300,7 +300,7 @@ def _recipients(
             if cc.email.lower() != ticket.originator_email.lower()
         ]
     every_agent = store.list_agents(session)
-    agents = [Recipient(a.email, a.name, a.id) for a in every_agent]
+    agents = [Recipient(a.email, a.name, a.id, agent_key=a.reply_key) for a in every_agent]
     if audience == Audience.acting_agent:
         return [a for a in agents if origin.actor.is_agent(a.email)]
     if audience == Audience.assignee_or_queue_agents:
@@ -313,7 +313,7 @@ def _recipients(
         if ticket.assigned_to_email and not any(
             a.email.lower() == ticket.assigned_to_email.lower() for a in agents
         ):  # the assignee hears of their ticket whatever queues they see
-            agents = [Recipient(a.email, a.name, a.id) for a in every_agent]
+            agents = [Recipient(a.email, a.name, a.id, agent_key=a.reply_key) for a in every_agent]
     if audience in (Audience.assignee_or_agents, Audience.assignee_or_queue_agents):
         agents = _with_watchers(session, ticket, agents)
     return [a for a in agents if not origin.actor.is_agent(a.email)]

@@ -15,15 +15,17 @@ root builds one `Database` and closes it (group writer, executor thread, engine)
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 # SQLite has one writer. Threads of this process queue for it on a lock instead of in SQLite's
@@ -40,9 +42,39 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+
+
+def private_sqlite_file(url: str) -> None:
+    """The SQLite database file exists, readable by its owner only (0600), before SQLite opens it.
+
+    Why: it holds every customer's mail and, without a configured secret, the generated key
+    that signs reply addresses; SQLite creates it (and its -wal and -shm files, which take the
+    database file's mode) as the umask allows, usually 0644. A missing folder is made 0700; an
+    existing file readable by others is narrowed to 0600 (with its -wal and -shm). Nothing is
+    done for in-memory databases."""
+    database = make_url(url).database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & ~0o077)
+                log.warning("narrowed %s from %o to %o", file, mode, mode & ~0o077)
+        except OSError:
+            continue  # absent, or not ours to change: SQLite reports what matters when opening
+
+
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine with the connection settings durability and concurrency need."""
     if is_sqlite(url):
+        private_sqlite_file(url)
         # hide_parameters: a failed statement is logged without its values (customers' mail)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
@@ -179,7 +211,7 @@ class GroupWriter:
                         with session.begin_nested():
                             outcomes.append((done, job(session), None))
                     except Exception as exc:
-                        if not _in_transaction(session):
+                        if not in_transaction(session):
                             # SQLite rolled the whole transaction back by itself (disk full, I/O
                             # error): the jobs before this one are lost too, so none may succeed
                             raise
@@ -201,10 +233,15 @@ class GroupWriter:
                 done.set_result(value)
 
 
-def _in_transaction(session: Session) -> bool:
-    """Whether SQLite still has our transaction open (it ends one itself on some errors)."""
+def in_transaction(session: Session) -> bool:
+    """Whether our transaction is still open after a statement failed inside a savepoint.
+    SQLite ends the transaction itself on some errors (disk full, I/O error); PostgreSQL never
+    does: a failed statement aborts only up to the savepoint, which the rollback released."""
     try:
-        dbapi = session.connection().connection.dbapi_connection
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            return True
+        dbapi = connection.connection.dbapi_connection
     except Exception:  # noqa: BLE001 - a connection in that state has no transaction worth keeping
         return False
     return bool(getattr(dbapi, "in_transaction", False))

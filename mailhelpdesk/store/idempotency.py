@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, func, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -131,6 +131,18 @@ def complete(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def count_minted(session: Session, *, now: datetime) -> int:
+    """Minted keys not yet used nor expired (the bound of the unauthenticated mint endpoint)."""
+    return session.exec(
+        select(func.count())
+        .select_from(IdempotencyKey)
+        .where(
+            col(IdempotencyKey.state) == KeyState.minted,
+            col(IdempotencyKey.expires_at) >= now,
+        )
+    ).one()
 
 
 def mint(session: Session, *, key: str, action: str, now: datetime, expires_at: datetime) -> None:

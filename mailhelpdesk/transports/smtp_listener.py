@@ -21,7 +21,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -33,7 +33,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpListenerConfig
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.store import spool
-from mailhelpdesk.store.db import session_scope
+from mailhelpdesk.store.db import in_transaction, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +95,52 @@ class SpoolWriter:
             while not self._queue.empty() and len(group) < self._max_group:
                 group.append(self._queue.get_nowait())
             try:
-                ids = await loop.run_in_executor(self._executor, self._commit, group)
+                outcomes = await loop.run_in_executor(self._executor, self._commit, group)
             except Exception as exc:  # noqa: BLE001 - every waiter gets the error and answers 451
                 log.error("spool commit failed messages=%d error=%s", len(group), exc)
                 for item in group:
                     if not item.done.done():
                         item.done.set_exception(exc)
                 continue
-            for item, row_id in zip(group, ids, strict=True):
-                if not item.done.done():
-                    item.done.set_result(row_id)
+            for item, outcome in zip(group, outcomes, strict=True):
+                if item.done.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    item.done.set_exception(outcome)
+                else:
+                    item.done.set_result(outcome)
             if self._on_commit is not None:
                 self._on_commit(len(group))
 
-    def _commit(self, group: list[_Pending]) -> list[int]:
+    def _commit(self, group: list[_Pending]) -> list[int | Exception]:
+        """One transaction for the group, each message in its own savepoint: a row the database
+        refuses (on PostgreSQL, one bad value aborts the whole transaction unless it is inside a
+        savepoint) fails only its own session with 451; the others are committed and get 250.
+        When the database ends the transaction itself (SQLite on disk full or an I/O error), the
+        rows before are gone too, so the whole group fails."""
         now = self._clock.now()
+        outcomes: list[int | Exception] = []
         with session_scope(self._engine) as session:
-            rows = [
-                spool.add_inbound(session, raw=item.raw, envelope=item.envelope, now=now)
-                for item in group
-            ]
-        return [row.id or 0 for row in rows]
+            for item in group:
+                try:
+                    with session.begin_nested():
+                        row = spool.add_inbound(
+                            session, raw=item.raw, envelope=item.envelope, now=now
+                        )
+                    outcomes.append(row.id or 0)
+                except Exception as exc:
+                    if not in_transaction(session):
+                        raise
+                    log.error("spool row refused peer=%s error=%s", item.envelope.source_ref, exc)
+                    outcomes.append(exc)
+        return outcomes
 
 
 def _clean_address(address: str) -> str:
     """aiosmtpd hands over raw 8-bit envelope addresses as surrogate escapes: decode them as UTF-8
-    (SMTPUTF8), replacing what is not, so the address can be stored and compared."""
-    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    (SMTPUTF8), replacing what is not, so the address can be stored and compared. NUL is
+    dropped: no address holds one, and PostgreSQL text cannot store it."""
+    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
 
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary local problem, please retry"
@@ -135,9 +154,24 @@ class SMTPHandler:
         self,
         inbound_addresses: dict[str, str],
         keep: Callable[[bytes, spool.Envelope], Awaitable[int]],
+        *,
+        max_recipients: int = 100,
+        max_errors: int = 20,
     ) -> None:
         self._addresses = inbound_addresses
         self._keep = keep
+        self._max_recipients = max_recipients
+        self._max_errors = max_errors
+
+    def _refuse(self, server: SMTP, reply: str) -> str:
+        """A refused command; past `max_errors` of them in a session the answer is 421 and the
+        connection is closed (`_SMTP.push`), as Postfix's smtpd_hard_error_limit does."""
+        errors = getattr(server, "errors", 0) + 1
+        server.errors = errors  # type: ignore[attr-defined]
+        if errors >= self._max_errors:
+            log.warning("smtp session closed after %d refused commands", errors)
+            return "421 4.7.0 Error: too many errors, closing"
+        return reply
 
     def set_addresses(self, inbound_addresses: dict[str, str]) -> None:
         """The recipients taken from the next RCPT on (a reload's queues); one assignment, so a
@@ -152,10 +186,17 @@ class SMTPHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        # a pipelined flood of RCPT commands is read from one buffer without waiting: let the
+        # rest of the daemon (the HTTP API, /healthz) run between them
+        await asyncio.sleep(0)
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return self._refuse(server, "452 4.5.3 Error: too many recipients")
         address = _clean_address(address)
         base, _tag = split_plus(address)
         if base not in self._addresses:
-            return "550 5.1.1 Recipient address rejected: not a helpdesk address"
+            return self._refuse(
+                server, "550 5.1.1 Recipient address rejected: not a helpdesk address"
+            )
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -210,18 +251,195 @@ class SMTPHandler:
         return f"250 2.0.0 OK kept as {inbound_id}"
 
 
+LARGE_MESSAGE_BYTES = 1 << 20  # past this much DATA a session needs a large-message slot
+
+
+@dataclass
+class Bounds:
+    """The listener's limits under abuse and the counters they need, shared by its sessions
+    (one event loop: no locks). docs/operations.md "Bounds under abuse" states them."""
+
+    max_sessions: int = 100
+    max_sessions_per_client: int = 10
+    large_messages_in_flight: int = 4
+    idle_timeout_s: float = 120
+    session_s: float = 1800
+    sessions: int = 0
+    per_client: dict[str, int] = field(default_factory=dict)
+    _large: asyncio.Semaphore | None = None
+
+    @classmethod
+    def of(cls, config: SmtpListenerConfig) -> Bounds:
+        return cls(
+            max_sessions=config.max_sessions,
+            max_sessions_per_client=config.max_sessions_per_client,
+            large_messages_in_flight=max(1, config.large_messages_in_flight),
+            idle_timeout_s=config.idle_timeout_s,
+            session_s=config.session_s,
+        )
+
+    @property
+    def large(self) -> asyncio.Semaphore:
+        if self._large is None:
+            self._large = asyncio.Semaphore(self.large_messages_in_flight)
+        return self._large
+
+    def admit(self, client: str) -> bool:
+        if self.sessions >= self.max_sessions:
+            return False
+        if self.per_client.get(client, 0) >= self.max_sessions_per_client:
+            return False
+        self.sessions += 1
+        self.per_client[client] = self.per_client.get(client, 0) + 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.sessions -= 1
+        left = self.per_client.get(client, 1) - 1
+        if left > 0:
+            self.per_client[client] = left
+        else:
+            self.per_client.pop(client, None)
+
+
+class _DataReader:
+    """The session's stream reader during DATA: each line read counts as activity (the idle
+    timer restarts, so a slow but steady upload is not cut off), and past LARGE_MESSAGE_BYTES
+    the session waits for one of the listener's large-message slots before it reads on."""
+
+    def __init__(self, reader: asyncio.StreamReader, session: _SMTP) -> None:
+        self._reader, self._session = reader, session
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        line = await self._reader.readuntil(separator)
+        if line == b".\r\n":
+            # the end of the message: from here on it is our turn (keeping it, which waits for
+            # the group commit), and the client's silence is no idling
+            self._session.our_turn()
+            return line
+        await self._session.data_read(len(line))
+        return line
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._reader.read(n)
+        await self._session.data_read(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
 class _SMTP(SMTP):
-    """RFC 5321 caps lines at 1,000 octets, but real mail (HTML, base64 without folding) has
+    """aiosmtpd's session with the listener's bounds: sessions in all and per client (421 to the
+    next), a large-message slot for DATA past 1 MiB, 421 before closing an idle session or one
+    past `session_s`, and any 421 reply closes the connection.
+
+    RFC 5321 caps lines at 1,000 octets, but real mail (HTML, base64 without folding) has
     longer ones; Postfix and Exim accept them, so refusing would bounce genuine customer mail."""
 
     line_length_limit = 1 << 20
+
+    def __init__(self, handler: Any, bounds: Bounds, **kwargs: Any) -> None:
+        super().__init__(handler, timeout=bounds.idle_timeout_s, **kwargs)
+        self.bounds = bounds
+        self.errors = 0
+        self._client: str | None = None
+        self._refused = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._data_bytes = 0
+        self._slot = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._client is None and not self._refused:
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if peer else ""
+            if not self.bounds.admit(client):
+                self._refused = True
+                log.warning("smtp session refused: too many connections client=%s", client)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(b"421 4.7.0 Error: too many connections, try again later\r\n")
+                transport.close()
+                return
+            self._client = client
+            self._deadline = self.loop.call_later(self.bounds.session_s, self._session_expired)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._client is not None:
+            self.bounds.release(self._client)
+            self._client = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._release_slot()
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    def _close_with_421(self, reason: str) -> None:
+        if self.transport is None:
+            return
+        log.info("smtp session closed: %s peer=%s", reason, self._client)
+        assert isinstance(self.transport, asyncio.WriteTransport)
+        self.transport.write(f"421 4.4.2 {self.hostname} Error: {reason}\r\n".encode())
+        self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        self._close_with_421("timeout exceeded")
+
+    def _session_expired(self) -> None:
+        self._close_with_421("session too long")
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if text.startswith("421") and self.transport is not None:
+            self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        reader = self._reader
+        self._reader = _DataReader(reader, self)  # type: ignore[assignment]
+        self._data_bytes = 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._reader = reader
+            self._release_slot()
+            if self.transport is not None:
+                self._reset_timeout()  # the client's turn again
+
+    def our_turn(self) -> None:
+        """The idle timer stops while the server works on the client's command."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    async def data_read(self, size: int) -> None:
+        """Called for every DATA line read: activity, and the large-message slot."""
+        self._data_bytes += size
+        if not self._slot and self._data_bytes > LARGE_MESSAGE_BYTES:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()  # waiting for a slot is our doing, not idling
+            await self.bounds.large.acquire()
+            self._slot = True
+        self._reset_timeout()
+
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.bounds.large.release()
 
 
 async def start_listener(
     config: SmtpListenerConfig, handler: SMTPHandler, *, server_hostname: str | None = None
 ) -> asyncio.AbstractServer:
-    """Serve SMTP on the running loop (no thread): one protocol instance per connection."""
+    """Serve SMTP on the running loop (no thread): one protocol instance per connection, all
+    sharing the listener's `Bounds`."""
     loop = asyncio.get_running_loop()
+    bounds = Bounds.of(config)
 
     def factory() -> _SMTP:
         kwargs: dict[str, Any] = {
@@ -232,6 +450,6 @@ async def start_listener(
         }
         # an explicit name: aiosmtpd's default asks DNS for the FQDN, which can stall start-up
         kwargs["hostname"] = config.hostname or server_hostname or socket.gethostname()
-        return _SMTP(handler, **kwargs)
+        return _SMTP(handler, bounds, **kwargs)
 
     return await loop.create_server(factory, host=config.host, port=config.port, reuse_address=True)

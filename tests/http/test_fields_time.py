@@ -125,9 +125,11 @@ def _settle(api: Api, timeout: float = 60) -> None:
 
 def _agent_mail(api: Api, number: int, body: str) -> None:
     """Alice answering her notice of ticket `number` by SMTP, to her signed reply address."""
-    alice_id = api.rows("SELECT id FROM agents WHERE email = ?", ALICE)[0][0]
+    alice_id, key = api.rows("SELECT id, reply_key FROM agents WHERE email = ?", ALICE)[0]
     to = reply_address(
-        b"test-secret-not-for-production", "support@helpdesk.test", ReplyToken(number, alice_id)
+        b"test-secret-not-for-production",
+        "support@helpdesk.test",
+        ReplyToken(number, alice_id, agent_key=key),
     )
     raw = make_mail(
         subject=f"Re: [#{number}] Printer on fire",

@@ -392,9 +392,13 @@ def test_last_failure_marks_failed_and_ticket_stays_open(api: Api, admin: str) -
 def test_submit_by_verified_agent_mail(api: Api, admin: str, receiver: Receiver) -> None:
     receiver.status, receiver.reply = 200, b"{}"
     created = create(api, admin, "order-6006").json()["data"]
-    ((agent_id,),) = api.rows("SELECT id FROM agents WHERE email = 'alice@helpdesk.test'")
+    ((agent_id, key),) = api.rows(
+        "SELECT id, reply_key FROM agents WHERE email = 'alice@helpdesk.test'"
+    )
     signed = reply_address(
-        SECRET.encode(), "support@helpdesk.test", ReplyToken(created["ticket_number"], agent_id)
+        SECRET.encode(),
+        "support@helpdesk.test",
+        ReplyToken(created["ticket_number"], agent_id, agent_key=key),
     )
     api.daemon.send(
         make_mail(
@@ -435,9 +439,13 @@ def test_submit_by_verified_agent_mail(api: Api, admin: str, receiver: Receiver)
 
 def test_bad_set_by_mail_changes_nothing(api: Api, admin: str, receiver: Receiver) -> None:
     created = create(api, admin, "order-7007").json()["data"]
-    ((agent_id,),) = api.rows("SELECT id FROM agents WHERE email = 'alice@helpdesk.test'")
+    ((agent_id, key),) = api.rows(
+        "SELECT id, reply_key FROM agents WHERE email = 'alice@helpdesk.test'"
+    )
     signed = reply_address(
-        SECRET.encode(), "support@helpdesk.test", ReplyToken(created["ticket_number"], agent_id)
+        SECRET.encode(),
+        "support@helpdesk.test",
+        ReplyToken(created["ticket_number"], agent_id, agent_key=key),
     )
     api.daemon.send(
         make_mail(

@@ -12,11 +12,12 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from mailhelpdesk.domain.models import OutboxItem, Ticket
+from mailhelpdesk.domain.models import InboundMessage, OutboxItem, Ticket
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store.db import read_scope
@@ -48,8 +49,15 @@ class AgentDesk(Desk):
                 },
                 {"email": "bob@helpdesk.test", "name": "Bob Agent"},
             ],
+            # the MTA in front of the listener, whose Authentication-Results are believed
+            "smtp_listener": {"trusted_relays": ["127.0.0.1"]},
         }
         super().__init__(make_desk(tmp, sections).app)
+
+    def feed(self, raw: bytes, **kw: Any) -> InboundMessage:
+        """As handed over by the trusted relay on 127.0.0.1 (unless a test names a peer)."""
+        kw.setdefault("peer", "127.0.0.1")
+        return super().feed(raw, **kw)
 
     def agent_id(self, email_: str) -> int:
         return next(a.id for a in self.settings.agents if a.email == email_)
@@ -416,7 +424,7 @@ def test_spoof_to_a_signed_address_of_the_customer_or_another_agent_is_held(
     bobs_token = reply_address(
         desk.settings.secret,
         "support@helpdesk.test",
-        ReplyToken(100001, desk.agent_id("bob@helpdesk.test")),
+        desk.signed_for(100001, desk.agent_id("bob@helpdesk.test")),
     )
     assert spoof(desk, to=bobs_token) == ("held", [])
     assert desk.ticket().status == "open"

@@ -155,7 +155,7 @@ def test_agent_reply_to_signed_agent_address_is_verified(desk: Desk) -> None:
     desk.feed(make_mail())
     alice = next(a for a in desk.settings.agents if a.email == "alice@helpdesk.test")
     address = reply_address(
-        desk.settings.secret, "support@helpdesk.test", ReplyToken(100001, alice.id)
+        desk.settings.secret, "support@helpdesk.test", desk.signed_for(100001, alice.id)
     )
     row = desk.feed(
         make_mail(sender="Alice <alice@helpdesk.test>", to=address, body="We are on it.\n"),

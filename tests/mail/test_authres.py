@@ -73,3 +73,32 @@ def test_nothing_trusted_nothing_verified() -> None:
         "no trusted authserv-id configured",
     )
     assert check()[0] is False
+
+
+def test_header_i_must_lie_under_header_d() -> None:
+    """Issue 17: a signature by evil.test naming i=@helpdesk.test speaks for evil.test only."""
+    forged = "mx.helpdesk.test; dkim=pass header.d=evil.test header.i=@helpdesk.test"
+    assert not check_authentication_results(
+        [("authentication-results", forged)],
+        domain="helpdesk.test",
+        trusted_authserv_ids=["mx.helpdesk.test"],
+    ).verified
+    aligned = "mx.helpdesk.test; dkim=pass header.d=helpdesk.test header.i=alice@eu.helpdesk.test"
+    assert check_authentication_results(
+        [("authentication-results", aligned)],
+        domain="helpdesk.test",
+        trusted_authserv_ids=["mx.helpdesk.test"],
+    ).verified
+
+
+def test_relay_trusted_only_for_configured_smtp_peers() -> None:
+    from mailhelpdesk.mail.authres_check import relay_trusted
+
+    relays = ["10.0.0.0/8", "192.0.2.7"]
+    assert relay_trusted("smtp", "10.1.2.3", relays).verified
+    assert relay_trusted("smtp", "::ffff:192.0.2.7", relays).verified
+    assert not relay_trusted("smtp", "192.0.2.8", relays).verified
+    assert not relay_trusted("smtp", "127.0.0.1", []).verified
+    assert not relay_trusted("smtp", "", relays).verified
+    assert relay_trusted("imap", "", []).verified
+    assert not relay_trusted("import", "10.1.2.3", relays).verified

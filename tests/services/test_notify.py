@@ -67,7 +67,9 @@ def test_new_ticket_queues_acknowledgement_and_agent_notice(desk: Desk) -> None:
     agent_msg = parsed(agent)
     assert agent_msg["Auto-Submitted"] == "auto-generated"
     token = verify_token(
-        desk.settings.secret, split_plus(agent_msg["Reply-To"].addresses[0].addr_spec)[1] or ""
+        desk.settings.secret,
+        split_plus(agent_msg["Reply-To"].addresses[0].addr_spec)[1] or "",
+        agent_key=lambda agent_id: desk.signed_for(0, agent_id).agent_key,
     )
     assert token is not None and token.agent_id == desk.settings.agents[0].id
     assert "My printer is on fire." in agent_msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
