@@ -278,15 +278,11 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-async def _admit(rt: Runtime, request: Request, ability: str | None) -> AuthenticatedToken | None:
-    """The checks before the body (§2.3): the token (401; none for an unauthenticated endpoint,
-    which is limited per client IP), the rate limit (429), the ability (403)."""
-    token = None
-    if ability is not None:
-        token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
-        allowed, rate = rt.limiter.hit(f"token:{token.id}")
-    else:
-        allowed, rate = rt.limiter.hit(f"ip:{client_ip(request.scope)}")
+def count_request(rt: Runtime, request: Request, key: str) -> None:
+    """Count the request in `key`'s window (`token:<id>`, `ip:<address>`, …) and keep the state
+    for the X-RateLimit-* headers; 429 with Retry-After when the window is full. Every route
+    family (native, Tickiti, the seed adapters) counts through here, so one limit holds."""
+    allowed, rate = rt.limiter.hit(key)
     request.scope[RATE_SCOPE_KEY] = rate
     if not allowed:
         wait = max(1, rate.reset - int(time.time()))
@@ -296,6 +292,17 @@ async def _admit(rt: Runtime, request: Request, ability: str | None) -> Authenti
             f"Too many requests; retry in {wait} s.",
             headers={"Retry-After": str(wait)},
         )
+
+
+async def _admit(rt: Runtime, request: Request, ability: str | None) -> AuthenticatedToken | None:
+    """The checks before the body (§2.3): the token (401; none for an unauthenticated endpoint,
+    which is limited per client IP), the rate limit (429), the ability (403)."""
+    token = None
+    if ability is not None:
+        token = await run_in_threadpool(rt.auth.authenticate, request.headers.get("authorization"))
+        count_request(rt, request, f"token:{token.id}")
+    else:
+        count_request(rt, request, f"ip:{client_ip(request.scope)}")
     if token is not None and ability is not None:
         require(token, ability)
     return token
@@ -305,13 +312,13 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     token = await _admit(rt, request, ep.ability)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ep.multipart and media == "multipart/form-data":
-        raw = await _read_body(request, rt.max_body_bytes)
+        raw = await read_body(request, rt.max_body_bytes)
         payload = storable_payload(await uploads.form_payload(request.headers, raw))
     elif ep.method == "DELETE" and not media and request.headers.get("content-length", "0") == "0":
         payload = {}  # a DELETE names its resource in the path: no body needed
     else:
         # a body-optional route (restore, DELETE) may come without a body or a content type
-        body = await _read_body(request, rt.max_body_bytes) if ep.body_optional else None
+        body = await read_body(request, rt.max_body_bytes) if ep.body_optional else None
         if media != "application/json" and not (ep.body_optional and not body):
             raise ApiError(
                 415,
@@ -320,8 +327,8 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
                 + (" or multipart/form-data." if ep.multipart else "."),
             )
         if body is None:
-            body = await _read_body(request, rt.max_body_bytes)
-        payload = _parse_json(body) if body.strip() or not ep.body_optional else {}
+            body = await read_body(request, rt.max_body_bytes)
+        payload = parse_json(body) if body.strip() or not ep.body_optional else {}
     key = None
     if ep.key in ("required", "optional"):
         key = parse_key(request.headers.getlist("idempotency-key"), required=ep.key == "required")
@@ -357,7 +364,7 @@ async def _run(rt: Runtime, ep: Endpoint, request: Request) -> Outcome:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     too_large = ApiError(
         413, "payload_too_large", f"The request body is larger than {limit} bytes."
@@ -402,7 +409,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(
             raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float

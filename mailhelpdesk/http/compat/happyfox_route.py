@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,16 +98,7 @@ async def _admit(rt: Runtime, request: Request, ability: str) -> AuthenticatedTo
     except ApiError as exc:
         exc.headers.setdefault("WWW-Authenticate", REALM)
         raise
-    allowed, rate = rt.limiter.hit(f"token:{token.id}")
-    request.scope[endpoint.RATE_SCOPE_KEY] = rate
-    if not allowed:
-        wait = max(1, rate.reset - int(time.time()))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many requests; retry in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
+    endpoint.count_request(rt, request, f"token:{token.id}")
     require(token, ability)
     return token
 
@@ -117,7 +107,7 @@ async def _payload(rt: Runtime, route: Route, request: Request) -> Any:
     if route.model is None:
         return None
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await endpoint._read_body(request, rt.max_body_bytes)
+    raw = await endpoint.read_body(request, rt.max_body_bytes)
     if route.multipart and media == "multipart/form-data":
         return await uploads.form_payload(request.headers, raw)
     if media != "application/json":
@@ -129,8 +119,8 @@ async def _payload(rt: Runtime, route: Route, request: Request) -> Any:
         )
     if route.bulk and raw.lstrip().startswith(b"["):
         # the hardened parser takes an object: the array is parsed as the value of one
-        return endpoint._parse_json(b'{"tickets":' + raw + b"}")["tickets"]
-    return endpoint._parse_json(raw)
+        return endpoint.parse_json(b'{"tickets":' + raw + b"}")["tickets"]
+    return endpoint.parse_json(raw)
 
 
 def _number(request: Request) -> int | None:

@@ -7,7 +7,6 @@ mapping of service errors to statuses. The adapter decides only the wire shapes:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +18,13 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailhelpdesk.http.endpoint import (
-    RATE_SCOPE_KEY,
     Runtime,
-    _parse_json,
-    _read_body,
     client_ip,
+    count_request,
     fault,
+    parse_json,
     pydantic_errors,
+    read_body,
     schema_of,
 )
 from mailhelpdesk.http.errors import ApiError, from_exception
@@ -49,16 +48,7 @@ class Answer:
 
 def limit(rt: Runtime, request: Request, who: str) -> None:
     """Count the request against `who`'s window (a token, or the caller's address); 429."""
-    allowed, rate = rt.limiter.hit(who)
-    request.scope[RATE_SCOPE_KEY] = rate
-    if not allowed:
-        wait = max(1, rate.reset - int(time.time()))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many requests; retry in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
+    count_request(rt, request, who)
 
 
 def limit_by_ip(rt: Runtime, request: Request) -> None:
@@ -81,13 +71,13 @@ def require_ability(token: AuthenticatedToken, ability: str) -> None:
 async def json_body(rt: Runtime, request: Request, *, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object (415, 413, 400 as the native API); {} for an empty optional
     body (a GET whose parameters may come in a body, as tiHelpdesk's do)."""
-    raw = await _read_body(request, rt.max_body_bytes)
+    raw = await read_body(request, rt.max_body_bytes)
     if optional and not raw.strip():
         return {}
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not (optional and not media):
         raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")
-    return _parse_json(raw)
+    return parse_json(raw)
 
 
 def validate(model: type[BaseModel], payload: dict[str, Any]) -> Any:
