@@ -56,6 +56,17 @@ def dovecot():  # type: ignore[no-untyped-def]
         server.close()
 
 
+@pytest.fixture(autouse=True)
+def _keep_umask():  # type: ignore[no-untyped-def]
+    """The CLI narrows the process umask to 077 (its files hold mail); a test that runs it in
+    process with CliRunner must not leave that to later tests, whose servers (Postfix's queue,
+    PostgreSQL's data) need their usual modes."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
+
+
 @pytest.fixture(scope="session")
 def postgres():  # type: ignore[no-untyped-def]
     """One private PostgreSQL cluster on 127.0.0.1 for the run; each test takes a fresh database
