@@ -19,7 +19,7 @@ def corpus_path() -> Path | None:
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    """The corpus folder; corpus tests may skip only when it is absent and CI is not set."""
+    """The corpus folder; a missing corpus fails the tests that need it."""
     from tests.helpers import require
 
     path = corpus_path()

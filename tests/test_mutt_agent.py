@@ -3,8 +3,7 @@
 the reply goes to the daemon's SMTP listener, and the customer receives the answer through the
 relay sink without the quoted history and without the command lines.
 
-Needs `mutt` (scripts/test installs it). Under CI (env CI set) a missing mutt fails the test;
-elsewhere it is skipped."""
+Needs `mutt` (scripts/test installs it); a missing mutt fails the test."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The IMAP poller against a real Dovecot, mostly through the real daemon (`mailhelpdesk serve`).
 
 One private Dovecot serves the whole module (tests/dovecot.py); each test gets its own IMAP user
-and maildir, and its own daemon and database. Under CI a missing Dovecot fails the module
-instead of skipping it.
+and maildir, and its own daemon and database. A missing Dovecot fails the module;
+it is never skipped.
 """
 
 from __future__ import annotations
