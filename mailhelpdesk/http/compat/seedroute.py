@@ -55,6 +55,20 @@ def limit_by_ip(rt: Runtime, request: Request) -> None:
     limit(rt, request, f"ip:{client_ip(request.scope)}")
 
 
+async def admit(
+    rt: Runtime, request: Request, authorization: str | None, ability: str, refusal: ApiError
+) -> AuthenticatedToken:
+    """The seeds' common admission of a native token: without one, `refusal` (counted against
+    the caller's address); with one, its rate window, then its ability."""
+    token = await bearer(rt, authorization)
+    if token is None:
+        limit_by_ip(rt, request)
+        raise refusal
+    limit(rt, request, f"token:{token.id}")
+    require_ability(token, ability)
+    return token
+
+
 async def bearer(rt: Runtime, presented: str | None) -> AuthenticatedToken | None:
     """The native token a header value names (`Bearer id|secret`), or None."""
     try:

@@ -242,13 +242,13 @@ def mount(api: FastAPI, rt: Runtime, cfg: TeamsworkCompatConfig) -> None:
         return ticket_item(data, events, tz)
 
     async def keyed(request: Request, ability: str) -> AuthenticatedToken:
-        token = await seedroute.bearer(rt, "Bearer " + request.query_params.get("key", ""))
-        if token is None:
-            seedroute.limit_by_ip(rt, request)
-            raise ApiError(401, "unauthorized", "A valid key query parameter is required.")
-        seedroute.limit(rt, request, f"token:{token.id}")
-        seedroute.require_ability(token, ability)
-        return token
+        return await seedroute.admit(
+            rt,
+            request,
+            "Bearer " + request.query_params.get("key", ""),
+            ability,
+            ApiError(401, "unauthorized", "A valid key query parameter is required."),
+        )
 
     def route_of(run: Any) -> Any:
         async def route(request: Request) -> Response:

@@ -167,13 +167,13 @@ def mount(api: FastAPI, rt: Runtime, cfg: TiHelpdeskCompatConfig) -> None:
     field_names = {f.name for f in rt.settings.notify.custom_fields}
 
     async def authenticated(request: Request, ability: str) -> AuthenticatedToken:
-        token = await seedroute.bearer(rt, request.headers.get("authorization"))
-        if token is None:
-            seedroute.limit_by_ip(rt, request)
-            raise ApiError(401, "unauthenticated", "Authorization: Bearer <token> from /api/me.")
-        seedroute.limit(rt, request, f"token:{token.id}")
-        seedroute.require_ability(token, ability)
-        return token
+        return await seedroute.admit(
+            rt,
+            request,
+            request.headers.get("authorization"),
+            ability,
+            ApiError(401, "unauthenticated", "Authorization: Bearer <token> from /api/me."),
+        )
 
     def guarded(route: Any) -> Any:
         async def run(request: Request) -> Response:
