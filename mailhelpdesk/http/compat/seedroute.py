@@ -7,6 +7,7 @@ mapping of service errors to statuses. The adapter decides only the wire shapes:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,34 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
         headers=headers,
         media_type="application/json",
     )
+
+
+# (path below the prefix, method, handler, body model, query model, summary)
+RouteRow = tuple[str, str, Any, type[BaseModel] | None, type[BaseModel] | None, str]
+
+
+def add_routes(
+    api: FastAPI,
+    prefix: str,
+    rows: list[RouteRow],
+    *,
+    wrap: Callable[[Any], Callable[[Request], Any]],
+    tag: str,
+) -> None:
+    """Mount a seed's route table: each handler wrapped (its error shape), its path parameters
+    read from the `{name}`s of its path."""
+    for path, method, handler, body, query, summary in rows:
+        add_route(
+            api,
+            prefix + path,
+            method,
+            wrap(handler),
+            summary=summary,
+            tag=tag,
+            body=body,
+            query=query,
+            path_params=tuple(re.findall(r"\{(\w+)\}", path)),
+        )
 
 
 def add_route(

@@ -589,7 +589,7 @@ def mount(api: FastAPI, rt: Runtime, cfg: TeamsworkCompatConfig) -> None:
         )
 
     T = "/tickets/{ticketId}"
-    routes: list[tuple[str, str, Any, type[BaseModel] | None, type[BaseModel], str]] = [
+    routes: list[seedroute.RouteRow] = [
         ("/tickets", "GET", list_tickets, None, ListIn, "List tickets"),
         ("/tickets", "POST", create_ticket, InsertTicketIn, TimezoneIn, "Create a ticket"),
         (T, "GET", show_ticket, None, TimezoneIn, "One ticket"),
@@ -602,18 +602,7 @@ def mount(api: FastAPI, rt: Runtime, cfg: TeamsworkCompatConfig) -> None:
         ("/instance", "GET", instance, None, TimezoneIn, "The instance"),
         ("/tags", "GET", tags, None, TimezoneIn, "The tags"),
     ]
-    for path, method, handler, body, query, summary in routes:
-        seedroute.add_route(
-            api,
-            PREFIX + path,
-            method,
-            route_of(handler),
-            summary=summary,
-            tag=TAG,
-            body=body,
-            query=query,
-            path_params=("ticketId",) if "{ticketId}" in path else (),
-        )
+    seedroute.add_routes(api, PREFIX, routes, wrap=route_of, tag=TAG)
 
 
 def _selected(ticket: dict[str, Any], name: str) -> Any:

@@ -614,7 +614,7 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
 
         return answer(await run(request, token, handle), lambda d: {}, 204)
 
-    routes: list[tuple[str, str, Any, type[BaseModel] | None, type[BaseModel] | None, str]] = [
+    routes: list[seedroute.RouteRow] = [
         ("/auth/login", "POST", login, LoginIn, None, "Log in: a JWT access and a refresh token"),
         ("/auth/refresh", "POST", refresh, RefreshIn, None, "Rotate a refresh token"),
         ("/auth/logout", "POST", logout, RefreshIn, None, "Revoke a refresh token's family"),
@@ -638,15 +638,4 @@ def mount(api: FastAPI, rt: Runtime, cfg: TikettiCompatConfig) -> None:
         ("/webhooks", "POST", create_webhook, WebhookIn, None, "Subscribe to events"),
         ("/webhooks/{id}", "DELETE", delete_webhook, None, None, "Remove a subscription"),
     ]
-    for path, method, handler, body, query, summary in routes:
-        seedroute.add_route(
-            api,
-            PREFIX + path,
-            method,
-            route_of(handler),
-            summary=summary,
-            tag=TAG,
-            body=body,
-            query=query,
-            path_params=tuple(p for p in ("id", "name") if "{" + p + "}" in path),
-        )
+    seedroute.add_routes(api, PREFIX, routes, wrap=route_of, tag=TAG)
