@@ -7,9 +7,12 @@ from email.utils import getaddresses
 
 from mailhelpdesk.domain.enums import ResponseKind
 from mailhelpdesk.ingest.context import IngestContext
+from mailhelpdesk.mail.forwarded import ForwardedOriginal, find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
+from mailhelpdesk.mail.request_text import request_text
 from mailhelpdesk.mail.tokens import split_plus
+from mailhelpdesk.mail.understood import Understood
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
 
@@ -19,6 +22,31 @@ log = logging.getLogger(__name__)
 def parsed_of(ctx: IngestContext) -> ParsedMail:
     assert ctx.parsed is not None, "parse must run first"
     return ctx.parsed
+
+
+def _understood_for(ctx: IngestContext, parsed: ParsedMail) -> Understood | None:
+    """The message's understanding, when `parsed` is the message itself (not, say, a
+    forwarded original parsed from it)."""
+    understood = ctx.understood
+    return understood if understood is not None and understood.parsed is parsed else None
+
+
+def visible_of(ctx: IngestContext, parsed: ParsedMail) -> str:
+    """visible_text(parsed.text), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.visible_text if understood is not None else visible_text(parsed.text)
+
+
+def request_of(ctx: IngestContext, parsed: ParsedMail) -> str:
+    """request_text(parsed), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.request_text if understood is not None else request_text(parsed)
+
+
+def forwarded_of(ctx: IngestContext, parsed: ParsedMail) -> ForwardedOriginal | None:
+    """find_forwarded(parsed), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.forwarded if understood is not None else find_forwarded(parsed)
 
 
 def sender_email(parsed: ParsedMail) -> str | None:
@@ -55,7 +83,7 @@ def response_from(
     return NewResponse(
         kind=kind,
         plain_text=parsed.text,
-        visible_text=visible_text(parsed.text) if kind != ResponseKind.system else parsed.text,
+        visible_text=visible_of(ctx, parsed) if kind != ResponseKind.system else parsed.text,
         html=parsed.html,
         is_internal=internal,
         created_by_email=sender,
