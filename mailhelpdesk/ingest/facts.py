@@ -28,7 +28,9 @@ def _understood_for(ctx: IngestContext, parsed: ParsedMail) -> Understood | None
     """The message's understanding, when `parsed` is the message itself (not, say, a
     forwarded original parsed from it)."""
     understood = ctx.understood
-    return understood if understood is not None and understood.parsed is parsed else None
+    if understood is None or not understood.derived or understood.parsed is not parsed:
+        return None
+    return understood
 
 
 def visible_of(ctx: IngestContext, parsed: ParsedMail) -> str:

@@ -259,7 +259,7 @@ def record_bounce(ctx: IngestContext) -> None:
     outcome = bounce_service.record_bounce(
         ctx.session,
         ctx.understood.bounce
-        if ctx.understood is not None and ctx.understood.bounce is not None
+        if ctx.understood is not None and ctx.understood.derived and ctx.understood.bounce
         else bounce_details(parsed),
         secret=ctx.settings.secret,
         return_path_tags=tags,

@@ -60,8 +60,8 @@ UnderstandFn = Callable[[Job, UnderstandSettings], Result]
 
 
 def understand_job(job: Job, settings: UnderstandSettings) -> Result:
-    """One job, in whichever process: an exception is a result (the message's reason), never
-    the end of the pool."""
+    """One job in a worker process: an exception is a result (the message's reason), never the
+    end of the pool."""
     try:
         return understand(job.raw, envelope_from=job.envelope_from, settings=settings)
     except Exception as exc:  # noqa: BLE001 - the worker boundary: the message is set aside
@@ -141,6 +141,19 @@ class Understander:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    @staticmethod
+    def in_process(job: Job, settings: UnderstandSettings) -> Result:
+        """workers=0: parse and classify here, and leave the derived texts to the steps that
+        need them (all of it is in this process anyway)."""
+        try:
+            return understand(
+                job.raw, envelope_from=job.envelope_from, settings=settings, derive=False
+            )
+        except Exception as exc:  # noqa: BLE001 - the worker boundary, as in the pool
+            return NotUnderstood(
+                f"step understand: {type(exc).__name__}: {exc}", "".join(traceback.format_exc())
+            )
+
     # -- a batch -------------------------------------------------------------------------------
 
     def understand_batch(
@@ -148,7 +161,7 @@ class Understander:
     ) -> dict[int, Result]:
         """Every job's result by inbound id."""
         if self.workers <= 0:
-            return {job.inbound_id: self.function(job, settings) for job in jobs}
+            return {job.inbound_id: self.in_process(job, settings) for job in jobs}
         results: dict[int, Result] = {}
         queue: deque[Job] = deque(jobs)
         suspects: deque[Job] = deque()  # were in a pool that broke: run one at a time
@@ -157,14 +170,22 @@ class Understander:
             if self._pool is None:
                 self._pool = self._new_pool()
             pool = self._pool
-            if suspects:
-                if not running:
-                    job = suspects.popleft()
-                    running[pool.submit(self.function, job, settings)] = (job, time.monotonic())
-            else:
-                while queue and len(running) < self.workers:
-                    job = queue.popleft()
-                    running[pool.submit(self.function, job, settings)] = (job, time.monotonic())
+            try:
+                if suspects:
+                    if not running:
+                        job = suspects[0]
+                        running[pool.submit(self.function, job, settings)] = (job, time.monotonic())
+                        suspects.popleft()
+                else:
+                    while queue and len(running) < self.workers:
+                        job = queue[0]
+                        running[pool.submit(self.function, job, settings)] = (job, time.monotonic())
+                        queue.popleft()
+            except BrokenProcessPool:  # a process died while idle: a new pool, the jobs again
+                queue.extendleft(reversed([job for job, _started in running.values()]))
+                running.clear()
+                self._discard_pool()
+                continue
             first_deadline = min(started for _job, started in running.values())
             timeout = max(0.0, first_deadline + self.time_limit_s - time.monotonic())
             done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)

@@ -31,25 +31,35 @@ class UnderstandSettings:
 
 @dataclass(frozen=True)
 class Understood:
-    """What the later steps would otherwise recompute inside the write transaction."""
+    """What the later steps would otherwise recompute inside the write transaction.
+
+    With `derived` False only the parse and the classification are here, and the steps derive
+    the rest when (and only if) they need it: in the writer's own process that is cheaper than
+    deriving everything up front (a reply never needs its request text, a customer's mail never
+    its forwarded original)."""
 
     parsed: ParsedMail
     classification: Classification
-    visible_text: str  # visible_text(parsed.text): a reply's own words
-    request_text: str  # request_text(parsed): a new ticket's first message
-    forwarded: ForwardedOriginal | None  # find_forwarded(parsed)
-    bounce: BounceDetails | None  # bounce_details(parsed), for a bounce only
+    derived: bool = False
+    visible_text: str = ""  # visible_text(parsed.text): a reply's own words
+    request_text: str = ""  # request_text(parsed): a new ticket's first message
+    forwarded: ForwardedOriginal | None = None  # find_forwarded(parsed)
+    bounce: BounceDetails | None = None  # bounce_details(parsed), for a bounce only
 
 
 def understand(
-    raw: bytes, *, envelope_from: str | None, settings: UnderstandSettings
+    raw: bytes, *, envelope_from: str | None, settings: UnderstandSettings, derive: bool = True
 ) -> Understood:
-    """Bytes (and the envelope's reverse-path, which classification weighs) to an Understood."""
+    """Bytes (and the envelope's reverse-path, which classification weighs) to an Understood;
+    with `derive`, every derived text too (in a worker process, where that is off the writer)."""
     parsed = parse_message(raw, allow_remote_images=settings.allow_remote_images)
     verdict = classify(parsed, envelope_from=envelope_from, own_addresses=settings.own_addresses)
+    if not derive:
+        return Understood(parsed=parsed, classification=verdict)
     return Understood(
         parsed=parsed,
         classification=verdict,
+        derived=True,
         visible_text=visible_text(parsed.text),
         request_text=request_text(parsed),
         forwarded=find_forwarded(parsed),
