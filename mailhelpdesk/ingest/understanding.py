@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -76,6 +78,22 @@ def _warm() -> int:
     return os.getpid()
 
 
+def _exit_with_parent() -> None:
+    """Each worker's initializer: end this process when the daemon ends, even by SIGKILL. A pool
+    worker otherwise outlives it, blocked on a queue whose other end it holds itself, and with
+    it the fork server (which waits for its children)."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -110,7 +128,9 @@ class Understander:
         # the fork server imports the mail modules once; each worker it forks starts with them
         # (faster starts, and their pages shared) instead of importing `__main__` (the CLI)
         context.set_forkserver_preload(["mailhelpdesk.ingest.understanding"])
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=context, initializer=_exit_with_parent
+        )
         for future in [pool.submit(_warm) for _ in range(self.workers)]:
             future.result(timeout=120)
         return pool

@@ -4,8 +4,12 @@ threading maps, and the `[ingest] understand_workers` key."""
 from __future__ import annotations
 
 import os
+import signal
 import smtplib
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +220,34 @@ def test_daemon_files_first_messages_and_their_replies_over_smtp(tmp_path: Path)
     assert sorted(pairs) == sorted(
         (f"<q{n}@customer.test>", f"<r{n}@customer.test>") for n in range(12)
     )
+
+
+def test_pool_processes_end_when_their_daemon_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves no understanding process behind (a pool worker would otherwise wait on
+    its queue forever, and the fork server with it)."""
+    code = (
+        "import sys, time\n"
+        "from mailhelpdesk.ingest.understanding import Understander\n"
+        "u = Understander(2)\n"
+        "u.start()\n"
+        "print(' '.join(map(str, u.pids())), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
