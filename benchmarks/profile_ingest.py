@@ -96,7 +96,7 @@ def main() -> None:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(args.top)
         print(f"\n--- top {args.top} by {order} ---")
-        print(out.getvalue().split("\n", 6)[-1] if order else out.getvalue())
+        print(out.getvalue().strip())
 
 
 if __name__ == "__main__":
