@@ -16,25 +16,17 @@ cannot follow (merge, trash, move), so after one the ticket maps are read again 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
 from mailhelpdesk.domain.models import Ticket
+from mailhelpdesk.ingest.facts import SUBJECT_TAG, thread_candidates
 from mailhelpdesk.mail.understood import Understood
 from mailhelpdesk.store import thread_lookup
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store.tickets import FORWARD_DIRECTION
-
-SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
-
-
-def thread_candidates(understood: Understood) -> list[str]:
-    """The Message-IDs the thread step tries, in its order."""
-    parsed = understood.parsed
-    return [c[:998] for c in (*parsed.in_reply_to, *reversed(parsed.references))]
 
 
 @dataclass
@@ -54,7 +46,7 @@ class BatchLookups:
         found.applied_fingerprints = thread_lookup.applied_fingerprints(
             session, {u.parsed.fingerprint for u in batch}
         )
-        found._message_ids = {m for u in batch for m in thread_candidates(u)}
+        found._message_ids = {m for u in batch for m in thread_candidates(u.parsed)}
         found._tags = {
             int(m.group(1)) for u in batch for m in SUBJECT_TAG.finditer(u.parsed.subject)
         }

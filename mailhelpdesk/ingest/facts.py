@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from email.utils import getaddresses
 
 from mailhelpdesk.domain.enums import ResponseKind
@@ -49,6 +50,16 @@ def forwarded_of(ctx: IngestContext, parsed: ParsedMail) -> ForwardedOriginal | 
     """find_forwarded(parsed), as understood ahead when it was."""
     understood = _understood_for(ctx, parsed)
     return understood.forwarded if understood is not None else find_forwarded(parsed)
+
+
+# a ticket's number in a subject, as our notices write it ("[#100042]")
+SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
+
+
+def thread_candidates(parsed: ParsedMail) -> list[str]:
+    """The Message-IDs the thread step tries, in its order: In-Reply-To, then References from
+    the most recent back."""
+    return [c[:998] for c in (*parsed.in_reply_to, *reversed(parsed.references))]
 
 
 def sender_email(parsed: ParsedMail) -> str | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import replace
 
 from mailhelpdesk.domain.enums import Outcome
@@ -17,10 +16,12 @@ from mailhelpdesk.ingest.context import (
     Verification,
 )
 from mailhelpdesk.ingest.facts import (
+    SUBJECT_TAG,
     forwarded_of,
     parsed_of,
     recipient_addresses,
     sender_email,
+    thread_candidates,
 )
 from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.authres_check import check_authentication_results, relay_trusted
@@ -34,8 +35,6 @@ from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
 
 log = logging.getLogger(__name__)
-
-SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
 
 
 def parse(ctx: IngestContext) -> None:
@@ -112,8 +111,7 @@ def thread(ctx: IngestContext) -> None:
                 token.agent_id,
             )
             return
-    candidates = list(parsed.in_reply_to) + list(reversed(parsed.references))
-    message_ids = [c[:998] for c in candidates]
+    message_ids = thread_candidates(parsed)
     lookups = ctx.lookups
     found = (
         lookups.ticket_by_message_ids(message_ids)

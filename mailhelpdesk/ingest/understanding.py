@@ -94,10 +94,6 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def default_workers() -> int:
-    return os.cpu_count() or 1
-
-
 class Understander:
     """The pool (or none, with workers=0) and its bounds. Not thread-safe: one caller at a
     time, which the ingest loop and process_batch are."""
