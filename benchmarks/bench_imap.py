@@ -12,6 +12,14 @@ INBOX of N unique generated messages:
    the last one applied (tickets created) by the ingest pipeline, from the stored timestamps.
 
 The ratios to the raw fetch rate are printed with them.
+
+    .venv/bin/python benchmarks/bench_imap.py --vs-smtp [--rounds 3] [--corpus DIR]
+
+compares the whole pipeline fed by IMAP with the same pipeline fed by SMTP (8 connections) on
+the same messages (generated, or the *.eml of a gen_corpus.py folder in name order), the two
+alternated `--rounds` times, each in a fresh daemon; the rate of each is messages / (last
+processed_at - first received_at) from the store, so both are measured the same way, and the
+median of the per-round ratios IMAP / SMTP is reported (issue 16: >= 0.9).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from mailhelpdesk.store import schema
 from mailhelpdesk.store.db import make_engine
 from mailhelpdesk.transports.imap_poller import IMAPPoller
 from tests.dovecot import Dovecot, ImapUser
-from tests.helpers import Daemon, make_mail
+from tests.helpers import Daemon, crlf, make_mail
 
 BATCH = 50
 PARAGRAPH = (
@@ -142,12 +150,116 @@ def daemon_ingest(dovecot: Dovecot, user: ImapUser, n: int, work: Path) -> tuple
     ).total_seconds()
 
 
+def _pipeline_rate(db: Path, n: int) -> float:
+    """n / (last processed - first received), from the store; every message must be done."""
+    with sqlite3.connect(db) as conn:
+        first, last, done = conn.execute(
+            "SELECT MIN(received_at), MAX(processed_at), SUM(state = 'done') FROM inbound_messages"
+        ).fetchone()
+    if done != n:
+        raise RuntimeError(f"{done} of {n} messages done")
+    return n / (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+
+
+def _wait_all_done(daemon: Daemon, db: Path, n: int) -> None:
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db, timeout=30) as conn:
+            done = conn.execute(
+                "SELECT COUNT(*) FROM inbound_messages WHERE state != 'new'"
+            ).fetchone()[0]
+        if done >= n:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("ingest did not finish")
+
+
+def smtp_pipeline(mails: list[bytes], work: Path, connections: int = 8) -> float:
+    """The pipeline rate with the messages sent over SMTP (one queue, `connections` sessions)."""
+    import smtplib
+    import threading
+
+    work.mkdir()
+    daemon = Daemon(work)
+    daemon.start(timeout=60)
+    queue, lock = iter(mails), threading.Lock()
+
+    def send(_n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=120) as smtp:
+            while True:
+                with lock:
+                    raw = next(queue, None)
+                if raw is None:
+                    return
+                smtp.sendmail("c@customer.test", ["support@helpdesk.test"], raw)
+
+    try:
+        with ThreadPoolExecutor(max_workers=connections) as pool:
+            list(pool.map(send, range(connections)))
+        _wait_all_done(daemon, work / "helpdesk.db", len(mails))
+    finally:
+        daemon.stop(timeout=120)
+    return _pipeline_rate(work / "helpdesk.db", len(mails))
+
+
+def imap_pipeline(dovecot: Dovecot, user: ImapUser, n: int, work: Path) -> float:
+    """The pipeline rate with the messages in `user`'s INBOX."""
+    work.mkdir()
+    extra = (
+        f'[[imap_mailboxes]]\nname = "bench"\nhost = "{dovecot.host}"\nport = {dovecot.port}\n'
+        f'security = "none"\nusername = "{user.name}"\npassword = "{user.password}"\n'
+    )
+    daemon = Daemon(work, extra_config=extra)
+    daemon.start(timeout=60)
+    try:
+        _wait_all_done(daemon, work / "helpdesk.db", n)
+    finally:
+        daemon.stop(timeout=120)
+    return _pipeline_rate(work / "helpdesk.db", n)
+
+
+def vs_smtp(mails: list[bytes], rounds: int) -> None:
+    import statistics
+
+    work = Path(tempfile.mkdtemp(prefix="bench-imap-"))
+    with open("/proc/loadavg") as load:
+        print(
+            f"IMAP vs SMTP pipeline, {len(mails)} messages, {rounds} rounds alternated, "
+            f"load average {load.read().split()[:3]}"
+        )
+    ratios = []
+    with Dovecot() as dovecot:
+        for round_ in range(1, rounds + 1):
+            user = dovecot.add_user(f"bench{round_}")
+            dovecot.append(user, mails)
+            smtp_rate = smtp_pipeline(mails, work / f"smtp{round_}")
+            imap_rate = imap_pipeline(dovecot, user, len(mails), work / f"imap{round_}")
+            ratios.append(imap_rate / smtp_rate)
+            print(
+                f"round {round_}: SMTP pipeline {smtp_rate:.0f} msg/s, IMAP pipeline "
+                f"{imap_rate:.0f} msg/s, ratio {ratios[-1]:.2f}",
+                flush=True,
+            )
+    print(f"median ratio IMAP / SMTP: {statistics.median(ratios):.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--body-bytes", type=int, default=2500)
     parser.add_argument("--skip-daemon", action="store_true", help="only raw fetch and poller keep")
+    parser.add_argument("--vs-smtp", action="store_true", help="IMAP pipeline / SMTP pipeline")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, help="a folder of .eml files (gen_corpus.py)")
     args = parser.parse_args()
+    if args.vs_smtp:
+        if args.corpus:
+            mails = [crlf(p.read_bytes()) for p in sorted(args.corpus.glob("*.eml"))]
+        else:
+            mails = [crlf(m) for m in messages(args.messages, args.body_bytes)]
+        vs_smtp(mails, args.rounds)
+        return
     n = args.messages
     work = Path(tempfile.mkdtemp(prefix="bench-imap-"))
     with Dovecot() as dovecot:

@@ -7,7 +7,6 @@ executor thread, so SQLite sees a single writer and the loop never blocks on a c
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -15,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Generator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +30,7 @@ from mailhelpdesk.http.app import create_api
 from mailhelpdesk.http.endpoint import Runtime
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
+from mailhelpdesk.ingest.understanding import Understander
 from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.render import environment
 from mailhelpdesk.services import (
@@ -219,6 +219,13 @@ class App:
         self.http_sender: HttpSender | None = None
         # secret_ref -> HMAC key for signed HTTP deliveries (read once, at build)
         self._delivery_secrets = delivery_secrets
+        # the processes that understand mail ahead of the writer (ingest/understanding.py), and
+        # the thread that waits for them (so neither the loop nor the DB thread does)
+        self.understander = Understander(
+            config.ingest.understand_pool_size(),
+            time_limit_s=config.ingest.understand_timeout_s,
+        )
+        self._understand_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="understand")
 
     @property
     def engine(self) -> Engine:
@@ -281,6 +288,9 @@ class App:
             assert isinstance(server, asyncio.Server)  # loop.create_server's
             self.smtp_server = server
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
+        await asyncio.get_running_loop().run_in_executor(
+            self._understand_thread, self.understander.start
+        )
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         # a changed [[sla]] or [business_hours] moves the due times of every open ticket
         await asyncio.get_running_loop().run_in_executor(self.db, self.recompute_sla)
@@ -438,6 +448,10 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+        await asyncio.get_running_loop().run_in_executor(
+            self._understand_thread, self.understander.close
+        )
+        self._understand_thread.shutdown(wait=False)
         if self.sender is not None:  # after ingest: what is still queued stays for the next start
             await self.sender.stop()
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
@@ -577,44 +591,88 @@ class App:
         self._wakeup.set()
 
     async def _ingest_loop(self) -> None:
+        """Claim, understand and write batches, overlapped: while batch N is written on the DB
+        thread, batch N+1 is understood in the pool (ingest/worker.py). A write that fails (a
+        database hiccup) lets go of its batch, whose messages stay pending, and is retried a
+        second later; the loop ends once stopping and nothing is left in hand."""
         loop = asyncio.get_running_loop()
         last_reload = time.monotonic()
+        current: worker.ClaimedBatch | None = None  # understood, to be written
         while True:
             self._wakeup.clear()
+            processed = 0
+            upcoming: worker.ClaimedBatch | None = None
             try:
                 if time.monotonic() - last_reload > 10:  # pick up agents added with the CLI
                     self.settings = await loop.run_in_executor(
                         self.db, worker.load_settings, self.engine, self.config
                     )
                     last_reload = time.monotonic()
-                started = time.perf_counter()
-                result = await loop.run_in_executor(
+                settings = self.settings
+                in_hand = current.ids if current is not None else []
+                upcoming = await loop.run_in_executor(
                     self.db,
-                    lambda: worker.process_batch(
+                    functools.partial(
+                        worker.claim,
                         self.engine,
-                        self.settings,
-                        self.clock,
                         limit=self.config.ingest.batch_size,
-                        budget_s=self.config.ingest.batch_budget_ms / 1000,
+                        exclude=in_hand,
                     ),
                 )
-                if result.processed:
-                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                    for outcome, n in result.outcomes.items():
-                        self.metrics.applied.labels(outcome=outcome).inc(n)
-                    if self.sender is not None:
-                        self.sender.wake()
-                    self.last_ingest_at = time.time()
+                understanding = (
+                    loop.run_in_executor(
+                        self._understand_thread,
+                        worker.understand,
+                        self.understander,
+                        upcoming,
+                        settings,
+                    )
+                    if upcoming.ids
+                    else None
+                )
+                while current is not None and current.ids:
+                    processed += await self._write(current, settings)
+                if current is not None:
+                    current.close()
+                current = await understanding if understanding is not None else None
+                upcoming = None
             except Exception:
                 self.ingest_errors += 1
                 log.exception("ingest batch failed; retrying")
-                result = worker.BatchResult(0, collections.Counter())
+                for batch in (current, upcoming):
+                    if batch is not None:
+                        batch.close()
+                current = None
                 await asyncio.sleep(1)
-            if self._stopping.is_set() and result.processed == 0:
-                return
-            if result.processed == 0:
+            if current is None and processed == 0:
+                if self._stopping.is_set():
+                    return
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    async def _write(self, batch: worker.ClaimedBatch, settings: IngestSettings) -> int:
+        """Write (part of, on SQLite within the batch budget) an understood batch; returns how
+        many of its messages were written."""
+        started = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(
+            self.db,
+            functools.partial(
+                worker.write,
+                self.engine,
+                batch,
+                settings,
+                self.clock,
+                budget_s=self.config.ingest.batch_budget_ms / 1000,
+            ),
+        )
+        if result.processed:
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            for outcome, n in result.outcomes.items():
+                self.metrics.applied.labels(outcome=outcome).inc(n)
+            if self.sender is not None:
+                self.sender.wake()
+            self.last_ingest_at = time.time()
+        return result.processed
 
     # -- what operators see --------------------------------------------------------------------
 

@@ -627,7 +627,15 @@ def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
         raise click.ClickException(
             f"inbound message {inbound_id} is not set aside (see `inbound list --failed`)"
         )
-    _drain(app)
+    # in a worker process of its own, within `[ingest] understand_timeout_s`: a message set
+    # aside because its understanding hung or crashed must not hang or crash the CLI instead
+    from mailhelpdesk.ingest.understanding import Understander
+
+    understander = Understander(1, time_limit_s=app.config.ingest.understand_timeout_s)
+    try:
+        _drain(app, understander)
+    finally:
+        understander.close()
     from mailhelpdesk.domain.enums import InboundState
     from mailhelpdesk.domain.models import InboundMessage
     from mailhelpdesk.store.db import read_scope
@@ -640,13 +648,17 @@ def inbound_retry(ctx: click.Context, inbound_id: int) -> None:
             sys.exit(1)
 
 
-def _drain(app: Any) -> Counter[str]:
+def _drain(app: Any, understander: Any = None) -> Counter[str]:
     from mailhelpdesk.ingest import worker
 
     total: Counter[str] = Counter()
     while True:
         result = worker.process_batch(
-            app.engine, app.settings, app.clock, limit=app.config.ingest.batch_size
+            app.engine,
+            app.settings,
+            app.clock,
+            limit=app.config.ingest.batch_size,
+            understander=understander,
         )
         total.update(result.outcomes)
         if result.processed == 0:

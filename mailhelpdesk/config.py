@@ -184,6 +184,22 @@ class IngestConfig:
     # remote images in HTML mail (tracking pixels) are replaced by a placeholder when the mail
     # is filed; true keeps their addresses in the stored, sanitised HTML
     allow_remote_images: bool = False
+    # processes that understand mail (parse, classify, visible text ...) outside the write
+    # transaction, on every core (ingest/understanding.py): unset means the machine's CPU count,
+    # 0 understands in the daemon's own process (no pool)
+    understand_workers: int | None = None
+    # a message whose understanding takes longer (or kills its process) is set aside with that
+    # reason and the pool rebuilt; the rest of its batch goes on
+    understand_timeout_s: int = 30
+
+    def understand_pool_size(self) -> int:
+        """The pool's size: `understand_workers`, or the CPU count when it is unset."""
+        if self.understand_workers is None:
+            return os.cpu_count() or 1
+        return self.understand_workers
+
+
+MAX_UNDERSTAND_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -824,6 +840,18 @@ def _check_ingest(config: Config) -> Config:
     for name in ("max_ccs_per_message", "max_ccs_per_ticket"):
         if getattr(config.ingest, name) < 0:
             raise ConfigError(f"ingest.{name}: must not be negative")
+    workers = config.ingest.understand_workers
+    if workers is not None and (
+        isinstance(workers, bool)
+        or not isinstance(workers, int)
+        or not 0 <= workers <= MAX_UNDERSTAND_WORKERS
+    ):
+        raise ConfigError(
+            f"ingest.understand_workers: expected a whole number of processes from 0 (none: "
+            f"understand in the daemon) to {MAX_UNDERSTAND_WORKERS}, not {workers!r}"
+        )
+    if config.ingest.understand_timeout_s < 1:
+        raise ConfigError("ingest.understand_timeout_s: must be at least 1")
     return config
 
 

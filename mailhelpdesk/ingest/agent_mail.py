@@ -11,9 +11,14 @@ from datetime import date
 from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.errors import ConflictError, InvalidInputError
 from mailhelpdesk.ingest.context import IngestContext, ThreadVia
-from mailhelpdesk.ingest.facts import queue_for, response_from, sender_email
+from mailhelpdesk.ingest.facts import (
+    forwarded_of,
+    queue_for,
+    response_from,
+    sender_email,
+    visible_of,
+)
 from mailhelpdesk.mail.commands import Command, CommandBlock, CommandError, parse_commands
-from mailhelpdesk.mail.forwarded import find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import own_text, visible_text
 from mailhelpdesk.mail.tokens import split_plus
@@ -70,9 +75,9 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
         )
         return
     visible = (
-        parse_commands(visible_text(parsed.text)).body.strip()
+        parse_commands(visible_of(ctx, parsed)).body.strip()
         if block.commands
-        else visible_text(parsed.text).strip()
+        else visible_of(ctx, parsed).strip()
     )
     body = block.body if block.commands else parsed.text
     html = None if block.commands else parsed.html
@@ -80,7 +85,7 @@ def apply_agent_mail(ctx: IngestContext, parsed: ParsedMail) -> None:
     # a verified agent forwarding ticket mail to the support address (linked by References or
     # the subject tag, not by answering a notice) is passing it on, not answering the customer
     forward_of_ticket_mail = (
-        ctx.thread_via != ThreadVia.signed_address and find_forwarded(parsed) is not None
+        ctx.thread_via != ThreadVia.signed_address and forwarded_of(ctx, parsed) is not None
     )
     if block.intervention:  # #set / #submit: one staff note, no mail out
         interventions.submit(

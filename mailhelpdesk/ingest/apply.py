@@ -25,9 +25,14 @@ from mailhelpdesk.domain.enums import Outcome, ResponseKind
 from mailhelpdesk.domain.events import EventType
 from mailhelpdesk.ingest.agent_mail import apply_agent_mail, open_forwarded
 from mailhelpdesk.ingest.context import Discard, IngestContext, SenderRole
-from mailhelpdesk.ingest.facts import parsed_of, queue_for, response_from, sender_email
+from mailhelpdesk.ingest.facts import (
+    parsed_of,
+    queue_for,
+    request_of,
+    response_from,
+    sender_email,
+)
 from mailhelpdesk.mail.parsed import ParsedMail, Verdict
-from mailhelpdesk.mail.request_text import request_text
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.reactions import Thread
@@ -78,7 +83,7 @@ def open_ticket(ctx: IngestContext, parsed: ParsedMail) -> None:
         queue_name=queue_for(ctx, parsed),
         # a new request keeps what it forwards in its visible text (mail/request_text.py)
         first=replace(
-            response_from(ctx, parsed, ResponseKind.customer), visible_text=request_text(parsed)
+            response_from(ctx, parsed, ResponseKind.customer), visible_text=request_of(ctx, parsed)
         ),
         cc=[
             (a.email, a.name)

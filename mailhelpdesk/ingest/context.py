@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
@@ -14,10 +15,14 @@ from mailhelpdesk.domain.events import Actor, channel_of_source
 from mailhelpdesk.domain.models import InboundMessage, Ticket
 from mailhelpdesk.mail.forwarded import ForwardedOriginal
 from mailhelpdesk.mail.parsed import Classification, ParsedMail, Verdict
+from mailhelpdesk.mail.understood import UnderstandSettings, Understood
 from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.context import ChangeContext, MailPolicy
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store.spool import Envelope
+
+if TYPE_CHECKING:
+    from mailhelpdesk.ingest.batch_lookups import BatchLookups
 
 
 class SenderRole(enum.StrEnum):
@@ -76,6 +81,13 @@ class IngestSettings:
         return frozenset(self.inbound_addresses)
 
     @property
+    def understand(self) -> UnderstandSettings:
+        """What understanding a message (mail/understood.py) needs of these settings."""
+        return UnderstandSettings(
+            own_addresses=self.own_addresses, allow_remote_images=self.allow_remote_images
+        )
+
+    @property
     def agent_addresses(self) -> frozenset[str]:
         return frozenset(a for agent in self.agents for a in agent.addresses)
 
@@ -95,6 +107,11 @@ class IngestContext:
     settings: IngestSettings
     inbound: InboundMessage
     envelope: Envelope
+    # the message understood ahead of the transaction (ingest/understanding.py); the steps
+    # take its parse, classification and derived texts instead of computing them again
+    understood: Understood | None = None
+    # the batch's threading maps (ingest/batch_lookups.py); None: each step queries
+    lookups: BatchLookups | None = None
     parsed: ParsedMail | None = None
     classification: Classification | None = None
     ticket: Ticket | None = None

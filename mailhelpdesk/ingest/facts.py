@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from email.utils import getaddresses
 
 from mailhelpdesk.domain.enums import ResponseKind
 from mailhelpdesk.ingest.context import IngestContext
+from mailhelpdesk.mail.forwarded import ForwardedOriginal, find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import visible_text
+from mailhelpdesk.mail.request_text import request_text
 from mailhelpdesk.mail.tokens import split_plus
+from mailhelpdesk.mail.understood import Understood
 from mailhelpdesk.services import tickets as ticket_service
 from mailhelpdesk.services.tickets import NewAttachment, NewResponse
 
@@ -19,6 +23,43 @@ log = logging.getLogger(__name__)
 def parsed_of(ctx: IngestContext) -> ParsedMail:
     assert ctx.parsed is not None, "parse must run first"
     return ctx.parsed
+
+
+def _understood_for(ctx: IngestContext, parsed: ParsedMail) -> Understood | None:
+    """The message's understanding, when `parsed` is the message itself (not, say, a
+    forwarded original parsed from it)."""
+    understood = ctx.understood
+    if understood is None or not understood.derived or understood.parsed is not parsed:
+        return None
+    return understood
+
+
+def visible_of(ctx: IngestContext, parsed: ParsedMail) -> str:
+    """visible_text(parsed.text), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.visible_text if understood is not None else visible_text(parsed.text)
+
+
+def request_of(ctx: IngestContext, parsed: ParsedMail) -> str:
+    """request_text(parsed), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.request_text if understood is not None else request_text(parsed)
+
+
+def forwarded_of(ctx: IngestContext, parsed: ParsedMail) -> ForwardedOriginal | None:
+    """find_forwarded(parsed), as understood ahead when it was."""
+    understood = _understood_for(ctx, parsed)
+    return understood.forwarded if understood is not None else find_forwarded(parsed)
+
+
+# a ticket's number in a subject, as our notices write it ("[#100042]")
+SUBJECT_TAG = re.compile(r"\[#(\d{6,12})\]")
+
+
+def thread_candidates(parsed: ParsedMail) -> list[str]:
+    """The Message-IDs the thread step tries, in its order: In-Reply-To, then References from
+    the most recent back."""
+    return [c[:998] for c in (*parsed.in_reply_to, *reversed(parsed.references))]
 
 
 def sender_email(parsed: ParsedMail) -> str | None:
@@ -55,7 +96,7 @@ def response_from(
     return NewResponse(
         kind=kind,
         plain_text=parsed.text,
-        visible_text=visible_text(parsed.text) if kind != ResponseKind.system else parsed.text,
+        visible_text=visible_of(ctx, parsed) if kind != ResponseKind.system else parsed.text,
         html=parsed.html,
         is_internal=internal,
         created_by_email=sender,

@@ -1,6 +1,11 @@
 """The ingest worker: takes kept messages in batches and runs the pipeline on each.
 
-One transaction per batch (so SQLite sees one writer and one fsync per batch) and a savepoint
+A batch is claimed (`claim`), understood outside any transaction, in a pool of processes
+(`understand`, ingest/understanding.py), then decided and written (`write`): the threading
+lookups for the whole batch in a few queries (ingest/batch_lookups.py), then the steps per
+message. The daemon overlaps them: batch N+1 is understood while batch N is written.
+
+One write transaction per batch (so SQLite sees one writer and one fsync per batch) and a savepoint
 per message (so one bad message sets only itself aside, with its error, and the rest go on).
 After a crash nothing is half-done: a message is either applied with its batch or still `new`.
 """
@@ -12,7 +17,9 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -21,13 +28,16 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import Config, read_secret
 from mailhelpdesk.domain.enums import InboundState, Outcome
 from mailhelpdesk.domain.models import InboundMessage
-from mailhelpdesk.ingest.context import AgentIdentity, IngestContext, IngestSettings
+from mailhelpdesk.ingest.batch_lookups import BatchLookups
+from mailhelpdesk.ingest.context import AgentIdentity, IngestContext, IngestSettings, SenderRole
 from mailhelpdesk.ingest.pipeline import StepFailed, run_pipeline
+from mailhelpdesk.ingest.understanding import Job, NotUnderstood, Result, Understander
+from mailhelpdesk.mail.understood import Understood
 from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
-from mailhelpdesk.store.db import is_sqlite, session_scope
+from mailhelpdesk.store.db import is_sqlite, read_scope, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,124 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
     )
 
 
+@dataclass
+class ClaimedBatch:
+    """Pending messages taken for one batch, with their understanding once it is done.
+
+    How a batch stays ours while it is understood and written (issue 16): on PostgreSQL the
+    rows are locked FOR UPDATE SKIP LOCKED by the claiming transaction (`session`), which stays
+    open and is the very transaction that writes them, so no other daemon can take them and a
+    daemon that dies releases them with its connection. On SQLite there is one daemon per
+    database and the claim is a plain read; the daemon's own ingest loop passes the ids in hand
+    as `exclude` to the next claim, and the write reads each row again and skips one that is no
+    longer `new`. No claim column, so nothing is left to expire after a crash.
+    """
+
+    ids: list[int]
+    jobs: list[Job]
+    session: Session | None = None  # PostgreSQL: the open claiming transaction
+    results: dict[int, Result] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Let go of the claim without writing (PostgreSQL: rolled back, rows unlocked)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def claim(engine: Engine, *, limit: int, exclude: Collection[int] = ()) -> ClaimedBatch:
+    """Take up to `limit` pending messages, oldest first, except `exclude` (ids in hand)."""
+    if is_sqlite(str(engine.url)):
+        with read_scope(engine) as session:
+            rows = spool.pending_raw(session, limit=limit, exclude=exclude)
+        return ClaimedBatch(
+            ids=[r[0] for r in rows], jobs=[Job(i, raw, sender) for i, raw, sender in rows]
+        )
+    session = Session(engine, expire_on_commit=False)
+    try:
+        claimed = spool.claim_pending(session, limit=limit, postgres=True)
+    except BaseException:
+        session.close()
+        raise
+    if not claimed:
+        session.close()
+        return ClaimedBatch(ids=[], jobs=[])
+    return ClaimedBatch(
+        ids=[r.id or 0 for r in claimed],
+        jobs=[Job(r.id or 0, r.raw, r.envelope_from) for r in claimed],
+        session=session,
+    )
+
+
+def understand(
+    understander: Understander, batch: ClaimedBatch, settings: IngestSettings
+) -> ClaimedBatch:
+    """Understand the batch's messages (in the pool, outside any write transaction)."""
+    batch.results = understander.understand_batch(batch.jobs, settings.understand)
+    batch.jobs = []  # the raw bytes are not needed any more
+    return batch
+
+
+def write(
+    engine: Engine,
+    batch: ClaimedBatch,
+    settings: IngestSettings,
+    clock: Clock,
+    *,
+    budget_s: float | None = None,
+) -> BatchResult:
+    """Decide and write the understood messages of `batch`, in one transaction, a savepoint per
+    message. With `budget_s` (SQLite), commit once that much time is spent and leave the rest in
+    `batch.ids` for the next call, so the SMTP listener's commits (and their 250s) are not held
+    up behind a long batch. On PostgreSQL the claiming transaction writes all of them."""
+    outcomes: Counter[str] = Counter()
+    started = time.perf_counter()
+    done: list[int] = []
+    own = batch.session
+    if own is not None:
+        budget_s = None
+    scope = session_scope(engine) if own is None else _claimed_scope(batch)
+    with scope as session:
+        rows = spool.rows_to_write(session, batch.ids)
+        lookups = BatchLookups.load(
+            session,
+            [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
+        )
+        for inbound_id in batch.ids:
+            done.append(inbound_id)
+            row = rows.get(inbound_id)
+            if row is None:  # applied or set aside meanwhile (`inbound retry` ran, say)
+                continue
+            result = batch.results.get(inbound_id)
+            if result is None or isinstance(result, NotUnderstood):
+                outcomes[_not_understood(session, row, clock, result)] += 1
+            else:
+                outcomes[_process_one(session, row, settings, clock, result, lookups)] += 1
+            if budget_s is not None and time.perf_counter() - started > budget_s:
+                break
+    written = set(done)
+    batch.ids = [i for i in batch.ids if i not in written]
+    for inbound_id in written:
+        batch.results.pop(inbound_id, None)
+    return BatchResult(processed=len(done), outcomes=outcomes)
+
+
+@contextmanager
+def _claimed_scope(batch: ClaimedBatch) -> Iterator[Session]:
+    """The claiming transaction (PostgreSQL), committed or rolled back here and then closed."""
+    session = batch.session
+    assert session is not None
+    batch.session = None
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 def process_batch(
     engine: Engine,
     settings: IngestSettings,
@@ -85,25 +213,31 @@ def process_batch(
     *,
     limit: int,
     budget_s: float | None = None,
+    understander: Understander | None = None,
 ) -> BatchResult:
-    """Apply up to `limit` pending messages in one transaction. With `budget_s`, stop early once
-    that much time is spent, so the SMTP listener's commits (and their 250s) are not held up
-    behind a long batch; the messages not reached stay pending for the next batch."""
-    outcomes: Counter[str] = Counter()
-    started = time.perf_counter()
-    done = 0
-    with session_scope(engine) as session:
-        rows = spool.claim_pending(session, limit=limit, postgres=not is_sqlite(str(engine.url)))
-        for row in rows:
-            outcomes[_process_one(session, row, settings, clock)] += 1
-            done += 1
-            if budget_s is not None and time.perf_counter() - started > budget_s:
-                break
-    return BatchResult(processed=done, outcomes=outcomes)
+    """Claim, understand and write up to `limit` pending messages, one batch after the other
+    (the daemon overlaps them: App._ingest_loop). Without an understander, in this process.
+    With `budget_s`, the messages not reached stay pending for the next batch."""
+    batch = claim(engine, limit=limit)
+    if not batch.ids:
+        return BatchResult(processed=0, outcomes=Counter())
+    try:
+        understand(understander or IN_PROCESS, batch, settings)
+        return write(engine, batch, settings, clock, budget_s=budget_s)
+    finally:
+        batch.close()
+
+
+IN_PROCESS = Understander(0)
 
 
 def _process_one(
-    session: Session, row: InboundMessage, settings: IngestSettings, clock: Clock
+    session: Session,
+    row: InboundMessage,
+    settings: IngestSettings,
+    clock: Clock,
+    understood: Understood,
+    lookups: BatchLookups,
 ) -> str:
     row.attempts += 1
     ctx = IngestContext(
@@ -112,6 +246,8 @@ def _process_one(
         settings=settings,
         inbound=row,
         envelope=spool.envelope_of(row),
+        understood=understood,
+        lookups=lookups,
     )
     savepoint = session.begin_nested()
     try:
@@ -120,6 +256,18 @@ def _process_one(
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
         return _set_aside(session, row, clock, exc)
+    if ctx.outcome != Outcome.duplicate:
+        parsed = understood.parsed
+        lookups.applied(
+            fingerprint=parsed.fingerprint,
+            inbound_id=row.id or 0,
+            ticket=ctx.ticket,
+            message_ids=(
+                parsed.message_id,
+                ctx.forwarded.message_id if ctx.forwarded is not None else None,
+            ),
+            by_agent=ctx.sender_role == SenderRole.agent,
+        )
     row.state = InboundState.done
     row.outcome = (ctx.outcome or Outcome.classified).value
     row.reason = ctx.reason[:2000]
@@ -152,6 +300,28 @@ def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: StepFai
         exc.step,
         row.reason,
         "".join(traceback.format_exception(exc.error)),
+    )
+    return "failed"
+
+
+def _not_understood(
+    session: Session, row: InboundMessage, clock: Clock, result: NotUnderstood | None
+) -> str:
+    """A message understanding gave up on (it raised, overran its time limit, or killed its
+    worker process): set aside with that reason, like a failed step."""
+    row.attempts += 1
+    reason = result.reason if result is not None else "step understand: no result"
+    row.state = InboundState.failed
+    row.outcome = ""
+    row.reason = reason[:2000]
+    row.processed_at = clock.now()
+    session.add(row)
+    session.flush()
+    log.error(
+        "inbound set aside inbound_id=%s step=understand error=%s\n%s",
+        row.id,
+        row.reason,
+        result.detail if result is not None else "",
     )
     return "failed"
 

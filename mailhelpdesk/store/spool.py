@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InboundState
@@ -66,6 +67,35 @@ def claim_pending(session: Session, *, limit: int, postgres: bool) -> list[Inbou
     if postgres:
         query = query.with_for_update(skip_locked=True)
     return list(session.exec(query))
+
+
+def pending_raw(
+    session: Session, *, limit: int, exclude: Collection[int] = ()
+) -> list[tuple[int, bytes, str | None]]:
+    """(id, raw bytes, envelope reverse-path) of the oldest messages still to process, except
+    `exclude` (the ones the caller has in hand): what understanding a message needs."""
+    query = (
+        select(InboundMessage.id, InboundMessage.raw, InboundMessage.envelope_from)
+        .where(InboundMessage.state == InboundState.new)
+        .order_by(col(InboundMessage.id))
+        .limit(limit)
+    )
+    if exclude:
+        query = query.where(col(InboundMessage.id).not_in(list(exclude)))
+    return [(i or 0, raw, sender) for i, raw, sender in session.exec(query)]
+
+
+def rows_to_write(session: Session, ids: Collection[int]) -> dict[int, InboundMessage]:
+    """The rows of `ids` that are still to process, by id (without their raw bytes, which the
+    writer no longer needs)."""
+    if not ids:
+        return {}
+    query = (
+        select(InboundMessage)
+        .where(col(InboundMessage.id).in_(list(ids)), InboundMessage.state == InboundState.new)
+        .options(defer(InboundMessage.raw))  # type: ignore[arg-type]
+    )
+    return {row.id or 0: row for row in session.exec(query)}
 
 
 def count_pending(session: Session) -> int:

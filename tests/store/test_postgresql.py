@@ -107,6 +107,39 @@ def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None
     assert len(tickets) == 150 and len({t.number for t in tickets}) == 150
 
 
+def test_a_claimed_batch_stays_claimed_while_it_is_understood(postgres: Postgres) -> None:
+    """Issue 16: a batch claimed by one daemon is skipped by another daemon's claim while it is
+    understood (its claiming transaction holds the row locks until it writes them), and a claim
+    let go without writing (a daemon that died) leaves its rows pending for the next."""
+    _config, engine, settings = _setup(postgres.create_database())
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=UTC))
+    with session_scope(engine) as session:
+        for i in range(6):
+            spool.add_inbound(
+                session,
+                raw=make_mail(message_id=f"<c{i}@c.test>", subject=f"claim {i}"),
+                envelope=spool.Envelope(source="smtp"),
+                now=clock.now(),
+            )
+    first = worker.claim(engine, limit=3)
+    second = worker.claim(engine, limit=3)
+    third = worker.claim(engine, limit=3)
+    try:
+        assert len(first.ids) == 3 and len(second.ids) == 3
+        assert not set(first.ids) & set(second.ids)
+        assert third.ids == []  # everything is claimed by the first two
+        worker.understand(worker.IN_PROCESS, first, settings)
+        result = worker.write(engine, first, settings, clock)
+        assert result.outcomes == {"ticket_created": 3}
+    finally:
+        second.close()  # gives up without writing: its rows are pending again
+    again = worker.claim(engine, limit=10)
+    try:
+        assert sorted(again.ids) == sorted(second.ids)
+    finally:
+        again.close()
+
+
 def test_daemon_serves_on_postgresql(postgres: Postgres, tmp_path: Path) -> None:
     url = postgres.create_database()
     daemon = Daemon(tmp_path)
