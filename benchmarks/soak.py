@@ -31,6 +31,7 @@ breach. tests/test_soak.py runs it at CI size.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import smtplib
@@ -358,7 +359,7 @@ class Soak:
         # random moments, at least 4 s apart (a restart takes a second or two)
         while True:
             at = sorted(self.rng.uniform(3.0, window) for _ in range(count))
-            if all(b - a >= 4.0 for a, b in zip(at, at[1:], strict=False)):
+            if all(b - a >= 4.0 for a, b in itertools.pairwise(at)):
                 return at
 
     def run(self) -> dict[str, Any]:
@@ -470,7 +471,7 @@ class Soak:
         doubled_responds = sorted(m for m, c in markers.items() if c > 1)
         rss = self.rss_figures()
         summary: dict[str, Any] = {
-            "settings": {k: v for k, v in asdict(self.s).items()},
+            "settings": asdict(self.s),
             "engine": self.s.engine,
             "load_s": round(load_s, 1),
             "drained_in_s": round(drained_in, 1),
