@@ -69,6 +69,7 @@ class Settings:
     reply_share: float = 0.4
     rss_every: float = 2.0
     warmup_s: float = 120.0
+    warmup_ops: int = 300  # and at least this many accepted operations since the restart
     rss_peak_mb: float = 250.0
     rss_growth: float = 0.10
     seed: int = 20261205
@@ -97,6 +98,7 @@ class Sample:
     t: float  # seconds since the start of the load
     life: int  # which daemon process (0 = first start, +1 per kill)
     rss_kb: int
+    ops: int  # operations accepted so far (250s, appends, API 2xx)
 
 
 def rss_kb(pid: int) -> int:
@@ -128,6 +130,9 @@ class Soak:
         self.ledger = Ledger()
         self.samples: list[Sample] = []
         self.kill_log: list[float] = []
+        self.restarted_at: float | None = None
+        self.restart_s: list[float] = []  # from SIGKILL until /healthz answered again
+        self.ops_at_restart = 0
         self.life = 0
         self.stop_load = threading.Event()
         self.stop_all = threading.Event()
@@ -331,14 +336,17 @@ class Soak:
                             )
 
     def killer(self, at: list[float]) -> None:
+        """SIGKILL at each moment (or at once, when the restart before took past it)."""
         assert self.daemon is not None
         for moment in at:
-            if self.stop_load.wait(max(0.0, self.t0 + moment - time.monotonic())):
-                return
+            time.sleep(max(0.0, self.t0 + moment - time.monotonic()))
             self.daemon.kill()
             self.kill_log.append(time.monotonic() - self.t0)
+            self.ops_at_restart = self.ops()
             self.life += 1
             self.daemon.start()
+            self.restarted_at = time.monotonic() - self.t0
+            self.restart_s.append(self.restarted_at - self.kill_log[-1])
 
     def sampler(self) -> None:
         assert self.daemon is not None
@@ -348,7 +356,11 @@ class Soak:
                 continue
             kb = rss_kb(proc.pid)
             if kb:
-                self.samples.append(Sample(time.monotonic() - self.t0, self.life, kb))
+                self.samples.append(Sample(time.monotonic() - self.t0, self.life, kb, self.ops()))
+
+    def ops(self) -> int:
+        led = self.ledger
+        return len(led.smtp) + len(led.imap) + len(led.creates) + len(led.responds)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -375,9 +387,18 @@ class Soak:
         rss = threading.Thread(target=self.sampler, name="rss")
         for t in [*workers, chaos, rss]:
             t.start()
-        self.stop_load.wait(self.s.minutes * 60)
-        self.stop_load.set()
+        # the load runs its minutes, and at least the planned kill-free stretch after the last
+        # restart (on a busy machine a restart can take long enough to eat into it)
+        tail_s = self.s.minutes * 60 * (1 - self.s.kill_window)
+        self.stop_load.wait(self.s.minutes * 60 * self.s.kill_window)
         chaos.join()
+        restarted = self.restarted_at or 0.0
+        end = max(self.s.minutes * 60, restarted + tail_s)
+        self.stop_load.wait(max(0.0, self.t0 + end - time.monotonic()))
+        # and enough work in the last lifetime to judge its memory: warm-up, then twice as much
+        while self.ops() - self.ops_at_restart < 3 * self.s.warmup_ops:
+            time.sleep(0.5)
+        self.stop_load.set()
         for t in workers:  # each finishes what it started (an SMTP resend, an API retry)
             t.join(timeout=300)
         load_s = time.monotonic() - self.t0
@@ -477,6 +498,7 @@ class Soak:
             "drained_in_s": round(drained_in, 1),
             "kills": len(self.kill_log),
             "kill_moments_s": [round(k, 1) for k in self.kill_log],
+            "restart_s_max": round(max(self.restart_s, default=0.0), 1),
             "smtp_accepted": len(led.smtp),
             "smtp_replies": sum(1 for k in led.smtp.values() if k == "reply"),
             "smtp_resends": led.smtp_resends,
@@ -519,14 +541,20 @@ class Soak:
 
     def rss_figures(self) -> dict[str, Any]:
         """Peak over every sample; growth over the last daemon lifetime: the median of its last
-        minute (or last sixth, if shorter) over the median of the minute after warm-up."""
+        minute (or last sixth, if shorter) over the median of the minute after warm-up
+        (`warmup_s` seconds and `warmup_ops` operations after the restart)."""
         if not self.samples:
             return {"samples": 0, "peak_mb": 0.0, "growth": None}
         peak = max(s.rss_kb for s in self.samples) / 1024
         last_life = self.samples[-1].life
         life = [s for s in self.samples if s.life == last_life]
-        born = life[0].t
-        steady = [s for s in life if s.t - born >= self.s.warmup_s]
+        born, born_ops = life[0].t, life[0].ops
+        # warm-up: a time and an amount of work since the restart (a busy machine is slower)
+        steady = [
+            s
+            for s in life
+            if s.t - born >= self.s.warmup_s and s.ops - born_ops >= self.s.warmup_ops
+        ]
         figures: dict[str, Any] = {
             "samples": len(self.samples),
             "peak_mb": round(peak, 1),
@@ -555,7 +583,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     rss = summary["rss"]
     print(
         f"soak ({summary['engine']}): {summary['load_s']:.0f} s of load, "
-        f"{summary['kills']} SIGKILLs at {summary['kill_moments_s']} s, "
+        f"{summary['kills']} SIGKILLs at {summary['kill_moments_s']} s "
+        f"(back within {summary['restart_s_max']} s), "
         f"drained in {summary['drained_in_s']:.0f} s"
     )
     print(
@@ -595,6 +624,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path | None]:
     p.add_argument("--api-per-s", type=float, default=d.api_per_s)
     p.add_argument("--rss-every", type=float, default=d.rss_every)
     p.add_argument("--warmup-s", type=float, default=None, help="default: min(120, 1/6 of run)")
+    p.add_argument("--warmup-ops", type=int, default=d.warmup_ops)
     p.add_argument("--rss-peak-mb", type=float, default=d.rss_peak_mb)
     p.add_argument("--rss-growth", type=float, default=d.rss_growth)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -612,6 +642,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path | None]:
         api_per_s=a.api_per_s,
         rss_every=a.rss_every,
         warmup_s=warmup,
+        warmup_ops=a.warmup_ops,
         rss_peak_mb=a.rss_peak_mb,
         rss_growth=a.rss_growth,
         seed=a.seed,
