@@ -19,6 +19,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import smtplib
 import sqlite3
 import statistics
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in bad:
         print(f"FAILED: {r}")
+    shutil.rmtree(root, ignore_errors=True)
     return 1 if bad else 0
 
 
