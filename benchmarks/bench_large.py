@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--product-only", action="store_true", help="no baseline (a quick check)")
     a = p.parse_args(argv)
     blob = encoded_blob(a.mb)
     runs: list[dict[str, Any]] = []
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(a.rounds):
         # alternate which goes first, so neither always meets a warmer machine
         order = [a.slots, a.messages] if round_no % 2 == 0 else [a.messages, a.slots]
+        if a.product_only:
+            order = [a.slots]
         for slots in order:
             tmp = root / f"r{round_no}-s{slots}"
             tmp.mkdir()
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return float(statistics.median(r[key] for r in rows))
 
+    if a.product_only:
+        baseline = product
     ratios = [
         (p_["peak_mb"] - p_["rss_before_mb"]) / max(1.0, b["peak_mb"] - b["rss_before_mb"])
         for p_, b in zip(product, baseline, strict=True)
