@@ -14,3 +14,9 @@ MAX_HEADERS = 5000  # header fields kept
 MAX_REFERENCES = 500  # message ids kept from References (the newest ones, at the end)
 DETECT_SAMPLE = 65536  # bytes given to charset detection; enough to decide, bounded in time
 MAX_HTML_TO_TEXT = 2_000_000  # characters of HTML converted to text (html2text is pure Python)
+# A Content-Type or Content-Disposition the stdlib parser is given: its structured parser costs
+# seconds for a 65 KB value of thousands of parameters or words, and it parses the value again on
+# every access. Beyond either bound it sees only the type and the boundary (MimeHeaderBoundedDefect).
+MAX_MIME_HEADER = 2048  # characters
+MAX_MIME_PARAMS = 50  # parameters
+MAX_MIME_PARAMS_READ = 500  # parameters of one MIME header read at all (RFC 2231 parts included)

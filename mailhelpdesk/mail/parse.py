@@ -40,6 +40,7 @@ import functools
 import hashlib
 import itertools
 from collections.abc import Iterator
+from contextvars import ContextVar
 from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
@@ -62,6 +63,7 @@ from mailhelpdesk.mail.fingerprint import (
     strip_mbox_from,
 )
 from mailhelpdesk.mail.headers import (
+    bounded_mime_header,
     choose_sender,
     decode_header_value,
     normalise_message_id,
@@ -173,12 +175,24 @@ def _cached_header(name: str, value: str) -> Any:
     return email_policy.default.header_fetch_parse(name, value)
 
 
+# set by `_build` for the message being parsed: MIME headers `_Policy` bounded (a defect each)
+_BOUNDED: ContextVar[list[str] | None] = ContextVar("bounded_mime_headers", default=None)
+
+
 class _Policy(EmailPolicy):
     """`email.policy.default`, but a header value the parser asks for again and again (the
     Content-Type of each part, for boundaries and defaults) is parsed once: the stdlib parses
-    it anew on every access, which made a 350-part message take most of a second."""
+    it anew on every access, which made a 350-part message take most of a second. A MIME header
+    beyond the bounds of `bounded_mime_header` is given to the stdlib bounded."""
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
+        if name.lower() in ("content-type", "content-disposition"):
+            bounded = bounded_mime_header(value)
+            if bounded is not None:
+                found = _BOUNDED.get()
+                if found is not None:
+                    found.append(name.lower())
+                value = bounded
         if len(value) > 2048:
             return super().header_fetch_parse(name, value)
         return _cached_header(name, value)
@@ -189,9 +203,16 @@ _POLICY = _Policy()
 
 def _build(raw: bytes, allow_remote_images: bool = False) -> ParsedMail:
     data, repaired = repair_header_block(strip_mbox_from(normalise_line_ends(raw)))
-    message = BytesParser(policy=_POLICY).parsebytes(data)
+    bounded: list[str] = []
+    token = _BOUNDED.set(bounded)
+    try:
+        message = BytesParser(policy=_POLICY).parsebytes(data)
+    finally:
+        _BOUNDED.reset(token)
     hint = _header_charset(message, _message_charset(message))
     walk = Walk(hint=hint, defects=["RepairedHeaderBlockDefect"] if repaired else [])
+    if bounded:
+        walk.defects.append("MimeHeaderBoundedDefect")
     walk_part(message, walk, 0)
     headers = _headers(message, hint, walk.defects)
     unpacked = tnef.unpack(walk.attachments)  # winmail.dat: its files and its body
