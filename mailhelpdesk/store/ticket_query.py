@@ -123,6 +123,14 @@ class TicketFilter:
     has_attachments: bool | None = None  # a non-inline attachment on any response
     fields: Sequence[FieldMatch] = ()
     text: Sequence[TextTerm] = ()  # every term must match
+    # -- the HappyFox list (http/compat/happyfox_list.py), in its own terms --------------------
+    # True: the last public message is the customer's (HappyFox's `unresponded`)
+    awaiting_reply: bool | None = None
+    # the latest public message of an agent / of the customer, within bounds (inclusive)
+    staff_replied_from: datetime | None = None
+    staff_replied_to: datetime | None = None
+    customer_replied_from: datetime | None = None
+    customer_replied_to: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -292,13 +300,14 @@ def _split_required(where: Sequence[Expr]) -> tuple[list[TextTerm], list[Expr]]:
 
 
 def query_tickets(
-    session: Session, flt: TicketFilter, *, offset: int, limit: int
+    session: Session, flt: TicketFilter, *, offset: int, limit: int, extra: Sequence[Expr] = ()
 ) -> tuple[list[Ticket], int]:
-    """The Tickiti lists: one page, newest number first (or most urgent first), and the total."""
+    """The Tickiti lists: one page, newest number first (or most urgent first), and the total;
+    `extra` filters are AND-ed (the HappyFox list's filters the Tickiti criteria lack)."""
     # "priority": most urgent first, then newest number (the order of sort=-priority)
     sort = Sort("priority", True) if flt.order == "priority" else Sort("number", True)
     rows, total = list_tickets(
-        session, ListRequest(where=(flt,), sort=sort, limit=limit, offset=offset)
+        session, ListRequest(where=(flt, *extra), sort=sort, limit=limit, offset=offset)
     )
     return rows, int(total or 0)
 
@@ -434,6 +443,35 @@ def compile_filter(
         )
         where.append(attached if flt.has_attachments else not_(attached))
     where.extend(_field(match) for match in flt.fields)
+    if flt.awaiting_reply is not None:
+        last = (
+            sa_select(col(Response.kind))
+            .where(col(Response.ticket_id) == col(Ticket.id), col(Response.is_internal).is_(False))
+            .order_by(col(Response.created_at).desc(), col(Response.id).desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        waiting = func.coalesce(last, "") == "customer"
+        where.append(waiting if flt.awaiting_reply else not_(waiting))
+    for kind, low, high in (
+        ("agent", flt.staff_replied_from, flt.staff_replied_to),
+        ("customer", flt.customer_replied_from, flt.customer_replied_to),
+    ):
+        if low is None and high is None:
+            continue
+        latest = (
+            sa_select(func.max(col(Response.created_at)))
+            .where(
+                col(Response.ticket_id) == col(Ticket.id),
+                col(Response.is_internal).is_(False),
+                col(Response.kind) == kind,
+            )
+            .scalar_subquery()
+        )
+        if low is not None:
+            where.append(latest >= low)
+        if high is not None:
+            where.append(latest <= high)
     if flt.text:
         dialect = session.get_bind().dialect.name
         where.extend(search_text.matches(dialect, term) for term in flt.text)
