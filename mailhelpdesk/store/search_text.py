@@ -110,13 +110,13 @@ def tiers(dialect: str, terms: list[TextTerm]) -> list[Tier] | None:
         return None
     if dialect == "postgresql":
         query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
-        in_subject = _pg_subject().op("@@")(query)
+        in_subject = _pg_subject().bool_op("@@")(query)
         return [
             Tier(PG_TABLE, PG_TABLE.c.ticket_id, in_subject),
             Tier(
                 PG_TABLE,
                 PG_TABLE.c.ticket_id,
-                and_(PG_TABLE.c.doc.op("@@")(query), not_(in_subject)),
+                and_(PG_TABLE.c.doc.bool_op("@@")(query), not_(in_subject)),
             ),
         ]
     match = literal_column("ticket_search").op("MATCH")
@@ -138,7 +138,7 @@ def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
         return None
     if dialect == "postgresql":
         query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
-        return sa_select(PG_TABLE.c.ticket_id).where(_pg_subject().op("@@")(query))
+        return sa_select(PG_TABLE.c.ticket_id).where(_pg_subject().bool_op("@@")(query))
     return sa_select(SQLITE_TABLE.c.rowid).where(
         literal_column("ticket_search").op("MATCH")(f"{{subject}} : ({expression})")
     )
@@ -154,7 +154,7 @@ def _pg_subject() -> Any:
 def _hits(dialect: str, expression: str) -> Any:
     if dialect == "postgresql":
         query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
-        return sa_select(PG_TABLE.c.ticket_id).where(PG_TABLE.c.doc.op("@@")(query))
+        return sa_select(PG_TABLE.c.ticket_id).where(PG_TABLE.c.doc.bool_op("@@")(query))
     return sa_select(SQLITE_TABLE.c.rowid).where(
         literal_column("ticket_search").op("MATCH")(expression)
     )
