@@ -115,7 +115,7 @@ class Ticket(SQLModel, table=True):
         Index("ix_tickets_priority_number", "priority", "number"),
         # the list's status/queue/assignee filters and their counts (every list is of
         # tickets not in the trash: deleted_at IS NULL), read off the index alone (0019)
-        Index("ix_tickets_status_live", "status", "deleted_at", "queue_id", "assigned_to_email"),
+        Index("ix_tickets_status_live", "status", "queue_id", "assigned_to_email", "deleted_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True)

@@ -154,7 +154,14 @@ def _pg_subject() -> Any:
 def _hits(dialect: str, expression: str) -> Any:
     if dialect == "postgresql":
         query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
-        return sa_select(PG_TABLE.c.ticket_id).where(PG_TABLE.c.doc.bool_op("@@")(query))
+        # OFFSET 0 keeps the subquery planned on its own, a bitmap scan of the GIN index (exact
+        # for words: no document is read); flattened into the ticket query, a count under a
+        # LIMIT was planned as a scan testing `doc` row by row: 4.5 s at 100,000 tickets
+        return (
+            sa_select(PG_TABLE.c.ticket_id)
+            .where(PG_TABLE.c.doc.bool_op("@@")(query))
+            .offset(literal_column("0"))
+        )
     return sa_select(SQLITE_TABLE.c.rowid).where(
         literal_column("ticket_search").op("MATCH")(expression)
     )

@@ -6,12 +6,13 @@ Create Date: 2026-12-05 11:40:00
 
 Chosen from EXPLAIN at 100,000 tickets (docs/performance.md, "Search"):
 
-- `ix_tickets_status_live` (status, deleted_at, queue_id, assigned_to_email): every list
-  has `deleted_at IS NULL`, so `status=open` and its count read the index alone instead of
+- `ix_tickets_status_live` (status, queue_id, assigned_to_email, deleted_at): every list
+  has `deleted_at IS NULL`, so the count of `status=open` reads the index alone instead of
   fetching 30,000 rows to test `deleted_at`, and `status=open&queue=Sales&assignee=none` is
-  one index range instead of the 4,800 unassigned tickets sorted out row by row. (A partial
-  index `WHERE deleted_at IS NULL` lost to ix_tickets_status in SQLite's planner, which does
-  not see that it covers the count.)
+  one index range of 300 entries instead of the 4,800 unassigned tickets sorted out row by
+  row. (A partial index `WHERE deleted_at IS NULL` lost to ix_tickets_status in SQLite's
+  planner, which does not see that it covers the count; with deleted_at second, SQLite
+  used only the status prefix and read the list off the updated_at index instead.)
 - PostgreSQL only: `ix_ticket_search_subject`, a GIN index on the subject's own tsvector: the
   first tier of the relevance order (subject hits) is read from it; the `doc` column mixes
   subject and text, and its weights are not in the GIN index (a recheck of every match).
