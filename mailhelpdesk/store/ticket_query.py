@@ -221,7 +221,14 @@ def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
     if req.sort.key == "due_at":
         first = first.nulls_last()
     order = [first, number.desc() if req.sort.descending else number.asc()]
-    return query.order_by(*order).offset(req.offset).limit(req.limit), counted
+    return query.order_by(*order).offset(_n(req.offset)).limit(_n(req.limit)), counted
+
+
+def _n(value: int) -> Any:
+    """A LIMIT or OFFSET written into the SQL: with `LIMIT ?` SQLite does not know the page is
+    small and reads `status=open&queue=Sales&assignee=none` off the updated_at index (60 ms)
+    instead of the 300 entries of ix_tickets_status_live (1 ms)."""
+    return literal_column(str(int(value)))
 
 
 def _count(conditions: list[ColumnElement[bool]], cap: int | None) -> Any:
@@ -229,7 +236,7 @@ def _count(conditions: list[ColumnElement[bool]], cap: int | None) -> Any:
     every match: 30,000 open tickets cost a 30,000-entry index walk, a page 26 rows)."""
     if cap is None:
         return sa_select(func.count()).select_from(Ticket).where(*conditions)
-    some: Any = sa_select(literal_column("1")).select_from(Ticket).where(*conditions).limit(cap)
+    some: Any = sa_select(literal_column("1")).select_from(Ticket).where(*conditions).limit(_n(cap))
     return sa_select(func.count()).select_from(some.subquery("capped"))
 
 
@@ -251,8 +258,8 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
             select(Ticket)
             .where(*conditions)
             .order_by(*first, col(Ticket.id).desc())
-            .offset(req.offset)
-            .limit(req.limit)
+            .offset(_n(req.offset))
+            .limit(_n(req.limit))
         )
     # the arms are read off the full-text index: every other filter is a test of one row
     others = [
@@ -267,7 +274,7 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
             .join(Ticket.__table__, col(Ticket.id) == tier.key)  # type: ignore[attr-defined]
             .where(tier.condition, *others)
             .order_by(tier.key.desc())
-            .limit(req.offset + req.limit)
+            .limit(_n(req.offset + req.limit))
         )
         arms.append(sa_select(arm.subquery(f"tier{rank}")))
     tiered = union_all(*arms).subquery("tiered")
@@ -275,8 +282,8 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
     return (
         select(found)
         .order_by(tiered.c.tier, tiered.c.id.desc())
-        .offset(req.offset)
-        .limit(req.limit)
+        .offset(_n(req.offset))
+        .limit(_n(req.limit))
     )
 
 
