@@ -455,7 +455,10 @@ def serve_and_time(
     policy = worker.load_settings(engine, load_config(str(daemon.config))).notify.sla
     with session_scope(engine) as session:
         token = api_tokens.create_token(
-            session, name="bench", abilities=["tickets:read"], clock=SystemClock()
+            session,
+            name=f"bench-{time.time_ns()}",
+            abilities=["tickets:read"],
+            clock=SystemClock(),
         )
         session.merge(Setting(key="sla_policy", value=policy.fingerprint()))
     reqs = requests(args.tickets, facts)

@@ -35,7 +35,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_tickets_status_live",
         "tickets",
-        ["status", "deleted_at", "queue_id", "assigned_to_email"],
+        ["status", "queue_id", "assigned_to_email", "deleted_at"],
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
