@@ -23,8 +23,15 @@ from sqlmodel import Session
 from mailhelpdesk.http.compat.happyfox_vocab import Vocabulary, VocabularyError
 from mailhelpdesk.services import contacts, directory
 from mailhelpdesk.services.api_requests import FieldErrors
-from mailhelpdesk.services.list_terms import Terms, filter_for
-from mailhelpdesk.store.ticket_query import AnyOf, Expr, TicketFilter
+from mailhelpdesk.services.list_terms import (
+    ListFilter,
+    Terms,
+    any_of,
+    awaiting_reply,
+    due_within,
+    filter_for,
+    last_reply_within,
+)
 
 DEFAULT_SIZE, MAX_SIZE = 10, 50
 SORT_CAP = 500  # sorts the native query cannot do are done over at most this many matches
@@ -111,7 +118,7 @@ class Search:
     sort: str = ""
     nothing: bool = False  # the filters cannot match any ticket
     # native list filters AND-ed with the criteria (what the Tickiti criteria have no mode for)
-    native: list[Expr] = field(default_factory=list)
+    native: list[ListFilter] = field(default_factory=list)
 
 
 def split_q(q: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
@@ -210,11 +217,11 @@ def translate(
                 # HappyFox's `unresponded` is its ticket object's: the last public message is
                 # the customer's (the native `unresponded` means "no agent answer yet")
                 flag = filter_for(lowered, values[0], Terms())
-                if lowered == "unresponded":
-                    flag = TicketFilter(awaiting_reply=flag.unresponded)
-                search.native.append(flag)
+                search.native.append(
+                    awaiting_reply(bool(flag.unresponded)) if lowered == "unresponded" else flag
+                )
             elif lowered == "duedate":
-                search.native.append(_any([_due(v, today) for v in values]))
+                search.native.append(any_of([_due(v, today) for v in values]))
             elif lowered in REPLY_KEYS:
                 search.native.append(_replied(lowered, values[0]))
             elif lowered in NOT_SERVED:
@@ -232,10 +239,6 @@ def translate(
     return search
 
 
-def _any(filters: list[TicketFilter]) -> Expr:
-    return filters[0] if len(filters) == 1 else AnyOf(tuple(filters))
-
-
 def _start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -244,34 +247,32 @@ def _end(day: date) -> datetime:
     return datetime.combine(day, time.max, tzinfo=UTC)
 
 
-def _due(word: str, today: date) -> TicketFilter:
+def _due(word: str, today: date) -> ListFilter:
     """`duedate:` today, yesterday, tomorrow, overdue (due before today), next 7 days (due
     from today to the end of the seventh day after it); days in UTC."""
     wanted = " ".join(word.lower().split())
     days = {"today": 0, "yesterday": -1, "tomorrow": 1}
     if wanted in days:
         day = today + timedelta(days[wanted])
-        return TicketFilter(due_from=_start(day), due_to=_end(day))
+        return due_within(_start(day), _end(day))
     if wanted == "overdue":
-        return TicketFilter(due_to=_start(today) - timedelta(microseconds=1))
+        return due_within(None, _start(today) - timedelta(microseconds=1))
     if wanted == "next 7 days":
-        return TicketFilter(due_from=_start(today), due_to=_end(today + timedelta(7)))
+        return due_within(_start(today), _end(today + timedelta(7)))
     raise ValueError(f"{word[:30]!r} is one of {', '.join(DUE_WORDS)}")
 
 
-def _replied(key: str, value: str) -> TicketFilter:
+def _replied(key: str, value: str) -> ListFilter:
     """`last-staff-replied-on:"2019/01/25"` and its kin: the latest public message of an
     agent (staff) or of the customer (contact) within the date's bounds."""
     who, low, high, low_shift, high_shift = REPLY_KEYS[key]
     day = _day(value)
     start = _start(day + timedelta(low_shift)) if low else None
     end = _end(day + timedelta(high_shift)) if high else None
-    if who == "staff":
-        return TicketFilter(staff_replied_from=start, staff_replied_to=end)
-    return TicketFilter(customer_replied_from=start, customer_replied_to=end)
+    return last_reply_within("agent" if who == "staff" else "customer", start, end)
 
 
-def _custom_field(vocab: Vocabulary, key: str, values: list[str]) -> Expr:
+def _custom_field(vocab: Vocabulary, key: str, values: list[str]) -> ListFilter:
     """`"Field name":"value"` (by the field's label or name, any case): the native
     `cf.<name>=<value>` filter; several values (a multiple choice's options) are alternatives;
     a date is the document's mm/dd/yyyy (or yyyy-mm-dd)."""
@@ -285,7 +286,7 @@ def _custom_field(vocab: Vocabulary, key: str, values: list[str]) -> Expr:
         if definition.type == "date":
             text = _us_date(value)
         filters.append(filter_for(f"cf.{definition.name}", text, terms))
-    return _any(filters)
+    return any_of(filters)
 
 
 def _us_date(value: str) -> str:
