@@ -9,7 +9,15 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, date, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 # the largest value an INTEGER column holds on PostgreSQL (ids, ticket numbers): a larger number
@@ -105,6 +113,9 @@ class Ticket(SQLModel, table=True):
     __table_args__ = (
         Index("ix_tickets_updated_at_number", "updated_at", "number"),
         Index("ix_tickets_priority_number", "priority", "number"),
+        # the list's status/queue/assignee filters and their counts (every list is of
+        # tickets not in the trash: deleted_at IS NULL), read off the index alone (0019)
+        Index("ix_tickets_status_live", "status", "queue_id", "assigned_to_email", "deleted_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True)

@@ -18,7 +18,7 @@ from mailhelpdesk.domain.enums import Priority, TicketStatus
 from mailhelpdesk.domain.models import MAX_INTEGER
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.services import custom_fields
-from mailhelpdesk.store.ticket_query import FieldMatch, TicketFilter
+from mailhelpdesk.store.ticket_query import AnyOf, Expr, FieldMatch, TicketFilter
 
 # the query-string filters of resources.md §2 (besides cf.<field> and q)
 FILTERS = (
@@ -43,6 +43,10 @@ FILTERS = (
 RANGES = ("created", "updated", "due")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _TINY = timedelta(microseconds=1)
+
+
+# a filter tree of the list layer (store/ticket_query.py), for callers above the services
+ListFilter = Expr
 
 
 @dataclass(frozen=True)
@@ -204,3 +208,29 @@ def _field(name: str, value: str, terms: Terms) -> FieldMatch:
 def _json(value: object) -> str:
     """A value as services/custom_fields stores it (store/field_values.put)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+# -- filters other front ends name in their own terms (the HappyFox list) ---------------------
+
+
+def any_of(filters: Sequence[ListFilter]) -> ListFilter:
+    """Tickets matching any of the filters."""
+    return filters[0] if len(filters) == 1 else AnyOf(tuple(filters))
+
+
+def due_within(low: datetime | None, high: datetime | None) -> ListFilter:
+    """Due at or after `low` and at or before `high` (either may be open)."""
+    return TicketFilter(due_from=low, due_to=high)
+
+
+def awaiting_reply(flag: bool) -> ListFilter:
+    """The last public message is the customer's (True) or an agent's / none (False)."""
+    return TicketFilter(awaiting_reply=flag)
+
+
+def last_reply_within(who: str, low: datetime | None, high: datetime | None) -> ListFilter:
+    """The latest public message of an agent (`who` = "agent") or of the customer
+    ("customer") is within the bounds (inclusive; either may be open)."""
+    if who == "agent":
+        return TicketFilter(staff_replied_from=low, staff_replied_to=high)
+    return TicketFilter(customer_replied_from=low, customer_replied_to=high)

@@ -7,8 +7,10 @@ filter tree; `sort` orders (ties by number); `fields` projects the header; the p
 page's `meta.next_cursor`: (sort, value of the sort key, number) of the last row, so a walk
 never repeats or skips a row that existed when it started, whatever is inserted meanwhile.
 A ticket updated during a walk moves in an `updated_at` order and may be met again or not at
-all; `sort=number` never moves. The relevance order (the default when `q` has free text) is
-page-only: ranks change as documents are added, so no cursor would be stable.
+all; `sort=number` never moves. The relevance order (the default when `q` has free text:
+tickets whose subject holds the terms first, then the others, newest first in each) is
+page-only. `meta.total` is exact up to COUNT_CAP tickets and a lower bound beyond
+(`meta.total_exact`).
 
 Every failure to read the request is a FieldErrors (422) naming the parameter.
 """
@@ -34,6 +36,9 @@ from mailhelpdesk.store import ticket_query
 from mailhelpdesk.store.ticket_query import ListRequest, Sort, TicketFilter
 
 DEFAULT_PER_PAGE, MAX_PER_PAGE, MAX_PAGE = 25, 100, 1_000_000
+# `meta.total` counts at most this many tickets (then `total_exact` is false): counting every
+# match costs a read of every match, a page only of itself (docs/performance.md, "Search")
+COUNT_CAP = 10_000
 MAX_VALUE_CHARS = 1000
 HEADER_FIELDS = (
     "id",
@@ -144,7 +149,8 @@ def parse(
 
 def listing(session: Session, req: Listing) -> dict[str, Any]:
     """One page: `{tickets: [header…], meta}`; meta has `next_cursor` (null on the last page)
-    and, in page mode, `total`, `page`, `per_page`."""
+    and, in page mode, `total`, `total_exact`, `page`, `per_page`: `total` is exact below
+    COUNT_CAP; at COUNT_CAP, `total_exact` is false and `total` means "at least that many"."""
     paged = req.cursor is None
     rows, total = ticket_query.list_tickets(
         session,
@@ -155,6 +161,7 @@ def listing(session: Session, req: Listing) -> dict[str, Any]:
             offset=(req.page - 1) * req.per_page if paged else 0,
             after=req.cursor,
             count=paged,
+            count_cap=COUNT_CAP,
         ),
     )
     more, rows = len(rows) > req.per_page, rows[: req.per_page]
@@ -173,7 +180,7 @@ def listing(session: Session, req: Listing) -> dict[str, Any]:
         "next_cursor": next_cursor,
     }
     if paged:
-        meta.update(total=total, page=req.page)
+        meta.update(total=total, total_exact=(total or 0) < COUNT_CAP, page=req.page)
     return {"tickets": headers, "meta": meta}
 
 

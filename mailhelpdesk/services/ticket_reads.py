@@ -128,9 +128,11 @@ def query(
     per_page: int,
     owner_email: str | None = None,
     visible_queues: frozenset[str] | None = None,
+    extra: Sequence[ticket_query.Expr] = (),
 ) -> dict[str, Any]:
     """Run a built-in perspective plus criteria, as the token's owner (see the module doc),
-    among the tickets of `visible_queues` (None: all; services/visibility.py)."""
+    among the tickets of `visible_queues` (None: all; services/visibility.py), AND-ed with
+    the native list filters `extra` (the HappyFox list's, http/compat/happyfox_list.py)."""
     names = {v.lower(): v for v in PERSPECTIVES.values()}
     if perspective.lower() not in names:
         raise FieldError(
@@ -208,7 +210,7 @@ def query(
         visible_queues=visible_queues,
     )
     rows, total = ticket_query.query_tickets(
-        session, flt, offset=(page - 1) * per_page, limit=per_page
+        session, flt, offset=(page - 1) * per_page, limit=per_page, extra=extra
     )
     return {
         "tickets": ticket_headers(session, rows),

@@ -106,8 +106,16 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
         engine.update_execution_options(**{WRITE_LOCK_OPTION: threading.RLock()})
         return engine
+    # jit off: PostgreSQL compiles a plan to machine code when its cost estimate is high (a
+    # count over 100,000 tickets is), which took 100-500 ms of a 5 ms list query; the desk's
+    # queries are short, and never gain from it (docs/performance.md, "Search")
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        hide_parameters=True,
+        connect_args={"options": "-c jit=off"},
     )
 
 

@@ -60,7 +60,7 @@ class Reads:
     def tickets(self, session: Session, call: Call) -> dict[str, Any]:
         """Topics 1, 2, 2.1 and 19: a page of tickets in the document's envelope."""
         m = listing.ListQueryIn.model_validate(call.query)
-        search = listing.translate(session, self.vocab, m)
+        search = listing.translate(session, self.vocab, m, now=self.rt.clock.now())
         lookups = Lookups.read(session, self.vocab)
         visible = visibility.viewer_for(session, call.token).queues
         native_order = search.sort in listing.NATIVE_SORTS
@@ -73,6 +73,7 @@ class Reads:
                 page=m.page if native_order else 1,
                 per_page=m.size if native_order else listing.SORT_CAP,
                 visible_queues=visible,
+                extra=search.native,
             )
         total = int(found["meta"]["total"])
         if not native_order and total > listing.SORT_CAP:

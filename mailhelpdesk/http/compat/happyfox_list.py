@@ -2,15 +2,19 @@
 search string translated onto the native list query (services/ticket_reads.py `query`).
 
 `translate` is the one place that turns HappyFox filters into ours, so the list can be pointed
-at another query layer by changing it alone. What the native query has no filter for yet is
-refused with a 400 naming the key (docs/compat.md lists them), never silently ignored.
+at another query layer by changing it alone. The keys the Tickiti criteria have no mode for
+(`unresponded`, `breached`, `has_attachments`, `duedate`, the last-reply dates, custom fields)
+become native list filters (store/ticket_query.TicketFilter, through services/list_terms where
+the native list has the same filter). What has no filter at all (`group`: there are no contact
+groups; the last-closed dates) is refused with a 400 naming the key (docs/compat.md lists
+them), never silently ignored.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +23,15 @@ from sqlmodel import Session
 from mailhelpdesk.http.compat.happyfox_vocab import Vocabulary, VocabularyError
 from mailhelpdesk.services import contacts, directory
 from mailhelpdesk.services.api_requests import FieldErrors
+from mailhelpdesk.services.list_terms import (
+    ListFilter,
+    Terms,
+    any_of,
+    awaiting_reply,
+    due_within,
+    filter_for,
+    last_reply_within,
+)
 
 DEFAULT_SIZE, MAX_SIZE = 10, 50
 SORT_CAP = 500  # sorts the native query cannot do are done over at most this many matches
@@ -58,25 +71,22 @@ DATE_KEYS = {
     "last-modified-before": (None, "updated_to", 0, -1),
     "last-modified-after": ("updated_from", None, 1, 0),
 }
-NOT_SERVED = (
-    "unresponded",
-    "breached",
-    "has_attachments",
-    "duedate",
-    "group",
-    "last-staff-replied-on",
-    "last-staff-replied-on-or-before",
-    "last-staff-replied-on-or-after",
-    "last-staff-replied-before",
-    "last-staff-replied-after",
-    "last-contact-replied-on",
-    "last-contact-replied-on-or-before",
-    "last-contact-replied-on-or-after",
-    "last-contact-replied-before",
-    "last-contact-replied-after",
-    "last-closed-on-or-after",
-    "last-closed-on-or-before",
-)
+# the last-reply keys: (staff or contact, the date's first instant is a lower bound, its last
+# instant an upper bound, each shifted by whole days as DATE_KEYS does)
+REPLY_KEYS = {
+    f"last-{who}-replied-{how}": (who, low, high, low_shift, high_shift)
+    for who in ("staff", "contact")
+    for how, low, high, low_shift, high_shift in (
+        ("on", True, True, 0, 0),
+        ("on-or-before", False, True, 0, 0),
+        ("on-or-after", True, False, 0, 0),
+        ("before", False, True, 0, -1),
+        ("after", True, False, 1, 0),
+    )
+}
+BOOLEAN_KEYS = ("unresponded", "breached", "has_attachments")
+DUE_WORDS = ("today", "yesterday", "tomorrow", "overdue", "next 7 days")
+NOT_SERVED = ("group", "last-closed-on-or-after", "last-closed-on-or-before")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
 _ITEM = re.compile(
     r'\s*(?:"([^"]*)"|([\w-]+))\s*:\s*((?:"[^"]*"|[^\s",]+)(?:\s*,\s*(?:"[^"]*"|[^\s",]+))*)'
@@ -107,6 +117,8 @@ class Search:
     criteria: list[tuple[str, list[str]]] = field(default_factory=list)
     sort: str = ""
     nothing: bool = False  # the filters cannot match any ticket
+    # native list filters AND-ed with the criteria (what the Tickiti criteria have no mode for)
+    native: list[ListFilter] = field(default_factory=list)
 
 
 def split_q(q: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
@@ -143,8 +155,12 @@ def _day(value: str) -> date:
         raise FieldErrors({"q": f"{text[:20]!r} is not a date as yyyy/mm/dd"}) from None
 
 
-def translate(session: Session, vocab: Vocabulary, m: ListQueryIn) -> Search:
-    """The one translation of HappyFox's list filters into the native query's."""
+def translate(
+    session: Session, vocab: Vocabulary, m: ListQueryIn, *, now: datetime | None = None
+) -> Search:
+    """The one translation of HappyFox's list filters into the native query's; `now` (the
+    desk's clock) places `duedate:today` and its kin, in UTC."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
     search = Search(sort=(m.sort or "").strip().lower())
     if search.sort and search.sort not in SORTS:
         raise FieldErrors({"sort": f"{search.sort[:40]!r} is not a sort option"})
@@ -197,19 +213,88 @@ def translate(session: Session, vocab: Vocabulary, m: ListQueryIn) -> Search:
                     search.criteria.append((low, [(day + timedelta(low_shift)).isoformat()]))
                 if high:
                     search.criteria.append((high, [(day + timedelta(high_shift)).isoformat()]))
-            elif lowered in NOT_SERVED:
-                raise FieldErrors({"q": f"the {key} filter is not served yet (docs/compat.md)"})
-            else:
-                raise FieldErrors(
-                    {"q": f"{key[:60]!r}: searching by custom fields is not served yet"}
+            elif lowered in BOOLEAN_KEYS:
+                # HappyFox's `unresponded` is its ticket object's: the last public message is
+                # the customer's (the native `unresponded` means "no agent answer yet")
+                flag = filter_for(lowered, values[0], Terms())
+                search.native.append(
+                    awaiting_reply(bool(flag.unresponded)) if lowered == "unresponded" else flag
                 )
+            elif lowered == "duedate":
+                search.native.append(any_of([_due(v, today) for v in values]))
+            elif lowered in REPLY_KEYS:
+                search.native.append(_replied(lowered, values[0]))
+            elif lowered in NOT_SERVED:
+                raise FieldErrors({"q": f"the {key} filter is not served (docs/compat.md)"})
+            else:
+                search.native.append(_custom_field(vocab, key, values))
         except VocabularyError as exc:
             raise FieldErrors({"q": str(exc)}) from None
+        except ValueError as exc:
+            raise FieldErrors({"q": f"{key[:60]}: {exc}"}) from None
     if statuses is not None:
         if not statuses:
             search.nothing = True
         search.criteria.append(("status", statuses))
     return search
+
+
+def _start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _end(day: date) -> datetime:
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+def _due(word: str, today: date) -> ListFilter:
+    """`duedate:` today, yesterday, tomorrow, overdue (due before today), next 7 days (due
+    from today to the end of the seventh day after it); days in UTC."""
+    wanted = " ".join(word.lower().split())
+    days = {"today": 0, "yesterday": -1, "tomorrow": 1}
+    if wanted in days:
+        day = today + timedelta(days[wanted])
+        return due_within(_start(day), _end(day))
+    if wanted == "overdue":
+        return due_within(None, _start(today) - timedelta(microseconds=1))
+    if wanted == "next 7 days":
+        return due_within(_start(today), _end(today + timedelta(7)))
+    raise ValueError(f"{word[:30]!r} is one of {', '.join(DUE_WORDS)}")
+
+
+def _replied(key: str, value: str) -> ListFilter:
+    """`last-staff-replied-on:"2019/01/25"` and its kin: the latest public message of an
+    agent (staff) or of the customer (contact) within the date's bounds."""
+    who, low, high, low_shift, high_shift = REPLY_KEYS[key]
+    day = _day(value)
+    start = _start(day + timedelta(low_shift)) if low else None
+    end = _end(day + timedelta(high_shift)) if high else None
+    return last_reply_within("agent" if who == "staff" else "customer", start, end)
+
+
+def _custom_field(vocab: Vocabulary, key: str, values: list[str]) -> ListFilter:
+    """`"Field name":"value"` (by the field's label or name, any case): the native
+    `cf.<name>=<value>` filter; several values (a multiple choice's options) are alternatives;
+    a date is the document's mm/dd/yyyy (or yyyy-mm-dd)."""
+    definition = vocab.field_by_name(key)
+    if definition is None:
+        raise FieldErrors({"q": f"{key[:60]!r} is neither a search key nor a custom field"})
+    terms = Terms(vocab.fields)
+    filters = []
+    for value in values:
+        text = value
+        if definition.type == "date":
+            text = _us_date(value)
+        filters.append(filter_for(f"cf.{definition.name}", text, terms))
+    return any_of(filters)
+
+
+def _us_date(value: str) -> str:
+    """mm/dd/yyyy (the document's date field example) as yyyy-mm-dd; anything else as is."""
+    parts = value.strip().split("/")
+    if len(parts) == 3 and len(parts[2]) == 4 and all(p.isdigit() for p in parts):
+        return f"{parts[2]}-{int(parts[0]):02d}-{int(parts[1]):02d}"
+    return value
 
 
 def _int(value: str, name: str) -> int:

@@ -8,11 +8,17 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from mailhelpdesk.domain.events import EventType
+from mailhelpdesk.domain.models import Ticket
+from mailhelpdesk.services import events
+from mailhelpdesk.store.db import make_engine, session_scope
+from tests.helpers import store_change
 from tests.http.conftest import HIGH_LIMIT, Api, running_api
 
 HF = "/compat/happyfox"
@@ -531,10 +537,88 @@ def test_lists(api: Api, hf: HappyFox, ids: dict) -> None:
     assert all(
         set(t) == {"id", "last_user_reply_at", "last_staff_reply_at"} for t in projected["data"]
     )
-    for q in ("unresponded:true", '"Team Name":"arsenal"'):
+    for q in ('"Team Name":"arsenal"', "group:--none", 'last-closed-on-or-after:"2019/01/25"'):
         refused = hf.get(API + "/tickets/", status="_all", q=q)
         assert refused.status_code == 400 and refused.json()["error"][0]["field"] == "q"
     assert hf.get(API + "/tickets/", size=51).status_code == 400
+
+
+def test_list_search_keys_of_the_document(api: Api, hf: HappyFox, ids: dict) -> None:
+    """The `q` keys of topic 2.1 the Tickiti criteria lack, each walked with the document's
+    example forms (our field names): unresponded, breached, has_attachments, duedate, the
+    last-reply dates and custom fields by label, text, number, date and multiple choice."""
+    marker = "qk" + uuid.uuid4().hex[:10]
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    a = make(
+        hf,
+        ids,
+        f"{marker} alpha",
+        due_date=today.strftime("%d/%m/%Y"),
+        **{"t-cf-5": 300, "t-cf-1": "Enterprise company", "t-cf-3": [2, 3]},
+        **{"t-cf-4": "2019-08-23"},
+    )
+    b = make(hf, ids, f"{marker} beta", due_date=yesterday.strftime("%d/%m/%Y"))
+    ok(hf.post(API + f"/ticket/{b['id']}/staff_update/", {"staff": ids["alice@helpdesk.test"],
+                                                          "html": "<p>On it</p>"}))  # fmt: skip
+    c = ok(
+        httpx.post(
+            hf.api.base + API + "/tickets/",
+            data={"category": str(ids["queue:Inbox"]), "name": "Name", "text": "see file",
+                  "subject": f"{marker} gamma", "email": "john@customer.test"},
+            files=[("attachments", ("Second_screen.png", PNG, "image/png"))],
+            auth=hf.auth,
+            timeout=60,
+        )
+    )  # fmt: skip
+    late = api.rows("SELECT id FROM tickets WHERE number = ?", c["id"])[0][0]
+    engine = make_engine(api.daemon.db_url)
+    try:
+        with session_scope(engine) as session:
+            ticket = session.get(Ticket, late)
+            assert ticket is not None
+            events.record(
+                session, ticket, EventType.sla_breach, {"target": "first_response"},
+                change=store_change(),
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+    def found(q: str) -> set[int]:
+        page = ok(hf.get(API + "/tickets/", status="_all", q=f"{marker} {q}", size=50))
+        return {t["id"] for t in page["data"]}
+
+    day = today.strftime("%Y/%m/%d")
+    expected = {
+        "unresponded:true": {a["id"], c["id"]},
+        "unresponded:false": {b["id"]},
+        "breached:true": {c["id"]},
+        "breached:false": {a["id"], b["id"]},
+        "has_attachments:true": {c["id"]},
+        "has_attachments:false": {a["id"], b["id"]},
+        "duedate:today": {a["id"]},
+        "duedate:yesterday": {b["id"]},
+        "duedate:tomorrow": set(),
+        "duedate:overdue": {b["id"]},
+        'duedate:"next 7 days"': {a["id"]},
+        'duedate:"today","yesterday"': {a["id"], b["id"]},
+        f'last-staff-replied-on:"{day}"': {b["id"]},
+        f'last-staff-replied-before:"{day}"': set(),
+        f'last-staff-replied-on-or-before:"{day}"': {b["id"]},
+        f'last-contact-replied-on-or-after:"{day}"': {a["id"], b["id"], c["id"]},
+        f'last-contact-replied-after:"{day}"': set(),
+        'Seats:"300"': {a["id"]},
+        '"City":"Enterprise company"': {a["id"]},
+        '"Renewal":"08/23/2019"': {a["id"]},
+        '"Cities":"Chennai","Bengaluru"': {a["id"]},
+        '"Cities":"Bengaluru"': set(),
+        'seats:"300" "City":"Enterprise company"': {a["id"]},
+    }
+    for q, tickets in expected.items():
+        assert found(q) == tickets, q
+    for q in ("duedate:someday", 'Seats:"many"', "unresponded:maybe"):
+        refused = hf.get(API + "/tickets/", status="_all", q=q)
+        assert refused.status_code == 400 and refused.json()["error"][0]["field"] == "q", q
 
 
 # -- 7-16: the ticket actions --------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""The relevance order and the capped count of the native list (issue 13, performance), on
+SQLite and on a real PostgreSQL: subject hits first, then the rest, newest first in each, the
+same on both engines and across page boundaries, whether the text is required (read off the
+full-text index tier by tier) or only an alternative (computed per match); and `meta.total`
+counted up to the cap, with `total_exact` false there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from mailhelpdesk.services import ticket_list
+from mailhelpdesk.store import ticket_query
+from mailhelpdesk.store.db import read_scope
+from mailhelpdesk.store.ticket_query import ListRequest
+from tests.desk import Desk
+from tests.helpers import make_mail
+from tests.postgres import Postgres
+
+# (subject, body) in the order they arrive: newer tickets have higher numbers
+MAILS = [
+    ("Printer jammed", "It makes a noise."),  # 1: subject hit, oldest
+    ("Noise from the office", "The printer again, sorry."),  # 2: body hit
+    ("Invoice question", "Nothing about devices here."),  # 3: no hit
+    ("Laser printer toner", "Toner is low."),  # 4: subject hit
+    ("Refund please", "My printer broke and I want a refund."),  # 5: body hit, newest hit
+    ("Refund for order", "No devices involved."),  # 6: no printer
+]
+
+
+@pytest.fixture
+def engines(desk_factory: Callable[..., Desk], postgres: Postgres) -> dict[str, Desk]:
+    made = {"sqlite": desk_factory(), "postgresql": desk_factory(db_url=postgres.create_database())}
+    for desk in made.values():
+        for subject, body in MAILS:
+            desk.feed(make_mail(subject=subject, body=body + "\n"))
+    return made
+
+
+def _subjects(desk: Desk, items: list[tuple[str, str]]) -> tuple[list[str], dict[str, object]]:
+    with read_scope(desk.engine) as session:
+        page = ticket_list.listing(session, ticket_list.parse(items))
+    return [t["subject"] for t in page["tickets"]], page["meta"]
+
+
+def test_subject_hits_first_then_newest_on_both_engines(engines: dict[str, Desk]) -> None:
+    expected = {
+        "printer": [
+            "Laser printer toner",
+            "Printer jammed",
+            "Refund please",
+            "Noise from the office",
+        ],
+        # the text required next to another filter: tiers still, the filter applied in each
+        "printer status:open": [
+            "Laser printer toner",
+            "Printer jammed",
+            "Refund please",
+            "Noise from the office",
+        ],
+        '"printer again"': ["Noise from the office"],
+        "printer refund": ["Refund please"],
+        # refund in the subject of 5 and 6, printer only in 5's body: no ticket has both in
+        # its subject, so both tiers are read and 5 is in the second
+        "refund -printer": ["Refund for order"],
+        # alternatives only: the tier is computed per match (subject holds any of them)
+        "toner OR refund": ["Refund for order", "Refund please", "Laser printer toner"],
+    }
+    for q, subjects in expected.items():
+        for name, desk in engines.items():
+            got, meta = _subjects(desk, [("q", q)])
+            assert got == subjects, (name, q)
+            assert meta["sort"] == "relevance" and meta["total"] == len(subjects), (name, q)
+            assert meta["total_exact"] is True
+
+
+def test_pages_cross_the_tiers(engines: dict[str, Desk]) -> None:
+    """per_page=1: every page is the next ticket of the one order, across the tier boundary."""
+    for name, desk in engines.items():
+        walked = []
+        for page in range(1, 6):
+            got, meta = _subjects(desk, [("q", "printer"), ("per_page", "1"), ("page", str(page))])
+            walked.extend(got)
+            assert meta["total"] == 4, name
+        assert walked == [
+            "Laser printer toner",
+            "Printer jammed",
+            "Refund please",
+            "Noise from the office",
+        ], name
+
+
+def test_count_is_capped(engines: dict[str, Desk], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, desk in engines.items():
+        with read_scope(desk.engine) as session:
+            rows, total = ticket_query.list_tickets(session, ListRequest(count_cap=4))
+            assert len(rows) == 6 and total == 4, name
+            _, exact = ticket_query.list_tickets(session, ListRequest(count_cap=None))
+            assert exact == 6, name
+        monkeypatch.setattr(ticket_list, "COUNT_CAP", 5)
+        _, meta = _subjects(desk, [])
+        assert meta["total"] == 5 and meta["total_exact"] is False, name
+        _, meta = _subjects(desk, [("q", "printer")])
+        assert meta["total"] == 4 and meta["total_exact"] is True, name
+        monkeypatch.undo()
