@@ -16,16 +16,18 @@ import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock, SystemClock
 from mailhelpdesk.config import Config, load_config, webhook_secret
 from mailhelpdesk.domain.events import Actor, Channel
+from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.http.app import create_api
 from mailhelpdesk.http.endpoint import Runtime
 from mailhelpdesk.ingest import worker
@@ -52,6 +54,7 @@ from mailhelpdesk.transports.http_sender import DeliveryHandler, HttpSender
 from mailhelpdesk.transports.smtp_listener import SMTPHandler, SpoolWriter, start_listener
 from mailhelpdesk.transports.smtp_sender import SMTPSender
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -292,8 +295,10 @@ class App:
             self._understand_thread, self.understander.start
         )
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
-        # a changed [[sla]] or [business_hours] moves the due times of every open ticket
-        await asyncio.get_running_loop().run_in_executor(self.db, self.recompute_sla)
+        # a changed [[sla]] or [business_hours] moves the due times of every open ticket: in
+        # the background, a slice at a time, so a large desk does not keep the daemon from
+        # serving (40,000 open tickets took minutes)
+        self._tasks.append(asyncio.create_task(self._recompute_sla_at_start(), name="sla"))
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
         self._schedule("sla escalation", 60, self.escalate_sla)
@@ -415,7 +420,7 @@ class App:
         if self.api_runtime is not None:
             self.api_runtime.settings = ApiSettings.from_config(new, settings.notify)
         self.config_generation += 1
-        recomputed = await loop.run_in_executor(self.db, self.recompute_sla)
+        recomputed = await self.recompute_sla()
         log.info(
             "reloaded config=%s generation=%s sla_recomputed=%s",
             new.source,
@@ -539,11 +544,47 @@ class App:
                 older_than_s=self.config.lifecycle.purge_trashed_after_s,
             )
 
-    def recompute_sla(self) -> int | None:
+    async def recompute_sla(self) -> int | None:
         """Recompute open tickets' due times when the SLA policy changed since the last start
-        (services/sla.py); returns how many, or None when it had not changed."""
+        (services/sla.py), one slice of tickets per transaction so the database thread serves
+        ingest and the API in between; returns how many, or None when it had not changed."""
+        loop = asyncio.get_running_loop()
+        policy = self.settings.notify.sla
+        if await loop.run_in_executor(self.db, self._in_session, sla.policy_is_current, policy):
+            return None
+        count, after = 0, 0
+        while True:
+            done = await loop.run_in_executor(
+                self.db, self._in_session, self._recompute_slice, policy, after
+            )
+            if done is None:
+                break
+            after, count = done[0], count + done[1]
+            if self._stopping.is_set():  # not marked current: the next start walks it again
+                log.info("sla due times recomputing stopped tickets=%s", count)
+                return count
+            log.info("sla due times recomputing tickets=%s last_id=%s", count, after)
+        await loop.run_in_executor(self.db, self._in_session, sla.mark_policy_current, policy)
+        log.info("sla due times recomputed tickets=%s", count)
+        return count
+
+    async def _recompute_sla_at_start(self) -> None:
+        """`recompute_sla` as the background task of a start: a failure is logged (the
+        escalation job goes on with the due times as they were) and tried again next start."""
+        try:
+            await self.recompute_sla()
+        except Exception:
+            log.exception("sla due times recompute failed; the next start tries again")
+
+    def _recompute_slice(
+        self, session: Session, policy: SlaPolicy, after: int
+    ) -> tuple[int, int] | None:
+        return sla.recompute_slice(session, policy, self.clock.now(), after_id=after, limit=500)
+
+    def _in_session(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(session, *args)` in a transaction of its own (on the database thread)."""
         with session_scope(self.engine) as session:
-            return sla.recompute_open(session, self.settings.notify.sla, self.clock.now())
+            return fn(session, *args)
 
     def escalate_sla(self) -> list[escalation.Escalation]:
         """SLA warnings (80%) and breaches that have come are recorded and notified, each once

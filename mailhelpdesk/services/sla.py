@@ -95,21 +95,42 @@ def refresh(session: Session, ticket: Ticket, policy: SlaPolicy, now: datetime) 
     return row
 
 
-def recompute_open(session: Session, policy: SlaPolicy, now: datetime) -> int | None:
-    """Recompute every open or on-hold ticket when the policy changed since the last run;
-    returns how many, or None when nothing changed."""
-    fingerprint = policy.fingerprint()
+def policy_is_current(session: Session, policy: SlaPolicy) -> bool:
+    """Whether the open tickets' due times were computed under this policy."""
     stored = session.get(Setting, _POLICY_KEY)
-    if stored is not None and stored.value == fingerprint:
-        return None
-    count = 0
-    for ticket_id in store.open_ticket_ids(session):
+    return stored is not None and stored.value == policy.fingerprint()
+
+
+def recompute_slice(
+    session: Session, policy: SlaPolicy, now: datetime, *, after_id: int, limit: int
+) -> tuple[int, int] | None:
+    """Recompute the next `limit` open tickets after `after_id`: (the last id, how many), or
+    None when none are left. A daemon walks a large desk a slice per transaction, so ingest and
+    the API write between slices instead of waiting for the whole desk."""
+    ids = store.open_ticket_ids(session, after_id=after_id, limit=limit)
+    for ticket_id in ids:
         ticket = session.get(Ticket, ticket_id)
         if ticket is not None:
             refresh(session, ticket, policy, now)
-            count += 1
-    session.merge(Setting(key=_POLICY_KEY, value=fingerprint))
+    return (ids[-1], len(ids)) if ids else None
+
+
+def mark_policy_current(session: Session, policy: SlaPolicy) -> None:
+    """Every open ticket is computed under `policy` (recorded after the last slice; a daemon
+    stopped half-way recomputes from the start next time, which refresh makes harmless)."""
+    session.merge(Setting(key=_POLICY_KEY, value=policy.fingerprint()))
     session.flush()
+
+
+def recompute_open(session: Session, policy: SlaPolicy, now: datetime) -> int | None:
+    """Recompute every open or on-hold ticket when the policy changed since the last run, in
+    one transaction; returns how many, or None when nothing changed."""
+    if policy_is_current(session, policy):
+        return None
+    count, after = 0, 0
+    while (done := recompute_slice(session, policy, now, after_id=after, limit=500)) is not None:
+        after, count = done[0], count + done[1]
+    mark_policy_current(session, policy)
     log.info("sla due times recomputed tickets=%s", count)
     return count
 

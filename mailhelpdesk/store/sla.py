@@ -72,9 +72,16 @@ def claim_reminder(
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def open_ticket_ids(session: Session) -> list[int]:
-    """Tickets whose due times may still move: not closed, not in the trash."""
-    found = session.exec(
-        select(Ticket.id).where(Ticket.status != "closed", col(Ticket.deleted_at).is_(None))
+def open_ticket_ids(session: Session, *, after_id: int = 0, limit: int | None = None) -> list[int]:
+    """Tickets whose due times may still move: not closed, not in the trash; by id, from
+    `after_id` on, at most `limit` of them (a large desk is walked a slice at a time)."""
+    query = (
+        select(Ticket.id)
+        .where(
+            Ticket.status != "closed", col(Ticket.deleted_at).is_(None), col(Ticket.id) > after_id
+        )
+        .order_by(col(Ticket.id))
     )
-    return [ticket_id for ticket_id in found if ticket_id is not None]
+    if limit is not None:
+        query = query.limit(limit)
+    return [ticket_id for ticket_id in session.exec(query) if ticket_id is not None]

@@ -4,6 +4,7 @@ breached over the weekend, on-hold time is not counted, and a restart runs nothi
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from mailhelpdesk.domain.enums import Priority, ResponseKind
 from mailhelpdesk.domain.events import Actor, Channel
 from mailhelpdesk.domain.models import OutboxItem, Ticket, TicketEvent
 from mailhelpdesk.services import escalation, ticket_changes, tickets
-from mailhelpdesk.services.sla import recompute_open
+from mailhelpdesk.services.sla import policy_is_current, recompute_open, recompute_slice
 from mailhelpdesk.services.tickets import NewResponse
 from mailhelpdesk.services.views import ticket_object
 from mailhelpdesk.store.db import read_scope, session_scope
@@ -190,6 +191,42 @@ def test_changed_targets_are_recomputed_and_a_restart_sends_nothing_twice(
         assert escalate(again) == []
         assert len(notices(again, "sla_warning")) == 1
         assert len(notices(again, "sla_breach")) == 1
+    finally:
+        again.app.close()
+
+
+def test_a_changed_policy_is_recomputed_a_slice_at_a_time_and_marked_current_last(
+    tmp_path: Path,
+) -> None:
+    """The daemon walks a large desk in slices (one transaction each, so ingest and the API
+    write in between) and records the policy as current only after the last slice."""
+    desk = make_desk(tmp_path, SLA)
+    try:
+        numbers = [open_urgent(desk, f"Down {n}") for n in range(5)]
+        clock = desk.clock
+    finally:
+        desk.app.close()
+    longer = {**SLA, "sla": [{"priority": "Urgent", "first_response": "2h", "resolution": "8h"}]}
+    again = make_desk(tmp_path, longer, clock=clock)
+    try:
+        policy = again.notify.sla
+        slices = []
+        after = 0
+        while True:
+            with session_scope(again.engine) as session:
+                done = recompute_slice(session, policy, clock.now(), after_id=after, limit=2)
+                assert not policy_is_current(session, policy)
+            if done is None:
+                break
+            after = done[0]
+            slices.append(done[1])
+        assert slices == [2, 2, 1]
+        # two hours after each was opened (the test clock ticks a second per ticket), not one
+        due = [sla_of(again, n)["first_response_due_at"] for n in numbers]
+        assert all(d.startswith("2026-11-23T12:00:0") for d in due), due
+        # the daemon's own walk: every open ticket, then the policy is current
+        assert asyncio.run(again.app.recompute_sla()) == 5
+        assert asyncio.run(again.app.recompute_sla()) is None
     finally:
         again.app.close()
 
