@@ -362,7 +362,7 @@ def _public_attachments(session: Session, ticket: Ticket) -> list[OutgoingAttach
 
 def _response_of(session: Session, data: Data) -> Response | None:
     response_id = data.get("response_id")
-    return session.get(Response, int(response_id)) if response_id else None
+    return store.get_response(session, int(response_id)) if response_id else None
 
 
 def _agent_name(session: Session, response: Response) -> str:

@@ -189,26 +189,28 @@ def add_response(
 def _store_response(
     session: Session, ticket: Ticket, new: NewResponse, *, now: datetime
 ) -> Response:
-    response = Response(
-        ticket_id=ticket.id or 0,
-        kind=new.kind,
-        is_internal=new.is_internal or new.kind == ResponseKind.note,
-        staff_response=new.kind in (ResponseKind.agent, ResponseKind.note),
-        is_email_sourced=new.is_email_sourced,
-        created_by_email=new.created_by_email.lower() if new.created_by_email else None,
-        created_by_name=new.created_by_name,
-        subject=new.subject,
-        message_id=new.message_id,
-        plain_text=new.plain_text,
-        visible_text=new.visible_text or new.plain_text,
-        html=new.html,
-        verified=new.verified,
-        inbound_id=new.inbound_id,
-        created_at=now,
-        updated_at=now,
+    response = store.insert_response(
+        session,
+        {
+            "ticket_id": ticket.id or 0,
+            "kind": str(new.kind),
+            "is_internal": new.is_internal or new.kind == ResponseKind.note,
+            "is_pinned": False,
+            "staff_response": new.kind in (ResponseKind.agent, ResponseKind.note),
+            "is_email_sourced": new.is_email_sourced,
+            "created_by_email": new.created_by_email.lower() if new.created_by_email else None,
+            "created_by_name": new.created_by_name,
+            "subject": new.subject,
+            "message_id": new.message_id,
+            "plain_text": new.plain_text,
+            "visible_text": new.visible_text or new.plain_text,
+            "html": new.html,
+            "verified": new.verified,
+            "inbound_id": new.inbound_id,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.add(response)
-    session.flush()
     for item in new.attachments:
         digest = hashlib.sha256(item.data).hexdigest()
         store.store_blob(session, sha256=digest, data=item.data)
@@ -223,11 +225,12 @@ def _store_response(
                 sha256=digest,
             )
         )
+    if new.attachments:
+        session.flush()
     if new.message_id:
         store.record_message_id(
             session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in"
         )
-    session.flush()
     return response
 
 
