@@ -81,13 +81,13 @@ def create_ticket(
     `new_ticket` notices follow from it; `thread` threads them on the customer's mail). The
     CCs are bounded by `cc_limits` (services/cc_policy.py)."""
     now = change.clock.now()
-    queue = store.get_or_create_queue(session, queue_name or DEFAULT_QUEUE)
+    queue = queue_name or DEFAULT_QUEUE
     ticket = Ticket(
         number=store.next_ticket_number(session),
         subject=_clean_subject(subject),
         status=TicketStatus.open,
         priority=int(priority),
-        queue_id=queue.id or 0,
+        queue_id=store.queue_id_for(session, queue),
         originator_email=originator_email.lower(),
         originator_name=originator_name,
         created_at=now,
@@ -114,7 +114,7 @@ def create_ticket(
             "response_id": response.id,
             "public": not response.is_internal,
             "subject": ticket.subject,
-            "queue": queue.name,
+            "queue": queue,
             "priority": Priority(ticket.priority).name.capitalize(),
             "originator_email": ticket.originator_email,
             **({"message_id": response.message_id} if response.message_id else {}),

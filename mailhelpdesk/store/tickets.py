@@ -21,7 +21,7 @@ from mailhelpdesk.domain.models import (
     TicketCC,
     TicketTag,
 )
-from mailhelpdesk.store import rows
+from mailhelpdesk.store import lookups, rows
 
 TICKET_NUMBER_COUNTER = "ticket_number"
 _COUNTERS = rows.table_of(Counter)
@@ -33,6 +33,9 @@ def ensure_counters(session: Session) -> None:
     lock one existing row instead of racing to insert it."""
     if session.get(Counter, TICKET_NUMBER_COUNTER) is None:
         session.add(Counter(name=TICKET_NUMBER_COUNTER, value=FIRST_TICKET_NUMBER - 1))
+        session.flush()
+    if session.get(Counter, lookups.AGENTS_VERSION) is None:  # store/lookups.py
+        session.add(Counter(name=lookups.AGENTS_VERSION, value=0))
         session.flush()
 
 
@@ -83,6 +86,12 @@ def get_or_create_queue(session: Session, name: str, address: str = "") -> Queue
         session.add(queue)
         session.flush()
     return queue
+
+
+def queue_id_for(session: Session, name: str) -> int:
+    """The id of the queue called `name`, made if it does not exist (cached: store/lookups.py)."""
+    found = lookups.queue_id(session, name)
+    return found if found is not None else get_or_create_queue(session, name).id or 0
 
 
 def queue_names(session: Session) -> dict[int, str]:
