@@ -93,10 +93,10 @@ def create_ticket(
         created_at=now,
         updated_at=now,
         secure_id=new_secure_id(),
+        contact_id=contacts.contact_for(session, originator_email, name=originator_name, now=now),
     )
     session.add(ticket)
     session.flush()
-    contacts.attach_contact(session, ticket, name=originator_name, now=now)
     for email, name in capped(
         cc,
         present=set(),
@@ -210,6 +210,7 @@ def _store_response(
             "created_at": now,
             "updated_at": now,
         },
+        files=bool(new.attachments),
     )
     for item in new.attachments:
         digest = hashlib.sha256(item.data).hexdigest()

@@ -198,11 +198,12 @@ def record_message_id(session: Session, *, message_id: str, ticket_id: int, dire
 _NEW_RESPONSES = "mailhelpdesk.new_responses"
 
 
-def insert_response(session: Session, values: dict[str, object]) -> Response:
+def insert_response(session: Session, values: dict[str, object], *, files: bool) -> Response:
     """Write a message with one Core INSERT (store/rows.py); `get_response` finds it in this
-    session again without a SELECT (the notices and webhooks of its event read it)."""
+    session again without a SELECT (the notices and webhooks of its event read it), and
+    `attachments_of` knows without a query that it has none when `files` is False."""
     response = rows.insert_one(session, Response, values)
-    session.info.setdefault(_NEW_RESPONSES, {})[response.id] = response
+    session.info.setdefault(_NEW_RESPONSES, {})[response.id] = (response, files)
     return response
 
 
@@ -211,7 +212,7 @@ def get_response(session: Session, response_id: int) -> Response | None:
     (An id taken by a response whose savepoint rolled back is only ever handed out again to a
     response this session inserts, which replaces the remembered one.)"""
     made = session.info.get(_NEW_RESPONSES, {}).get(response_id)
-    return made if made is not None else session.get(Response, response_id)
+    return made[0] if made is not None else session.get(Response, response_id)
 
 
 def responses_of(session: Session, ticket_id: int) -> Sequence[Response]:
@@ -224,8 +225,9 @@ def responses_of(session: Session, ticket_id: int) -> Sequence[Response]:
 
 def attachments_of(session: Session, response_ids: Sequence[int]) -> dict[int, list[Attachment]]:
     found: dict[int, list[Attachment]] = {}
-    if not response_ids:
-        return found
+    made = session.info.get(_NEW_RESPONSES, {})
+    if all(i in made and not made[i][1] for i in response_ids):
+        return found  # none, or only messages this session wrote without files
     rows = session.exec(
         select(Attachment)
         .where(col(Attachment.response_id).in_(list(response_ids)))
