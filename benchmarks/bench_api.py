@@ -97,7 +97,7 @@ def summarise(elapsed: float, lat: list[float], n: int) -> tuple[float, float, f
 
 def report(name: str, clients: int, rate: float, p50: float, p99: float, errors: int) -> None:
     print(
-        f"{name:<22} clients={clients:<3} {rate:8.0f} req/s  p50={p50:6.1f} ms  "
+        f"{name:<22} clients={clients:<3} {rate:8.1f} req/s  p50={p50:6.1f} ms  "
         f"p99={p99:7.1f} ms  errors={errors}",
         flush=True,
     )
