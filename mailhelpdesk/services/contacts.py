@@ -20,7 +20,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.domain.models import Contact, Ticket, as_utc
+from mailhelpdesk.domain.models import Contact, as_utc
 from mailhelpdesk.errors import AddressTakenError, ContactNotFoundError, InvalidInputError
 from mailhelpdesk.services.views import ticket_headers
 from mailhelpdesk.store import contacts as store
@@ -81,20 +81,11 @@ def _object(session: Session, contact: Contact) -> dict[str, Any]:
     return contact_object(session, contact, ticket_count=counts.get(contact.id or 0, 0))
 
 
-def attach_contact(session: Session, ticket: Ticket, *, name: str, now: datetime) -> None:
-    """Give a new ticket the contact of its originator, making the contact on a first ticket.
-    A name learnt later fills a contact that had none, never overwrites one."""
-    contact_id = contact_for(session, ticket.originator_email, name=name, now=now)
-    if contact_id is not None:
-        ticket.contact_id = contact_id
-        session.add(ticket)
-        session.flush()
-
-
 def contact_for(session: Session, email: str, *, name: str, now: datetime) -> int | None:
-    """The id of the contact a new ticket from `email` belongs to (made on a first ticket;
-    None without an address), as `attach_contact` gives it: known before the ticket is written,
-    so the ticket's INSERT carries it (services/tickets.py)."""
+    """The id of the contact a new ticket from `email` belongs to, made on a first ticket (None
+    without an address). A name learnt later fills a contact that had none, never overwrites
+    one. Known before the ticket is written, so the ticket's INSERT carries it
+    (services/tickets.py)."""
     email = email.strip().lower()
     if not email:
         return None
