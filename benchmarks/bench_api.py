@@ -4,13 +4,18 @@ uvicorn doing one SQLite insert per request (same pragmas: WAL, synchronous=FULL
 and 64 concurrent clients, same run. Both servers run in processes of their own, apart from the
 load generator, so neither shares its interpreter with the clients.
 
-    python benchmarks/bench_api.py [--requests 600]
+    python benchmarks/bench_api.py [--requests 600] [--rounds 3] [--clients 1,16,64]
+        [--profile DIR]   # py-spy collapsed stacks of the daemon, first round
+
+Each client count alternates the daemon and the bare endpoint `--rounds` times and prints
+the medians of the rate ratio and of the p99 ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -72,20 +77,29 @@ async def drive(
             while not queue.empty():
                 i = queue.get_nowait()
                 started = time.perf_counter()
-                resp = await client.post(url, json=bodies[i], headers=headers_for(i))
+                try:
+                    resp = await client.post(url, json=bodies[i], headers=headers_for(i))
+                    errors += resp.status_code != 200
+                except httpx.TransportError:  # an overloaded server drops the connection
+                    errors += 1
                 latencies.append(time.perf_counter() - started)
-                errors += resp.status_code != 200
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
     return time.perf_counter() - started, latencies, errors
 
 
-def report(name: str, clients: int, n: int, elapsed: float, lat: list[float], errors: int) -> None:
-    lat.sort()
-    p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+def summarise(elapsed: float, lat: list[float], n: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of one run."""
+    lat = sorted(lat)
+    return n / elapsed, statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+
+
+def report(name: str, clients: int, rate: float, p50: float, p99: float, errors: int) -> None:
     print(
-        f"{name:<22} clients={clients:<3} {n / elapsed:8.0f} req/s  p50={p50:6.1f} ms  p99={p99:7.1f} ms  errors={errors}"
+        f"{name:<22} clients={clients:<3} {rate:8.1f} req/s  p50={p50:6.1f} ms  "
+        f"p99={p99:7.1f} ms  errors={errors}",
+        flush=True,
     )
 
 
@@ -104,9 +118,38 @@ def serve_bare(port: int, db: Path) -> None:
     uvicorn.run(bare_app(db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the daemon's GIL holder (collapsed stacks) until SIGINT."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--gil",  # only the thread holding the GIL: where the interpreter's time goes
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3, help="product/bare alternations")
+    parser.add_argument("--clients", default="1,16,64", help="comma-separated client counts")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="folder for py-spy collapsed stacks of the daemon (one file per client count, "
+        "taken during the first round)",
+    )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -126,7 +169,8 @@ def main() -> None:
                 .stdout.strip()
                 .splitlines()[-1]
             )
-            for clients in (1, 16, 64):
+            summary = []
+            for clients in (int(c) for c in args.clients.split(",")):
                 n = args.requests
                 bodies = [
                     {
@@ -135,23 +179,45 @@ def main() -> None:
                     }
                     for i in range(n)
                 ]
-                keys = [str(uuid.uuid4()) for _ in range(n)]
-                elapsed, lat, errors = asyncio.run(
-                    drive(
-                        f"http://127.0.0.1:{daemon.http_port}/api/create_ticket",
-                        bodies,
-                        lambda i, keys=keys: {
-                            "Authorization": f"Bearer {token}",
-                            "Idempotency-Key": keys[i],
-                        },
-                        clients,
+                rate_ratios, p99_ratios = [], []
+                for round_ in range(args.rounds):
+                    keys = [str(uuid.uuid4()) for _ in range(n)]
+                    spy = None
+                    if args.profile is not None and round_ == 0:
+                        args.profile.mkdir(parents=True, exist_ok=True)
+                        assert daemon.proc is not None
+                        spy = profile(daemon.proc.pid, args.profile / f"create-{clients}.txt")
+                        time.sleep(1)  # py-spy attaches
+                    elapsed, lat, errors = asyncio.run(
+                        drive(
+                            f"http://127.0.0.1:{daemon.http_port}/api/create_ticket",
+                            bodies,
+                            lambda i, keys=keys: {
+                                "Authorization": f"Bearer {token}",
+                                "Idempotency-Key": keys[i],
+                            },
+                            clients,
+                        )
                     )
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
+                    ours = summarise(elapsed, lat, n)
+                    report("mailhelpdesk create", clients, *ours, errors)
+                    elapsed, lat, errors = asyncio.run(
+                        drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients)
+                    )
+                    base = summarise(elapsed, lat, n)
+                    report("bare fastapi insert", clients, *base, errors)
+                    rate_ratios.append(ours[0] / base[0])
+                    p99_ratios.append(ours[2] / base[2])
+                summary.append(
+                    f"clients={clients:<3} median rate ratio {statistics.median(rate_ratios):.2f} "
+                    f"(rounds {', '.join(f'{r:.2f}' for r in rate_ratios)}), median p99 ratio "
+                    f"{statistics.median(p99_ratios):.2f} "
+                    f"(rounds {', '.join(f'{r:.2f}' for r in p99_ratios)})"
                 )
-                report("mailhelpdesk create", clients, n, elapsed, lat, errors)
-                elapsed, lat, errors = asyncio.run(
-                    drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients)
-                )
-                report("bare fastapi insert", clients, n, elapsed, lat, errors)
+            print("\n".join(summary))
         finally:
             bare.terminate()
             bare.wait(10)

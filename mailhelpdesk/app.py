@@ -48,6 +48,7 @@ from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.store import backlog, daemon_lock, idempotency, schema
 from mailhelpdesk.store.db import Database, read_scope, session_scope
+from mailhelpdesk.store.lookups import lookups_of
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
 from mailhelpdesk.transports.http_sender import DeliveryHandler, HttpSender
@@ -415,6 +416,9 @@ class App:
             )
         self.config, self.settings = new, settings
         environment.cache_clear()  # a changed [templates] dir, or files replaced in place
+        cached = lookups_of(self.engine)
+        if cached is not None:  # queues and agents are read afresh (store/lookups.py)
+            cached.clear()
         if self.smtp_handler is not None:
             self.smtp_handler.set_addresses(new.inbound_addresses())
         if self.api_runtime is not None:

@@ -44,7 +44,7 @@ from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.services.reactions import REPLY_CAUSE
 from mailhelpdesk.services.visibility import EVERYONE, Viewer
-from mailhelpdesk.store import outbox, ticket_query
+from mailhelpdesk.store import lookups, outbox
 from mailhelpdesk.store import tickets as store
 
 _LOOKS_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
@@ -192,7 +192,7 @@ def create_ticket(
             "secure_id": ticket.secure_id,
         }
     queue = queue_name or ticket_service.DEFAULT_QUEUE
-    if not ticket_query.queue_exists(session, queue) or not viewer.sees_queue(queue):
+    if lookups.queue_id(session, queue) is None or not viewer.sees_queue(queue):
         raise FieldError("data.queue_name", f"Queue '{queue}' not found.")
     rendered = _body(body, settings, {"customer_email": originator_email})
     first = ticket_service.NewResponse(

@@ -1,7 +1,7 @@
 """Contacts (resources.md §3): the customers behind the tickets.
 
 A contact is made by the first ticket opened for an address it does not know (mail, API,
-forward alike: `attach_contact`, called by `tickets.create_ticket`), or by the API. Mail from
+forward alike: `contact_for`, called by `tickets.create_ticket`), or by the API. Mail from
 any of a contact's addresses (main or alternate) belongs to that contact: its new tickets get
 the contact, and the address is a party to the contact's tickets (store/tickets.py
 `participant_emails`, the party rule of DESIGN.md §2). An address belongs to at most one
@@ -20,7 +20,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
-from mailhelpdesk.domain.models import Contact, Ticket, as_utc
+from mailhelpdesk.domain.models import Contact, as_utc
 from mailhelpdesk.errors import AddressTakenError, ContactNotFoundError, InvalidInputError
 from mailhelpdesk.services.views import ticket_headers
 from mailhelpdesk.store import contacts as store
@@ -81,12 +81,14 @@ def _object(session: Session, contact: Contact) -> dict[str, Any]:
     return contact_object(session, contact, ticket_count=counts.get(contact.id or 0, 0))
 
 
-def attach_contact(session: Session, ticket: Ticket, *, name: str, now: datetime) -> None:
-    """Give a new ticket the contact of its originator, making the contact on a first ticket.
-    A name learnt later fills a contact that had none, never overwrites one."""
-    email = ticket.originator_email.strip().lower()
+def contact_for(session: Session, email: str, *, name: str, now: datetime) -> int | None:
+    """The id of the contact a new ticket from `email` belongs to, made on a first ticket (None
+    without an address). A name learnt later fills a contact that had none, never overwrites
+    one. Known before the ticket is written, so the ticket's INSERT carries it
+    (services/tickets.py)."""
+    email = email.strip().lower()
     if not email:
-        return
+        return None
     contact = store.by_address(session, email)
     if contact is None:
         made = Contact(email=email, name=name[:400], created_at=now, updated_at=now)
@@ -94,10 +96,7 @@ def attach_contact(session: Session, ticket: Ticket, *, name: str, now: datetime
     elif name and not contact.name:
         contact.name, contact.updated_at = name[:400], now
         session.add(contact)
-    if contact is not None:
-        ticket.contact_id = contact.id
-        session.add(ticket)
-        session.flush()
+    return contact.id if contact is not None else None
 
 
 def get(session: Session, contact_id: int) -> Contact:

@@ -35,7 +35,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import CustomFieldConfig
 from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.links import status_url
-from mailhelpdesk.domain.models import OutboxItem, Queue, Ticket
+from mailhelpdesk.domain.models import OutboxItem, Ticket
 from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
@@ -50,7 +50,7 @@ from mailhelpdesk.mail.compose import (
 from mailhelpdesk.mail.render import NoticeRenderError, render_notice
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.services import sla_policy
-from mailhelpdesk.store import outbox
+from mailhelpdesk.store import lookups, outbox
 from mailhelpdesk.store import tickets as ticket_store
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def notice_context(
     agent_name: str = "",
 ) -> dict[str, Any]:
     """The data every notice template gets (plain values, never ORM objects)."""
-    queue = session.get(Queue, ticket.queue_id)
+    queue = lookups.queue_name(session, ticket.queue_id)
     secure_url = status_url(settings.public_url, ticket.secure_id)
     return {
         "helpdesk_name": settings.helpdesk_name,
@@ -186,7 +186,7 @@ def notice_context(
         "ticket_tag": ticket_tag(ticket),
         "ticket_subject": ticket.subject,
         "ticket_status": ticket.status,
-        "queue": queue.name if queue else "",
+        "queue": queue,
         "customer_name": ticket.originator_name,
         "customer_email": ticket.originator_email,
         "message_text": message_text[:50_000],

@@ -53,7 +53,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.enums import ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType, Origin
-from mailhelpdesk.domain.models import Queue, Response, Ticket
+from mailhelpdesk.domain.models import Response, Ticket
 from mailhelpdesk.mail.compose import AUTO_GENERATED, AUTO_REPLIED, OutgoingAttachment
 from mailhelpdesk.mail.redact import redact_signed_addresses
 from mailhelpdesk.services import hook_formats, notify, webhooks
@@ -61,6 +61,7 @@ from mailhelpdesk.services.context import ChangeContext
 from mailhelpdesk.services.notify import Recipient
 from mailhelpdesk.services.visibility import Viewer, agent_queues
 from mailhelpdesk.store import housekeeping as housekeeping_store
+from mailhelpdesk.store import lookups
 from mailhelpdesk.store import tickets as store
 
 Data = Mapping[str, Any]
@@ -299,13 +300,12 @@ def _recipients(
             for cc in store.ccs_of(session, ticket.id or 0)
             if cc.email.lower() != ticket.originator_email.lower()
         ]
-    every_agent = store.list_agents(session)
+    every_agent = lookups.agents(session)
     agents = [Recipient(a.email, a.name, a.id, agent_key=a.reply_key) for a in every_agent]
     if audience == Audience.acting_agent:
         return [a for a in agents if origin.actor.is_agent(a.email)]
     if audience == Audience.assignee_or_queue_agents:
-        queue = session.get(Queue, ticket.queue_id)
-        name = queue.name if queue else ""
+        name = lookups.queue_name(session, ticket.queue_id)
         seeing = {
             a.email.lower() for a in every_agent if Viewer(agent_queues(a.queues)).sees_queue(name)
         }
@@ -362,7 +362,7 @@ def _public_attachments(session: Session, ticket: Ticket) -> list[OutgoingAttach
 
 def _response_of(session: Session, data: Data) -> Response | None:
     response_id = data.get("response_id")
-    return session.get(Response, int(response_id)) if response_id else None
+    return store.get_response(session, int(response_id)) if response_id else None
 
 
 def _agent_name(session: Session, response: Response) -> str:

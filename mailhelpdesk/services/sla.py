@@ -24,9 +24,10 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.enums import Priority, TicketStatus
 from mailhelpdesk.domain.events import EventType
-from mailhelpdesk.domain.models import Queue, Setting, Ticket, TicketEvent, TicketSla, as_utc
+from mailhelpdesk.domain.models import Setting, Ticket, TicketEvent, TicketSla, as_utc
 from mailhelpdesk.domain.sla import Mark, SlaPolicy, Target, deadlines
 from mailhelpdesk.store import events as event_store
+from mailhelpdesk.store import lookups
 from mailhelpdesk.store import sla as store
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ def refresh(session: Session, ticket: Ticket, policy: SlaPolicy, now: datetime) 
     """Recompute and store the ticket's due times from its events."""
     ticket_id = ticket.id or 0
     row = store.get(session, ticket_id) or TicketSla(ticket_id=ticket_id, computed_at=now)
-    queue = session.get(Queue, ticket.queue_id)
-    rule = policy.rule_for(queue.name if queue else "", Priority(ticket.priority).name.capitalize())
+    queue = lookups.queue_name(session, ticket.queue_id)
+    rule = policy.rule_for(queue, Priority(ticket.priority).name.capitalize())
     found = (
         deadlines(policy, rule, timeline(event_store.for_ticket(session, ticket_id)))
         if rule is not None

@@ -81,22 +81,22 @@ def create_ticket(
     `new_ticket` notices follow from it; `thread` threads them on the customer's mail). The
     CCs are bounded by `cc_limits` (services/cc_policy.py)."""
     now = change.clock.now()
-    queue = store.get_or_create_queue(session, queue_name or DEFAULT_QUEUE)
+    queue = queue_name or DEFAULT_QUEUE
     ticket = Ticket(
         number=store.next_ticket_number(session),
         subject=_clean_subject(subject),
         status=TicketStatus.open,
         priority=int(priority),
-        queue_id=queue.id or 0,
+        queue_id=store.queue_id_for(session, queue),
         originator_email=originator_email.lower(),
         originator_name=originator_name,
         created_at=now,
         updated_at=now,
         secure_id=new_secure_id(),
+        contact_id=contacts.contact_for(session, originator_email, name=originator_name, now=now),
     )
     session.add(ticket)
     session.flush()
-    contacts.attach_contact(session, ticket, name=originator_name, now=now)
     for email, name in capped(
         cc,
         present=set(),
@@ -114,7 +114,7 @@ def create_ticket(
             "response_id": response.id,
             "public": not response.is_internal,
             "subject": ticket.subject,
-            "queue": queue.name,
+            "queue": queue,
             "priority": Priority(ticket.priority).name.capitalize(),
             "originator_email": ticket.originator_email,
             **({"message_id": response.message_id} if response.message_id else {}),
@@ -189,26 +189,29 @@ def add_response(
 def _store_response(
     session: Session, ticket: Ticket, new: NewResponse, *, now: datetime
 ) -> Response:
-    response = Response(
-        ticket_id=ticket.id or 0,
-        kind=new.kind,
-        is_internal=new.is_internal or new.kind == ResponseKind.note,
-        staff_response=new.kind in (ResponseKind.agent, ResponseKind.note),
-        is_email_sourced=new.is_email_sourced,
-        created_by_email=new.created_by_email.lower() if new.created_by_email else None,
-        created_by_name=new.created_by_name,
-        subject=new.subject,
-        message_id=new.message_id,
-        plain_text=new.plain_text,
-        visible_text=new.visible_text or new.plain_text,
-        html=new.html,
-        verified=new.verified,
-        inbound_id=new.inbound_id,
-        created_at=now,
-        updated_at=now,
+    response = store.insert_response(
+        session,
+        {
+            "ticket_id": ticket.id or 0,
+            "kind": str(new.kind),
+            "is_internal": new.is_internal or new.kind == ResponseKind.note,
+            "is_pinned": False,
+            "staff_response": new.kind in (ResponseKind.agent, ResponseKind.note),
+            "is_email_sourced": new.is_email_sourced,
+            "created_by_email": new.created_by_email.lower() if new.created_by_email else None,
+            "created_by_name": new.created_by_name,
+            "subject": new.subject,
+            "message_id": new.message_id,
+            "plain_text": new.plain_text,
+            "visible_text": new.visible_text or new.plain_text,
+            "html": new.html,
+            "verified": new.verified,
+            "inbound_id": new.inbound_id,
+            "created_at": now,
+            "updated_at": now,
+        },
+        files=bool(new.attachments),
     )
-    session.add(response)
-    session.flush()
     for item in new.attachments:
         digest = hashlib.sha256(item.data).hexdigest()
         store.store_blob(session, sha256=digest, data=item.data)
@@ -223,11 +226,12 @@ def _store_response(
                 sha256=digest,
             )
         )
+    if new.attachments:
+        session.flush()
     if new.message_id:
         store.record_message_id(
             session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in"
         )
-    session.flush()
     return response
 
 

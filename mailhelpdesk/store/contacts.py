@@ -19,10 +19,11 @@ def get(session: Session, contact_id: int) -> Contact | None:
 
 def by_address(session: Session, email: str) -> Contact | None:
     """The contact that `email` (main or alternate, any case) belongs to, or None."""
-    row = session.exec(
-        select(ContactAddress).where(ContactAddress.email == email.strip().lower())
+    return session.exec(
+        select(Contact)
+        .join(ContactAddress, col(ContactAddress.contact_id) == col(Contact.id))
+        .where(ContactAddress.email == email.strip().lower())
     ).first()
-    return session.get(Contact, row.contact_id) if row is not None else None
 
 
 def owners(session: Session, emails: Sequence[str]) -> dict[str, int]:

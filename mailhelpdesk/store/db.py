@@ -28,6 +28,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
+from mailhelpdesk.store.lookups import LOOKUPS_OPTION, Lookups
+
 # SQLite has one writer. Threads of this process queue for it on a lock instead of in SQLite's
 # busy handler, which sleeps in growing steps (up to 100 ms) and made p99 latencies of seconds
 # under concurrent API writes. The lock is made with the engine and travels in its execution
@@ -104,12 +106,14 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
-        engine.update_execution_options(**{WRITE_LOCK_OPTION: threading.RLock()})
+        engine.update_execution_options(
+            **{WRITE_LOCK_OPTION: threading.RLock(), LOOKUPS_OPTION: Lookups()}
+        )
         return engine
     # jit off: PostgreSQL compiles a plan to machine code when its cost estimate is high (a
     # count over 100,000 tickets is), which took 100-500 ms of a 5 ms list query; the desk's
     # queries are short, and never gain from it (docs/performance.md, "Search")
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
@@ -117,6 +121,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         hide_parameters=True,
         connect_args={"options": "-c jit=off"},
     )
+    engine.update_execution_options(**{LOOKUPS_OPTION: Lookups()})  # store/lookups.py
+    return engine
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.events import EventType, Origin
 from mailhelpdesk.domain.models import TicketEvent
+from mailhelpdesk.store import rows
 
 
 def append(
@@ -23,19 +24,21 @@ def append(
     origin: Origin,
     data: Mapping[str, Any],
 ) -> TicketEvent:
-    row = TicketEvent(
-        ticket_id=ticket_id,
-        type=type.value,
-        at=at,
-        actor_kind=origin.actor.kind.value,
-        actor_email=origin.actor.email,
-        actor_name=origin.actor.name[:400],
-        channel=origin.channel.value,
-        data=json.dumps(dict(data), ensure_ascii=False, sort_keys=True, default=str),
+    """One Core INSERT (store/rows.py): an event is never changed after it is written."""
+    return rows.insert_one(
+        session,
+        TicketEvent,
+        {
+            "ticket_id": ticket_id,
+            "type": type.value,
+            "at": at,
+            "actor_kind": origin.actor.kind.value,
+            "actor_email": origin.actor.email,
+            "actor_name": origin.actor.name[:400],
+            "channel": origin.channel.value,
+            "data": json.dumps(dict(data), ensure_ascii=False, sort_keys=True, default=str),
+        },
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def for_ticket(session: Session, ticket_id: int) -> Sequence[TicketEvent]:

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 # the state enum lives in domain/enums.py; callers keep using it as outbox.OutboxState
 from mailhelpdesk.domain.enums import OutboxState
 from mailhelpdesk.domain.models import OutboxItem, SuppressedAddress, as_utc
-from mailhelpdesk.store import deliveries
+from mailhelpdesk.store import deliveries, rows
 
 STATES = tuple(OutboxState)
 
@@ -47,25 +47,29 @@ def enqueue(
     last_error: str = "",
     compose_spec: str | None = None,
 ) -> OutboxItem:
-    item = OutboxItem(
-        created_at=now,
-        kind=kind,
-        ticket_id=ticket_id,
-        message_id=message_id,
-        mail_from=mail_from,
-        rcpt_tos=" ".join(rcpt_tos),
-        primary_rcpt=rcpt_tos[0].lower(),
-        is_automatic=is_automatic,
-        raw=raw,
-        state=state,
-        next_attempt_at=now,
-        deadline_at=deadline_at,
-        last_error=last_error,
-        compose_spec=compose_spec,
+    """One Core INSERT (store/rows.py); the row as written, with its id."""
+    return rows.insert_one(
+        session,
+        OutboxItem,
+        {
+            "created_at": now,
+            "kind": kind,
+            "ticket_id": ticket_id,
+            "message_id": message_id,
+            "mail_from": mail_from,
+            "rcpt_tos": " ".join(rcpt_tos),
+            "primary_rcpt": rcpt_tos[0].lower(),
+            "is_automatic": is_automatic,
+            "raw": raw,
+            "state": state,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "deadline_at": deadline_at,
+            "last_error": last_error,
+            "sent_at": None,
+            "compose_spec": compose_spec,
+        },
     )
-    session.add(item)
-    session.flush()
-    return item
 
 
 def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import false, func
+from sqlalchemy import false, func, update
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import (
@@ -21,8 +21,10 @@ from mailhelpdesk.domain.models import (
     TicketCC,
     TicketTag,
 )
+from mailhelpdesk.store import lookups, rows
 
 TICKET_NUMBER_COUNTER = "ticket_number"
+_COUNTERS = rows.table_of(Counter)
 FIRST_TICKET_NUMBER = 100001
 
 
@@ -32,10 +34,30 @@ def ensure_counters(session: Session) -> None:
     if session.get(Counter, TICKET_NUMBER_COUNTER) is None:
         session.add(Counter(name=TICKET_NUMBER_COUNTER, value=FIRST_TICKET_NUMBER - 1))
         session.flush()
+    if session.get(Counter, lookups.AGENTS_VERSION) is None:  # store/lookups.py
+        session.add(Counter(name=lookups.AGENTS_VERSION, value=0))
+        session.flush()
 
 
 def next_ticket_number(session: Session) -> int:
-    """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers."""
+    """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers.
+    One `UPDATE … RETURNING` (SQLite >= 3.35, PostgreSQL) in the usual case: the counter row is
+    made at start-up (ensure_counters)."""
+    taken = (
+        session.connection()
+        .execute(
+            update(_COUNTERS)
+            .where(_COUNTERS.c.name == TICKET_NUMBER_COUNTER)
+            .values(value=_COUNTERS.c.value + 1)
+            .returning(_COUNTERS.c.value)
+        )
+        .first()
+    )
+    if taken is not None:
+        stale = session.identity_map.get(session.identity_key(Counter, TICKET_NUMBER_COUNTER))
+        if stale is not None:  # a Counter object read earlier in this session is now behind
+            session.expire(stale)
+        return int(taken[0])
     counter = session.exec(
         select(Counter).where(Counter.name == TICKET_NUMBER_COUNTER).with_for_update()
     ).first()
@@ -64,6 +86,12 @@ def get_or_create_queue(session: Session, name: str, address: str = "") -> Queue
         session.add(queue)
         session.flush()
     return queue
+
+
+def queue_id_for(session: Session, name: str) -> int:
+    """The id of the queue called `name`, made if it does not exist (cached: store/lookups.py)."""
+    found = lookups.queue_id(session, name)
+    return found if found is not None else get_or_create_queue(session, name).id or 0
 
 
 def queue_names(session: Session) -> dict[int, str]:
@@ -158,7 +186,33 @@ def is_forward_message_id(session: Session, message_id: str) -> bool:
 
 
 def record_message_id(session: Session, *, message_id: str, ticket_id: int, direction: str) -> None:
-    session.add(KnownMessageId(message_id=message_id, ticket_id=ticket_id, direction=direction))
+    """One Core INSERT at once (store/rows.py): the row is never changed afterwards."""
+    rows.insert_many(
+        session,
+        KnownMessageId,
+        [{"message_id": message_id, "ticket_id": ticket_id, "direction": direction}],
+    )
+
+
+# session.info key: the responses this session inserted (insert_response), by id
+_NEW_RESPONSES = "mailhelpdesk.new_responses"
+
+
+def insert_response(session: Session, values: dict[str, object], *, files: bool) -> Response:
+    """Write a message with one Core INSERT (store/rows.py); `get_response` finds it in this
+    session again without a SELECT (the notices and webhooks of its event read it), and
+    `attachments_of` knows without a query that it has none when `files` is False."""
+    response = rows.insert_one(session, Response, values)
+    session.info.setdefault(_NEW_RESPONSES, {})[response.id] = (response, files)
+    return response
+
+
+def get_response(session: Session, response_id: int) -> Response | None:
+    """The response with this id: the one this session just inserted, else from the database.
+    (An id taken by a response whose savepoint rolled back is only ever handed out again to a
+    response this session inserts, which replaces the remembered one.)"""
+    made = session.info.get(_NEW_RESPONSES, {}).get(response_id)
+    return made[0] if made is not None else session.get(Response, response_id)
 
 
 def responses_of(session: Session, ticket_id: int) -> Sequence[Response]:
@@ -171,8 +225,9 @@ def responses_of(session: Session, ticket_id: int) -> Sequence[Response]:
 
 def attachments_of(session: Session, response_ids: Sequence[int]) -> dict[int, list[Attachment]]:
     found: dict[int, list[Attachment]] = {}
-    if not response_ids:
-        return found
+    made = session.info.get(_NEW_RESPONSES, {})
+    if all(i in made and not made[i][1] for i in response_ids):
+        return found  # none, or only messages this session wrote without files
     rows = session.exec(
         select(Attachment)
         .where(col(Attachment.response_id).in_(list(response_ids)))

@@ -1,0 +1,42 @@
+"""Append-only rows written with one SQLAlchemy Core INSERT instead of the ORM's unit of work.
+
+Why: a ticket's change writes several rows that are never updated afterwards in the same
+transaction (its event, its first message, its notices, their Message-IDs). Adding each as an
+ORM object and flushing costs the unit of work (state tracking, dependency sort, identity map)
+for what is one INSERT; on the API's create path that was the largest item of the profile
+(docs/performance.md, "HTTP API"). `domain/models.py` stays the one description of the tables:
+these statements are built from `Model.__table__`.
+
+The object handed back is a plain (transient) instance carrying the new id, for the callers that
+read fields off it; it is not in the session, so nothing flushes it a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlmodel import Session, SQLModel
+
+M = TypeVar("M", bound=SQLModel)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
+    """INSERT one row of `model` in the session's transaction; the row as an object with its id
+    (RETURNING on PostgreSQL, the rowid on SQLite: whatever the dialect does for a primary key)."""
+    result = session.connection().execute(table_of(model).insert(), dict(values))
+    key = result.inserted_primary_key
+    return model(**values, id=key[0] if key else None)
+
+
+def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT many rows of `model` as one executemany (no ids needed back)."""
+    if rows:
+        session.connection().execute(table_of(model).insert(), [dict(r) for r in rows])
