@@ -44,7 +44,7 @@ from mailhelpdesk.services import (
 )
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
-from mailhelpdesk.store import backlog, daemon_lock, idempotency, schema
+from mailhelpdesk.store import backlog, daemon_lock, idempotency, leases, schema
 from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
 from mailhelpdesk.store.webhooks import secret_ref_for
@@ -200,6 +200,8 @@ class App:
         self.settings = settings
         self.metrics = Metrics()
         self.started_at = time.time()
+        # names this daemon in the leases it holds (several daemons may share a PostgreSQL)
+        self.daemon_id = leases.daemon_id()
         self.last_ingest_at: float | None = None
         self.ingest_errors = 0
         self._wakeup = asyncio.Event()
@@ -282,8 +284,11 @@ class App:
             self.smtp_server = server
             log.info("smtp listening host=%s port=%s", listener.host, self.smtp_port)
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
-        # a changed [[sla]] or [business_hours] moves the due times of every open ticket
-        await asyncio.get_running_loop().run_in_executor(self.db, self.recompute_sla)
+        # a changed [[sla]] or [business_hours] moves the due times of every open ticket; with
+        # several daemons starting together, the one holding the job's lease does it
+        await asyncio.get_running_loop().run_in_executor(
+            self.db, self._once_leased, "job:sla recompute", self.recompute_sla
+        )
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
         self._schedule("sla escalation", 60, self.escalate_sla)
@@ -328,6 +333,8 @@ class App:
                     clock=self.clock,
                     executor=self.db,
                     on_kept=self._kept_imap,
+                    holder=self.daemon_id,
+                    lease_ttl_s=self.config.cluster.lease_ttl_s,
                 )
                 self.pollers.append(poller)
                 poller.start()
@@ -429,7 +436,7 @@ class App:
         if self.spool_writer is not None:
             await self.spool_writer.stop()
         for poller in self.pollers:
-            await poller.stop()
+            await poller.stop()  # releases its mailbox's lease: another daemon takes over now
         if self.http_server is not None:
             self.http_server.should_exit = True
         if self.scheduler.running:
@@ -442,6 +449,8 @@ class App:
             await self.sender.stop()
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
             await self.http_sender.stop()
+        with contextlib.suppress(Exception):  # unreleased, they expire: nothing is lost
+            await asyncio.get_running_loop().run_in_executor(self.db, self._release_leases)
         self.database.close()
         if self._daemon_lock is not None:
             self._daemon_lock.release()
@@ -450,11 +459,24 @@ class App:
     def _schedule(self, name: str, every_s: float, job: Callable[[], object]) -> None:
         """Run `job` on the DB thread now and every `every_s` (APScheduler, in-memory job store:
         the state the jobs act on lives in the database, so a restart loses nothing). One run at a
-        time, missed runs coalesced; a failure is logged and retried on the next round."""
+        time, missed runs coalesced; a failure is logged and retried on the next round.
+
+        With several daemons on one database, a job runs only on the daemon holding its lease
+        `job:<name>`, taken for one interval plus `[cluster] lease_ttl_s`: the holder renews it at
+        each run and keeps the job; the others skip it until the holder stops (it releases its
+        leases) or dies (the lease expires), so the fleet runs each job once per interval."""
+        resource = f"job:{name}"
+        ttl_s = every_s + self.config.cluster.lease_ttl_s
+
+        def leased() -> object:
+            if not self._take_lease(resource, ttl_s):
+                log.debug("%s skipped: another daemon holds %s", name, resource)
+                return None
+            return job()
 
         async def run() -> None:
             try:
-                await asyncio.get_running_loop().run_in_executor(self.db, job)
+                await asyncio.get_running_loop().run_in_executor(self.db, leased)
             except asyncio.CancelledError:
                 # shutdown while the job runs: the job's transaction finishes or rolls back on
                 # the DB thread (closing the Database waits for it); nothing to report
@@ -475,6 +497,37 @@ class App:
             misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )
+
+    def _take_lease(self, resource: str, ttl_s: float) -> bool:
+        with session_scope(self.engine) as session:
+            return leases.take(
+                session, resource, holder=self.daemon_id, now=self.clock.now(), ttl_s=ttl_s
+            )
+
+    def _once_leased(self, resource: str, job: Callable[[], object]) -> object:
+        """Run `job` unless another daemon holds `resource`; release the lease after it."""
+        if not self._take_lease(resource, self.config.cluster.lease_ttl_s):
+            return None
+        try:
+            return job()
+        finally:
+            with session_scope(self.engine) as session:
+                leases.release(session, resource, holder=self.daemon_id)
+
+    def _release_leases(self) -> None:
+        with session_scope(self.engine) as session:
+            released = leases.release_all(session, holder=self.daemon_id)
+        if released:
+            log.info("leases released count=%s holder=%s", released, self.daemon_id)
+
+    def held_leases(self) -> list[dict[str, object]]:
+        """The leases this daemon holds now (what /healthz shows)."""
+        now = self.clock.now()
+        with read_scope(self.engine) as session:
+            return [
+                leases.describe(lease, now)
+                for lease in leases.held(session, holder=self.daemon_id, now=now)
+            ]
 
     def scheduler_change(self) -> ChangeContext:
         """What the scheduler's jobs change, they change as the helpdesk itself."""
@@ -633,9 +686,11 @@ class App:
     def health(self) -> dict[str, Any]:
         """Runs on the HTTP worker thread; reads with its own short session."""
         status, todo, db_error = "ok", None, None
+        held: list[dict[str, object]] | None = None
         try:
             with read_scope(self.engine) as session:
                 todo = backlog.backlog(session)
+            held = self.held_leases()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             status, db_error = "degraded", type(exc).__name__
         return {
@@ -651,6 +706,8 @@ class App:
             "config_generation": self.config_generation,
             "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,
             "imap_mailboxes": {p.name: p.status() for p in self.pollers},
+            # which daemon this is, and what it works alone (docs/operations.md "Scale-out")
+            "cluster": {"daemon_id": self.daemon_id, "leases": held},
         }
 
     def render_metrics(self) -> bytes:
