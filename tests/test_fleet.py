@@ -63,7 +63,7 @@ def _assert_filed_once(fleet: Fleet, tag: str) -> None:
 
 
 def _assert_one_ticket_per_key(fleet: Fleet, answers: list, tag: str) -> None:  # type: ignore[type-arg]
-    for n, (first, second) in enumerate(answers):
+    for first, second in answers:
         assert first.status_code == 200, first.text
         assert second.status_code == 200, second.text
         assert first.json()["data"]["ticket_number"] == second.json()["data"]["ticket_number"]
