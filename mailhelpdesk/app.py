@@ -165,8 +165,10 @@ def build_app(config: Config, *, clock: Clock | None = None) -> App:
     build it this way. Raises ConfigError or SQLAlchemyError with nothing left open."""
     database = Database(config.database.url, sqlite_synchronous=config.database.sqlite_synchronous)
     try:
-        schema.upgrade(database.engine)
-        sync_config(database.engine, config)
+        # several daemons on one PostgreSQL take turns at preparing the store
+        with daemon_lock.startup_lock(database.engine):
+            schema.upgrade(database.engine)
+            sync_config(database.engine, config)
         settings = worker.load_settings(database.engine, config)
         secrets = delivery_secrets(config)
     except BaseException:
