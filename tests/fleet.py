@@ -11,6 +11,7 @@ Idempotency-Key and a 409 `idempotency_key_in_progress` after a short wait.
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import threading
 import time
@@ -226,7 +227,7 @@ class Fleet:
         jobs: list[Callable[[], Any]] = []
         answers: list[Any] = [None] * len(keys)
         for i, raw in enumerate(smtp):
-            jobs.append(lambda i=i, raw=raw: self.send_smtp(i % self.size, raw))
+            jobs.append(functools.partial(self.send_smtp, i % self.size, raw))
         pair_pool = ThreadPoolExecutor(2 * workers)
 
         def pair(n: int, key: str, body: dict[str, Any]) -> None:
@@ -235,7 +236,7 @@ class Fleet:
             answers[n] = (first.result(), second.result())
 
         for n, (key, body) in enumerate(keys):
-            jobs.append(lambda n=n, key=key, body=body: pair(n, key, body))
+            jobs.append(functools.partial(pair, n, key, body))
         # interleave mail and API calls, so both kinds are in flight at the kill
         order = _interleave(jobs[: len(smtp)], jobs[len(smtp) :])
         done = Counter[str]()

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.dovecot import Dovecot
@@ -31,6 +32,9 @@ N_SMTP = int(os.environ.get("FLEET_SMTP", "300"))
 M_IMAP = int(os.environ.get("FLEET_IMAP", "100"))
 K_KEYS = int(os.environ.get("FLEET_KEYS", "100"))
 SENDER_BATCH = 50  # transports/smtp_sender.py: rows one sender claims at a time
+
+
+Answers = tuple[httpx.Response, httpx.Response]  # both answers to one Idempotency-Key
 
 
 @pytest.fixture
@@ -62,7 +66,7 @@ def _assert_filed_once(fleet: Fleet, tag: str) -> None:
     assert fleet.count("SELECT count(*) FROM tickets") == N_SMTP + M_IMAP + K_KEYS
 
 
-def _assert_one_ticket_per_key(fleet: Fleet, answers: list, tag: str) -> None:  # type: ignore[type-arg]
+def _assert_one_ticket_per_key(fleet: Fleet, answers: list[Answers], tag: str) -> None:
     for first, second in answers:
         assert first.status_code == 200, first.text
         assert second.status_code == 200, second.text
@@ -84,7 +88,7 @@ def _acknowledgements(fleet: Fleet) -> int:
     return acks
 
 
-def _run(fleet: Fleet, tag: str, *, kill: bool) -> tuple[list, dict[str, int]]:  # type: ignore[type-arg]
+def _run(fleet: Fleet, tag: str, *, kill: bool) -> tuple[list[Answers], dict[str, int]]:
     """Drive the traffic (the first half of the mailbox before, the second half after the
     middle); returns the API answers and what happened at the middle."""
     smtp = [smtp_mail(i, tag)[1] for i in range(N_SMTP)]
