@@ -250,6 +250,9 @@ class App:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             self._daemon_lock = daemon_lock.acquire(self.config.database.url)
+            if self._daemon_lock.exclusive:
+                # the one daemon on this SQLite file: leases left behind are a dead daemon's
+                await loop.run_in_executor(self.db, self._clear_leases)
             await self.start()
             log.info(
                 "mailhelpdesk serving config=%s database=%s",
@@ -515,6 +518,12 @@ class App:
         finally:
             with session_scope(self.engine) as session:
                 leases.release(session, resource, holder=self.daemon_id)
+
+    def _clear_leases(self) -> None:
+        with session_scope(self.engine) as session:
+            cleared = leases.clear(session)
+        if cleared:
+            log.info("leases of a daemon that did not stop cleanly cleared count=%s", cleared)
 
     def _release_leases(self) -> None:
         with session_scope(self.engine) as session:

@@ -36,6 +36,11 @@ class DaemonLock:
     def __init__(self, handle: IO[str] | None) -> None:
         self._handle = handle
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether this process is the only daemon on the database (a SQLite file it locked)."""
+        return self._handle is not None
+
     def release(self) -> None:
         if self._handle is not None:
             self._handle.close()  # closing the descriptor drops the lock

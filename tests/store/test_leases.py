@@ -103,3 +103,12 @@ def test_racing_daemons_never_both_win(postgres: Postgres) -> None:
         assert rows == {r: w[0] for r, w in wins.items()}
     finally:
         engine.dispose()
+
+
+def test_clear_forgets_every_holder(engine: Engine) -> None:
+    """What the one SQLite daemon does at start: the holders of leases left are dead."""
+    assert _take(engine, "dead", T0)
+    assert _take(engine, "dead", T0, resource="job:auto-close")
+    with session_scope(engine) as session:
+        assert leases.clear(session) == 2
+    assert _take(engine, "new", T0 + timedelta(seconds=1))  # at once, not after expiry
