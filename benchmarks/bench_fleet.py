@@ -229,6 +229,35 @@ def compare(args: argparse.Namespace) -> None:
         print(f"  {name}: {figures}")
 
 
+def idle_load(seconds: float) -> None:
+    """What one PostgreSQL daemon costs the database while it has nothing to do (its loops
+    polling the spool and the outbox, its lease renewals), per second, nobody polling /healthz:
+    the per-message figures above include this for the length of each run."""
+    server = Postgres()
+    try:
+        with_pg_stat_statements(server)
+        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
+        engine = make_engine(admin)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        engine.dispose()
+        url = server.create_database()
+        database = url.rsplit("/", 1)[1]
+        daemons = start_daemons(Path(tempfile.mkdtemp(prefix="bench-fleet-idle-")), url, 1)
+        try:
+            daemons[0].wait_idle(timeout=120, sending=True)
+            time.sleep(15)  # the start-up jobs' first round is over
+            before = pg_counters(admin, database)
+            time.sleep(seconds)  # measuring an idle daemon: nothing to wait for but time
+            after = pg_counters(admin, database)
+        finally:
+            daemons[0].stop()
+    finally:
+        server.stop()
+    figures = ", ".join(f"{k} {(after[k] - before[k]) / seconds:.2f}" for k in after)
+    print(f"one idle PostgreSQL daemon, per second over {seconds:.0f} s: {figures}")
+
+
 def full_fleet() -> int:
     """The fleet test's SIGKILL scenario at the issue's size, through pytest (same checks)."""
     print(f"machine before: {uptime()}")
@@ -269,7 +298,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--full-fleet", action="store_true")
+    parser.add_argument(
+        "--idle", type=float, default=0, metavar="SECONDS", help="measure an idle daemon"
+    )
     args = parser.parse_args()
+    if args.idle:
+        idle_load(args.idle)
+        return
     if args.full_fleet:
         sys.exit(full_fleet())
     compare(args)
