@@ -258,6 +258,62 @@ def idle_load(seconds: float) -> None:
     print(f"one idle PostgreSQL daemon, per second over {seconds:.0f} s: {figures}")
 
 
+def load_per_message(count: int, connections: int, idle_s: float = 30) -> None:
+    """The database work of filing and notifying one message, net of what the daemon does
+    anyway: one PostgreSQL daemon is measured idle for `idle_s` first, then given `count`
+    messages; progress is read once a second on one connection (nobody polls /healthz), and
+    the idle rate times the run's length is taken off the counters."""
+    server = Postgres()
+    try:
+        with_pg_stat_statements(server)
+        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
+        engine = make_engine(admin)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        engine.dispose()
+        url = server.create_database()
+        database = url.rsplit("/", 1)[1]
+        daemons = start_daemons(Path(tempfile.mkdtemp(prefix="bench-fleet-load-")), url, 1)
+        watch = make_engine(url)
+        try:
+            daemons[0].wait_idle(timeout=120, sending=True)
+            time.sleep(15)  # the start-up jobs' first round is over
+            idle0 = pg_counters(admin, database)
+            time.sleep(idle_s)  # measuring the idle daemon: nothing to wait for but time
+            idle1 = pg_counters(admin, database)
+            started = time.perf_counter()
+            send_all(daemons, messages(count), connections)
+            with watch.connect() as conn:
+                while True:
+                    left = conn.execute(
+                        text(
+                            "SELECT (SELECT count(*) FROM inbound_messages WHERE state = 'new')"
+                            " + (SELECT count(*) FROM outbox WHERE state = 'queued')"
+                            " + (SELECT count(*) < :n FROM inbound_messages)::int"
+                        ),
+                        {"n": count},
+                    ).scalar_one()
+                    conn.rollback()
+                    if not left:
+                        break
+                    time.sleep(1)
+            seconds = time.perf_counter() - started
+            done = pg_counters(admin, database)
+        finally:
+            watch.dispose()
+            daemons[0].stop()
+    finally:
+        server.stop()
+    print(f"{count} messages filed and notified in {seconds:.1f} s by one PostgreSQL daemon")
+    for key in done:
+        idle_rate = (idle1[key] - idle0[key]) / idle_s
+        gross = (done[key] - idle1[key]) / count
+        net = (done[key] - idle1[key] - idle_rate * seconds) / count
+        print(
+            f"  {key:14} per message {net:6.1f} net of idle ({gross:.1f} gross; idle {idle_rate:.2f}/s)"
+        )
+
+
 def full_fleet() -> int:
     """The fleet test's SIGKILL scenario at the issue's size, through pytest (same checks)."""
     print(f"machine before: {uptime()}")
@@ -301,7 +357,15 @@ def main() -> None:
     parser.add_argument(
         "--idle", type=float, default=0, metavar="SECONDS", help="measure an idle daemon"
     )
+    parser.add_argument(
+        "--load", action="store_true", help="the database work per message, net of idle"
+    )
     args = parser.parse_args()
+    if args.load:
+        print(f"machine before: {uptime()}")
+        load_per_message(args.messages, args.connections)
+        print(f"machine after: {uptime()}")
+        return
     if args.idle:
         idle_load(args.idle)
         return
