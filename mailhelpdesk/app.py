@@ -46,7 +46,7 @@ from mailhelpdesk.services import (
 )
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.context import ChangeContext
-from mailhelpdesk.store import backlog, daemon_lock, idempotency, schema
+from mailhelpdesk.store import backlog, daemon_lock, idempotency, leases, schema
 from mailhelpdesk.store.db import Database, read_scope, session_scope
 from mailhelpdesk.store.lookups import lookups_of
 from mailhelpdesk.store.setup import sync_config
@@ -169,8 +169,10 @@ def build_app(config: Config, *, clock: Clock | None = None) -> App:
     build it this way. Raises ConfigError or SQLAlchemyError with nothing left open."""
     database = Database(config.database.url, sqlite_synchronous=config.database.sqlite_synchronous)
     try:
-        schema.upgrade(database.engine)
-        sync_config(database.engine, config)
+        # several daemons on one PostgreSQL take turns at preparing the store
+        with daemon_lock.startup_lock(database.engine):
+            schema.upgrade(database.engine)
+            sync_config(database.engine, config)
         settings = worker.load_settings(database.engine, config)
         secrets = delivery_secrets(config)
     except BaseException:
@@ -204,6 +206,8 @@ class App:
         self.settings = settings
         self.metrics = Metrics()
         self.started_at = time.time()
+        # names this daemon in the leases it holds (several daemons may share a PostgreSQL)
+        self.daemon_id = leases.daemon_id()
         self.last_ingest_at: float | None = None
         self.ingest_errors = 0
         self._wakeup = asyncio.Event()
@@ -257,6 +261,9 @@ class App:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             self._daemon_lock = daemon_lock.acquire(self.config.database.url)
+            if self._daemon_lock.exclusive:
+                # the one daemon on this SQLite file: leases left behind are a dead daemon's
+                await loop.run_in_executor(self.db, self._clear_leases)
             await self.start()
             log.info(
                 "mailhelpdesk serving config=%s database=%s",
@@ -298,7 +305,8 @@ class App:
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         # a changed [[sla]] or [business_hours] moves the due times of every open ticket: in
         # the background, a slice at a time, so a large desk does not keep the daemon from
-        # serving (40,000 open tickets took minutes)
+        # serving (40,000 open tickets took minutes); with several daemons starting together,
+        # the one holding the job's lease does it
         self._tasks.append(asyncio.create_task(self._recompute_sla_at_start(), name="sla"))
         self.scheduler.start()
         self._schedule("on-hold wake-up", 60, self.wake_on_hold)
@@ -344,6 +352,8 @@ class App:
                     clock=self.clock,
                     executor=self.db,
                     on_kept=self._kept_imap,
+                    holder=self.daemon_id,
+                    lease_ttl_s=self.config.cluster.lease_ttl_s,
                 )
                 self.pollers.append(poller)
                 poller.start()
@@ -448,7 +458,7 @@ class App:
         if self.spool_writer is not None:
             await self.spool_writer.stop()
         for poller in self.pollers:
-            await poller.stop()
+            await poller.stop()  # releases its mailbox's lease: another daemon takes over now
         if self.http_server is not None:
             self.http_server.should_exit = True
         if self.scheduler.running:
@@ -465,6 +475,8 @@ class App:
             await self.sender.stop()
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
             await self.http_sender.stop()
+        with contextlib.suppress(Exception):  # unreleased, they expire: nothing is lost
+            await asyncio.get_running_loop().run_in_executor(self.db, self._release_leases)
         self.database.close()
         if self._daemon_lock is not None:
             self._daemon_lock.release()
@@ -473,11 +485,24 @@ class App:
     def _schedule(self, name: str, every_s: float, job: Callable[[], object]) -> None:
         """Run `job` on the DB thread now and every `every_s` (APScheduler, in-memory job store:
         the state the jobs act on lives in the database, so a restart loses nothing). One run at a
-        time, missed runs coalesced; a failure is logged and retried on the next round."""
+        time, missed runs coalesced; a failure is logged and retried on the next round.
+
+        With several daemons on one database, a job runs only on the daemon holding its lease
+        `job:<name>`, taken for one interval plus `[cluster] lease_ttl_s`: the holder renews it at
+        each run and keeps the job; the others skip it until the holder stops (it releases its
+        leases) or dies (the lease expires), so the fleet runs each job once per interval."""
+        resource = f"job:{name}"
+        ttl_s = every_s + self.config.cluster.lease_ttl_s
+
+        def leased() -> object:
+            if not self._take_lease(resource, ttl_s):
+                log.debug("%s skipped: another daemon holds %s", name, resource)
+                return None
+            return job()
 
         async def run() -> None:
             try:
-                await asyncio.get_running_loop().run_in_executor(self.db, job)
+                await asyncio.get_running_loop().run_in_executor(self.db, leased)
             except asyncio.CancelledError:
                 # shutdown while the job runs: the job's transaction finishes or rolls back on
                 # the DB thread (closing the Database waits for it); nothing to report
@@ -498,6 +523,37 @@ class App:
             misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )
+
+    def _take_lease(self, resource: str, ttl_s: float) -> bool:
+        with session_scope(self.engine) as session:
+            return leases.take(
+                session, resource, holder=self.daemon_id, now=self.clock.now(), ttl_s=ttl_s
+            )
+
+    def _release_lease(self, resource: str) -> None:
+        with session_scope(self.engine) as session:
+            leases.release(session, resource, holder=self.daemon_id)
+
+    def _clear_leases(self) -> None:
+        with session_scope(self.engine) as session:
+            cleared = leases.clear(session)
+        if cleared:
+            log.info("leases of a daemon that did not stop cleanly cleared count=%s", cleared)
+
+    def _release_leases(self) -> None:
+        with session_scope(self.engine) as session:
+            released = leases.release_all(session, holder=self.daemon_id)
+        if released:
+            log.info("leases released count=%s holder=%s", released, self.daemon_id)
+
+    def held_leases(self) -> list[dict[str, object]]:
+        """The leases this daemon holds now (what /healthz shows)."""
+        now = self.clock.now()
+        with read_scope(self.engine) as session:
+            return [
+                leases.describe(lease, now)
+                for lease in leases.held(session, holder=self.daemon_id, now=now)
+            ]
 
     def scheduler_change(self) -> ChangeContext:
         """What the scheduler's jobs change, they change as the helpdesk itself."""
@@ -551,24 +607,34 @@ class App:
     async def recompute_sla(self) -> int | None:
         """Recompute open tickets' due times when the SLA policy changed since the last start
         (services/sla.py), one slice of tickets per transaction so the database thread serves
-        ingest and the API in between; returns how many, or None when it had not changed."""
+        ingest and the API in between; returns how many, or None when it had not changed or
+        another daemon on the database holds the job's lease (it is doing it)."""
         loop = asyncio.get_running_loop()
         policy = self.settings.notify.sla
         if await loop.run_in_executor(self.db, self._in_session, sla.policy_is_current, policy):
             return None
-        count, after = 0, 0
-        while True:
-            done = await loop.run_in_executor(
-                self.db, self._in_session, self._recompute_slice, policy, after
-            )
-            if done is None:
-                break
-            after, count = done[0], count + done[1]
-            if self._stopping.is_set():  # not marked current: the next start walks it again
-                log.info("sla due times recomputing stopped tickets=%s", count)
-                return count
-            log.info("sla due times recomputing tickets=%s last_id=%s", count, after)
-        await loop.run_in_executor(self.db, self._in_session, sla.mark_policy_current, policy)
+        resource, ttl_s = "job:sla recompute", self.config.cluster.lease_ttl_s
+        if not await loop.run_in_executor(self.db, self._take_lease, resource, ttl_s):
+            return None
+        try:
+            count, after = 0, 0
+            while True:
+                done = await loop.run_in_executor(
+                    self.db, self._in_session, self._recompute_slice, policy, after
+                )
+                if done is None:
+                    break
+                after, count = done[0], count + done[1]
+                log.info("sla due times recomputing tickets=%s last_id=%s", count, after)
+                stop = self._stopping.is_set()
+                if stop or not await loop.run_in_executor(
+                    self.db, self._take_lease, resource, ttl_s
+                ):  # not marked current: the next start (or the lease's new holder) walks it again
+                    log.info("sla due times recomputing stopped tickets=%s", count)
+                    return count
+            await loop.run_in_executor(self.db, self._in_session, sla.mark_policy_current, policy)
+        finally:
+            await loop.run_in_executor(self.db, self._release_lease, resource)
         log.info("sla due times recomputed tickets=%s", count)
         return count
 
@@ -736,9 +802,11 @@ class App:
     def health(self) -> dict[str, Any]:
         """Runs on the HTTP worker thread; reads with its own short session."""
         status, todo, db_error = "ok", None, None
+        held: list[dict[str, object]] | None = None
         try:
             with read_scope(self.engine) as session:
                 todo = backlog.backlog(session)
+            held = self.held_leases()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             status, db_error = "degraded", type(exc).__name__
         return {
@@ -754,6 +822,8 @@ class App:
             "config_generation": self.config_generation,
             "smtp_listener": {"port": self.smtp_port} if self.smtp_server else None,
             "imap_mailboxes": {p.name: p.status() for p in self.pollers},
+            # which daemon this is, and what it works alone (docs/operations.md "Scale-out")
+            "cluster": {"daemon_id": self.daemon_id, "leases": held},
         }
 
     def render_metrics(self) -> bytes:

@@ -203,6 +203,18 @@ MAX_UNDERSTAND_WORKERS = 64
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several daemons on one PostgreSQL database (docs/operations.md "Scale-out"). Each IMAP
+    mailbox and each scheduled job is worked by the daemon holding its lease in the database;
+    a lease not renewed for `lease_ttl_s` (its holder died) is taken over by another daemon."""
+
+    # how long a lease lasts without renewal; holders renew it every third of this. Shorter
+    # takes a dead daemon's mailboxes over sooner; it must stay well above the clock skew
+    # between the daemons' hosts and above the longest stall of a daemon's database thread
+    lease_ttl_s: int = 30
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     # how long a completed Idempotency-Key is remembered (replayed) before it is purged
     idempotency_ttl_s: int = 86400
@@ -548,6 +560,7 @@ class Config:
     queues: tuple[QueueConfig, ...] = ()
     agents: tuple[AgentConfig, ...] = ()
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -855,6 +868,12 @@ def _check_ingest(config: Config) -> Config:
     return config
 
 
+def _check_cluster(config: Config) -> Config:
+    if config.cluster.lease_ttl_s < 1:
+        raise ConfigError("cluster.lease_ttl_s: must be at least 1 (seconds)")
+    return config
+
+
 def _check_deliveries(config: Config) -> Config:
     d = config.http_deliveries
     for name in ("retry_base_s", "max_attempts", "timeout_s"):
@@ -1054,6 +1073,7 @@ _CHECKS: tuple[typing.Callable[[Config], Config], ...] = (
     _check_smtp_relay,
     _check_api,
     _check_ingest,
+    _check_cluster,
     _check_deliveries,
     _check_webhooks,
     _check_interventions,

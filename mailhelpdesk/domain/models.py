@@ -242,6 +242,18 @@ class MailboxCursor(SQLModel, table=True):
     last_sync_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
+class Lease(SQLModel, table=True):
+    """Who works a resource that only one daemon may work at a time (an IMAP mailbox
+    `imap:<name>`, a scheduled job `job:<name>`), until when. Taken and renewed by one
+    conditional statement (store/leases.py); an expired lease is anyone's to take."""
+
+    __tablename__ = "leases"
+    resource: str = Field(primary_key=True, max_length=200)
+    holder: str = Field(max_length=200)
+    acquired_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column())
+
+
 class OutboxItem(SQLModel, table=True):
     """One outgoing message, written in the same transaction as the change that caused it."""
 

@@ -19,6 +19,16 @@ the reason, and the cursor moves past it: it never blocks the mailbox. After a b
 the connection, that batch is fetched one UID at a time; a UID whose fetch alone loses the
 connection `MAX_STRIKES` times is set aside. Set-aside messages stay unmarked in the folder.
 
+Several daemons on one PostgreSQL database may all be configured for a mailbox: only the holder
+of its lease `imap:<name>` (store/leases.py) reads it; the others wait in "standby" and try to
+take the lease every third of its length. The holder renews the lease in the transaction that
+keeps each batch (a daemon that lost it keeps nothing: the batch rolls back and it stands by),
+and at least every third of its length while idle (IDLE is re-armed that often). A clean stop
+releases the lease; a daemon that dies keeps it until it expires, then another daemon takes the
+mailbox over from the cursor in the database: what the dead daemon committed is behind the
+cursor (its first sync marks what was left unmarked), what it had not committed is fetched again.
+The cursor's compare-and-set stays the last guard: even two holders could not keep a UID twice.
+
 Between syncs the poller waits in IDLE when the server offers it (re-armed every `IDLE_REARM_S`;
 each round SELECTs again, which also notices a new UIDVALIDITY), or sleeps `poll_interval_s`: a
 plain asyncio loop inside the task, no scheduler job. Any failure (connection refused or lost,
@@ -38,11 +48,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import ImapMailboxConfig
 from mailhelpdesk.domain.enums import InboundState
-from mailhelpdesk.store import cursors, spool
+from mailhelpdesk.store import cursors, leases, spool
 from mailhelpdesk.store.db import session_scope
 from mailhelpdesk.transports.imap_session import (
     FetchResult,
@@ -75,7 +86,11 @@ class IMAPPoller:
         on_kept: Callable[[int], None] | None = None,
         batch_size: int = BATCH_SIZE,
         idle_rearm_s: float = IDLE_REARM_S,
+        holder: str | None = None,
+        lease_ttl_s: float = 30.0,
     ) -> None:
+        """`holder` is this daemon's id (store/leases.daemon_id): the mailbox is read only while
+        this daemon holds its lease, taken for `lease_ttl_s` and renewed every third of that."""
         self.box = box
         self._engine = engine
         self._clock = clock
@@ -83,6 +98,12 @@ class IMAPPoller:
         self._on_kept = on_kept
         self._batch_size = batch_size
         self._idle_rearm_s = idle_rearm_s
+        self._holder = holder or leases.daemon_id()
+        self._lease_ttl_s = lease_ttl_s
+        self._renew_s = max(lease_ttl_s / 3, 0.2)
+        self.resource = f"imap:{box.name}"
+        self._leased = False
+        self._leases_taken = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff = BACKOFF_FIRST_S
@@ -111,7 +132,8 @@ class IMAPPoller:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"imap:{self.name}")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand (up to `timeout`), log out, end the task."""
+        """Finish the batch in hand (up to `timeout`), log out, end the task, and release the
+        mailbox's lease so another daemon takes it over at once."""
         self._stopping.set()
         if self._task is None:
             return
@@ -122,6 +144,12 @@ class IMAPPoller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._state = "stopped"
+        if self._leased:
+            try:
+                await self._db(self._release)
+            except Exception as exc:  # noqa: BLE001 - it expires by itself; stopping goes on
+                log.warning("imap lease not released mailbox=%s error=%s", self.name, exc)
+            self._leased = False
 
     def status(self) -> dict[str, Any]:
         return {
@@ -135,12 +163,23 @@ class IMAPPoller:
             "uidvalidity": self._uidvalidity,
             "last_uid": self._last_uid,
             "connects": self._connects,
+            "lease": self.resource,
+            "leased": self._leased,
+            "leases_taken": self._leases_taken,
         }
 
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            try:
+                held = await self._db(self._claim)
+            except Exception as exc:  # noqa: BLE001 - the database is away: back off, retry
+                await self._failed(exc, "lease failed")
+                continue
+            if not held:
+                await self._stand_by()
+                continue
             self._state = "connecting"
             try:
                 session = await ImapSession.open(self.box)
@@ -158,11 +197,26 @@ class IMAPPoller:
             )
             try:
                 await self._serve(session)
+            except leases.LeaseLostError:
+                self._lost()
             except Exception as exc:  # noqa: BLE001 - connection, server or database trouble
                 await self._failed(exc, "sync failed")
             finally:
                 await session.close()
         self._state = "stopped"
+
+    async def _stand_by(self) -> None:
+        """Another daemon reads this mailbox: try for its lease again in a while."""
+        if self._state != "standby":
+            log.info("imap standby mailbox=%s: another daemon holds %s", self.name, self.resource)
+        self._state = "standby"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._renew_s)
+
+    def _lost(self) -> None:
+        log.warning("imap lease lost mailbox=%s: another daemon took it over", self.name)
+        self._leased = False
+        self._state = "standby"
 
     async def _failed(self, exc: BaseException, what: str) -> None:
         self._state = "error"
@@ -194,13 +248,19 @@ class IMAPPoller:
             self._last_error = None
             if self._stopping.is_set():
                 break
+            # back within a third of the lease: each round renews it (in _open_cursor)
             if self._idle:
                 self._state = "idle"
-                await session.idle(timeout=self._idle_rearm_s, stop=self._stopping)
+                await session.idle(
+                    timeout=min(self._idle_rearm_s, self._renew_s), stop=self._stopping
+                )
             else:
                 self._state = "polling"
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), max(1, self.box.poll_interval_s))
+                    await asyncio.wait_for(
+                        self._stopping.wait(),
+                        min(max(1, self.box.poll_interval_s), self._renew_s),
+                    )
 
     async def _sync(self, session: ImapSession) -> None:
         folder = await session.select(self.box.folder)
@@ -302,8 +362,37 @@ class IMAPPoller:
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def _claim(self) -> bool:
+        """Take (or renew) the mailbox's lease; True when this daemon may read it. Taking it
+        anew - at start, or over from a daemon that died - first marks what was left unmarked."""
+        with session_scope(self._engine) as db:
+            held = leases.take(
+                db,
+                self.resource,
+                holder=self._holder,
+                now=self._clock.now(),
+                ttl_s=self._lease_ttl_s,
+            )
+        if held and not self._leased:
+            log.info("imap lease taken mailbox=%s holder=%s", self.name, self._holder)
+            self._leases_taken += 1
+            self._finish_marking = True
+        self._leased = held
+        return held
+
+    def _release(self) -> None:
+        with session_scope(self._engine) as db:
+            leases.release(db, self.resource, holder=self._holder)
+
+    def _renew(self, db: Session) -> None:
+        """Renew the lease inside the caller's transaction (LeaseLostError rolls it back)."""
+        leases.hold(
+            db, self.resource, holder=self._holder, now=self._clock.now(), ttl_s=self._lease_ttl_s
+        )
+
     def _open_cursor(self, uidvalidity: int) -> int:
         with session_scope(self._engine) as db:
+            self._renew(db)
             cursor, reset = cursors.open_cursor(
                 db, mailbox=self.name, uidvalidity=uidvalidity, now=self._clock.now()
             )
@@ -324,6 +413,7 @@ class IMAPPoller:
         """Keep the batch and advance the cursor in one transaction."""
         now = self._clock.now()
         with session_scope(self._engine) as db:
+            self._renew(db)  # first: a daemon that lost the mailbox keeps nothing
             for uid, raw in sorted(fetched.bodies.items()):
                 spool.add_inbound(db, raw=raw, envelope=self._envelope(uidvalidity, uid), now=now)
             for uid, reason in sorted(fetched.failed.items()):
