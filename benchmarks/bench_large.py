@@ -34,20 +34,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import Daemon
+from tests.helpers import Daemon, tree_memory_kb
 
 SUPPORT = "support@helpdesk.test"
-
-
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    """VmRSS (now) or VmHWM (the process's peak, exact between samples) from /proc."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def wait_ingested(db: Path, count: int, timeout: float) -> None:
@@ -102,7 +91,7 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
     pid = daemon.proc.pid
     mails = [large_message(i, mb, blob) for i in range(messages)]
     daemon.wait_idle(timeout=60)
-    before = rss_kb(pid)
+    before = tree_memory_kb(pid)
     samples: list[tuple[float, int]] = []
     health: list[float] = []
     stop = threading.Event()
@@ -110,7 +99,7 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
 
     def sample() -> None:
         while not stop.wait(0.05):
-            samples.append((time.monotonic(), rss_kb(pid)))
+            samples.append((time.monotonic(), tree_memory_kb(pid)))
 
     def probe() -> None:
         url = f"http://127.0.0.1:{daemon.http_port}/healthz"
@@ -141,15 +130,15 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
             answers = list(pool.map(send, range(messages)))
         accepted_s = time.monotonic() - start
         last_250 = max(sent_at.values()) if sent_at else time.monotonic()
-        peak_data_hwm = rss_kb(pid, "VmHWM")
+        peak_data_hwm = tree_memory_kb(pid, "VmHWM")
         wait_ingested(tmp / "helpdesk.db", answers.count("250"), timeout=3600)
         idle_s = time.monotonic() - start
     finally:
         stop.set()
         for t in threads:
             t.join()
-    after = rss_kb(pid)
-    peak_hwm = rss_kb(pid, "VmHWM")
+    after = tree_memory_kb(pid)
+    peak_hwm = tree_memory_kb(pid, "VmHWM")
     daemon.stop()
     with sqlite3.connect(tmp / "helpdesk.db") as conn:
         kept = conn.execute("SELECT COUNT(*) FROM inbound_messages").fetchone()[0]

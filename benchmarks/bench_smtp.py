@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiosmtpd.controller import Controller
 
-from tests.helpers import Daemon, crlf, free_port, make_mail
+from tests.helpers import Daemon, crlf, free_port, make_mail, tree_memory_kb
 
 
 class _Sink:
@@ -119,29 +119,6 @@ def _wait_idle(daemon: Daemon, timeout: float) -> None:
     raise TimeoutError("ingest did not finish")
 
 
-def _tree_peak_rss_kb(pid: int) -> int:
-    """VmHWM of `pid` and every process below it, summed."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
-        try:
-            with open(f"/proc/{current}/status") as status:
-                total += next(
-                    (int(line.split()[1]) for line in status if line.startswith("VmHWM")), 0
-                )
-        except OSError:
-            continue
-    return total
-
-
 def bench_daemon(
     messages: list[tuple[str, bytes]], connections: int, extra_config: str = ""
 ) -> dict[str, float]:
@@ -154,7 +131,7 @@ def bench_daemon(
             _wait_idle(daemon, timeout=1800)
             filed = time.perf_counter() - t_begin
             assert daemon.proc is not None
-            rss_kb = _tree_peak_rss_kb(daemon.proc.pid)
+            rss_kb = tree_memory_kb(daemon.proc.pid, "VmHWM")
         finally:
             daemon.stop()
         with sqlite3.connect(Path(tmp) / "helpdesk.db") as conn:

@@ -52,7 +52,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.dovecot import Dovecot, ImapUser
-from tests.helpers import Daemon, crlf, make_mail
+from tests.helpers import Daemon, crlf, make_mail, tree_memory_kb
 
 SUPPORT = "support@helpdesk.test"
 
@@ -99,27 +99,6 @@ class Sample:
     life: int  # which daemon process (0 = first start, +1 per kill)
     rss_kb: int
     ops: int  # operations accepted so far (250s, appends, API 2xx)
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of a process and its children (the daemon runs as one process, but count any)."""
-    total = 0
-    for p in [pid, *_children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(k) for k in kids]
 
 
 class Soak:
@@ -354,7 +333,7 @@ class Soak:
             proc = self.daemon.proc
             if proc is None or proc.poll() is not None:
                 continue
-            kb = rss_kb(proc.pid)
+            kb = tree_memory_kb(proc.pid)
             if kb:
                 self.samples.append(Sample(time.monotonic() - self.t0, self.life, kb, self.ops()))
 

@@ -42,6 +42,38 @@ def crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process under it: a child belongs to the thread that started it (the
+    daemon's understanding pool is started from a thread), so every thread's children count."""
+    found = [pid]
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            found += process_tree(kid)
+    return found
+
+
+def tree_memory_kb(pid: int, field: str = "VmRSS") -> int:
+    """A /proc status figure (VmRSS now, VmHWM the peak) summed over `pid` and the processes
+    under it; pages they share are counted in each, so the sum is an upper bound."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def make_mail(
     *,
     subject: str = "Help please",
