@@ -91,7 +91,7 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
     pid = daemon.proc.pid
     mails = [large_message(i, mb, blob) for i in range(messages)]
     daemon.wait_idle(timeout=60)
-    before = tree_memory_kb(pid)
+    before = tree_memory_kb(pid, "VmRSS")
     samples: list[tuple[float, int]] = []
     health: list[float] = []
     stop = threading.Event()
@@ -99,7 +99,7 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
 
     def sample() -> None:
         while not stop.wait(0.05):
-            samples.append((time.monotonic(), tree_memory_kb(pid)))
+            samples.append((time.monotonic(), tree_memory_kb(pid, "VmRSS")))
 
     def probe() -> None:
         url = f"http://127.0.0.1:{daemon.http_port}/healthz"
@@ -137,7 +137,7 @@ def run_once(tmp: Path, *, messages: int, mb: float, slots: int, blob: bytes) ->
         stop.set()
         for t in threads:
             t.join()
-    after = tree_memory_kb(pid)
+    after = tree_memory_kb(pid, "VmRSS")
     peak_hwm = tree_memory_kb(pid, "VmHWM")
     daemon.stop()
     with sqlite3.connect(tmp / "helpdesk.db") as conn:

@@ -13,7 +13,8 @@ Load, each from its own client thread, paced at a steady rate:
 
 Kills happen at random moments in the first `--kill-window` of the run (half by default); the
 rest is one uninterrupted daemon lifetime under the same load, so memory growth is measured on a
-process that lives long. RSS (VmRSS of the daemon and any children, from /proc) is sampled
+process that lives long. Memory (the proportional set size, Pss, of the daemon and every
+process under it, its understanding pool included, from /proc; called RSS below) is sampled
 every `--rss-every` seconds. At the end the load stops, the daemon drains (every kept message
 processed, every IMAP message fetched) and the store is read:
 

@@ -60,15 +60,19 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def tree_memory_kb(pid: int, field: str = "VmRSS") -> int:
-    """A /proc status figure (VmRSS now, VmHWM the peak) summed over `pid` and the processes
-    under it; pages they share are counted in each, so the sum is an upper bound."""
+def tree_memory_kb(pid: int, field: str = "Pss") -> int:
+    """A memory figure summed over `pid` and the processes under it: `Pss` (the default: each
+    shared page split between its sharers, so the sum is what the tree costs the machine, from
+    /proc/PID/smaps_rollup), or a /proc/PID/status field (`VmRSS` now, `VmHWM` the peak: pages
+    shared by the daemon, its fork server and its workers are counted in each, an upper bound)."""
+    name = "smaps_rollup" if field == "Pss" else "status"
     total = 0
     for member in process_tree(pid):
         try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            for line in Path(f"/proc/{member}/{name}").read_text().splitlines():
                 if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
+                    break
         except (OSError, ValueError):
             continue
     return total
