@@ -21,6 +21,7 @@ over SMTP, 1,000 over IMAP, 1,000 create_ticket keys each sent twice) and prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import smtplib
 import statistics
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +67,41 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def with_pg_stat_statements(server: Postgres) -> None:
-    """Load pg_stat_statements (a restart of the private cluster, same port and data)."""
-    auto = server.root / "data" / "postgresql.auto.conf"
-    auto.write_text(
-        auto.read_text() + "shared_preload_libraries = 'pg_stat_statements'\n"
-        "pg_stat_statements.track = all\n"
-    )
-    server.pause()
-    server.resume()
+@contextlib.contextmanager
+def measured_server() -> Iterator[tuple[Postgres, str]]:
+    """A private PostgreSQL with pg_stat_statements loaded (a restart of the cluster, same port
+    and data) and created, and its admin URL; stopped after the block."""
+    server = Postgres()
+    try:
+        auto = server.root / "data" / "postgresql.auto.conf"
+        auto.write_text(
+            auto.read_text() + "shared_preload_libraries = 'pg_stat_statements'\n"
+            "pg_stat_statements.track = all\n"
+        )
+        server.pause()
+        server.resume()
+        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
+        engine = make_engine(admin)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        engine.dispose()
+        yield server, admin
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def settled_daemon(server: Postgres, prefix: str) -> Iterator[tuple[Daemon, str, str]]:
+    """One daemon on a fresh database of `server`, past its start-up jobs' first round:
+    (the daemon, the database URL, the database name); stopped after the block."""
+    url = server.create_database()
+    (daemon,) = start_daemons(Path(tempfile.mkdtemp(prefix=prefix)), url, 1)
+    try:
+        daemon.wait_idle(timeout=120, sending=True)
+        time.sleep(15)  # the start-up jobs' first round is over
+        yield daemon, url, url.rsplit("/", 1)[1]
+    finally:
+        daemon.stop()
 
 
 def start_daemons(root: Path, url: str | None, count: int) -> list[Daemon]:
@@ -185,14 +213,7 @@ def one_setup(name: str, server: Postgres, mails: list[bytes], connections: int)
 def compare(args: argparse.Namespace) -> None:
     print(f"machine before: {uptime()}")
     mails = messages(args.messages)
-    server = Postgres()
-    try:
-        with_pg_stat_statements(server)
-        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
-        engine = make_engine(admin)
-        with engine.begin() as conn:
-            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        engine.dispose()
+    with measured_server() as (server, _admin):
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
         for round_no in range(args.rounds):
             order = SETUPS[round_no % 3 :] + SETUPS[: round_no % 3]
@@ -204,8 +225,6 @@ def compare(args: argparse.Namespace) -> None:
                     f"({result['seconds']:.1f} s)",
                     flush=True,
                 )
-    finally:
-        server.stop()
     print(f"machine after: {uptime()}")
     print(f"\n{args.messages} messages, {args.connections} SMTP connections, {args.rounds} rounds")
     for name in SETUPS:
@@ -233,27 +252,13 @@ def idle_load(seconds: float) -> None:
     """What one PostgreSQL daemon costs the database while it has nothing to do (its loops
     polling the spool and the outbox, its lease renewals), per second, nobody polling /healthz:
     the per-message figures above include this for the length of each run."""
-    server = Postgres()
-    try:
-        with_pg_stat_statements(server)
-        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
-        engine = make_engine(admin)
-        with engine.begin() as conn:
-            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        engine.dispose()
-        url = server.create_database()
-        database = url.rsplit("/", 1)[1]
-        daemons = start_daemons(Path(tempfile.mkdtemp(prefix="bench-fleet-idle-")), url, 1)
-        try:
-            daemons[0].wait_idle(timeout=120, sending=True)
-            time.sleep(15)  # the start-up jobs' first round is over
-            before = pg_counters(admin, database)
-            time.sleep(seconds)  # measuring an idle daemon: nothing to wait for but time
-            after = pg_counters(admin, database)
-        finally:
-            daemons[0].stop()
-    finally:
-        server.stop()
+    with (
+        measured_server() as (server, admin),
+        settled_daemon(server, "bench-fleet-idle-") as (_daemon, _url, database),
+    ):
+        before = pg_counters(admin, database)
+        time.sleep(seconds)  # measuring an idle daemon: nothing to wait for but time
+        after = pg_counters(admin, database)
     figures = ", ".join(f"{k} {(after[k] - before[k]) / seconds:.2f}" for k in after)
     print(f"one idle PostgreSQL daemon, per second over {seconds:.0f} s: {figures}")
 
@@ -263,26 +268,17 @@ def load_per_message(count: int, connections: int, idle_s: float = 30) -> None:
     anyway: one PostgreSQL daemon is measured idle for `idle_s` first, then given `count`
     messages; progress is read once a second on one connection (nobody polls /healthz), and
     the idle rate times the run's length is taken off the counters."""
-    server = Postgres()
-    try:
-        with_pg_stat_statements(server)
-        admin = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
-        engine = make_engine(admin)
-        with engine.begin() as conn:
-            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        engine.dispose()
-        url = server.create_database()
-        database = url.rsplit("/", 1)[1]
-        daemons = start_daemons(Path(tempfile.mkdtemp(prefix="bench-fleet-load-")), url, 1)
+    with (
+        measured_server() as (server, admin),
+        settled_daemon(server, "bench-fleet-load-") as (daemon, url, database),
+    ):
         watch = make_engine(url)
         try:
-            daemons[0].wait_idle(timeout=120, sending=True)
-            time.sleep(15)  # the start-up jobs' first round is over
             idle0 = pg_counters(admin, database)
             time.sleep(idle_s)  # measuring the idle daemon: nothing to wait for but time
             idle1 = pg_counters(admin, database)
             started = time.perf_counter()
-            send_all(daemons, messages(count), connections)
+            send_all([daemon], messages(count), connections)
             with watch.connect() as conn:
                 while True:
                     left = conn.execute(
@@ -301,9 +297,6 @@ def load_per_message(count: int, connections: int, idle_s: float = 30) -> None:
             done = pg_counters(admin, database)
         finally:
             watch.dispose()
-            daemons[0].stop()
-    finally:
-        server.stop()
     print(f"{count} messages filed and notified in {seconds:.1f} s by one PostgreSQL daemon")
     for key in done:
         idle_rate = (idle1[key] - idle0[key]) / idle_s

@@ -546,14 +546,13 @@ class App:
         if released:
             log.info("leases released count=%s holder=%s", released, self.daemon_id)
 
-    def held_leases(self) -> list[dict[str, object]]:
+    def held_leases(self, session: Session) -> list[dict[str, object]]:
         """The leases this daemon holds now (what /healthz shows)."""
         now = self.clock.now()
-        with read_scope(self.engine) as session:
-            return [
-                leases.describe(lease, now)
-                for lease in leases.held(session, holder=self.daemon_id, now=now)
-            ]
+        return [
+            leases.describe(lease, now)
+            for lease in leases.held(session, holder=self.daemon_id, now=now)
+        ]
 
     def scheduler_change(self) -> ChangeContext:
         """What the scheduler's jobs change, they change as the helpdesk itself."""
@@ -804,9 +803,9 @@ class App:
         status, todo, db_error = "ok", None, None
         held: list[dict[str, object]] | None = None
         try:
-            with read_scope(self.engine) as session:
+            with read_scope(self.engine) as session:  # one session for both reads
                 todo = backlog.backlog(session)
-            held = self.held_leases()
+                held = self.held_leases(session)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             status, db_error = "degraded", type(exc).__name__
         return {

@@ -40,6 +40,20 @@ def receiver():  # type: ignore[no-untyped-def]
         server.stop()
 
 
+@pytest.fixture
+def sink():  # type: ignore[no-untyped-def]
+    """A real SMTP server on 127.0.0.1 recording what it is given, where notices are relayed
+    (tests/transports/test_smtp_sender.py `Sink`; modules that share one per module define
+    their own)."""
+    from tests.transports.test_smtp_sender import Sink
+
+    server = Sink().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def dovecot():  # type: ignore[no-untyped-def]
     """A private Dovecot on 127.0.0.1 for a test module (tests/dovecot.py); each test adds its

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,15 +35,6 @@ SENDER_BATCH = 50  # transports/smtp_sender.py: rows one sender claims at a time
 
 
 Answers = tuple[httpx.Response, httpx.Response]  # both answers to one Idempotency-Key
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _fleet(tmp_path: Path, postgres: Postgres, dovecot: Dovecot, sink: Sink, name: str) -> Fleet:

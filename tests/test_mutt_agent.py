@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -27,15 +26,6 @@ def mutt() -> str:
     require(path is not None, "mutt (apt-get install mutt)")
     assert path is not None
     return path
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def mutt_reply(mutt: str, tmp: Path, notice: EmailMessage, body_top: str) -> bytes:

@@ -37,15 +37,6 @@ def relay(sink: Sink, extra: str = "") -> str:
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def desk(tmp_path: Path, sink: Sink) -> Iterator[Daemon]:
     proc = Daemon(tmp_path, relay_config=relay(sink))
     proc.start()

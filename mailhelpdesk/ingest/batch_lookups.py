@@ -4,8 +4,8 @@ the batch's messages are applied.
 The dedupe and thread steps ask, per message, "was this content applied?", "which ticket knows
 one of these Message-IDs?" and "which ticket has this number?". For a batch, the writer asks
 each of those once for every message (store/thread_lookup.py) and the steps read the answers
-here. The rules are the per-message reads' (store/tickets.find_ticket_by_message_ids etc.):
-the first recorded row of a Message-ID wins, a trashed ticket is never found.
+here, and only here. The rules: the first recorded row of a Message-ID wins, a trashed ticket
+is never found.
 
 Ordering per ticket is kept: after each message is applied (its savepoint committed) `applied`
 adds what it recorded — its fingerprint, its Message-ID (and a forwarded original's) on its
@@ -76,7 +76,8 @@ class BatchLookups:
         return ticket if ticket is not None and ticket.deleted_at is None else None
 
     def ticket_by_message_ids(self, message_ids: Iterable[str]) -> tuple[Ticket, str] | None:
-        """store.find_ticket_by_message_ids, from the map."""
+        """The ticket of the first of `message_ids` we know (the first row recorded wins), not
+        in the trash, and that Message-ID."""
         for message_id in message_ids:
             ticket_id = self.first_ticket_of.get(message_id)
             if ticket_id is None:

@@ -109,9 +109,9 @@ class IngestContext:
     envelope: Envelope
     # the message understood ahead of the transaction (ingest/understanding.py); the steps
     # take its parse, classification and derived texts instead of computing them again
-    understood: Understood | None = None
-    # the batch's threading maps (ingest/batch_lookups.py); None: each step queries
-    lookups: BatchLookups | None = None
+    understood: Understood
+    # the batch's threading maps (ingest/batch_lookups.py): the steps' only threading reads
+    lookups: BatchLookups
     parsed: ParsedMail | None = None
     classification: Classification | None = None
     ticket: Ticket | None = None

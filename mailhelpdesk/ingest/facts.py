@@ -29,7 +29,7 @@ def _understood_for(ctx: IngestContext, parsed: ParsedMail) -> Understood | None
     """The message's understanding, when `parsed` is the message itself (not, say, a
     forwarded original parsed from it)."""
     understood = ctx.understood
-    if understood is None or not understood.derived or understood.parsed is not parsed:
+    if not understood.derived or understood.parsed is not parsed:
         return None
     return understood
 

@@ -25,9 +25,7 @@ from mailhelpdesk.ingest.facts import (
 )
 from mailhelpdesk.mail import verp
 from mailhelpdesk.mail.authres_check import check_authentication_results, relay_trusted
-from mailhelpdesk.mail.classify import classify as classify_mail
 from mailhelpdesk.mail.dsn import bounce_details
-from mailhelpdesk.mail.parse import parse_message
 from mailhelpdesk.mail.parsed import Verdict
 from mailhelpdesk.mail.tokens import split_plus, verify_token
 from mailhelpdesk.services import bounces as bounce_service
@@ -38,14 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def parse(ctx: IngestContext) -> None:
-    """Bytes to a ParsedMail; the parser never raises, it records defects instead. A message
-    understood ahead (ingest/understanding.py) was parsed there already."""
-    if ctx.understood is not None:
-        ctx.parsed = ctx.understood.parsed
-    else:
-        ctx.parsed = parse_message(
-            ctx.inbound.raw, allow_remote_images=ctx.settings.allow_remote_images
-        )
+    """The ParsedMail understanding made of the bytes (ingest/understanding.py; the parser
+    never raises, it records defects instead), and what the inbound row keeps of it."""
+    ctx.parsed = ctx.understood.parsed
     ctx.inbound.message_id = ctx.parsed.message_id[:998] if ctx.parsed.message_id else None
     ctx.inbound.fingerprint = ctx.parsed.fingerprint
 
@@ -54,11 +47,7 @@ def dedupe(ctx: IngestContext) -> None:
     """The same message twice (same Message-ID and content) is applied once. A different message
     that reuses a Message-ID has another fingerprint and goes on."""
     parsed = parsed_of(ctx)
-    if ctx.lookups is not None:
-        earlier_id = ctx.lookups.applied_fingerprints.get(parsed.fingerprint)
-    else:
-        earlier = spool.find_applied(ctx.session, parsed.fingerprint)
-        earlier_id = earlier.inbound_id if earlier is not None else None
+    earlier_id = ctx.lookups.applied_fingerprints.get(parsed.fingerprint)
     if earlier_id is not None:
         raise Discard(Outcome.duplicate, f"same message as inbound #{earlier_id}")
     # the primary key on the fingerprint refuses a concurrent second apply (another daemon)
@@ -70,14 +59,7 @@ def dedupe(ctx: IngestContext) -> None:
 
 def classify(ctx: IngestContext) -> None:
     """Bounce, auto-reply or our own mail coming back: never a ticket, never a notice."""
-    if ctx.understood is not None:
-        ctx.classification = ctx.understood.classification
-    else:
-        ctx.classification = classify_mail(
-            parsed_of(ctx),
-            envelope_from=ctx.envelope.mail_from,
-            own_addresses=ctx.settings.own_addresses,
-        )
+    ctx.classification = ctx.understood.classification
     if ctx.classification.verdict == Verdict.loop:
         raise Discard(Outcome.classified, f"loop: {ctx.classification.reason}")
 
@@ -103,7 +85,7 @@ def thread(ctx: IngestContext) -> None:
         if token is None:
             ctx.notes.append(f"bad reply token on {address}")
             continue
-        ticket = _ticket_by_number(ctx, token.ticket_number)
+        ticket = ctx.lookups.ticket_by_number(token.ticket_number)
         if ticket is not None:
             ctx.ticket, ctx.thread_via, ctx.signed_agent_id = (
                 store.follow_merges(ctx.session, ticket),
@@ -111,36 +93,20 @@ def thread(ctx: IngestContext) -> None:
                 token.agent_id,
             )
             return
-    message_ids = thread_candidates(parsed)
-    lookups = ctx.lookups
-    found = (
-        lookups.ticket_by_message_ids(message_ids)
-        if lookups is not None
-        else store.find_ticket_by_message_ids(ctx.session, message_ids)
-    )
+    found = ctx.lookups.ticket_by_message_ids(thread_candidates(parsed))
     if found is not None:
         ctx.ticket = store.follow_merges(ctx.session, found[0])
-        forward = (
-            lookups.is_forward_message_id(found[1])
-            if lookups is not None
-            else store.is_forward_message_id(ctx.session, found[1])
-        )
+        forward = ctx.lookups.is_forward_message_id(found[1])
         ctx.thread_via = ThreadVia.forward if forward else ThreadVia.references
         return
     for match in SUBJECT_TAG.finditer(parsed.subject):
-        ticket = _ticket_by_number(ctx, int(match.group(1)))
+        ticket = ctx.lookups.ticket_by_number(int(match.group(1)))
         if ticket is not None:
             ctx.ticket, ctx.thread_via = (
                 store.follow_merges(ctx.session, ticket),
                 ThreadVia.subject_tag,
             )
             return
-
-
-def _ticket_by_number(ctx: IngestContext, number: int) -> Ticket | None:
-    if ctx.lookups is not None:
-        return ctx.lookups.ticket_by_number(number)
-    return store.get_ticket_by_number(ctx.session, number)
 
 
 def identify_sender(ctx: IngestContext) -> None:
@@ -256,9 +222,7 @@ def record_bounce(ctx: IngestContext) -> None:
     ]
     outcome = bounce_service.record_bounce(
         ctx.session,
-        ctx.understood.bounce
-        if ctx.understood is not None and ctx.understood.derived and ctx.understood.bounce
-        else bounce_details(parsed),
+        ctx.understood.bounce if ctx.understood.bounce is not None else bounce_details(parsed),
         secret=ctx.settings.secret,
         return_path_tags=tags,
         clock=ctx.clock,

@@ -61,11 +61,13 @@ Result = Understood | NotUnderstood
 UnderstandFn = Callable[[Job, UnderstandSettings], Result]
 
 
-def understand_job(job: Job, settings: UnderstandSettings) -> Result:
-    """One job in a worker process: an exception is a result (the message's reason), never the
-    end of the pool."""
+def understand_job(job: Job, settings: UnderstandSettings, *, derive: bool = True) -> Result:
+    """One job (in a worker process, or in this one with `derive` False): an exception is a
+    result (the message's reason), never the end of the pool or of the batch."""
     try:
-        return understand(job.raw, envelope_from=job.envelope_from, settings=settings)
+        return understand(
+            job.raw, envelope_from=job.envelope_from, settings=settings, derive=derive
+        )
     except Exception as exc:  # noqa: BLE001 - the worker boundary: the message is set aside
         return NotUnderstood(
             f"step understand: {type(exc).__name__}: {exc}", "".join(traceback.format_exc())
@@ -161,14 +163,7 @@ class Understander:
     def in_process(job: Job, settings: UnderstandSettings) -> Result:
         """workers=0: parse and classify here, and leave the derived texts to the steps that
         need them (all of it is in this process anyway)."""
-        try:
-            return understand(
-                job.raw, envelope_from=job.envelope_from, settings=settings, derive=False
-            )
-        except Exception as exc:  # noqa: BLE001 - the worker boundary, as in the pool
-            return NotUnderstood(
-                f"step understand: {type(exc).__name__}: {exc}", "".join(traceback.format_exc())
-            )
+        return understand_job(job, settings, derive=False)
 
     # -- a batch -------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -37,7 +37,7 @@ from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
-from mailhelpdesk.store.db import is_sqlite, read_scope, session_scope
+from mailhelpdesk.store.db import committed, is_sqlite, read_scope, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -190,20 +190,13 @@ def write(
     return BatchResult(processed=len(done), outcomes=outcomes)
 
 
-@contextmanager
-def _claimed_scope(batch: ClaimedBatch) -> Iterator[Session]:
-    """The claiming transaction (PostgreSQL), committed or rolled back here and then closed."""
+def _claimed_scope(batch: ClaimedBatch) -> AbstractContextManager[Session]:
+    """The claiming transaction (PostgreSQL), taken from the batch: committed or rolled back
+    with the write, then closed."""
     session = batch.session
     assert session is not None
     batch.session = None
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return committed(session)
 
 
 def process_batch(
@@ -255,7 +248,14 @@ def _process_one(
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
-        return _set_aside(session, row, clock, exc)
+        return _set_aside(
+            session,
+            row,
+            clock,
+            step=exc.step,
+            reason=str(exc),
+            detail="".join(traceback.format_exception(exc.error)),
+        )
     if ctx.outcome != Outcome.duplicate:
         parsed = understood.parsed
         lookups.applied(
@@ -286,20 +286,18 @@ def _process_one(
     return row.outcome
 
 
-def _set_aside(session: Session, row: InboundMessage, clock: Clock, exc: StepFailed) -> str:
+def _set_aside(
+    session: Session, row: InboundMessage, clock: Clock, *, step: str, reason: str, detail: str
+) -> str:
     """Keep the message as failed with the step that failed and its error (`inbound retry`)."""
     row.state = InboundState.failed
     row.outcome = ""
-    row.reason = str(exc)[:2000]
+    row.reason = reason[:2000]
     row.processed_at = clock.now()
     session.add(row)
     session.flush()
     log.error(
-        "inbound set aside inbound_id=%s step=%s error=%s\n%s",
-        row.id,
-        exc.step,
-        row.reason,
-        "".join(traceback.format_exception(exc.error)),
+        "inbound set aside inbound_id=%s step=%s error=%s\n%s", row.id, step, row.reason, detail
     )
     return "failed"
 
@@ -310,20 +308,14 @@ def _not_understood(
     """A message understanding gave up on (it raised, overran its time limit, or killed its
     worker process): set aside with that reason, like a failed step."""
     row.attempts += 1
-    reason = result.reason if result is not None else "step understand: no result"
-    row.state = InboundState.failed
-    row.outcome = ""
-    row.reason = reason[:2000]
-    row.processed_at = clock.now()
-    session.add(row)
-    session.flush()
-    log.error(
-        "inbound set aside inbound_id=%s step=understand error=%s\n%s",
-        row.id,
-        row.reason,
-        result.detail if result is not None else "",
+    return _set_aside(
+        session,
+        row,
+        clock,
+        step="understand",
+        reason=result.reason if result is not None else "step understand: no result",
+        detail=result.detail if result is not None else "",
     )
-    return "failed"
 
 
 def retry(engine: Engine, inbound_id: int) -> bool:

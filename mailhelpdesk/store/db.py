@@ -128,16 +128,27 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back when it raises."""
-    with write_lock(engine) or nullcontext():
-        session = Session(engine, expire_on_commit=False)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    # (the session is made once the writer lock is held: `with A, B` enters A before it
+    # evaluates B)
+    with (
+        write_lock(engine) or nullcontext(),
+        committed(Session(engine, expire_on_commit=False)) as session,
+    ):
+        yield session
+
+
+@contextmanager
+def committed(session: Session) -> Iterator[Session]:
+    """End `session`'s transaction with the block: commit, or roll back when it raises; then
+    close it (ingest/worker.py ends a claiming transaction opened earlier this way)."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 @contextmanager

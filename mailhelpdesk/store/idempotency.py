@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, func, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import KeyState
 from mailhelpdesk.domain.models import IdempotencyKey
+from mailhelpdesk.store import rows
 
 CLAIM_WAIT_MS = 5000
 
@@ -44,10 +44,13 @@ def insert_claim(
         "created_at": now,
         "expires_at": expires_at,
     }
-    table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+    table = rows.table_of(IdempotencyKey)
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["token_id", "key"])
+    stmt = (
+        rows.conflict_insert(session, IdempotencyKey)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["token_id", "key"])
+    )
     if dialect == "postgresql":
         # a claim held by another daemon's open transaction makes this INSERT wait for it; wait
         # a bounded time (then the caller answers 409 in progress), never as long as a stuck peer

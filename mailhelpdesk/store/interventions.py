@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InterventionState
 from mailhelpdesk.domain.models import InterventionInstance
+from mailhelpdesk.store import rows
 
 
 def dump_data(data: Mapping[str, Any]) -> str:
@@ -33,11 +33,9 @@ def insert(
     session: Session, *, name: str, uid: str, ticket_id: int, data: Mapping[str, Any], now: datetime
 ) -> InterventionInstance | None:
     """The new instance, or None when (name, uid) exists already (nothing inserted)."""
-    table = InterventionInstance.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = rows.table_of(InterventionInstance)
     stmt = (
-        insert_(table)
+        rows.conflict_insert(session, InterventionInstance)
         .values(
             name=name,
             uid=uid,

@@ -26,10 +26,12 @@ import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import Lease, as_utc
+from mailhelpdesk.store import rows
+
+_LEASES = rows.table_of(Lease)
 
 
 class LeaseLostError(Exception):
@@ -45,10 +47,8 @@ def take(session: Session, resource: str, *, holder: str, now: datetime, ttl_s: 
     """Take or renew `resource` for `holder` until `now + ttl_s`; True when it is ours. It is
     ours when nobody holds it, when we already do (renewed), or when the holder's lease has
     expired (taken over). One statement: no read-then-write window for another daemon."""
-    table = Lease.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_(table).values(
+    table = _LEASES
+    stmt = rows.conflict_insert(session, Lease).values(
         resource=resource,
         holder=holder,
         acquired_at=now,
@@ -79,7 +79,7 @@ def hold(session: Session, resource: str, *, holder: str, now: datetime, ttl_s: 
 
 def release(session: Session, resource: str, *, holder: str) -> bool:
     """Give the lease up (a clean stop, a job done), if it is still ours; True when it was."""
-    table = Lease.__table__  # type: ignore[attr-defined]
+    table = _LEASES
     result = session.execute(
         delete(table).where(table.c.resource == resource).where(table.c.holder == holder)
     )
@@ -88,7 +88,7 @@ def release(session: Session, resource: str, *, holder: str) -> bool:
 
 def release_all(session: Session, *, holder: str) -> int:
     """Give up every lease of `holder` (the daemon stops cleanly); returns how many."""
-    table = Lease.__table__  # type: ignore[attr-defined]
+    table = _LEASES
     result = session.execute(delete(table).where(table.c.holder == holder))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -97,7 +97,7 @@ def clear(session: Session) -> int:
     """Forget every lease. Only for a daemon that knows it is the only one (SQLite, under the
     daemon lock): the holders of any leases left are dead, and waiting for their leases to
     expire would only delay the mailboxes after a crash. Returns how many there were."""
-    table = Lease.__table__  # type: ignore[attr-defined]
+    table = _LEASES
     return int(session.execute(delete(table)).rowcount)  # type: ignore[attr-defined]
 
 

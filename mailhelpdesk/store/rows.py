@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
 M = TypeVar("M", bound=SQLModel)
@@ -40,3 +41,12 @@ def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[
     """INSERT many rows of `model` as one executemany (no ids needed back)."""
     if rows:
         session.connection().execute(table_of(model).insert(), [dict(r) for r in rows])
+
+
+def conflict_insert(session: Session, model: type[SQLModel]) -> Any:
+    """An INSERT into `model`'s table that can say what happens ON CONFLICT: the dialect's own
+    insert construct (PostgreSQL's and SQLite's take the same `on_conflict_do_*` calls), the one
+    place that chooses it for every claim and upsert."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table_of(model))

@@ -109,7 +109,7 @@ def tiers(dialect: str, terms: list[TextTerm]) -> list[Tier] | None:
     if expression is None:
         return None
     if dialect == "postgresql":
-        query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+        query = _pg_query(expression)
         in_subject = _pg_subject().bool_op("@@")(query)
         return [
             Tier(PG_TABLE, PG_TABLE.c.ticket_id, in_subject),
@@ -137,11 +137,17 @@ def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
     if expression is None:
         return None
     if dialect == "postgresql":
-        query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+        query = _pg_query(expression)
         return sa_select(PG_TABLE.c.ticket_id).where(_pg_subject().bool_op("@@")(query))
     return sa_select(SQLITE_TABLE.c.rowid).where(
         literal_column("ticket_search").op("MATCH")(f"{{subject}} : ({expression})")
     )
+
+
+def _pg_query(expression: str) -> Any:
+    """A to_tsquery of `expression` (built by `_expression`) in the `simple` configuration, as
+    the documents' tsvectors are."""
+    return func.to_tsquery(literal_column("'simple'::regconfig"), expression)
 
 
 def _pg_subject() -> Any:
@@ -153,7 +159,7 @@ def _pg_subject() -> Any:
 
 def _hits(dialect: str, expression: str) -> Any:
     if dialect == "postgresql":
-        query = func.to_tsquery(literal_column("'simple'::regconfig"), expression)
+        query = _pg_query(expression)
         # OFFSET 0 keeps the subquery planned on its own, a bitmap scan of the GIN index (exact
         # for words: no document is read); flattened into the ticket query, a count under a
         # LIMIT was planned as a scan testing `doc` row by row: 4.5 s at 100,000 tickets

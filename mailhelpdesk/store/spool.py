@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InboundState
 from mailhelpdesk.domain.models import AppliedMessage, InboundMessage
+from mailhelpdesk.store import rows
 
 
 @dataclass(frozen=True)
@@ -124,23 +124,15 @@ def counts_by_outcome(session: Session) -> dict[str, int]:
     return {f"{state}:{outcome}" if outcome else state: n for state, outcome, n in rows}
 
 
-def find_applied(session: Session, fingerprint: str) -> AppliedMessage | None:
-    return session.get(AppliedMessage, fingerprint)
-
-
 def claim_applied(session: Session, *, fingerprint: str, inbound_id: int) -> bool:
     """Claim the fingerprint; False when another transaction has it (a concurrent apply of the
     same message by a second daemon). INSERT … ON CONFLICT DO NOTHING under the primary key:
     the database decides, and no error text has to be read to know it was a duplicate (on
     PostgreSQL the second insert waits for the first transaction, then finds the row)."""
-    table = AppliedMessage.__table__  # type: ignore[attr-defined]
-    insert_ = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
     stmt = (
-        insert_(table)
+        rows.conflict_insert(session, AppliedMessage)
         .values(fingerprint=fingerprint, inbound_id=inbound_id)
         .on_conflict_do_nothing(index_elements=["fingerprint"])
-        .returning(table.c.fingerprint)
+        .returning(rows.table_of(AppliedMessage).c.fingerprint)
     )
     return session.execute(stmt).first() is not None

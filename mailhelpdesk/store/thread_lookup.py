@@ -1,8 +1,8 @@
 """Set-based reads for threading a whole ingest batch at once (issue 16).
 
-The per-message reads (store/spool.find_applied, store/tickets.find_ticket_by_message_ids,
-get_ticket_by_number, is_forward_message_id) each cost a query per message; these answer the
-same questions for every message of a batch in one query each. ingest/batch_lookups.py keeps
+Per message, "was this content applied?", "which ticket knows one of these Message-IDs?" and
+"which ticket has this number?" would each cost a query; these answer them for every message of
+a batch in one query each. ingest/batch_lookups.py keeps
 the answers and applies the same rules the per-message reads do.
 """
 

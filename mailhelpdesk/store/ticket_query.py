@@ -61,7 +61,7 @@ from mailhelpdesk.domain.models import (
     TicketFieldValue,
     TicketTag,
 )
-from mailhelpdesk.store import search_text
+from mailhelpdesk.store import rows, search_text
 
 TEXT_MODES = ("subject", "content", "subject_content")
 # sort keys (resources.md §2), each a column of tickets; ties are broken by number
@@ -269,9 +269,9 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
     arms = []
     for rank, tier in enumerate(tiers):
         arm = (
-            sa_select(Ticket.__table__, literal(rank).label("tier"))  # type: ignore[attr-defined]
+            sa_select(rows.table_of(Ticket), literal(rank).label("tier"))
             .select_from(tier.table)
-            .join(Ticket.__table__, col(Ticket.id) == tier.key)  # type: ignore[attr-defined]
+            .join(rows.table_of(Ticket), col(Ticket.id) == tier.key)
             .where(tier.condition, *others)
             .order_by(tier.key.desc())
             .limit(_n(req.offset + req.limit))

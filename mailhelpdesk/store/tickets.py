@@ -147,42 +147,7 @@ def count_tickets(session: Session) -> int:
     return session.exec(select(func.count()).select_from(Ticket)).one()
 
 
-def find_ticket_by_message_ids(
-    session: Session, message_ids: Sequence[str]
-) -> tuple[Ticket, str] | None:
-    """The ticket of the first of `message_ids` we know (the first row recorded wins)."""
-    if not message_ids:
-        return None
-    rows = session.exec(
-        select(KnownMessageId)
-        .where(col(KnownMessageId.message_id).in_(list(message_ids)))
-        .order_by(col(KnownMessageId.id))
-    ).all()
-    by_id: dict[str, int] = {}
-    for row in rows:
-        by_id.setdefault(row.message_id, row.ticket_id)
-    for message_id in message_ids:
-        if message_id in by_id:
-            ticket = session.get(Ticket, by_id[message_id])
-            if ticket is not None and ticket.deleted_at is None:
-                return ticket, message_id
-    return None
-
-
 FORWARD_DIRECTION = "fwd"  # a known Message-ID of a forward to a third party
-
-
-def is_forward_message_id(session: Session, message_id: str) -> bool:
-    """Whether `message_id` is one of our forwards to a third party (POST …/forward)."""
-    return (
-        session.exec(
-            select(KnownMessageId.id).where(
-                KnownMessageId.message_id == message_id,
-                KnownMessageId.direction == FORWARD_DIRECTION,
-            )
-        ).first()
-        is not None
-    )
 
 
 def record_message_id(session: Session, *, message_id: str, ticket_id: int, direction: str) -> None:

@@ -94,15 +94,6 @@ class Sink:
         self.controller.stop()
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class Box:
     """A store with some queued notices, a frozen clock and a sender pointed at a relay."""
 
