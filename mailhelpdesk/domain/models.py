@@ -116,6 +116,8 @@ class Ticket(SQLModel, table=True):
         # the list's status/queue/assignee filters and their counts (every list is of
         # tickets not in the trash: deleted_at IS NULL), read off the index alone (0019)
         Index("ix_tickets_status_live", "status", "queue_id", "assigned_to_email", "deleted_at"),
+        # the most urgent open tickets by due time: one range, counted off the index (0021)
+        Index("ix_tickets_priority_status_due", "priority", "status", "deleted_at", "due_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True)

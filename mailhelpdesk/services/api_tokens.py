@@ -168,7 +168,7 @@ def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedT
         or not secret
     ):
         return None
-    row = store.get(session, int(token_id))
+    row = store.credentials(session, int(token_id))
     # compare even when the row is missing, so timing does not reveal which ids exist
     expected = row.secret_sha256 if row is not None else "0" * 64
     matches = hmac.compare_digest(expected, _digest(secret))
@@ -177,7 +177,7 @@ def verify(session: Session, presented: str, *, now: datetime) -> AuthenticatedT
     expires = as_utc(row.expires_at)
     if expires is not None and expires <= now:
         return None
-    return AuthenticatedToken(row.id or 0, row.name, effective(row.abilities), row.owner_email)
+    return AuthenticatedToken(row.id, row.name, effective(row.abilities), row.owner_email)
 
 
 def touch(session: Session, token_id: int, *, clock: Clock) -> None:

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.errors import NotFoundError
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
+from mailhelpdesk.store import lookups
 from mailhelpdesk.store import tickets as store
 
 
@@ -56,5 +57,5 @@ def require_visible(session: Session, viewer: Viewer, ticket_number: int) -> Non
     ticket = store.get_ticket_by_number(session, ticket_number)
     if ticket is None:
         return
-    if not viewer.sees_queue(store.queue_names(session).get(ticket.queue_id, "")):
+    if not viewer.sees_queue(lookups.queue_name(session, ticket.queue_id)):
         raise NotFoundError(f"Ticket {ticket_number} not found.")

@@ -103,4 +103,10 @@ def test_count_is_capped(engines: dict[str, Desk], monkeypatch: pytest.MonkeyPat
         assert meta["total"] == 5 and meta["total_exact"] is False, name
         _, meta = _subjects(desk, [("q", "printer")])
         assert meta["total"] == 4 and meta["total_exact"] is True, name
+        # free text has a cap of its own: a full-text count tests every candidate
+        monkeypatch.setattr(ticket_list, "TEXT_COUNT_CAP", 3)
+        _, meta = _subjects(desk, [("q", "printer")])
+        assert meta["total"] == 3 and meta["total_exact"] is False, name
+        _, meta = _subjects(desk, [("status", "open")])
+        assert meta["total"] == 5 and meta["total_exact"] is False, name
         monkeypatch.undo()
