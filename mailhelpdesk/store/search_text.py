@@ -130,6 +130,18 @@ def tiers(dialect: str, terms: list[TextTerm]) -> list[Tier] | None:
     ]
 
 
+def every_hit(dialect: str, terms: list[TextTerm]) -> Tier | None:
+    """Both tiers at once: the documents holding every term (what a count reads)."""
+    expression = _expression(dialect, terms, join="AND")
+    if expression is None:
+        return None
+    if dialect == "postgresql":
+        condition = PG_TABLE.c.doc.bool_op("@@")(_pg_query(expression))
+        return Tier(PG_TABLE, PG_TABLE.c.ticket_id, condition)
+    match = literal_column("ticket_search").op("MATCH")
+    return Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, match(expression))
+
+
 def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
     """A subquery of the ids of tickets whose subject holds any of the terms (the first tier
     when text terms are only alternatives); None when no term has words."""

@@ -214,7 +214,11 @@ def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
         col(Ticket.deleted_at).is_(None),
         *(compile_expr(session, e, probe=probe) for e in req.where),
     ]
-    counted = _count(conditions, req.count_cap) if req.count else None
+    counted = None
+    if req.count:
+        counted = _count_by_text(session, req)
+        if counted is None:
+            counted = _count(conditions, req.count_cap)
     if req.sort.key == RELEVANCE:
         return _by_relevance(session, req, conditions), counted
     query = select(Ticket).where(*conditions)
@@ -247,6 +251,37 @@ def _count(conditions: list[ColumnElement[bool]], cap: int | None) -> Any:
     return sa_select(func.count()).select_from(some.subquery("capped"))
 
 
+def _count_by_text(session: Session, req: ListRequest) -> Any:
+    """The capped count driven by the full-text index when the filters require text terms:
+    the index's hits joined to the tickets, so the count stops after `count_cap` of them. As an
+    `id IN (hits)` condition, every hit was collected before the first was counted (15,000
+    for a common word: 0.2-0.6 s on PostgreSQL). None when there is no such term or no cap."""
+    if req.count_cap is None:
+        return None
+    required, rest = _split_required(req.where)
+    hit = search_text.every_hit(session.get_bind().dialect.name, required) if required else None
+    if hit is None:
+        return None
+    some: Any = _text_driven(session, hit, rest).with_only_columns(literal_column("1"))
+    return sa_select(func.count()).select_from(some.limit(_n(req.count_cap)).subquery("capped"))
+
+
+def _text_driven(session: Session, tier: search_text.Tier, rest: Sequence[Expr]) -> Any:
+    """The tickets of a full-text tier with the other filters, read off the index: every other
+    filter is a test of one row."""
+    tickets = rows.table_of(Ticket)
+    return (
+        sa_select(tickets)
+        .select_from(tier.table)
+        .join(tickets, col(Ticket.id) == tier.key)
+        .where(
+            tier.condition,
+            col(Ticket.deleted_at).is_(None),
+            *(compile_expr(session, e, probe=True) for e in rest),
+        )
+    )
+
+
 def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> Any:
     """The page in the relevance order: subject hits, then the rest, newest first in each.
 
@@ -268,18 +303,11 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
             .offset(_n(req.offset))
             .limit(_n(req.limit))
         )
-    # the arms are read off the full-text index: every other filter is a test of one row
-    others = [
-        col(Ticket.deleted_at).is_(None),
-        *(compile_expr(session, e, probe=True) for e in rest),
-    ]
     arms = []
     for rank, tier in enumerate(tiers):
         arm = (
-            sa_select(rows.table_of(Ticket), literal(rank).label("tier"))
-            .select_from(tier.table)
-            .join(rows.table_of(Ticket), col(Ticket.id) == tier.key)
-            .where(tier.condition, *others)
+            _text_driven(session, tier, rest)
+            .add_columns(literal(rank).label("tier"))
             .order_by(tier.key.desc())
             .limit(_n(req.offset + req.limit))
         )
