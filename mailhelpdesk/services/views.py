@@ -14,7 +14,7 @@ from mailhelpdesk.services import sla
 from mailhelpdesk.store import field_values as field_value_store
 from mailhelpdesk.store import housekeeping as housekeeping_store
 from mailhelpdesk.store import interventions as intervention_store
-from mailhelpdesk.store import lookups
+from mailhelpdesk.store import lookups, rows
 from mailhelpdesk.store import sla as sla_store
 from mailhelpdesk.store import tickets as store
 from mailhelpdesk.store import time_entries as time_entry_store
@@ -29,33 +29,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-# what a header reads of a ticket: ORM attributes are fast, a list's plain rows are read by
-# position (a Row's attribute lookup costs as much as the rest of the header together)
-_HEADER_COLUMNS = (
-    "id",
-    "number",
-    "subject",
-    "status",
-    "priority",
-    "queue_id",
-    "originator_email",
-    "originator_name",
-    "assigned_to_email",
-    "resolved_at",
-    "on_hold_until",
-    "created_at",
-    "updated_at",
-    "contact_id",
-    "due_at",
-    "resolution",
-    "merged_into",
-)
+# a ticket's columns by name: ORM attributes are fast, a list's plain rows are read by position
+# (a Row's attribute lookup costs as much as the rest of the header together)
+_TICKET_COLUMNS = tuple(rows.table_of(Ticket).columns.keys())
 
 
 def _columns(ticket: Ticket | TicketRow, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The ticket's columns by name; `fields`, a page's rows' names, asked once per page."""
     if isinstance(ticket, Ticket):
-        return {name: getattr(ticket, name) for name in _HEADER_COLUMNS}
+        return {name: getattr(ticket, name) for name in _TICKET_COLUMNS}
     return dict(zip(fields or ticket._fields, ticket, strict=True))
 
 
