@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, column, func, literal_column, not_, table
+from sqlalchemy import and_, column, func, literal_column, not_, table, true
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
@@ -136,8 +136,12 @@ def every_hit(dialect: str, terms: list[TextTerm]) -> Tier | None:
     if expression is None:
         return None
     if dialect == "postgresql":
-        condition = PG_TABLE.c.doc.bool_op("@@")(_pg_query(expression))
-        return Tier(PG_TABLE, PG_TABLE.c.ticket_id, condition)
+        # the hits as their own subquery (OFFSET 0: a bitmap scan of the GIN index, exact for
+        # words); joined as a table, the planner read `ticket_search` in order testing `doc`
+        # row by row, decompressing every document, when the other filters were rare among
+        # the hits (0.45 s for `refund (tag:vip OR priority:urgent)` at 100,000 tickets)
+        hits = _hits(dialect, expression).subquery("hits")
+        return Tier(hits, hits.c.ticket_id, true())
     match = literal_column("ticket_search").op("MATCH")
     return Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, match(expression))
 

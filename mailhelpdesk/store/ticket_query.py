@@ -47,7 +47,6 @@ from sqlalchemy import (
 )
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -262,16 +261,18 @@ def _count_by_text(session: Session, req: ListRequest) -> Any:
     hit = search_text.every_hit(session.get_bind().dialect.name, required) if required else None
     if hit is None:
         return None
-    some: Any = _text_driven(session, hit, rest).with_only_columns(literal_column("1"))
+    some: Any = _text_driven(session, hit, rest, literal_column("1"))
     return sa_select(func.count()).select_from(some.limit(_n(req.count_cap)).subquery("capped"))
 
 
-def _text_driven(session: Session, tier: search_text.Tier, rest: Sequence[Expr]) -> Any:
-    """The tickets of a full-text tier with the other filters, read off the index: every other
-    filter is a test of one row."""
+def _text_driven(
+    session: Session, tier: search_text.Tier, rest: Sequence[Expr], *columns: Any
+) -> Any:
+    """`columns` of the tickets of a full-text tier with the other filters, read off the index:
+    every other filter is a test of one row."""
     tickets = rows.table_of(Ticket)
     return (
-        sa_select(tickets)
+        sa_select(*columns)
         .select_from(tier.table)
         .join(tickets, col(Ticket.id) == tier.key)
         .where(
@@ -303,19 +304,22 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
             .offset(_n(req.offset))
             .limit(_n(req.limit))
         )
+    # the arms carry ids only, joined to the tickets once at the end: an arm of every ticket
+    # column made SQLAlchemy build a proxy of each column for each subquery on every request,
+    # about half the request's time (docs/performance.md, "Search")
     arms = []
     for rank, tier in enumerate(tiers):
         arm = (
-            _text_driven(session, tier, rest)
-            .add_columns(literal(rank).label("tier"))
+            _text_driven(session, tier, rest, tier.key.label("id"), literal(rank).label("tier"))
             .order_by(tier.key.desc())
             .limit(_n(req.offset + req.limit))
         )
         arms.append(sa_select(arm.subquery(f"tier{rank}")))
     tiered = union_all(*arms).subquery("tiered")
-    found = aliased(Ticket, tiered)
+    tickets = rows.table_of(Ticket)
     return (
-        select(found)
+        sa_select(tickets)
+        .join_from(tickets, tiered, tickets.c.id == tiered.c.id)
         .order_by(tiered.c.tier, tiered.c.id.desc())
         .offset(_n(req.offset))
         .limit(_n(req.limit))
