@@ -207,20 +207,17 @@ def list_tickets(session: Session, req: ListRequest) -> tuple[list[TicketRow], i
 def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
     """The SELECT of the page's tickets and, when counting, the SELECT count(*) of all that
     match (of at most `count_cap` of them): what list_tickets runs (and the benchmark runs
-    straight in the database)."""
-    probe = _has_time_range(req.where)
-    conditions = [
-        col(Ticket.deleted_at).is_(None),
-        *(compile_expr(session, e, probe=probe) for e in req.where),
-    ]
+    straight in the database). Each filter is compiled once per request, for whichever of the
+    two shapes below uses it: building SQLAlchemy expressions is a good part of a request."""
+    compiled = _Compiled(session, req.where)
     counted = None
     if req.count:
-        counted = _count_by_text(session, req)
+        counted = _count_by_text(compiled, req.count_cap)
         if counted is None:
-            counted = _count(conditions, req.count_cap)
+            counted = _count(compiled.conditions(), req.count_cap)
     if req.sort.key == RELEVANCE:
-        return _by_relevance(session, req, conditions), counted
-    query = select(Ticket).where(*conditions)
+        return _by_relevance(compiled, req), counted
+    query = select(Ticket).where(*compiled.conditions())
     column = _sort_column(req.sort.key)
     number = col(Ticket.number)
     if req.after is not None:
@@ -232,6 +229,37 @@ def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
         first = first.nulls_last()
     order = [first, number.desc() if req.sort.descending else number.asc()]
     return query.order_by(*order).offset(_n(req.offset)).limit(_n(req.limit)), counted
+
+
+class _Compiled:
+    """A request's filters as SQL, compiled when first asked for, in two shapes: every filter
+    as a condition on `tickets` (`conditions`), and, when text terms are required at the top
+    level, those terms (`required`, for the full-text index to drive the query) apart from
+    the other filters as tests of one row (`others`)."""
+
+    def __init__(self, session: Session, where: Sequence[Expr]) -> None:
+        self.session, self.where = session, where
+        self.dialect = session.get_bind().dialect.name
+        self.required, self._rest = _split_required(where)
+        self._conditions: list[ColumnElement[bool]] | None = None
+        self._others: list[ColumnElement[bool]] | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        if self._conditions is None:
+            probe = _has_time_range(self.where)
+            self._conditions = [
+                col(Ticket.deleted_at).is_(None),
+                *(compile_expr(self.session, e, probe=probe) for e in self.where),
+            ]
+        return self._conditions
+
+    def others(self) -> list[ColumnElement[bool]]:
+        if self._others is None:
+            self._others = [
+                col(Ticket.deleted_at).is_(None),
+                *(compile_expr(self.session, e, probe=True) for e in self._rest),
+            ]
+        return self._others
 
 
 def _n(value: int) -> Any:
@@ -250,24 +278,21 @@ def _count(conditions: list[ColumnElement[bool]], cap: int | None) -> Any:
     return sa_select(func.count()).select_from(some.subquery("capped"))
 
 
-def _count_by_text(session: Session, req: ListRequest) -> Any:
+def _count_by_text(compiled: _Compiled, cap: int | None) -> Any:
     """The capped count driven by the full-text index when the filters require text terms:
-    the index's hits joined to the tickets, so the count stops after `count_cap` of them. As an
+    the index's hits joined to the tickets, so the count stops after `cap` of them. As an
     `id IN (hits)` condition, every hit was collected before the first was counted (15,000
     for a common word: 0.2-0.6 s on PostgreSQL). None when there is no such term or no cap."""
-    if req.count_cap is None:
+    if cap is None or not compiled.required:
         return None
-    required, rest = _split_required(req.where)
-    hit = search_text.every_hit(session.get_bind().dialect.name, required) if required else None
+    hit = search_text.every_hit(compiled.dialect, compiled.required)
     if hit is None:
         return None
-    some: Any = _text_driven(session, hit, rest, literal_column("1"))
-    return sa_select(func.count()).select_from(some.limit(_n(req.count_cap)).subquery("capped"))
+    some: Any = _text_driven(hit, compiled.others(), literal_column("1"))
+    return sa_select(func.count()).select_from(some.limit(_n(cap)).subquery("capped"))
 
 
-def _text_driven(
-    session: Session, tier: search_text.Tier, rest: Sequence[Expr], *columns: Any
-) -> Any:
+def _text_driven(tier: search_text.Tier, others: list[ColumnElement[bool]], *columns: Any) -> Any:
     """`columns` of the tickets of a full-text tier with the other filters, read off the index:
     every other filter is a test of one row."""
     tickets = rows.table_of(Ticket)
@@ -275,31 +300,26 @@ def _text_driven(
         sa_select(*columns)
         .select_from(tier.table)
         .join(tickets, col(Ticket.id) == tier.key)
-        .where(
-            tier.condition,
-            col(Ticket.deleted_at).is_(None),
-            *(compile_expr(session, e, probe=True) for e in rest),
-        )
+        .where(tier.condition, *others)
     )
 
 
-def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> Any:
+def _by_relevance(compiled: _Compiled, req: ListRequest) -> Any:
     """The page in the relevance order: subject hits, then the rest, newest first in each.
 
     When the filters require text terms (at the top level, AND-ed with the rest), each tier
     is read off the full-text index in ticket id order and joined to the other filters, and
     the first offset + limit rows of each tier are enough for the page. Otherwise (text only
     under OR or NOT) the tier is computed for every match and sorted."""
-    dialect = session.get_bind().dialect.name
-    required, rest = _split_required(req.where)
-    tiers = search_text.tiers(dialect, required) if required else None
+    dialect = compiled.dialect
+    tiers = search_text.tiers(dialect, compiled.required) if compiled.required else None
     if tiers is None:
         terms = [t for e in req.where for t in _positive_terms(e)]
         hits = search_text.subject_hits(dialect, terms)
         first = [case((col(Ticket.id).in_(hits), 0), else_=1)] if hits is not None else []
         return (
             select(Ticket)
-            .where(*conditions)
+            .where(*compiled.conditions())
             .order_by(*first, col(Ticket.id).desc())
             .offset(_n(req.offset))
             .limit(_n(req.limit))
@@ -310,7 +330,7 @@ def _by_relevance(session: Session, req: ListRequest, conditions: list[Any]) -> 
     arms = []
     for rank, tier in enumerate(tiers):
         arm = (
-            _text_driven(session, tier, rest, tier.key.label("id"), literal(rank).label("tier"))
+            _text_driven(tier, compiled.others(), tier.key.label("id"), literal(rank).label("tier"))
             .order_by(tier.key.desc())
             .limit(_n(req.offset + req.limit))
         )
