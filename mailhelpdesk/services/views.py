@@ -79,14 +79,14 @@ def _header(
 def ticket_headers(
     session: Session, tickets: Sequence[Ticket] | Sequence[TicketRow]
 ) -> list[dict[str, Any]]:
-    """The headers of a page of tickets: tags and CCs read for the whole page at once (two
-    queries, not two per ticket: a list page stays a few milliseconds); queue names from the
+    """The headers of a page of tickets: tags and CCs read for the whole page at once (one
+    statement, not two per ticket: a list page stays a few milliseconds); queue names from the
     process's cache (queues are never renamed)."""
     fields = None if not tickets or isinstance(tickets[0], Ticket) else tickets[0]._fields
     columns = [_columns(t, fields) for t in tickets]
     names = {qid: lookups.queue_name(session, qid) for qid in {t["queue_id"] for t in columns}}
     ids = [t["id"] for t in columns if t["id"] is not None]
-    tags, ccs = store.tags_by_ticket(session, ids), store.cc_emails_by_ticket(session, ids)
+    tags, ccs = store.tags_and_ccs_by_ticket(session, ids)
     return [
         _header(
             t,
