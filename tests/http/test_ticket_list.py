@@ -321,6 +321,29 @@ def test_fields_projection(desk: Api, root: str) -> None:
     assert "fields" in body["errors"]
 
 
+def test_headers_show_tags_by_name_and_ccs_in_the_order_added(desk: Api, root: str) -> None:
+    """The page's tags and CCs are read for all its tickets in one statement: each ticket gets
+    its own, tags by name, CCs in the order they were added."""
+    tag = mark()
+    first = make(desk, root, tag, tags_add=["zulu", "alpha"])
+    second = make(desk, root, tag)
+    engine = make_engine(desk.daemon.db_url)
+    try:
+        with session_scope(engine) as session:
+            for number, email in ((first, "zoe"), (first, "adam"), (second, "mia")):
+                ticket = ticket_store.get_ticket_by_number(session, number)
+                assert ticket is not None and ticket.id is not None
+                ticket_store.add_cc(session, ticket_id=ticket.id, email=f"{email}@x.test", name="")
+    finally:
+        engine.dispose()
+    resp = listing(desk, root, {"tag": tag, "sort": "number"})
+    assert resp.status_code == 200, resp.text
+    a, b = resp.json()["data"]["tickets"]
+    assert (a["number"], b["number"]) == (first, second)
+    assert a["tags"] == sorted(["zulu", "alpha", tag]) and b["tags"] == [tag]
+    assert a["cc"] == ["zoe@x.test", "adam@x.test"] and b["cc"] == ["mia@x.test"]
+
+
 def test_page_and_meta(desk: Api, root: str) -> None:
     tag = mark()
     made = [make(desk, root, tag) for _ in range(5)]
