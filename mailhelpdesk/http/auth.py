@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.http.errors import ApiError
@@ -28,8 +29,11 @@ class Authenticator:
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, authorization: str | None) -> AuthenticatedToken:
-        """The token named by an `Authorization: Bearer id|secret` header, or 401."""
+    def authenticate(
+        self, authorization: str | None, session: Session | None = None
+    ) -> AuthenticatedToken:
+        """The token named by an `Authorization: Bearer id|secret` header, or 401; read in
+        `session` when given (a GET reads its token and its answer in one transaction)."""
         scheme, _, presented = (authorization or "").strip().partition(" ")
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
@@ -38,8 +42,11 @@ class Authenticator:
                 "unauthenticated",
                 "A valid bearer token is required (Authorization: Bearer <token>).",
             )
-        with read_scope(self.engine) as session:
+        if session is not None:
             token = api_tokens.verify(session, presented, now=self.clock.now())
+        else:
+            with read_scope(self.engine) as own:
+                token = api_tokens.verify(own, presented, now=self.clock.now())
         if token is None:
             raise ApiError(
                 401, "unauthenticated", "The bearer token is unknown, revoked or expired."

@@ -40,6 +40,7 @@ from mailhelpdesk.services import api_tokens, visibility
 from mailhelpdesk.services.api_requests import ApiSettings
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
 from mailhelpdesk.services.context import ChangeContext
+from mailhelpdesk.store.db import read_scope
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,14 @@ def add_get_route(
     query parameters."""
 
     def run(request: Request) -> Outcome:
-        # one hop to a thread for the token, the validation and the handler (a GET is a few
-        # milliseconds of work: a second hop was a measurable part of it)
-        token = admit(rt, request, ability)
+        # one hop to a thread and one read transaction for the token, the validation and the
+        # handler (a GET is a few milliseconds of work: a second hop and a second session
+        # were a measurable part of it)
+        with read_scope(rt.engine) as session:
+            return answer(request, session)
+
+    def answer(request: Request, session: Session) -> Outcome:
+        token = admit(rt, request, ability, session)
         params: dict[str, Any] = dict(request.path_params)
         params[TOKEN_PARAM] = token
         params[QUERY_ITEMS] = request.query_params.multi_items()
@@ -234,7 +240,9 @@ def add_get_route(
                     raise validation_failed(pydantic_errors(exc)) from None
             return params
 
-        return rt.runner.run_unkeyed(validate=validate, handle=target, writes=False)
+        return rt.runner.run_unkeyed(
+            validate=validate, handle=target, writes=False, session=session
+        )
 
     async def route(request: Request) -> Response:
         return await _answer(request, run_in_threadpool(run, request))
@@ -294,14 +302,16 @@ def count_request(rt: Runtime, request: Request, key: str) -> None:
         )
 
 
-def admit(rt: Runtime, request: Request, ability: str | None) -> AuthenticatedToken | None:
+def admit(
+    rt: Runtime, request: Request, ability: str | None, session: Session | None = None
+) -> AuthenticatedToken | None:
     """The checks before the body (§2.3): the token (401; none for an unauthenticated endpoint,
     which is limited per client IP), the rate limit (429), the ability (403). Reads the token
     row: call it off the event loop (`_admit`), or from a thread as the GET routes do."""
     if ability is None:
         count_request(rt, request, f"ip:{client_ip(request.scope)}")
         return None
-    token = rt.auth.authenticate(request.headers.get("authorization"))
+    token = rt.auth.authenticate(request.headers.get("authorization"), session)
     count_request(rt, request, f"token:{token.id}")
     require(token, ability)
     return token

@@ -206,11 +206,16 @@ class KeyedRunner:
         validate: Callable[[], Any],
         handle: Callable[[Session, Any], Any],
         writes: bool = True,
+        session: Session | None = None,
     ) -> Outcome:
+        """Validate and handle a request without an Idempotency-Key: in a write transaction,
+        or (writes=False) in `session` when given, else a read session of its own."""
         try:
             parsed = validate()
             if writes:
                 body = self.database.write(lambda session: ok(handle(session, parsed)))
+            elif session is not None:
+                body = ok(handle(session, parsed))
             else:
                 with read_scope(self.engine) as session:
                     body = ok(handle(session, parsed))
