@@ -41,12 +41,6 @@ def _columns(ticket: Ticket | TicketRow, fields: tuple[str, ...] | None = None) 
     return dict(zip(fields or ticket._fields, ticket, strict=True))
 
 
-def ticket_header(
-    ticket: Ticket | TicketRow, *, queue_name: str, tags: list[str], cc: list[str]
-) -> dict[str, Any]:
-    return _header(_columns(ticket), queue_name=queue_name, tags=tags, cc=cc)
-
-
 def _header(
     t: dict[str, Any], *, queue_name: str, tags: list[str], cc: list[str]
 ) -> dict[str, Any]:
