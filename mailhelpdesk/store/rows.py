@@ -8,7 +8,13 @@ for what is one INSERT; on the API's create path that was the largest item of th
 these statements are built from `Model.__table__`.
 
 The object handed back is a plain (transient) instance carrying the new id, for the callers that
-read fields off it; it is not in the session, so nothing flushes it a second time.
+read fields off it; it is not in the session, so nothing flushes it a second time. Callers that
+read nothing back use `insert_id` (building a SQLModel object costs about as much as the INSERT).
+
+Statements are built once: an `Insert` of a table (and a dialect's ON CONFLICT insert) is made on
+first use and kept, so each call only executes it with its values. Rebuilding `table.insert()`
+per call cost SQLAlchemy's argument coercion and cache-key generation every time
+(`coercions.expect` was 3.2% of the API's profile, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
 M = TypeVar("M", bound=SQLModel)
+
+# table -> its plain INSERT, built on first use (a Table is hashable, and there are few)
+_INSERTS: dict[Table, Insert] = {}
 
 
 def table_of(model: type[SQLModel]) -> Table:
@@ -29,24 +38,41 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
-    """INSERT one row of `model` in the session's transaction; the row as an object with its id
-    (RETURNING on PostgreSQL, the rowid on SQLite: whatever the dialect does for a primary key)."""
-    result = session.connection().execute(table_of(model).insert(), dict(values))
+def insert_of(model: type[SQLModel]) -> Insert:
+    """The plain INSERT into `model`'s table, built once; execute it with the row's values."""
+    table = table_of(model)
+    found = _INSERTS.get(table)
+    if found is None:
+        found = _INSERTS[table] = table.insert()
+    return found
+
+
+def insert_id(session: Session, model: type[SQLModel], values: Mapping[str, Any]) -> int | None:
+    """INSERT one row of `model` in the session's transaction; its new id (RETURNING on
+    PostgreSQL, the rowid on SQLite: whatever the dialect does for a primary key)."""
+    result = session.connection().execute(insert_of(model), dict(values))
     key = result.inserted_primary_key
-    return model(**values, id=key[0] if key else None)
+    return int(key[0]) if key and key[0] is not None else None
+
+
+def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
+    """INSERT one row of `model`; the row as an object with its id (see `insert_id`)."""
+    return model(**values, id=insert_id(session, model, values))
 
 
 def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
     """INSERT many rows of `model` as one executemany (no ids needed back)."""
     if rows:
-        session.connection().execute(table_of(model).insert(), [dict(r) for r in rows])
+        session.connection().execute(insert_of(model), [dict(r) for r in rows])
+
+
+def dialect_of(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def conflict_insert(session: Session, model: type[SQLModel]) -> Any:
     """An INSERT into `model`'s table that can say what happens ON CONFLICT: the dialect's own
     insert construct (PostgreSQL's and SQLite's take the same `on_conflict_do_*` calls), the one
     place that chooses it for every claim and upsert."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
     return insert(table_of(model))

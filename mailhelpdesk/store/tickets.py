@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import false, func, update
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import (
@@ -25,6 +26,7 @@ from mailhelpdesk.store import lookups, rows
 
 TICKET_NUMBER_COUNTER = "ticket_number"
 _COUNTERS = rows.table_of(Counter)
+_TICKETS = rows.table_of(Ticket)
 FIRST_TICKET_NUMBER = 100001
 
 
@@ -67,6 +69,32 @@ def next_ticket_number(session: Session) -> int:
     counter.value += 1
     session.flush()
     return counter.value
+
+
+def insert_ticket(session: Session, ticket: Ticket) -> None:
+    """Write a new ticket with one Core INSERT (store/rows.py) and make `ticket` the session's
+    persistent, clean object for that row (its id set), without a flush or a SELECT: the later
+    steps of the same change (a reply in the same batch, a status change) update it through the
+    ORM as if it had been loaded. Every column's value is in the object (the constructor set the
+    defaults), so nothing is expired and read back."""
+    values = {c.key: getattr(ticket, c.key) for c in _TICKETS.columns if c.key != "id"}
+    ticket.id = rows.insert_id(session, Ticket, values)
+    make_transient_to_detached(ticket)
+    session.add(ticket)
+
+
+def add_new_ccs(session: Session, *, ticket_id: int, ccs: Sequence[tuple[str, str]]) -> None:
+    """The CCs of a ticket written in this transaction (no CC exists yet, and `ccs` has no
+    repeats: services/cc_policy.capped): one executemany instead of a SELECT and a flush each."""
+    rows.insert_many(
+        session, TicketCC, [{"ticket_id": ticket_id, "email": e, "name": n} for e, n in ccs]
+    )
+
+
+def insert_attachments(session: Session, files: Sequence[dict[str, object]]) -> None:
+    """A message's attachment rows, as one executemany (nothing reads them back in the change:
+    `attachments_of` queries the table)."""
+    rows.insert_many(session, Attachment, files)
 
 
 def get_setting(session: Session, key: str) -> str | None:
