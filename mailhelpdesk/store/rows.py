@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Table
+from sqlalchemy import Connection, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -64,6 +64,15 @@ def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[
     """INSERT many rows of `model` as one executemany (no ids needed back)."""
     if rows:
         session.connection().execute(insert_of(model), [dict(r) for r in rows])
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, after flushing pending ORM changes if there are any: what an ORM
+    query's autoflush would do, for a Core SELECT that must see them. (Checking first is cheap;
+    an empty flush is not.)"""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
 
 
 def dialect_of(session: Session) -> str:
