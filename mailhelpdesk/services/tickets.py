@@ -82,20 +82,24 @@ def create_ticket(
     CCs are bounded by `cc_limits` (services/cc_policy.py)."""
     now = change.clock.now()
     queue = queue_name or DEFAULT_QUEUE
-    ticket = Ticket(
-        number=store.next_ticket_number(session),
-        subject=_clean_subject(subject),
-        status=TicketStatus.open,
-        priority=int(priority),
-        queue_id=store.queue_id_for(session, queue),
-        originator_email=originator_email.lower(),
-        originator_name=originator_name,
-        created_at=now,
-        updated_at=now,
-        secure_id=new_secure_id(),
-        contact_id=contacts.contact_for(session, originator_email, name=originator_name, now=now),
+    ticket = store.insert_ticket(
+        session,
+        {
+            "number": store.next_ticket_number(session),
+            "subject": _clean_subject(subject),
+            "status": TicketStatus.open.value,
+            "priority": int(priority),
+            "queue_id": store.queue_id_for(session, queue),
+            "originator_email": originator_email.lower(),
+            "originator_name": originator_name,
+            "created_at": now,
+            "updated_at": now,
+            "secure_id": new_secure_id(),
+            "contact_id": contacts.contact_for(
+                session, originator_email, name=originator_name, now=now
+            ),
+        },
     )
-    store.insert_ticket(session, ticket)
     store.add_new_ccs(
         session,
         ticket_id=ticket.id or 0,

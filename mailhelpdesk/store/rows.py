@@ -19,11 +19,14 @@ per call cost SQLAlchemy's argument coercion and cache-key generation every time
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm.base import manager_of_class
+from pydantic.fields import FieldInfo
 from sqlmodel import Session, SQLModel
 
 M = TypeVar("M", bound=SQLModel)
@@ -57,7 +60,54 @@ def insert_id(session: Session, model: type[SQLModel], values: Mapping[str, Any]
 
 def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
     """INSERT one row of `model`; the row as an object with its id (see `insert_id`)."""
-    return model(**values, id=insert_id(session, model, values))
+    row = complete(model, values)
+    del row["id"]  # the database picks it (an explicit NULL would be refused on PostgreSQL)
+    row["id"] = insert_id(session, model, row)
+    return as_object(model, row)
+
+
+def complete(model: type[SQLModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with every other column of `model` at the default its field declares (what the
+    model's constructor would have set), so the INSERT and the object agree on every column."""
+    row = dict(values)
+    for key, default in _defaults_of(model):
+        if key not in row:
+            row[key] = default()
+    return row
+
+
+def as_object(model: type[M], row: Mapping[str, Any]) -> M:
+    """A transient `model` instance holding `row` (every column), made the way the ORM makes an
+    object it loads: a new instance without `__init__`, its attributes set in its `__dict__`.
+    Why: SQLModel's constructor (instrumented attribute sets, one per field) cost about 0.1 ms
+    an object, more than the INSERT it describes (docs/performance.md, issue 16 part 3)."""
+    manager = _managers.get(model)
+    if manager is None:
+        configure_mappers()  # an unconfigured mapper has no attribute implementations yet
+        manager = _managers[model] = manager_of_class(model)
+    obj: M = manager.new_instance()
+    obj.__dict__.update(row)
+    return obj
+
+
+_managers: dict[type[SQLModel], Any] = {}
+_defaults: dict[type[SQLModel], tuple[tuple[str, Callable[[], Any]], ...]] = {}
+
+
+def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    found = _defaults.get(model)
+    if found is None:
+        fields = model.model_fields
+        found = _defaults[model] = tuple(
+            (column.key, _default_of(fields.get(column.key))) for column in table_of(model).columns
+        )
+    return found
+
+
+def _default_of(field: FieldInfo | None) -> Callable[[], Any]:
+    if field is None:
+        return lambda: None
+    return lambda: field.get_default(call_default_factory=True)
 
 
 def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -26,7 +26,6 @@ from mailhelpdesk.store import lookups, rows
 
 TICKET_NUMBER_COUNTER = "ticket_number"
 _COUNTERS = rows.table_of(Counter)
-_TICKETS = rows.table_of(Ticket)
 FIRST_TICKET_NUMBER = 100001
 
 
@@ -71,16 +70,19 @@ def next_ticket_number(session: Session) -> int:
     return counter.value
 
 
-def insert_ticket(session: Session, ticket: Ticket) -> None:
-    """Write a new ticket with one Core INSERT (store/rows.py) and make `ticket` the session's
-    persistent, clean object for that row (its id set), without a flush or a SELECT: the later
-    steps of the same change (a reply in the same batch, a status change) update it through the
-    ORM as if it had been loaded. Every column's value is in the object (the constructor set the
-    defaults), so nothing is expired and read back."""
-    values = {c.key: getattr(ticket, c.key) for c in _TICKETS.columns if c.key != "id"}
-    ticket.id = rows.insert_id(session, Ticket, values)
+def insert_ticket(session: Session, values: dict[str, object]) -> Ticket:
+    """Write a new ticket with one Core INSERT (store/rows.py) and hand back the session's
+    persistent, clean object for that row, without a flush or a SELECT: the later steps of the
+    same change (a reply in the same batch, a status change) update it through the ORM as if it
+    had been loaded. Every column's value is in the object (the fields' defaults for those not
+    given), so nothing is expired and read back."""
+    row = rows.complete(Ticket, values)
+    del row["id"]
+    row["id"] = rows.insert_id(session, Ticket, row)
+    ticket = rows.as_object(Ticket, row)
     make_transient_to_detached(ticket)
     session.add(ticket)
+    return ticket
 
 
 def add_new_ccs(session: Session, *, ticket_id: int, ccs: Sequence[tuple[str, str]]) -> None:
