@@ -215,9 +215,7 @@ def suppressed_among(session: Session, emails: Collection[str], *, now: datetime
     `suppressed_reason`, for a batch of notices in one query)."""
     if not emails:
         return {}
-    found = rows.flushed_connection(session).execute(
-        _SUPPRESSED_AMONG, {"emails": sorted(emails)}
-    )
+    found = rows.flushed_connection(session).execute(_SUPPRESSED_AMONG, {"emails": sorted(emails)})
     held: dict[str, str] = {}
     for email, reason, until_at in found:
         until = as_utc(until_at)

@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from pydantic.fields import FieldInfo
 from sqlalchemy import Connection, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
-from pydantic.fields import FieldInfo
 from sqlmodel import Session, SQLModel
 
 M = TypeVar("M", bound=SQLModel)

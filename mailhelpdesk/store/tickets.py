@@ -27,6 +27,13 @@ from mailhelpdesk.store import lookups, rows
 TICKET_NUMBER_COUNTER = "ticket_number"
 _COUNTERS = rows.table_of(Counter)
 FIRST_TICKET_NUMBER = 100001
+# built once (store/rows.py says why)
+_TAKE_NUMBER = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.name == TICKET_NUMBER_COUNTER)
+    .values(value=_COUNTERS.c.value + 1)
+    .returning(_COUNTERS.c.value)
+)
 
 
 def ensure_counters(session: Session) -> None:
@@ -44,16 +51,7 @@ def next_ticket_number(session: Session) -> int:
     """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers.
     One `UPDATE … RETURNING` (SQLite >= 3.35, PostgreSQL) in the usual case: the counter row is
     made at start-up (ensure_counters)."""
-    taken = (
-        session.connection()
-        .execute(
-            update(_COUNTERS)
-            .where(_COUNTERS.c.name == TICKET_NUMBER_COUNTER)
-            .values(value=_COUNTERS.c.value + 1)
-            .returning(_COUNTERS.c.value)
-        )
-        .first()
-    )
+    taken = session.connection().execute(_TAKE_NUMBER).first()
     if taken is not None:
         stale = session.identity_map.get(session.identity_key(Counter, TICKET_NUMBER_COUNTER))
         if stale is not None:  # a Counter object read earlier in this session is now behind
