@@ -73,6 +73,27 @@ def enqueue(
     )
 
 
+# built once (store/rows.py says why)
+_STILL_A_SPEC = (
+    col(OutboxItem.id) == bindparam("item_id"),
+    col(OutboxItem.compose_spec).is_not(None),
+)
+_SET_COMPOSED = (
+    update(OutboxItem)
+    .where(*_STILL_A_SPEC)
+    .values(raw=bindparam("b_raw"), compose_spec=None)
+    .execution_options(synchronize_session=False)
+)
+_SET_UNCOMPOSABLE = (
+    update(OutboxItem)
+    .where(*_STILL_A_SPEC)
+    .values(
+        state=OutboxState.failed, last_error=bindparam("error"), compose_spec=None, sent_at=None
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
     """(id, spec) of queued rows still to be composed, oldest first."""
     rows = session.exec(
@@ -97,22 +118,12 @@ def store_composed(
 def set_composed(session: Session, item_id: int, *, raw: bytes) -> None:
     """The composed message for a row that was written as a spec (a second composer's result
     for the same row is ignored: both are the same message with the same Message-ID)."""
-    session.execute(
-        update(OutboxItem)
-        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
-        .values(raw=raw, compose_spec=None)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_SET_COMPOSED, {"item_id": item_id, "b_raw": raw})
 
 
 def set_uncomposable(session: Session, item_id: int, *, now: datetime, error: str) -> None:
     """A spec that cannot become a message (a broken template): failed, with the reason."""
-    session.execute(
-        update(OutboxItem)
-        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
-        .values(state=OutboxState.failed, last_error=error[:2000], compose_spec=None, sent_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_SET_UNCOMPOSABLE, {"item_id": item_id, "error": error[:2000]})
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:

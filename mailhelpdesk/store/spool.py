@@ -153,13 +153,13 @@ _MARK_DONE = (
     .where(_INBOUND.c.id == bindparam("row_id"))
     .values(
         attempts=_INBOUND.c.attempts + 1,
-        state=bindparam("state"),
-        outcome=bindparam("outcome"),
-        reason=bindparam("reason"),
-        ticket_id=bindparam("ticket_id"),
-        processed_at=bindparam("processed_at"),
-        message_id=bindparam("message_id"),
-        fingerprint=bindparam("fingerprint"),
+        state=bindparam("b_state"),
+        outcome=bindparam("b_outcome"),
+        reason=bindparam("b_reason"),
+        ticket_id=bindparam("b_ticket_id"),
+        processed_at=bindparam("b_processed_at"),
+        message_id=bindparam("b_message_id"),
+        fingerprint=bindparam("b_fingerprint"),
     )
 )
 
@@ -189,7 +189,9 @@ def mark_done(
         "message_id": message_id[:998] if message_id else None,
         "fingerprint": fingerprint,
     }
-    session.connection().execute(_MARK_DONE, {"row_id": row.id, **values})
+    session.connection().execute(
+        _MARK_DONE, {"row_id": row.id, **{f"b_{k}": v for k, v in values.items()}}
+    )
     values["attempts"] = row.attempts + 1
     for name, value in values.items():
         set_committed_value(row, name, value)
