@@ -105,7 +105,9 @@ def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Callable[[], Any]], 
 
 
 def _default_of(field: FieldInfo | None) -> Callable[[], Any]:
-    if field is None:
+    """The field's default (None for a field without one: the column is then NULL, or refused
+    by the database when it must not be, as when the constructor left it unset)."""
+    if field is None or field.is_required():
         return lambda: None
     return lambda: field.get_default(call_default_factory=True)
 
