@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic.fields import FieldInfo
-from sqlalchemy import Connection, Insert, Table
+from sqlalchemy import Connection, Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm import SessionTransaction, configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.base import manager_of_class
 from sqlmodel import Session, SQLModel
 
@@ -88,6 +88,50 @@ def as_object(model: type[M], row: Mapping[str, Any]) -> M:
     obj: M = manager.new_instance()
     obj.__dict__.update(row)
     return obj
+
+
+def attach(session: Session, obj: SQLModel) -> None:
+    """Make `obj` (an `as_object` of a row this transaction just INSERTed) the session's
+    persistent, clean object for that row, with no SQL: later steps update it through the ORM.
+    If the savepoint (or transaction) it was attached in rolls back, the session forgets it, as
+    it forgets an object it flushed itself there (SQLite hands the same id to the next row, and
+    the session must not keep the dead one under that key)."""
+    make_transient_to_detached(obj)
+    session.add(obj)
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_ATTACHED, []).append((owner, obj))
+
+
+_ATTACHED = "mailhelpdesk.core_attached"  # session.info: [(transaction, object)]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    held = session.info.get(_ATTACHED)
+    if not held:
+        return
+    kept = []
+    for owner, obj in held:
+        if _within(owner, previous_transaction):
+            if obj in session:
+                session.expunge(obj)
+        else:
+            kept.append((owner, obj))
+    session.info[_ATTACHED] = kept
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_ATTACHED, None)
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 _managers: dict[type[SQLModel], Any] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import false, func, update
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import (
@@ -72,14 +71,14 @@ def insert_ticket(session: Session, values: dict[str, object]) -> Ticket:
     """Write a new ticket with one Core INSERT (store/rows.py) and hand back the session's
     persistent, clean object for that row, without a flush or a SELECT: the later steps of the
     same change (a reply in the same batch, a status change) update it through the ORM as if it
-    had been loaded. Every column's value is in the object (the fields' defaults for those not
-    given), so nothing is expired and read back."""
+    had been loaded (rows.attach, which also forgets it if its savepoint rolls back). Every
+    column's value is in the object (the fields' defaults for those not given), so nothing is
+    expired and read back."""
     row = rows.complete(Ticket, values)
     del row["id"]
     row["id"] = rows.insert_id(session, Ticket, row)
     ticket = rows.as_object(Ticket, row)
-    make_transient_to_detached(ticket)
-    session.add(ticket)
+    rows.attach(session, ticket)
     return ticket
 
 

@@ -203,3 +203,37 @@ def test_rows_come_back_as_plain_objects_with_every_column(desk_factory: Any) ->
         stored = session.get(TicketEvent, event.id)
         assert stored is not None and stored is not event
         assert (stored.type, stored.actor_email, stored.actor_name) == ("note", None, "")
+
+
+def test_a_ticket_whose_savepoint_rolled_back_leaves_the_session(desk_factory: Any) -> None:
+    """The ingest writer rolls a failed message back to its savepoint and goes on in the same
+    session; SQLite hands the rolled-back ticket's id to the next ticket, which must still be
+    written and be the one the session holds for that id (the ORM forgot a ticket it had
+    flushed in a rolled-back savepoint; one written by Core must be forgotten too)."""
+    desk: Desk = desk_factory()
+
+    def new_ticket(session: Any, subject: str) -> Ticket:
+        return tickets.create_ticket(
+            session,
+            subject=subject,
+            originator_email="priya@customer.test",
+            first=NewResponse(kind=ResponseKind.customer, plain_text="x"),
+            change=desk.change(),
+        )
+
+    with session_scope(desk.engine) as session:
+        outer = session.begin_nested()
+        kept = new_ticket(session, "kept")
+        outer.commit()
+        savepoint = session.begin_nested()
+        lost = new_ticket(session, "lost")
+        lost_id = lost.id
+        savepoint.rollback()
+        assert lost not in session
+        again = new_ticket(session, "again")
+        assert session.get(Ticket, again.id) is again and again.subject == "again"
+        assert kept in session
+    with read_scope(desk.engine) as session:
+        subjects = sorted(t.subject for t in session.exec(select(Ticket)).all())
+        assert subjects == ["again", "kept"]
+    assert lost_id is not None
