@@ -1,6 +1,7 @@
 """Profile filing a corpus: where the writer's interpreter time goes (issue 16).
 
     PYTHONPATH=. python benchmarks/profile_ingest.py CORPUS_DIR [--workers N] [--top 20]
+        [--out FILE]   # also save the raw profile (pstats) for a closer look
 
 Builds a helpdesk on a temporary SQLite file (the tests' config), keeps every *.eml of
 CORPUS_DIR (in name order) in the spool as SMTP would, then files them with the ingest worker
