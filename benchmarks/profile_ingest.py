@@ -1,6 +1,7 @@
 """Profile filing a corpus: where the writer's interpreter time goes (issue 16).
 
     PYTHONPATH=. python benchmarks/profile_ingest.py CORPUS_DIR [--workers N] [--top 20]
+        [--out FILE]   # also save the raw profile (pstats) for a closer look
 
 Builds a helpdesk on a temporary SQLite file (the tests' config), keeps every *.eml of
 CORPUS_DIR (in name order) in the spool as SMTP would, then files them with the ingest worker
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="also save the raw profile here (pstats)")
     args = parser.parse_args()
     files = sorted(args.corpus.glob("*.eml"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +94,8 @@ def main() -> None:
         f"{cpu / done * 1000:.2f} ms of this process's CPU per message "
         f"(understanding workers: {args.workers if understander else 'none, older code'})"
     )
+    if args.out is not None:
+        profile.dump_stats(str(args.out))
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(args.top)

@@ -37,10 +37,9 @@ log = logging.getLogger(__name__)
 
 def parse(ctx: IngestContext) -> None:
     """The ParsedMail understanding made of the bytes (ingest/understanding.py; the parser
-    never raises, it records defects instead), and what the inbound row keeps of it."""
+    never raises, it records defects instead). What the inbound row keeps of it (Message-ID,
+    fingerprint) is written with the row's outcome, in one UPDATE (ingest/worker.py)."""
     ctx.parsed = ctx.understood.parsed
-    ctx.inbound.message_id = ctx.parsed.message_id[:998] if ctx.parsed.message_id else None
-    ctx.inbound.fingerprint = ctx.parsed.fingerprint
 
 
 def dedupe(ctx: IngestContext) -> None:

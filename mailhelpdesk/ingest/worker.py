@@ -232,7 +232,6 @@ def _process_one(
     understood: Understood,
     lookups: BatchLookups,
 ) -> str:
-    row.attempts += 1
     ctx = IngestContext(
         session=session,
         clock=clock,
@@ -248,6 +247,8 @@ def _process_one(
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
+        row.attempts += 1
+        _keep_parsed(row, understood)
         return _set_aside(
             session,
             row,
@@ -268,13 +269,16 @@ def _process_one(
             ),
             by_agent=ctx.sender_role == SenderRole.agent,
         )
-    row.state = InboundState.done
-    row.outcome = (ctx.outcome or Outcome.classified).value
-    row.reason = ctx.reason[:2000]
-    row.ticket_id = ctx.ticket.id if ctx.ticket else None
-    row.processed_at = clock.now()
-    session.add(row)
-    session.flush()
+    spool.mark_done(
+        session,
+        row,
+        outcome=(ctx.outcome or Outcome.classified).value,
+        reason=ctx.reason,
+        ticket_id=ctx.ticket.id if ctx.ticket else None,
+        now=clock.now(),
+        message_id=understood.parsed.message_id,
+        fingerprint=understood.parsed.fingerprint,
+    )
     log.info(
         "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
         row.id,
@@ -284,6 +288,14 @@ def _process_one(
         row.reason,
     )
     return row.outcome
+
+
+def _keep_parsed(row: InboundMessage, understood: Understood) -> None:
+    """What the inbound row keeps of the parsed message, on a row set aside (an applied row
+    gets them in spool.mark_done's UPDATE)."""
+    parsed = understood.parsed
+    row.message_id = parsed.message_id[:998] if parsed.message_id else None
+    row.fingerprint = parsed.fingerprint
 
 
 def _set_aside(

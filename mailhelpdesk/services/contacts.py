@@ -89,14 +89,20 @@ def contact_for(session: Session, email: str, *, name: str, now: datetime) -> in
     email = email.strip().lower()
     if not email:
         return None
-    contact = store.by_address(session, email)
-    if contact is None:
-        made = Contact(email=email, name=name[:400], created_at=now, updated_at=now)
-        contact = store.add_with_address(session, made) or store.by_address(session, email)
-    elif name and not contact.name:
-        contact.name, contact.updated_at = name[:400], now
-        session.add(contact)
-    return contact.id if contact is not None else None
+    found = store.id_and_name_by_address(session, email)
+    if found is None:
+        made = store.insert_with_address(
+            session, {"email": email, "name": name[:400], "created_at": now, "updated_at": now}
+        )
+        if made is not None:
+            return made
+        found = store.id_and_name_by_address(session, email)
+    elif name and not found[1]:
+        contact = store.get(session, found[0])
+        if contact is not None and not contact.name:
+            contact.name, contact.updated_at = name[:400], now
+            session.add(contact)
+    return found[0] if found is not None else None
 
 
 def get(session: Session, contact_id: int) -> Contact:

@@ -300,6 +300,52 @@ def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None,
         return None, f"cannot compose: {exc}"
 
 
+@dataclass
+class RefusalFacts:
+    """What loop safety reads from the database for a batch of automatic notices (the notices
+    one event causes): the suppressed addresses among their recipients and each customer's
+    automatic notices within the window, read in two queries for the batch instead of two per
+    notice (`for_recipients`). The batch's own notices are counted as they are written
+    (`written`), so the rate limit sees exactly what a query per notice would have seen."""
+
+    suppressed: dict[str, str]
+    recent: dict[str, int]
+
+    @classmethod
+    def for_recipients(
+        cls,
+        session: Session,
+        recipients: Sequence[Recipient],
+        settings: NotifySettings,
+        now: datetime,
+    ) -> RefusalFacts:
+        emails = {r.email.lower() for r in recipients}
+        emails.discard("")
+        # agents are exempt from the rate limit: no count for them
+        counted = {r.email.lower() for r in recipients if r.agent_id is None}
+        since = now - timedelta(seconds=settings.auto_notice_window_s)
+        return cls(
+            suppressed=outbox.suppressed_among(session, emails, now=now),
+            recent=outbox.recent_automatic_among(session, counted, since=since),
+        )
+
+    def refusal(self, recipient: Recipient, settings: NotifySettings) -> str | None:
+        return auto_reply_refusal(
+            recipient.email,
+            own_addresses=settings.own_addresses,
+            suppressed=self.suppressed.get(recipient.email.lower()),
+            recent_automatic=(
+                self.recent.get(recipient.email.lower(), 0) if recipient.agent_id is None else 0
+            ),
+            max_per_window=settings.max_auto_notices_per_window,
+            rate_limited=recipient.agent_id is None,
+        )
+
+    def written(self, primary_rcpt: str) -> None:
+        """An automatic notice that counts (not suppressed) was written to `primary_rcpt`."""
+        self.recent[primary_rcpt] = self.recent.get(primary_rcpt, 0) + 1
+
+
 def schedule_notice(
     session: Session,
     *,
@@ -314,6 +360,7 @@ def schedule_notice(
     references: Sequence[str] = (),
     from_name: str | None = None,
     attachments: Sequence[OutgoingAttachment] = (),
+    facts: RefusalFacts | None = None,
 ) -> OutboxItem:
     """Write one notice to one recipient: `queued` (composed, or as a spec the sender composes),
     `suppressed` (loop safety, with the reason), or `failed` when it cannot be built (a broken
@@ -321,10 +368,16 @@ def schedule_notice(
     the change that caused it. Only services/reactions.py calls this.
 
     `auto_submitted` is `auto-replied`/`auto-generated` for automatic notices and None for an
-    agent's own answer (human mail: no Auto-Submitted, no rate limit)."""
+    agent's own answer (human mail: no Auto-Submitted, no rate limit). `facts`: what loop
+    safety needs, read once for the batch of notices this one belongs to (read for this one
+    recipient when not given)."""
     now = clock.now()
     automatic = auto_submitted is not None
-    refusal = _refusal(session, recipient, settings, now) if automatic else None
+    refusal = None
+    if automatic:
+        if facts is None:
+            facts = RefusalFacts.for_recipients(session, [recipient], settings, now)
+        refusal = facts.refusal(recipient, settings)
     spec = NoticeSpec(
         notice=notice,
         context=dict(context),
@@ -362,13 +415,16 @@ def schedule_notice(
             raw = compose_notice(spec, settings, attachments)
         except (NoticeRenderError, InvalidInputError) as exc:
             state, error = OutboxState.failed, f"cannot compose: {exc}"
+    rcpt = recipient.email.lower()[:320] or "-"
+    if automatic and facts is not None and state != OutboxState.suppressed:
+        facts.written(rcpt)
     item = outbox.enqueue(
         session,
         kind=notice,
         ticket_id=ticket.id,
         message_id=spec.message_id,
         mail_from=settings.helpdesk_address,
-        rcpt_tos=[recipient.email.lower()[:320] or "-"],
+        rcpt_tos=[rcpt],
         is_automatic=automatic,
         raw=raw,
         now=now,
@@ -394,25 +450,6 @@ def schedule_notice(
             error,
         )
     return item
-
-
-def _refusal(
-    session: Session, recipient: Recipient, settings: NotifySettings, now: datetime
-) -> str | None:
-    since = now - timedelta(seconds=settings.auto_notice_window_s)
-    return auto_reply_refusal(
-        recipient.email,
-        own_addresses=settings.own_addresses,
-        suppressed=outbox.suppressed_reason(session, email=recipient.email, now=now),
-        # agents are exempt from the rate limit: skip the count (a query per notice) for them
-        recent_automatic=(
-            outbox.count_recent_automatic(session, rcpt=recipient.email, since=since)
-            if recipient.agent_id is None
-            else 0
-        ),
-        max_per_window=settings.max_auto_notices_per_window,
-        rate_limited=recipient.agent_id is None,
-    )
 
 
 def compose_pending(

@@ -212,8 +212,29 @@ def react(
         webhooks.emit(session, name, payload, ticket_id=ticket.id, now=now, source=source)
     if not change.may_mail:
         return
-    for rule in notices_for(event, data):
-        _send(session, ticket, rule, data, response, change=change, thread=thread or Thread())
+    planned = [
+        (rule, _recipients(session, ticket, rule.audience, change.origin, data))
+        for rule in notices_for(event, data)
+    ]
+    automatic = [r for rule, rs in planned if rule.auto_submitted is not None for r in rs]
+    # loop safety's reads for every notice of this event at once (services/notify.py)
+    facts = (
+        notify.RefusalFacts.for_recipients(session, automatic, change.notices, now)
+        if automatic
+        else None
+    )
+    for rule, recipients in planned:
+        _send(
+            session,
+            ticket,
+            rule,
+            data,
+            response,
+            recipients,
+            change=change,
+            thread=thread or Thread(),
+            facts=facts,
+        )
 
 
 def _send(
@@ -222,9 +243,11 @@ def _send(
     rule: NoticeRule,
     data: Data,
     response: Response | None,
+    recipients: Sequence[Recipient],
     *,
     change: ChangeContext,
     thread: Thread,
+    facts: notify.RefusalFacts | None,
 ) -> None:
     settings = change.notices
     # no signed address of ours (an agent's reply address, above all) leaves in relayed text
@@ -261,7 +284,7 @@ def _send(
         context.update(_forward_context(session, ticket, data, settings.own_addresses))
         if data.get("include_attachments"):
             attachments = _public_attachments(session, ticket)
-    for recipient in _recipients(session, ticket, rule.audience, change.origin, data):
+    for recipient in recipients:
         notify.schedule_notice(
             session,
             notice=rule.notice,
@@ -275,6 +298,7 @@ def _send(
             references=thread.references,
             from_name=from_name,
             attachments=attachments,
+            facts=facts,
         )
 
 

@@ -70,8 +70,16 @@ def timeline(rows: Sequence[TicketEvent]) -> list[tuple[datetime, Mark]]:
 def track(
     session: Session, ticket: Ticket, event: EventType, policy: SlaPolicy, now: datetime
 ) -> None:
-    """Recompute the ticket's due times if `event` can move them (see the module doc)."""
-    if event in MOVING:
+    """Recompute the ticket's due times if `event` can move them (see the module doc).
+
+    A `created` event is a new ticket's first (services/tickets.create_ticket records it right
+    after writing the ticket, and nothing else records one): it has no `ticket_sla` row yet and
+    its timeline is that one event, so its row is computed from what is in hand and written with
+    one INSERT, without reading the row or the events (the primary key would refuse a second
+    row, so a broken assumption fails loudly instead of keeping two)."""
+    if event == EventType.created:
+        store.insert(session, _due_times(session, ticket, policy, [(_utc(now), Mark.opened)], now))
+    elif event in MOVING:
         refresh(session, ticket, policy, now)
 
 
@@ -79,21 +87,42 @@ def refresh(session: Session, ticket: Ticket, policy: SlaPolicy, now: datetime) 
     """Recompute and store the ticket's due times from its events."""
     ticket_id = ticket.id or 0
     row = store.get(session, ticket_id) or TicketSla(ticket_id=ticket_id, computed_at=now)
-    queue = lookups.queue_name(session, ticket.queue_id)
-    rule = policy.rule_for(queue, Priority(ticket.priority).name.capitalize())
-    found = (
-        deadlines(policy, rule, timeline(event_store.for_ticket(session, ticket_id)))
-        if rule is not None
-        else {}
+    values = _due_times(
+        session, ticket, policy, timeline(event_store.for_ticket(session, ticket_id)), now
     )
-    row.rule = rule.name if rule is not None else ""
-    for target in Target:
-        due = found.get(target)
-        setattr(row, f"{target.value}_due_at", due.due_at if due else None)
-        setattr(row, f"{target.value}_warn_at", due.warn_at if due else None)
-    row.computed_at = now
+    for name, value in values.items():
+        setattr(row, name, value)
     store.save(session, row)
     return row
+
+
+def _due_times(
+    session: Session,
+    ticket: Ticket,
+    policy: SlaPolicy,
+    marks: list[tuple[datetime, Mark]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The `ticket_sla` row's computed columns for a ticket with these clock marks."""
+    queue = lookups.queue_name(session, ticket.queue_id)
+    rule = policy.rule_for(queue, Priority(ticket.priority).name.capitalize())
+    found = deadlines(policy, rule, marks) if rule is not None else {}
+    values: dict[str, Any] = {
+        "ticket_id": ticket.id or 0,
+        "rule": rule.name if rule is not None else "",
+        "computed_at": now,
+    }
+    for target in Target:
+        due = found.get(target)
+        values[f"{target.value}_due_at"] = due.due_at if due else None
+        values[f"{target.value}_warn_at"] = due.warn_at if due else None
+    return values
+
+
+def _utc(at: datetime) -> datetime:
+    aware = as_utc(at)
+    assert aware is not None
+    return aware
 
 
 def policy_is_current(session: Session, policy: SlaPolicy) -> bool:

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.domain.enums import Priority, ResponseKind, TicketStatus
 from mailhelpdesk.domain.events import EventType
-from mailhelpdesk.domain.models import Attachment, Response, Ticket
+from mailhelpdesk.domain.models import Response, Ticket
 from mailhelpdesk.services import contacts, events
 from mailhelpdesk.services.cc_policy import CcLimits, capped
 from mailhelpdesk.services.context import ChangeContext
@@ -82,29 +82,35 @@ def create_ticket(
     CCs are bounded by `cc_limits` (services/cc_policy.py)."""
     now = change.clock.now()
     queue = queue_name or DEFAULT_QUEUE
-    ticket = Ticket(
-        number=store.next_ticket_number(session),
-        subject=_clean_subject(subject),
-        status=TicketStatus.open,
-        priority=int(priority),
-        queue_id=store.queue_id_for(session, queue),
-        originator_email=originator_email.lower(),
-        originator_name=originator_name,
-        created_at=now,
-        updated_at=now,
-        secure_id=new_secure_id(),
-        contact_id=contacts.contact_for(session, originator_email, name=originator_name, now=now),
+    ticket = store.insert_ticket(
+        session,
+        {
+            "number": store.next_ticket_number(session),
+            "subject": _clean_subject(subject),
+            "status": TicketStatus.open.value,
+            "priority": int(priority),
+            "queue_id": store.queue_id_for(session, queue),
+            "originator_email": originator_email.lower(),
+            "originator_name": originator_name,
+            "created_at": now,
+            "updated_at": now,
+            "secure_id": new_secure_id(),
+            "contact_id": contacts.contact_for(
+                session, originator_email, name=originator_name, now=now
+            ),
+        },
     )
-    session.add(ticket)
-    session.flush()
-    for email, name in capped(
-        cc,
-        present=set(),
-        skip={ticket.originator_email},
-        limits=cc_limits or CcLimits(),
-        ticket_number=ticket.number,
-    ):
-        store.add_cc(session, ticket_id=ticket.id or 0, email=email, name=name)
+    store.add_new_ccs(
+        session,
+        ticket_id=ticket.id or 0,
+        ccs=capped(
+            cc,
+            present=set(),
+            skip={ticket.originator_email},
+            limits=cc_limits or CcLimits(),
+            ticket_number=ticket.number,
+        ),
+    )
     response = _store_response(session, ticket, first, now=now)
     events.record(
         session,
@@ -212,22 +218,22 @@ def _store_response(
         },
         files=bool(new.attachments),
     )
+    files = []
     for item in new.attachments:
         digest = hashlib.sha256(item.data).hexdigest()
         store.store_blob(session, sha256=digest, data=item.data)
-        session.add(
-            Attachment(
-                response_id=response.id or 0,
-                name=item.name[:500],
-                mime_type=item.mime_type[:200],
-                file_size=len(item.data),
-                is_inline=item.is_inline,
-                content_id=item.content_id,
-                sha256=digest,
-            )
+        files.append(
+            {
+                "response_id": response.id or 0,
+                "name": item.name[:500],
+                "mime_type": item.mime_type[:200],
+                "file_size": len(item.data),
+                "is_inline": item.is_inline,
+                "content_id": item.content_id,
+                "sha256": digest,
+            }
         )
-    if new.attachments:
-        session.flush()
+    store.insert_attachments(session, files)
     if new.message_id:
         store.record_message_id(
             session, message_id=new.message_id, ticket_id=ticket.id or 0, direction="in"

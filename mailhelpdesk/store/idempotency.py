@@ -9,8 +9,9 @@ whose lease ran out and was taken over cannot overwrite the new owner's outcome.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, text, update
+from sqlalchemy import bindparam, delete, func, text, update
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import KeyState
@@ -44,21 +45,56 @@ def insert_claim(
         "created_at": now,
         "expires_at": expires_at,
     }
-    table = rows.table_of(IdempotencyKey)
-    dialect = session.get_bind().dialect.name
-    stmt = (
-        rows.conflict_insert(session, IdempotencyKey)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["token_id", "key"])
-    )
+    dialect = rows.dialect_of(session)
+    stmt = _CLAIMS.get(dialect)
+    if stmt is None:  # built once per dialect (store/rows.py says why)
+        stmt = _CLAIMS[dialect] = (
+            rows.conflict_insert(session, IdempotencyKey)
+            .on_conflict_do_nothing(index_elements=["token_id", "key"])
+            .returning(rows.table_of(IdempotencyKey).c.id)
+        )
     if dialect == "postgresql":
         # a claim held by another daemon's open transaction makes this INSERT wait for it; wait
         # a bounded time (then the caller answers 409 in progress), never as long as a stuck peer
         session.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'"))
-    inserted = session.execute(stmt.returning(table.c.id)).first()
+    inserted = session.execute(stmt, values).first()
     if dialect == "postgresql":
         session.execute(text("SET LOCAL lock_timeout = 0"))
     return int(inserted[0]) if inserted is not None else None
+
+
+# the statements of every create, built once (store/rows.py says why)
+_CLAIMS: dict[str, Any] = {}  # dialect name -> the claim's INSERT … ON CONFLICT … RETURNING
+_GET = select(IdempotencyKey).where(
+    IdempotencyKey.token_id == bindparam("token_id"), IdempotencyKey.key == bindparam("key")
+)
+_TAKE_MINTED = (
+    delete(IdempotencyKey)
+    .where(
+        col(IdempotencyKey.token_id).is_(None),
+        col(IdempotencyKey.key) == bindparam("key"),
+        col(IdempotencyKey.state) == KeyState.minted,
+    )
+    .returning(col(IdempotencyKey.action))
+    .execution_options(synchronize_session=False)
+)
+_COMPLETE = (
+    update(IdempotencyKey)
+    .where(
+        col(IdempotencyKey.id) == bindparam("row_id"),
+        col(IdempotencyKey.lease) == bindparam("b_lease"),
+        col(IdempotencyKey.state) == KeyState.in_progress,
+    )
+    .values(
+        state=KeyState.completed,
+        status=bindparam("b_status"),
+        body=bindparam("b_body"),
+        completed_at=bindparam("b_completed_at"),
+        expires_at=bindparam("b_expires_at"),
+        locked_until=None,
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 def is_claim_wait_exceeded(exc: BaseException) -> bool:
@@ -67,24 +103,13 @@ def is_claim_wait_exceeded(exc: BaseException) -> bool:
 
 
 def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
-    return session.exec(
-        select(IdempotencyKey).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
-    ).first()
+    return session.exec(_GET, params={"token_id": token_id, "key": key}).first()
 
 
 def take_minted(session: Session, *, key: str) -> str | None:
     """The action a minted, never-used key with this value was bound to ('' = any), or None.
     The row is removed in the same statement, so of two daemons using it only one gets it."""
-    found = session.execute(
-        delete(IdempotencyKey)
-        .where(
-            col(IdempotencyKey.token_id).is_(None),
-            col(IdempotencyKey.key) == key,
-            col(IdempotencyKey.state) == KeyState.minted,
-        )
-        .returning(col(IdempotencyKey.action))
-        .execution_options(synchronize_session=False)
-    ).first()
+    found = session.execute(_TAKE_MINTED, {"key": key}).first()
     return None if found is None else str(found[0] or "")
 
 
@@ -117,21 +142,15 @@ def complete(
 ) -> bool:
     """Store the outcome; False if the lease is no longer ours (then the caller must roll back)."""
     result = session.execute(
-        update(IdempotencyKey)
-        .where(
-            col(IdempotencyKey.id) == row_id,
-            col(IdempotencyKey.lease) == lease,
-            col(IdempotencyKey.state) == KeyState.in_progress,
-        )
-        .values(
-            state=KeyState.completed,
-            status=status,
-            body=body,
-            completed_at=now,
-            expires_at=expires_at,
-            locked_until=None,
-        )
-        .execution_options(synchronize_session=False)
+        _COMPLETE,
+        {
+            "row_id": row_id,
+            "b_lease": lease,
+            "b_status": status,
+            "b_body": body,
+            "b_completed_at": now,
+            "b_expires_at": expires_at,
+        },
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

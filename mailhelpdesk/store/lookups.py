@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -37,6 +37,21 @@ AGENTS_VERSION = "agents_version"
 _COUNTERS = rows.table_of(Counter)
 _QUEUES = rows.table_of(Queue)
 _AGENTS = rows.table_of(Agent)
+# the statements, built once (store/rows.py says why)
+_QUEUE_ID = select(_QUEUES.c.id).where(_QUEUES.c.name == bindparam("name"))
+_QUEUE_NAME = select(_QUEUES.c.name).where(_QUEUES.c.id == bindparam("queue_id"))
+_READ_VERSION = select(_COUNTERS.c.value).where(_COUNTERS.c.name == AGENTS_VERSION)
+_BUMP_VERSION = (
+    update(_COUNTERS).where(_COUNTERS.c.name == AGENTS_VERSION).values(value=_COUNTERS.c.value + 1)
+)
+_LIST_AGENTS = select(
+    _AGENTS.c.id,
+    _AGENTS.c.email,
+    _AGENTS.c.name,
+    _AGENTS.c.queues,
+    _AGENTS.c.reply_key,
+    _AGENTS.c.alternate_addresses,
+).order_by(_AGENTS.c.email)
 _VERSION_KEY = "mailhelpdesk.agents_version"  # session.info: (transaction, version)
 _CHANGED_KEY = "mailhelpdesk.agents_changed"  # session.info: this session wrote agents
 
@@ -89,7 +104,7 @@ def queue_id(session: Session, name: str) -> int | None:
     cache = _of(session)
     if cache is not None and name in cache._queue_ids:
         return cache._queue_ids[name]
-    found = session.connection().execute(select(_QUEUES.c.id).where(_QUEUES.c.name == name)).first()
+    found = session.connection().execute(_QUEUE_ID, {"name": name}).first()
     if found is None:
         return None
     if cache is not None:
@@ -102,9 +117,7 @@ def queue_name(session: Session, queue_id: int) -> str:
     cache = _of(session)
     if cache is not None and queue_id in cache._queue_names:
         return cache._queue_names[queue_id]
-    found = (
-        session.connection().execute(select(_QUEUES.c.name).where(_QUEUES.c.id == queue_id)).first()
-    )
+    found = session.connection().execute(_QUEUE_NAME, {"queue_id": queue_id}).first()
     if found is None:
         return ""
     if cache is not None:
@@ -124,16 +137,7 @@ def agents(session: Session) -> tuple[AgentInfo, ...]:
     session.flush()  # agents added in this session but not yet flushed are agents too
     listed = tuple(
         AgentInfo(r.id, r.email, r.name, r.queues, r.reply_key, r.alternate_addresses)
-        for r in session.connection().execute(
-            select(
-                _AGENTS.c.id,
-                _AGENTS.c.email,
-                _AGENTS.c.name,
-                _AGENTS.c.queues,
-                _AGENTS.c.reply_key,
-                _AGENTS.c.alternate_addresses,
-            ).order_by(_AGENTS.c.email)
-        )
+        for r in session.connection().execute(_LIST_AGENTS)
     )
     if cache is not None and version is not None and not session.info.get(_CHANGED_KEY):
         # (a transaction that changed agents itself may still roll back: not cached)
@@ -149,11 +153,7 @@ def _agents_version(session: Session) -> int | None:
     held = session.info.get(_VERSION_KEY)
     if held is not None and held[0] is transaction:
         return int(held[1]) if held[1] is not None else None
-    found = (
-        session.connection()
-        .execute(select(_COUNTERS.c.value).where(_COUNTERS.c.name == AGENTS_VERSION))
-        .first()
-    )
+    found = session.connection().execute(_READ_VERSION).first()
     version = int(found[0]) if found is not None else None
     session.info[_VERSION_KEY] = (transaction, version)
     return version
@@ -173,10 +173,6 @@ def _bump_on_agent_change(session: Session, _context: Any, _instances: Any) -> N
         or any(isinstance(o, Agent) and session.is_modified(o) for o in session.dirty)
     ):
         return
-    session.connection().execute(
-        update(_COUNTERS)
-        .where(_COUNTERS.c.name == AGENTS_VERSION)
-        .values(value=_COUNTERS.c.value + 1)
-    )
+    session.connection().execute(_BUMP_VERSION)
     session.info.pop(_VERSION_KEY, None)
     session.info[_CHANGED_KEY] = True

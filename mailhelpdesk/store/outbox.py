@@ -14,10 +14,11 @@ mail for a while (`suppress`, `suppressed_reason`). These functions flush, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, true, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 # the state enum lives in domain/enums.py; callers keep using it as outbox.OutboxState
@@ -72,6 +73,27 @@ def enqueue(
     )
 
 
+# built once (store/rows.py says why)
+_STILL_A_SPEC = (
+    col(OutboxItem.id) == bindparam("item_id"),
+    col(OutboxItem.compose_spec).is_not(None),
+)
+_SET_COMPOSED = (
+    update(OutboxItem)
+    .where(*_STILL_A_SPEC)
+    .values(raw=bindparam("b_raw"), compose_spec=None)
+    .execution_options(synchronize_session=False)
+)
+_SET_UNCOMPOSABLE = (
+    update(OutboxItem)
+    .where(*_STILL_A_SPEC)
+    .values(
+        state=OutboxState.failed, last_error=bindparam("error"), compose_spec=None, sent_at=None
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
     """(id, spec) of queued rows still to be composed, oldest first."""
     rows = session.exec(
@@ -96,22 +118,12 @@ def store_composed(
 def set_composed(session: Session, item_id: int, *, raw: bytes) -> None:
     """The composed message for a row that was written as a spec (a second composer's result
     for the same row is ignored: both are the same message with the same Message-ID)."""
-    session.execute(
-        update(OutboxItem)
-        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
-        .values(raw=raw, compose_spec=None)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_SET_COMPOSED, {"item_id": item_id, "b_raw": raw})
 
 
 def set_uncomposable(session: Session, item_id: int, *, now: datetime, error: str) -> None:
     """A spec that cannot become a message (a broken template): failed, with the reason."""
-    session.execute(
-        update(OutboxItem)
-        .where(col(OutboxItem.id) == item_id, col(OutboxItem.compose_spec).is_not(None))
-        .values(state=OutboxState.failed, last_error=error[:2000], compose_spec=None, sent_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_SET_UNCOMPOSABLE, {"item_id": item_id, "error": error[:2000]})
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:
@@ -190,6 +202,49 @@ def count_recent_automatic(session: Session, *, rcpt: str, since: datetime) -> i
             col(OutboxItem.created_at) >= since,
         )
     ).one()
+
+
+_OUTBOX = rows.table_of(OutboxItem)
+_SUPPRESSED = rows.table_of(SuppressedAddress)
+_SUPPRESSED_AMONG = sa_select(
+    _SUPPRESSED.c.email, _SUPPRESSED.c.reason, _SUPPRESSED.c.until_at
+).where(_SUPPRESSED.c.email.in_(bindparam("emails", expanding=True)))
+_RECENT_AUTOMATIC_AMONG = (
+    sa_select(_OUTBOX.c.primary_rcpt, func.count())
+    .where(
+        _OUTBOX.c.primary_rcpt.in_(bindparam("rcpts", expanding=True)),
+        _OUTBOX.c.is_automatic == true(),
+        _OUTBOX.c.state != OutboxState.suppressed.value,
+        _OUTBOX.c.created_at >= bindparam("since"),
+    )
+    .group_by(_OUTBOX.c.primary_rcpt)
+)
+
+
+def suppressed_among(session: Session, emails: Collection[str], *, now: datetime) -> dict[str, str]:
+    """Of these lower-case addresses, those held back now, with the reason (as
+    `suppressed_reason`, for a batch of notices in one query)."""
+    if not emails:
+        return {}
+    found = rows.flushed_connection(session).execute(_SUPPRESSED_AMONG, {"emails": sorted(emails)})
+    held: dict[str, str] = {}
+    for email, reason, until_at in found:
+        until = as_utc(until_at)
+        if until is not None and until > now:
+            held[email] = reason or "bouncing"
+    return held
+
+
+def recent_automatic_among(
+    session: Session, rcpts: Collection[str], *, since: datetime
+) -> dict[str, int]:
+    """`count_recent_automatic` for several lower-case addresses in one query (absent: 0)."""
+    if not rcpts:
+        return {}
+    found = rows.flushed_connection(session).execute(
+        _RECENT_AUTOMATIC_AMONG, {"rcpts": sorted(rcpts), "since": since}
+    )
+    return {str(rcpt): int(count) for rcpt, count in found}
 
 
 def suppressed_reason(session: Session, *, email: str, now: datetime) -> str | None:

@@ -8,19 +8,31 @@ for what is one INSERT; on the API's create path that was the largest item of th
 these statements are built from `Model.__table__`.
 
 The object handed back is a plain (transient) instance carrying the new id, for the callers that
-read fields off it; it is not in the session, so nothing flushes it a second time.
+read fields off it; it is not in the session, so nothing flushes it a second time. Callers that
+read nothing back use `insert_id` (building a SQLModel object costs about as much as the INSERT).
+
+Statements are built once: an `Insert` of a table (and a dialect's ON CONFLICT insert) is made on
+first use and kept, so each call only executes it with its values. Rebuilding `table.insert()`
+per call cost SQLAlchemy's argument coercion and cache-key generation every time
+(`coercions.expect` was 3.2% of the API's profile, docs/performance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from pydantic.fields import FieldInfo
+from sqlalchemy import Connection, Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import SessionTransaction, configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.base import manager_of_class
 from sqlmodel import Session, SQLModel
 
 M = TypeVar("M", bound=SQLModel)
+
+# table -> its plain INSERT, built on first use (a Table is hashable, and there are few)
+_INSERTS: dict[Table, Insert] = {}
 
 
 def table_of(model: type[SQLModel]) -> Table:
@@ -29,24 +41,143 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
-    """INSERT one row of `model` in the session's transaction; the row as an object with its id
-    (RETURNING on PostgreSQL, the rowid on SQLite: whatever the dialect does for a primary key)."""
-    result = session.connection().execute(table_of(model).insert(), dict(values))
+def insert_of(model: type[SQLModel]) -> Insert:
+    """The plain INSERT into `model`'s table, built once; execute it with the row's values."""
+    table = table_of(model)
+    found = _INSERTS.get(table)
+    if found is None:
+        found = _INSERTS[table] = table.insert()
+    return found
+
+
+def insert_id(session: Session, model: type[SQLModel], values: Mapping[str, Any]) -> int | None:
+    """INSERT one row of `model` in the session's transaction; its new id (RETURNING on
+    PostgreSQL, the rowid on SQLite: whatever the dialect does for a primary key)."""
+    result = session.connection().execute(insert_of(model), dict(values))
     key = result.inserted_primary_key
-    return model(**values, id=key[0] if key else None)
+    return int(key[0]) if key and key[0] is not None else None
+
+
+def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
+    """INSERT one row of `model`; the row as an object with its id (see `insert_id`)."""
+    row = complete(model, values)
+    del row["id"]  # the database picks it (an explicit NULL would be refused on PostgreSQL)
+    row["id"] = insert_id(session, model, row)
+    return as_object(model, row)
+
+
+def complete(model: type[SQLModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with every other column of `model` at the default its field declares (what the
+    model's constructor would have set), so the INSERT and the object agree on every column."""
+    row = dict(values)
+    for key, default in _defaults_of(model):
+        if key not in row:
+            row[key] = default()
+    return row
+
+
+def as_object(model: type[M], row: Mapping[str, Any]) -> M:
+    """A transient `model` instance holding `row` (every column), made the way the ORM makes an
+    object it loads: a new instance without `__init__`, its attributes set in its `__dict__`.
+    Why: SQLModel's constructor (instrumented attribute sets, one per field) cost about 0.1 ms
+    an object, more than the INSERT it describes (docs/performance.md, issue 16 part 3)."""
+    manager = _managers.get(model)
+    if manager is None:
+        configure_mappers()  # an unconfigured mapper has no attribute implementations yet
+        manager = _managers[model] = manager_of_class(model)
+    obj: M = manager.new_instance()
+    obj.__dict__.update(row)
+    return obj
+
+
+def attach(session: Session, obj: SQLModel) -> None:
+    """Make `obj` (an `as_object` of a row this transaction just INSERTed) the session's
+    persistent, clean object for that row, with no SQL: later steps update it through the ORM.
+    If the savepoint (or transaction) it was attached in rolls back, the session forgets it, as
+    it forgets an object it flushed itself there (SQLite hands the same id to the next row, and
+    the session must not keep the dead one under that key)."""
+    make_transient_to_detached(obj)
+    session.add(obj)
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_ATTACHED, []).append((owner, obj))
+
+
+_ATTACHED = "mailhelpdesk.core_attached"  # session.info: [(transaction, object)]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    held = session.info.get(_ATTACHED)
+    if not held:
+        return
+    kept = []
+    for owner, obj in held:
+        if _within(owner, previous_transaction):
+            if obj in session:
+                session.expunge(obj)
+        else:
+            kept.append((owner, obj))
+    session.info[_ATTACHED] = kept
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_ATTACHED, None)
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+_managers: dict[type[SQLModel], Any] = {}
+_defaults: dict[type[SQLModel], tuple[tuple[str, Callable[[], Any]], ...]] = {}
+
+
+def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    found = _defaults.get(model)
+    if found is None:
+        fields = model.model_fields
+        found = _defaults[model] = tuple(
+            (column.key, _default_of(fields.get(column.key))) for column in table_of(model).columns
+        )
+    return found
+
+
+def _default_of(field: FieldInfo | None) -> Callable[[], Any]:
+    """The field's default (None for a field without one: the column is then NULL, or refused
+    by the database when it must not be, as when the constructor left it unset)."""
+    if field is None or field.is_required():
+        return lambda: None
+    return lambda: field.get_default(call_default_factory=True)
 
 
 def insert_many(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
     """INSERT many rows of `model` as one executemany (no ids needed back)."""
     if rows:
-        session.connection().execute(table_of(model).insert(), [dict(r) for r in rows])
+        session.connection().execute(insert_of(model), [dict(r) for r in rows])
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, after flushing pending ORM changes if there are any: what an ORM
+    query's autoflush would do, for a Core SELECT that must see them. (Checking first is cheap;
+    an empty flush is not.)"""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
+
+
+def dialect_of(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def conflict_insert(session: Session, model: type[SQLModel]) -> Any:
     """An INSERT into `model`'s table that can say what happens ON CONFLICT: the dialect's own
     insert construct (PostgreSQL's and SQLite's take the same `on_conflict_do_*` calls), the one
     place that chooses it for every claim and upsert."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
     return insert(table_of(model))

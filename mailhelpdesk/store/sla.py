@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.models import Ticket, TicketSla
+from mailhelpdesk.store import rows
 
 
 def get(session: Session, ticket_id: int) -> TicketSla | None:
@@ -23,6 +24,12 @@ def of_tickets(session: Session, ticket_ids: Sequence[int]) -> dict[int, TicketS
         return {}
     rows = session.exec(select(TicketSla).where(col(TicketSla.ticket_id).in_(list(ticket_ids))))
     return {row.ticket_id: row for row in rows}
+
+
+def insert(session: Session, values: dict[str, Any]) -> None:
+    """The first row of a new ticket, with one Core INSERT (store/rows.py); the columns not in
+    `values` (what the escalation and lifecycle jobs fill in later) take their defaults."""
+    rows.insert_many(session, TicketSla, [values])
 
 
 def save(session: Session, row: TicketSla) -> None:

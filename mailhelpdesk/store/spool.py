@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InboundState
@@ -128,11 +130,68 @@ def claim_applied(session: Session, *, fingerprint: str, inbound_id: int) -> boo
     """Claim the fingerprint; False when another transaction has it (a concurrent apply of the
     same message by a second daemon). INSERT … ON CONFLICT DO NOTHING under the primary key:
     the database decides, and no error text has to be read to know it was a duplicate (on
-    PostgreSQL the second insert waits for the first transaction, then finds the row)."""
-    stmt = (
-        rows.conflict_insert(session, AppliedMessage)
-        .values(fingerprint=fingerprint, inbound_id=inbound_id)
-        .on_conflict_do_nothing(index_elements=["fingerprint"])
-        .returning(rows.table_of(AppliedMessage).c.fingerprint)
+    PostgreSQL the second insert waits for the first transaction, then finds the row). The
+    statement is built once per dialect and run on the connection: no autoflush, no ORM."""
+    dialect = rows.dialect_of(session)
+    stmt = _CLAIM_APPLIED.get(dialect)
+    if stmt is None:
+        stmt = _CLAIM_APPLIED[dialect] = (
+            rows.conflict_insert(session, AppliedMessage)
+            .on_conflict_do_nothing(index_elements=["fingerprint"])
+            .returning(rows.table_of(AppliedMessage).c.fingerprint)
+        )
+    found = session.connection().execute(
+        stmt, {"fingerprint": fingerprint, "inbound_id": inbound_id}
     )
-    return session.execute(stmt).first() is not None
+    return found.first() is not None
+
+
+_CLAIM_APPLIED: dict[str, Any] = {}  # dialect name -> the claim's INSERT … ON CONFLICT
+_INBOUND = rows.table_of(InboundMessage)
+_MARK_DONE = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("row_id"))
+    .values(
+        attempts=_INBOUND.c.attempts + 1,
+        state=bindparam("b_state"),
+        outcome=bindparam("b_outcome"),
+        reason=bindparam("b_reason"),
+        ticket_id=bindparam("b_ticket_id"),
+        processed_at=bindparam("b_processed_at"),
+        message_id=bindparam("b_message_id"),
+        fingerprint=bindparam("b_fingerprint"),
+    )
+)
+
+
+def mark_done(
+    session: Session,
+    row: InboundMessage,
+    *,
+    outcome: str,
+    reason: str,
+    ticket_id: int | None,
+    now: datetime,
+    message_id: str | None,
+    fingerprint: str | None,
+) -> None:
+    """The message is applied: one UPDATE (its attempt counted, what parsing found, its outcome
+    and ticket), and the
+    loaded row set to the same values as committed state, so the session never writes it again.
+    Why not the ORM: counting the attempt before the message's savepoint and marking it after
+    were two flushes of this row per message on the writer's path."""
+    values = {
+        "state": InboundState.done.value,
+        "outcome": outcome,
+        "reason": reason[:2000],
+        "ticket_id": ticket_id,
+        "processed_at": now,
+        "message_id": message_id[:998] if message_id else None,
+        "fingerprint": fingerprint,
+    }
+    session.connection().execute(
+        _MARK_DONE, {"row_id": row.id, **{f"b_{k}": v for k, v in values.items()}}
+    )
+    values["attempts"] = row.attempts + 1
+    for name, value in values.items():
+        set_committed_value(row, name, value)

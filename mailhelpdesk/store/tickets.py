@@ -53,6 +53,13 @@ _TAGS_AND_CCS_OF = union_all(
     ),
 ).order_by(*(literal_column(name) for name in ("kind", "ticket_id", "added", "value")))
 FIRST_TICKET_NUMBER = 100001
+# built once (store/rows.py says why)
+_TAKE_NUMBER = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.name == TICKET_NUMBER_COUNTER)
+    .values(value=_COUNTERS.c.value + 1)
+    .returning(_COUNTERS.c.value)
+)
 
 
 def ensure_counters(session: Session) -> None:
@@ -70,16 +77,7 @@ def next_ticket_number(session: Session) -> int:
     """Take the next ticket number; the row lock (or SQLite's write lock) serialises takers.
     One `UPDATE … RETURNING` (SQLite >= 3.35, PostgreSQL) in the usual case: the counter row is
     made at start-up (ensure_counters)."""
-    taken = (
-        session.connection()
-        .execute(
-            update(_COUNTERS)
-            .where(_COUNTERS.c.name == TICKET_NUMBER_COUNTER)
-            .values(value=_COUNTERS.c.value + 1)
-            .returning(_COUNTERS.c.value)
-        )
-        .first()
-    )
+    taken = session.connection().execute(_TAKE_NUMBER).first()
     if taken is not None:
         stale = session.identity_map.get(session.identity_key(Counter, TICKET_NUMBER_COUNTER))
         if stale is not None:  # a Counter object read earlier in this session is now behind
@@ -94,6 +92,35 @@ def next_ticket_number(session: Session) -> int:
     counter.value += 1
     session.flush()
     return counter.value
+
+
+def insert_ticket(session: Session, values: dict[str, object]) -> Ticket:
+    """Write a new ticket with one Core INSERT (store/rows.py) and hand back the session's
+    persistent, clean object for that row, without a flush or a SELECT: the later steps of the
+    same change (a reply in the same batch, a status change) update it through the ORM as if it
+    had been loaded (rows.attach, which also forgets it if its savepoint rolls back). Every
+    column's value is in the object (the fields' defaults for those not given), so nothing is
+    expired and read back."""
+    row = rows.complete(Ticket, values)
+    del row["id"]
+    row["id"] = rows.insert_id(session, Ticket, row)
+    ticket = rows.as_object(Ticket, row)
+    rows.attach(session, ticket)
+    return ticket
+
+
+def add_new_ccs(session: Session, *, ticket_id: int, ccs: Sequence[tuple[str, str]]) -> None:
+    """The CCs of a ticket written in this transaction (no CC exists yet, and `ccs` has no
+    repeats: services/cc_policy.capped): one executemany instead of a SELECT and a flush each."""
+    rows.insert_many(
+        session, TicketCC, [{"ticket_id": ticket_id, "email": e, "name": n} for e, n in ccs]
+    )
+
+
+def insert_attachments(session: Session, files: Sequence[dict[str, object]]) -> None:
+    """A message's attachment rows, as one executemany (nothing reads them back in the change:
+    `attachments_of` queries the table)."""
+    rows.insert_many(session, Attachment, files)
 
 
 def get_setting(session: Session, key: str) -> str | None:

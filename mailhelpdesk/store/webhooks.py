@@ -84,6 +84,7 @@ class Subscriber:
 
 
 _CACHE_KEY = "webhook_subscribers"
+_ALL_SUBSCRIPTIONS = select(WebhookSubscription).order_by(col(WebhookSubscription.id))
 
 
 def subscribers(session: Session, event: str) -> list[Subscriber]:
@@ -93,7 +94,7 @@ def subscribers(session: Session, event: str) -> list[Subscriber]:
     transaction = session.get_transaction()
     cached = session.info.get(_CACHE_KEY)
     if cached is None or cached[0] is not transaction:
-        rows = session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.id))).all()
+        rows = session.exec(_ALL_SUBSCRIPTIONS).all()
         found = [
             Subscriber(
                 r.id or 0,
