@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import smtplib
 import statistics
 import subprocess
@@ -95,13 +96,17 @@ def settled_daemon(server: Postgres, prefix: str) -> Iterator[tuple[Daemon, str,
     """One daemon on a fresh database of `server`, past its start-up jobs' first round:
     (the daemon, the database URL, the database name); stopped after the block."""
     url = server.create_database()
-    (daemon,) = start_daemons(Path(tempfile.mkdtemp(prefix=prefix)), url, 1)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        daemon.wait_idle(timeout=120, sending=True)
-        time.sleep(15)  # the start-up jobs' first round is over
-        yield daemon, url, url.rsplit("/", 1)[1]
+        (daemon,) = start_daemons(root, url, 1)
+        try:
+            daemon.wait_idle(timeout=120, sending=True)
+            time.sleep(15)  # the start-up jobs' first round is over
+            yield daemon, url, url.rsplit("/", 1)[1]
+        finally:
+            daemon.stop()
     finally:
-        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the daemon's home: config, spool, logs
 
 
 def start_daemons(root: Path, url: str | None, count: int) -> list[Daemon]:
@@ -203,6 +208,7 @@ def one_setup(name: str, server: Postgres, mails: list[bytes], connections: int)
     finally:
         for daemon in daemons:
             daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the daemons' homes (and the SQLite file)
     after = pg_counters(admin, database) if postgres else {}
     result: dict[str, Any] = {"rate": len(mails) / seconds, "seconds": seconds}
     for key, value in after.items():
