@@ -247,7 +247,6 @@ def _process_one(
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
-        row.attempts += 1
         _keep_parsed(row, understood)
         return _set_aside(
             session,
@@ -301,7 +300,9 @@ def _keep_parsed(row: InboundMessage, understood: Understood) -> None:
 def _set_aside(
     session: Session, row: InboundMessage, clock: Clock, *, step: str, reason: str, detail: str
 ) -> str:
-    """Keep the message as failed with the step that failed and its error (`inbound retry`)."""
+    """Keep the message as failed with the step that failed and its error (`inbound retry`),
+    its attempt counted."""
+    row.attempts += 1
     row.state = InboundState.failed
     row.outcome = ""
     row.reason = reason[:2000]
@@ -319,7 +320,6 @@ def _not_understood(
 ) -> str:
     """A message understanding gave up on (it raised, overran its time limit, or killed its
     worker process): set aside with that reason, like a failed step."""
-    row.attempts += 1
     return _set_aside(
         session,
         row,

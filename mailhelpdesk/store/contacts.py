@@ -52,17 +52,15 @@ def id_and_name_by_address(session: Session, email: str) -> tuple[int, str] | No
 def insert_with_address(session: Session, values: dict[str, object]) -> int | None:
     """`add_with_address` as two Core INSERTs in a savepoint: the new contact's id, or None when
     the address already belongs to someone (a concurrent first mail won)."""
-    row = rows.complete(Contact, values)
-    del row["id"]
     try:
         with session.begin_nested():
-            contact_id = rows.insert_id(session, Contact, row)
+            row = rows.insert_row(session, Contact, values)
             rows.insert_many(
-                session, ContactAddress, [{"contact_id": contact_id, "email": row["email"]}]
+                session, ContactAddress, [{"contact_id": row["id"], "email": row["email"]}]
             )
     except IntegrityError:
         return None
-    return contact_id
+    return int(row["id"])
 
 
 def owners(session: Session, emails: Sequence[str]) -> dict[str, int]:

@@ -9,7 +9,6 @@ whose lease ran out and was taken over cannot overwrite the new owner's outcome.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, delete, func, text, update
 from sqlmodel import Session, col, select
@@ -46,13 +45,15 @@ def insert_claim(
         "expires_at": expires_at,
     }
     dialect = rows.dialect_of(session)
-    stmt = _CLAIMS.get(dialect)
-    if stmt is None:  # built once per dialect (store/rows.py says why)
-        stmt = _CLAIMS[dialect] = (
+    stmt = rows.per_dialect(
+        session,
+        "idempotency.insert_claim",
+        lambda: (
             rows.conflict_insert(session, IdempotencyKey)
             .on_conflict_do_nothing(index_elements=["token_id", "key"])
             .returning(rows.table_of(IdempotencyKey).c.id)
-        )
+        ),
+    )
     if dialect == "postgresql":
         # a claim held by another daemon's open transaction makes this INSERT wait for it; wait
         # a bounded time (then the caller answers 409 in progress), never as long as a stuck peer
@@ -64,7 +65,6 @@ def insert_claim(
 
 
 # the statements of every create, built once (store/rows.py says why)
-_CLAIMS: dict[str, Any] = {}  # dialect name -> the claim's INSERT … ON CONFLICT … RETURNING
 _GET = select(IdempotencyKey).where(
     IdempotencyKey.token_id == bindparam("token_id"), IdempotencyKey.key == bindparam("key")
 )

@@ -190,20 +190,6 @@ def _past_deadline(row: OutboxItem, next_try_at: datetime) -> str | None:
     return "deadline passed" if deadline is not None and next_try_at > deadline else None
 
 
-def count_recent_automatic(session: Session, *, rcpt: str, since: datetime) -> int:
-    """Automatic notices written for `rcpt` since `since` (suppressed ones do not count)."""
-    return session.exec(
-        select(func.count())
-        .select_from(OutboxItem)
-        .where(
-            OutboxItem.primary_rcpt == rcpt.lower(),
-            OutboxItem.is_automatic == True,  # noqa: E712 - SQL expression
-            OutboxItem.state != OutboxState.suppressed,
-            col(OutboxItem.created_at) >= since,
-        )
-    ).one()
-
-
 _OUTBOX = rows.table_of(OutboxItem)
 _SUPPRESSED = rows.table_of(SuppressedAddress)
 _SUPPRESSED_AMONG = sa_select(
@@ -222,8 +208,9 @@ _RECENT_AUTOMATIC_AMONG = (
 
 
 def suppressed_among(session: Session, emails: Collection[str], *, now: datetime) -> dict[str, str]:
-    """Of these lower-case addresses, those held back now, with the reason (as
-    `suppressed_reason`, for a batch of notices in one query)."""
+    """Of these lower-case addresses, those whose automatic mail is held back now (they
+    bounced), with the reason: the one place that decides it, for a batch of notices in one
+    query."""
     if not emails:
         return {}
     found = rows.flushed_connection(session).execute(_SUPPRESSED_AMONG, {"emails": sorted(emails)})
@@ -238,7 +225,8 @@ def suppressed_among(session: Session, emails: Collection[str], *, now: datetime
 def recent_automatic_among(
     session: Session, rcpts: Collection[str], *, since: datetime
 ) -> dict[str, int]:
-    """`count_recent_automatic` for several lower-case addresses in one query (absent: 0)."""
+    """How many automatic notices were written to each of these lower-case addresses since
+    `since` (suppressed ones do not count), in one query; an address without any is absent."""
     if not rcpts:
         return {}
     found = rows.flushed_connection(session).execute(
@@ -249,11 +237,8 @@ def recent_automatic_among(
 
 def suppressed_reason(session: Session, *, email: str, now: datetime) -> str | None:
     """Why automatic mail to `email` is held back (it bounced), or None."""
-    row = session.get(SuppressedAddress, email.lower())
-    if row is None:
-        return None
-    until = as_utc(row.until_at)
-    return row.reason or "bouncing" if until is not None and until > now else None
+    address = email.lower()
+    return suppressed_among(session, {address}, now=now).get(address)
 
 
 def list_items(

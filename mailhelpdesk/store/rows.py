@@ -58,12 +58,20 @@ def insert_id(session: Session, model: type[SQLModel], values: Mapping[str, Any]
     return int(key[0]) if key and key[0] is not None else None
 
 
-def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
-    """INSERT one row of `model`; the row as an object with its id (see `insert_id`)."""
+def insert_row(
+    session: Session, model: type[SQLModel], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """INSERT one row of `model` with `values` and every other column at its field's default
+    (`complete`); the whole row as written, with the id the database gave it."""
     row = complete(model, values)
     del row["id"]  # the database picks it (an explicit NULL would be refused on PostgreSQL)
     row["id"] = insert_id(session, model, row)
-    return as_object(model, row)
+    return row
+
+
+def insert_one(session: Session, model: type[M], values: Mapping[str, Any]) -> M:
+    """INSERT one row of `model`; the row as an object with its id (see `insert_row`)."""
+    return as_object(model, insert_row(session, model, values))
 
 
 def complete(model: type[SQLModel], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,6 +181,20 @@ def flushed_connection(session: Session) -> Connection:
 
 def dialect_of(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+_PER_DIALECT: dict[tuple[str, str], Any] = {}
+
+
+def per_dialect(session: Session, name: str, build: Callable[[], Any]) -> Any:
+    """The statement `name` for the session's dialect, built by `build` on first use and kept
+    (statements such as a `conflict_insert` depend on the dialect, so they are built once per
+    dialect rather than once per module)."""
+    key = (name, dialect_of(session))
+    found = _PER_DIALECT.get(key)
+    if found is None:
+        found = _PER_DIALECT[key] = build()
+    return found
 
 
 def conflict_insert(session: Session, model: type[SQLModel]) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, update
 from sqlalchemy.orm import defer
@@ -132,21 +131,21 @@ def claim_applied(session: Session, *, fingerprint: str, inbound_id: int) -> boo
     the database decides, and no error text has to be read to know it was a duplicate (on
     PostgreSQL the second insert waits for the first transaction, then finds the row). The
     statement is built once per dialect and run on the connection: no autoflush, no ORM."""
-    dialect = rows.dialect_of(session)
-    stmt = _CLAIM_APPLIED.get(dialect)
-    if stmt is None:
-        stmt = _CLAIM_APPLIED[dialect] = (
+    stmt = rows.per_dialect(
+        session,
+        "spool.claim_applied",
+        lambda: (
             rows.conflict_insert(session, AppliedMessage)
             .on_conflict_do_nothing(index_elements=["fingerprint"])
             .returning(rows.table_of(AppliedMessage).c.fingerprint)
-        )
+        ),
+    )
     found = session.connection().execute(
         stmt, {"fingerprint": fingerprint, "inbound_id": inbound_id}
     )
     return found.first() is not None
 
 
-_CLAIM_APPLIED: dict[str, Any] = {}  # dialect name -> the claim's INSERT … ON CONFLICT
 _INBOUND = rows.table_of(InboundMessage)
 _MARK_DONE = (
     update(_INBOUND)
@@ -176,8 +175,8 @@ def mark_done(
     fingerprint: str | None,
 ) -> None:
     """The message is applied: one UPDATE (its attempt counted, what parsing found, its outcome
-    and ticket), and the
-    loaded row set to the same values as committed state, so the session never writes it again.
+    and ticket), and the loaded row set to the same values as committed state, so the session
+    never writes it again.
     Why not the ORM: counting the attempt before the message's savepoint and marking it after
     were two flushes of this row per message on the writer's path."""
     values = {

@@ -2,8 +2,8 @@
 
 Per message, "was this content applied?", "which ticket knows one of these Message-IDs?" and
 "which ticket has this number?" would each cost a query; these answer them for every message of
-a batch in one query each. ingest/batch_lookups.py keeps
-the answers and applies the same rules the per-message reads do.
+a batch in one query each. ingest/batch_lookups.py keeps the answers and applies the rules
+(the first recorded row of a Message-ID wins, a trashed ticket is never found).
 """
 
 from __future__ import annotations

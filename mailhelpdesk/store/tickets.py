@@ -101,10 +101,7 @@ def insert_ticket(session: Session, values: dict[str, object]) -> Ticket:
     had been loaded (rows.attach, which also forgets it if its savepoint rolls back). Every
     column's value is in the object (the fields' defaults for those not given), so nothing is
     expired and read back."""
-    row = rows.complete(Ticket, values)
-    del row["id"]
-    row["id"] = rows.insert_id(session, Ticket, row)
-    ticket = rows.as_object(Ticket, row)
+    ticket = rows.insert_one(session, Ticket, values)
     rows.attach(session, ticket)
     return ticket
 
