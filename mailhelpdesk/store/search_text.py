@@ -119,13 +119,12 @@ def tiers(dialect: str, terms: list[TextTerm]) -> list[Tier] | None:
                 and_(PG_TABLE.c.doc.bool_op("@@")(query), not_(in_subject)),
             ),
         ]
-    match = literal_column("ticket_search").op("MATCH")
     return [
-        Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, match(f"{{subject}} : ({expression})")),
+        Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, _match(f"{{subject}} : ({expression})")),
         Tier(
             SQLITE_TABLE,
             SQLITE_TABLE.c.rowid,
-            match(f"({expression}) NOT {{subject}} : ({expression})"),
+            _match(f"({expression}) NOT {{subject}} : ({expression})"),
         ),
     ]
 
@@ -142,8 +141,7 @@ def every_hit(dialect: str, terms: list[TextTerm]) -> Tier | None:
         # the hits (0.45 s for `refund (tag:vip OR priority:urgent)` at 100,000 tickets)
         hits = _hits(dialect, expression).subquery("hits")
         return Tier(hits, hits.c.ticket_id, true())
-    match = literal_column("ticket_search").op("MATCH")
-    return Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, match(expression))
+    return Tier(SQLITE_TABLE, SQLITE_TABLE.c.rowid, _match(expression))
 
 
 def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
@@ -155,9 +153,7 @@ def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
     if dialect == "postgresql":
         query = _pg_query(expression)
         return sa_select(PG_TABLE.c.ticket_id).where(_pg_subject().bool_op("@@")(query))
-    return sa_select(SQLITE_TABLE.c.rowid).where(
-        literal_column("ticket_search").op("MATCH")(f"{{subject}} : ({expression})")
-    )
+    return sa_select(SQLITE_TABLE.c.rowid).where(_match(f"{{subject}} : ({expression})"))
 
 
 def _pg_query(expression: str) -> Any:
@@ -184,9 +180,13 @@ def _hits(dialect: str, expression: str) -> Any:
             .where(PG_TABLE.c.doc.bool_op("@@")(query))
             .offset(literal_column("0"))
         )
-    return sa_select(SQLITE_TABLE.c.rowid).where(
-        literal_column("ticket_search").op("MATCH")(expression)
-    )
+    return sa_select(SQLITE_TABLE.c.rowid).where(_match(expression))
+
+
+def _match(expression: str) -> ColumnElement[bool]:
+    """SQLite: the FTS5 table's rows matching `expression` (an FTS5 query built by
+    `_expression`, with column filters where a tier needs them)."""
+    return literal_column("ticket_search").op("MATCH")(expression)
 
 
 def _expression(dialect: str, terms: list[TextTerm], *, join: str) -> str | None:
