@@ -33,7 +33,8 @@ from mailhelpdesk.http.endpoint import Runtime
 from mailhelpdesk.ingest import worker
 from mailhelpdesk.ingest.context import IngestSettings
 from mailhelpdesk.ingest.understanding import Understander
-from mailhelpdesk.mail import verp
+from mailhelpdesk.mail import notice, verp
+from mailhelpdesk.mail.notice import Composed
 from mailhelpdesk.mail.render import environment
 from mailhelpdesk.services import (
     escalation,
@@ -239,6 +240,21 @@ class App:
     def engine(self) -> Engine:
         return self.database.engine
 
+    async def _compose_notices(self, pending: list[tuple[int, str]]) -> list[Composed]:
+        """The sender's batch of notice specs built in the understanding processes, through the
+        thread that waits for them (one caller at a time), with the settings of the moment: a
+        SIGHUP's new templates apply to the next notice."""
+        settings = self.settings.notify
+        return await asyncio.get_running_loop().run_in_executor(
+            self._understand_thread,
+            self.understander.offload,
+            notice.compose_batch,
+            pending,
+            settings.helpdesk_address,
+            settings.template_dir,
+            self.config_generation,
+        )
+
     @property
     def db(self) -> Executor:
         """The thread the loop hands its database work to (owned by the Database)."""
@@ -324,8 +340,7 @@ class App:
             self.clock,
             self.db,
             on_result=lambda result: self.metrics.outbox.labels(result=result).inc(),
-            # the settings of the moment: a SIGHUP's new templates apply to the next notice
-            composer=lambda spec: notify.try_compose_spec(spec, self.settings.notify),
+            composer=self._compose_notices,
             suppress_s=self.config.outbound.suppress_bouncing_s,  # a relay's 5xx is a bounce
             return_path=functools.partial(
                 verp.return_path, self.settings.secret, self.config.helpdesk.address
@@ -467,14 +482,15 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
-        await asyncio.get_running_loop().run_in_executor(
-            self._understand_thread, self.understander.close
-        )
-        self._understand_thread.shutdown(wait=False)
         if self.sender is not None:  # after ingest: what is still queued stays for the next start
             await self.sender.stop()
         if self.http_sender is not None:  # the same: queued rows are POSTed after the next start
             await self.http_sender.stop()
+        # after the sender: it builds its notices in these processes
+        await asyncio.get_running_loop().run_in_executor(
+            self._understand_thread, self.understander.close
+        )
+        self._understand_thread.shutdown(wait=False)
         with contextlib.suppress(Exception):  # unreleased, they expire: nothing is lost
             await asyncio.get_running_loop().run_in_executor(self.db, self._release_leases)
         self.database.close()

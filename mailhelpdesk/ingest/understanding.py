@@ -32,12 +32,16 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from mailhelpdesk.mail.understood import UnderstandSettings, Understood, understand
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,32 @@ class Understander:
         """workers=0: parse and classify here, and leave the derived texts to the steps that
         need them (all of it is in this process anyway)."""
         return understand_job(job, settings, derive=False)
+
+    # -- other pure work ------------------------------------------------------------------------
+
+    def offload(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a worker process (a top-level function and picklable arguments),
+        so its interpreter time is not taken from the daemon's; in this process with workers=0.
+
+        Other pure work of the daemon (the sender's composing of notices) uses the same
+        processes instead of starting more: a batch of notices is light next to the memory of
+        another pool. Bounded like understanding, but with nothing to set aside: after
+        `time_limit_s`, or when a worker dies, the pool is rebuilt and the work runs here
+        instead, as it did before it was offloaded. One caller at a time, like
+        `understand_batch` (the daemon calls both from one thread)."""
+        if self.workers <= 0:
+            return function(*args)
+        if self._pool is None:
+            self._pool = self._new_pool()
+        try:
+            return self._pool.submit(function, *args).result(timeout=self.time_limit_s)
+        except (BrokenProcessPool, FutureTimeout):
+            log.error(
+                "offloaded work failed in the pool; running it here function=%s",
+                getattr(function, "__qualname__", function),
+            )
+            self._discard_pool()
+        return function(*args)
 
     # -- a batch -------------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ many `new_ticket` notices an hour); the other rules apply to them too.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -38,16 +37,15 @@ from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import OutboxItem, Ticket
 from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.errors import InvalidInputError
+from mailhelpdesk.mail import notice
 from mailhelpdesk.mail.compose import (
-    Outgoing,
     OutgoingAttachment,
-    as_bytes,
-    compose,
     domain_of,
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.render import NoticeRenderError, render_notice
+from mailhelpdesk.mail.notice import NoticeSpec
+from mailhelpdesk.mail.render import NoticeRenderError
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.services import sla_policy
 from mailhelpdesk.store import lookups, outbox
@@ -201,103 +199,24 @@ def notice_context(
     }
 
 
-@dataclass(frozen=True)
-class NoticeSpec:
-    """Everything a notice's message is built from. Written to the outbox as JSON when the
-    sender composes it (`compose_in_sender`), composed at once otherwise: either way by
-    `compose_notice`, so both paths build the same message and fail the same way."""
-
-    notice: str
-    context: Mapping[str, Any]
-    to: tuple[str, str]  # (name, address)
-    message_id: str
-    reply_to: str
-    in_reply_to: str | None
-    references: tuple[str, ...]
-    auto_submitted: str | None
-    ticket_number: int
-    thread_topic: str
-    date: datetime
-    from_name: str
-
-    def to_json(self) -> str | None:
-        """The spec as JSON, or None when the context is not plain JSON data."""
-        try:
-            return json.dumps(
-                {
-                    "v": 1,
-                    "notice": self.notice,
-                    "context": dict(self.context),
-                    "to": list(self.to),
-                    "message_id": self.message_id,
-                    "reply_to": self.reply_to,
-                    "in_reply_to": self.in_reply_to,
-                    "references": list(self.references),
-                    "auto_submitted": self.auto_submitted,
-                    "ticket_number": self.ticket_number,
-                    "thread_topic": self.thread_topic,
-                    "date": self.date.isoformat(),
-                    "from_name": self.from_name,
-                },
-                ensure_ascii=False,
-                allow_nan=False,
-            )
-        except (TypeError, ValueError):
-            return None
-
-    @classmethod
-    def from_json(cls, text: str) -> NoticeSpec:
-        data = json.loads(text)
-        return cls(
-            notice=data["notice"],
-            context=data["context"],
-            to=(data["to"][0], data["to"][1]),
-            message_id=data["message_id"],
-            reply_to=data["reply_to"],
-            in_reply_to=data["in_reply_to"],
-            references=tuple(data["references"]),
-            auto_submitted=data["auto_submitted"],
-            ticket_number=data["ticket_number"],
-            thread_topic=data["thread_topic"],
-            date=datetime.fromisoformat(data["date"]),
-            from_name=data["from_name"],
-        )
-
-
 def compose_notice(
     spec: NoticeSpec, settings: NotifySettings, attachments: Sequence[OutgoingAttachment] = ()
 ) -> bytes:
-    """The message bytes of a notice; raises NoticeRenderError (a broken template) or
-    InvalidInputError (a value that cannot go into a header)."""
-    rendered = render_notice(spec.notice, spec.context, template_dir=settings.template_dir)
-    message = compose(
-        Outgoing(
-            from_name=spec.from_name,
-            from_address=settings.helpdesk_address,
-            to=[spec.to],
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            reply_to=spec.reply_to,
-            in_reply_to=spec.in_reply_to,
-            references=spec.references,
-            auto_submitted=spec.auto_submitted,
-            ticket_number=spec.ticket_number,
-            thread_topic=spec.thread_topic,
-            message_id=spec.message_id,
-            date=spec.date,
-            attachments=tuple(attachments),
-        )
+    """The message bytes of a notice (mail/notice.py); raises NoticeRenderError (a broken
+    template) or InvalidInputError (a value that cannot go into a header)."""
+    return notice.compose_notice(
+        spec,
+        helpdesk_address=settings.helpdesk_address,
+        template_dir=settings.template_dir,
+        attachments=attachments,
     )
-    return as_bytes(message)
 
 
 def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
     """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
-    try:
-        return compose_notice(NoticeSpec.from_json(spec), settings), ""
-    except Exception as exc:  # noqa: BLE001 - the reason is kept on the row
-        return None, f"cannot compose: {exc}"
+    return notice.try_compose(
+        spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
+    )
 
 
 @dataclass

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import mailbox
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +47,7 @@ from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpRelayConfig, read_password
+from mailhelpdesk.mail.notice import Composed
 from mailhelpdesk.store import outbox
 from mailhelpdesk.store.db import read_scope, session_scope
 from mailhelpdesk.transports.drain import OutboxSender
@@ -270,7 +271,7 @@ class SMTPSender(OutboxSender[_Item, _Result]):
         batch_size: int = 50,
         poll_s: float = 1.0,
         on_result: Callable[[str], None] | None = None,
-        composer: Callable[[str], tuple[bytes | None, str]] | None = None,
+        composer: Callable[[list[tuple[int, str]]], Awaitable[list[Composed]]] | None = None,
         suppress_s: float = 0,
         return_path: Callable[[int, str], str] | None = None,
     ) -> None:
@@ -286,7 +287,8 @@ class SMTPSender(OutboxSender[_Item, _Result]):
             on_result=on_result,
         )
         self.relay = relay
-        # spec -> (message bytes, "") or (None, why not): notices written as a spec
+        # [(row id, spec)] -> [(row id, message bytes or None, why not)]: notices written as a
+        # spec, built where the daemon chooses (its understanding processes)
         self.composer = composer
         # how long an address the relay refused for good gets no automatic mail (0: not at all)
         self.suppress_s = suppress_s
@@ -318,18 +320,15 @@ class SMTPSender(OutboxSender[_Item, _Result]):
         """Turn one batch of notices written as specs into messages; returns how many.
 
         The specs are read and the results written in two short transactions on the database
-        thread; the rendering and MIME work between them runs on another thread, so neither
-        the database nor its writers wait for it."""
+        thread; the rendering and MIME work between them is the composer's (the daemon's
+        understanding processes), so neither the database nor its writers wait for it."""
         if self.composer is None:
             return 0
         loop = asyncio.get_running_loop()
         pending = await loop.run_in_executor(self.executor, self._to_compose)
         if not pending:
             return 0
-        composer = self.composer
-        built = await loop.run_in_executor(
-            None, lambda: [(item_id, *composer(spec)) for item_id, spec in pending]
-        )
+        built = await self.composer(pending)
         await loop.run_in_executor(self.executor, self._store_composed, built)
         return len(built)
 

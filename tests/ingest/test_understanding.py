@@ -24,7 +24,7 @@ from mailhelpdesk.store import spool
 from mailhelpdesk.store.db import read_scope, session_scope
 from tests.desk import Desk
 from tests.helpers import Daemon, make_mail
-from tests.understand_hooks import hang_or_crash
+from tests.understand_hooks import hang_or_crash, pid_or_fail
 
 
 @pytest.fixture
@@ -133,6 +133,24 @@ def test_a_message_that_hangs_or_kills_understanding_is_set_aside_and_the_rest_f
     assert sorted(t.subject for t in desk.tickets()) == sorted(
         [f"Question {n}" for n in range(4)] + ["After the rebuild"]
     )
+
+
+@pytest.mark.parametrize("how", ["", "hang", "crash"])
+def test_offloaded_work_runs_in_a_worker_and_here_when_its_worker_fails(how: str) -> None:
+    """Other pure work (the sender's notices) runs in the pool's processes; work that overruns
+    the time limit or kills its worker runs here instead, and the pool is rebuilt for the next."""
+    understander = Understander(1, time_limit_s=2)
+    try:
+        understander.start()
+        where = understander.offload(pid_or_fail, how, os.getpid())
+        after = understander.offload(pid_or_fail, "", os.getpid())
+    finally:
+        understander.close()
+    if how:
+        assert where == os.getpid() and understander.rebuilds == 1
+    else:
+        assert where != os.getpid() and understander.rebuilds == 0
+    assert after != os.getpid()
 
 
 def test_in_process_understanding_sets_aside_what_raises(desk: Desk) -> None:
