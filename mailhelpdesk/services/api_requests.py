@@ -379,17 +379,19 @@ def send_email(
     suppressed = outbox.suppressed_reason(session, email=to_address.strip().lower(), now=now)
     outbox.enqueue(
         session,
-        kind="send_email",
-        ticket_id=None,
-        message_id=message_id,
-        mail_from=address,
-        rcpt_tos=[to_address.lower()],
-        is_automatic=False,
-        raw=as_bytes(message),
-        now=now,
-        deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
-        state=OutboxState.suppressed if suppressed else OutboxState.queued,
-        last_error=f"{to_address} is suppressed: {suppressed}" if suppressed else "",
+        outbox.new_row(
+            kind="send_email",
+            ticket_id=None,
+            message_id=message_id,
+            mail_from=address,
+            rcpt_tos=[to_address.lower()],
+            is_automatic=False,
+            raw=as_bytes(message),
+            now=now,
+            deadline_at=now + timedelta(seconds=settings.notify.deadline_s),
+            state=OutboxState.suppressed if suppressed else OutboxState.queued,
+            last_error=f"{to_address} is suppressed: {suppressed}" if suppressed else "",
+        ),
     )
     status = "suppressed" if suppressed else "queued"
     return {"message_id": message_id, "mailbox": name, "to_address": to_address, "status": status}

@@ -265,7 +265,16 @@ class RefusalFacts:
         self.recent[primary_rcpt] = self.recent.get(primary_rcpt, 0) + 1
 
 
-def schedule_notice(
+@dataclass(frozen=True)
+class PlannedNotice:
+    """A notice decided by `plan_notice`: its outbox row (store/outbox.new_row) and, when it is
+    queued to be sent, the (Message-ID, ticket id, direction) to record for threading."""
+
+    row: dict[str, object]
+    known: tuple[str, int, str] | None
+
+
+def plan_notice(
     session: Session,
     *,
     notice: str,
@@ -280,11 +289,12 @@ def schedule_notice(
     from_name: str | None = None,
     attachments: Sequence[OutgoingAttachment] = (),
     facts: RefusalFacts | None = None,
-) -> OutboxItem:
-    """Write one notice to one recipient: `queued` (composed, or as a spec the sender composes),
-    `suppressed` (loop safety, with the reason), or `failed` when it cannot be built (a broken
-    template, a value that cannot go into a header) — visible in `outbox list`, never undoing
-    the change that caused it. Only services/reactions.py calls this.
+) -> PlannedNotice:
+    """Decide one notice to one recipient, to be written by `write_notice(s)`: `queued`
+    (composed, or as a spec the sender composes), `suppressed` (loop safety, with the reason),
+    or `failed` when it cannot be built (a broken template, a value that cannot go into a
+    header) — visible in `outbox list`, never undoing the change that caused it. Only
+    services/reactions.py calls this.
 
     `auto_submitted` is `auto-replied`/`auto-generated` for automatic notices and None for an
     agent's own answer (human mail: no Auto-Submitted, no rate limit). `facts`: what loop
@@ -337,8 +347,7 @@ def schedule_notice(
     rcpt = recipient.email.lower()[:320] or "-"
     if automatic and facts is not None and state != OutboxState.suppressed:
         facts.written(rcpt)
-    item = outbox.enqueue(
-        session,
+    row = outbox.new_row(
         kind=notice,
         ticket_id=ticket.id,
         message_id=spec.message_id,
@@ -352,14 +361,7 @@ def schedule_notice(
         last_error=error,
         compose_spec=deferred,
     )
-    if state == OutboxState.queued:
-        ticket_store.record_message_id(
-            session,
-            message_id=spec.message_id,
-            ticket_id=ticket.id or 0,
-            direction=ticket_store.FORWARD_DIRECTION if recipient.forward else "out",
-        )
-    else:
+    if state != OutboxState.queued:
         log.warning(
             "notice %s notice=%s ticket=%s rcpt=%s reason=%s",
             state,
@@ -368,7 +370,25 @@ def schedule_notice(
             recipient.email,
             error,
         )
+        return PlannedNotice(row, None)
+    direction = ticket_store.FORWARD_DIRECTION if recipient.forward else "out"
+    return PlannedNotice(row, (spec.message_id, ticket.id or 0, direction))
+
+
+def write_notice(session: Session, planned: PlannedNotice) -> OutboxItem:
+    """One planned notice written now: its outbox row (returned, with its id) and, if it will
+    be sent, its Message-ID on the ticket, so replies to it thread."""
+    item = outbox.enqueue(session, planned.row)
+    if planned.known is not None:
+        ticket_store.record_message_ids(session, [planned.known])
     return item
+
+
+def write_notices(session: Session, planned: Sequence[PlannedNotice]) -> None:
+    """The planned notices of one event written together: one executemany for their outbox
+    rows and one for their Message-IDs, instead of two INSERTs per notice."""
+    outbox.enqueue_many(session, [p.row for p in planned])
+    ticket_store.record_message_ids(session, [p.known for p in planned if p.known is not None])
 
 
 def compose_pending(

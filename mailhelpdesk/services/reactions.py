@@ -223,8 +223,9 @@ def react(
         if automatic
         else None
     )
+    notices: list[notify.PlannedNotice] = []
     for rule, recipients in planned:
-        _send(
+        notices += _send(
             session,
             ticket,
             rule,
@@ -235,6 +236,7 @@ def react(
             thread=thread or Thread(),
             facts=facts,
         )
+    notify.write_notices(session, notices)
 
 
 def _send(
@@ -248,7 +250,8 @@ def _send(
     change: ChangeContext,
     thread: Thread,
     facts: notify.RefusalFacts | None,
-) -> None:
+) -> list[notify.PlannedNotice]:
+    """The notices of one rule, decided (written by `react` with the event's others)."""
     settings = change.notices
     # no signed address of ours (an agent's reply address, above all) leaves in relayed text
     message_text = redact_signed_addresses(_message_text(rule, response), settings.own_addresses)
@@ -257,7 +260,7 @@ def _send(
     )
     acknowledging = rule.event == EventType.created and rule.audience == Audience.customer
     if acknowledging and context["queue"] in settings.no_ack_queues:
-        return
+        return []
     from_name: str | None = None
     attachments: Sequence[OutgoingAttachment] = ()
     if rule.notice == "agent_response" and response is not None:
@@ -284,8 +287,8 @@ def _send(
         context.update(_forward_context(session, ticket, data, settings.own_addresses))
         if data.get("include_attachments"):
             attachments = _public_attachments(session, ticket)
-    for recipient in recipients:
-        notify.schedule_notice(
+    return [
+        notify.plan_notice(
             session,
             notice=rule.notice,
             ticket=ticket,
@@ -300,6 +303,8 @@ def _send(
             attachments=attachments,
             facts=facts,
         )
+        for recipient in recipients
+    ]
 
 
 def _message_text(rule: NoticeRule, response: Response | None) -> str:

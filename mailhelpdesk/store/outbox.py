@@ -32,8 +32,19 @@ STATES = tuple(OutboxState)
 _CLAIMABLE = (col(OutboxItem.compose_spec).is_(None),)
 
 
-def enqueue(
-    session: Session,
+def enqueue(session: Session, row: dict[str, object]) -> OutboxItem:
+    """One Core INSERT (store/rows.py) of a row made by `new_row`; the row as written, with
+    its id."""
+    return rows.insert_one(session, OutboxItem, row)
+
+
+def enqueue_many(session: Session, new_rows: Sequence[dict[str, object]]) -> None:
+    """Rows made by `new_row` as one executemany (no ids needed back): the notices of one
+    event (services/notify.write_notices)."""
+    rows.insert_many(session, OutboxItem, new_rows)
+
+
+def new_row(
     *,
     kind: str,
     ticket_id: int | None,
@@ -47,30 +58,26 @@ def enqueue(
     state: str = OutboxState.queued,
     last_error: str = "",
     compose_spec: str | None = None,
-) -> OutboxItem:
-    """One Core INSERT (store/rows.py); the row as written, with its id."""
-    return rows.insert_one(
-        session,
-        OutboxItem,
-        {
-            "created_at": now,
-            "kind": kind,
-            "ticket_id": ticket_id,
-            "message_id": message_id,
-            "mail_from": mail_from,
-            "rcpt_tos": " ".join(rcpt_tos),
-            "primary_rcpt": rcpt_tos[0].lower(),
-            "is_automatic": is_automatic,
-            "raw": raw,
-            "state": state,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "deadline_at": deadline_at,
-            "last_error": last_error,
-            "sent_at": None,
-            "compose_spec": compose_spec,
-        },
-    )
+) -> dict[str, object]:
+    """Every column of a new outbox row but its id."""
+    return {
+        "created_at": now,
+        "kind": kind,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "mail_from": mail_from,
+        "rcpt_tos": " ".join(rcpt_tos),
+        "primary_rcpt": rcpt_tos[0].lower(),
+        "is_automatic": is_automatic,
+        "raw": raw,
+        "state": state,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "deadline_at": deadline_at,
+        "last_error": last_error,
+        "sent_at": None,
+        "compose_spec": compose_spec,
+    }
 
 
 # built once (store/rows.py says why)

@@ -203,10 +203,15 @@ FORWARD_DIRECTION = "fwd"  # a known Message-ID of a forward to a third party
 
 def record_message_id(session: Session, *, message_id: str, ticket_id: int, direction: str) -> None:
     """One Core INSERT at once (store/rows.py): the row is never changed afterwards."""
+    record_message_ids(session, [(message_id, ticket_id, direction)])
+
+
+def record_message_ids(session: Session, known: Sequence[tuple[str, int, str]]) -> None:
+    """(Message-ID, ticket id, direction) rows as one executemany: the notices of one event."""
     rows.insert_many(
         session,
         KnownMessageId,
-        [{"message_id": message_id, "ticket_id": ticket_id, "direction": direction}],
+        [{"message_id": m, "ticket_id": t, "direction": d} for m, t, d in known],
     )
 
 

@@ -128,16 +128,19 @@ def test_loop_safety_read_once_counts_the_batch_own_notices(desk_factory: Any) -
         customer = notify.Recipient(ticket.originator_email, ticket.originator_name)
         facts = notify.RefusalFacts.for_recipients(session, [customer], settings, desk.clock.now())
         states = [
-            notify.schedule_notice(
+            notify.write_notice(
                 session,
-                notice="ticket_closed",
-                ticket=ticket,
-                recipient=customer,
-                context=notify.notice_context(session, ticket, settings=settings),
-                settings=settings,
-                clock=desk.clock,
-                auto_submitted=AUTO_GENERATED,
-                facts=facts,
+                notify.plan_notice(
+                    session,
+                    notice="ticket_closed",
+                    ticket=ticket,
+                    recipient=customer,
+                    context=notify.notice_context(session, ticket, settings=settings),
+                    settings=settings,
+                    clock=desk.clock,
+                    auto_submitted=AUTO_GENERATED,
+                    facts=facts,
+                ),
             ).state
             for _ in range(4)
         ]

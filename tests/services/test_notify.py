@@ -240,15 +240,18 @@ def closed_notice(
     session: Any, ticket: Ticket, settings: notify.NotifySettings, clock: Any
 ) -> OutboxItem:
     """One `ticket_closed` notice written straight through the outbox writer."""
-    return notify.schedule_notice(
+    return notify.write_notice(
         session,
-        notice="ticket_closed",
-        ticket=ticket,
-        recipient=notify.Recipient(ticket.originator_email, ticket.originator_name),
-        context=notify.notice_context(session, ticket, settings=settings),
-        settings=settings,
-        clock=clock,
-        auto_submitted=AUTO_GENERATED,
+        notify.plan_notice(
+            session,
+            notice="ticket_closed",
+            ticket=ticket,
+            recipient=notify.Recipient(ticket.originator_email, ticket.originator_name),
+            context=notify.notice_context(session, ticket, settings=settings),
+            settings=settings,
+            clock=clock,
+            auto_submitted=AUTO_GENERATED,
+        ),
     )
 
 

@@ -29,16 +29,18 @@ def queue_mail(
         return [
             outbox.enqueue(
                 session,
-                kind="acknowledgement",
-                ticket_id=None,
-                message_id=f"<n{i}.{spec is not None}.{deadline_s}@helpdesk.test>",
-                mail_from="support@helpdesk.test",
-                rcpt_tos=[f"c{i}@customer.test"],
-                is_automatic=True,
-                raw=b"" if spec else f"Subject: {i}\r\n\r\nbody\r\n".encode(),
-                now=NOW,
-                deadline_at=NOW + timedelta(seconds=deadline_s),
-                compose_spec=spec,
+                outbox.new_row(
+                    kind="acknowledgement",
+                    ticket_id=None,
+                    message_id=f"<n{i}.{spec is not None}.{deadline_s}@helpdesk.test>",
+                    mail_from="support@helpdesk.test",
+                    rcpt_tos=[f"c{i}@customer.test"],
+                    is_automatic=True,
+                    raw=b"" if spec else f"Subject: {i}\r\n\r\nbody\r\n".encode(),
+                    now=NOW,
+                    deadline_at=NOW + timedelta(seconds=deadline_s),
+                    compose_spec=spec,
+                ),
             ).id
             or 0
             for i in range(n)

@@ -119,15 +119,17 @@ class Box:
                 )
                 item = outbox.enqueue(
                     session,
-                    kind="acknowledgement",
-                    ticket_id=None,
-                    message_id=str(msg["Message-ID"]),
-                    mail_from="support@helpdesk.test",
-                    rcpt_tos=[rcpt],
-                    is_automatic=True,
-                    raw=as_bytes(msg),
-                    now=self.clock.now(),
-                    deadline_at=self.clock.now() + timedelta(days=2),
+                    outbox.new_row(
+                        kind="acknowledgement",
+                        ticket_id=None,
+                        message_id=str(msg["Message-ID"]),
+                        mail_from="support@helpdesk.test",
+                        rcpt_tos=[rcpt],
+                        is_automatic=True,
+                        raw=as_bytes(msg),
+                        now=self.clock.now(),
+                        deadline_at=self.clock.now() + timedelta(days=2),
+                    ),
                 )
                 ids.append(item.id or 0)
         return ids
@@ -385,15 +387,17 @@ async def test_two_daemons_senders_on_one_postgresql_send_each_notice_exactly_on
         for i in range(total):
             outbox.enqueue(
                 session,
-                kind="acknowledgement",
-                ticket_id=None,
-                message_id=f"<race{i}@helpdesk.test>",
-                mail_from="support@helpdesk.test",
-                rcpt_tos=[f"c{i}@customer.test"],
-                is_automatic=True,
-                raw=f"Message-ID: <race{i}@helpdesk.test>\r\nSubject: {i}\r\n\r\nx\r\n".encode(),
-                now=clock.now(),
-                deadline_at=clock.now() + timedelta(days=2),
+                outbox.new_row(
+                    kind="acknowledgement",
+                    ticket_id=None,
+                    message_id=f"<race{i}@helpdesk.test>",
+                    mail_from="support@helpdesk.test",
+                    rcpt_tos=[f"c{i}@customer.test"],
+                    is_automatic=True,
+                    raw=f"Message-ID: <race{i}@helpdesk.test>\r\nSubject: {i}\r\n\r\nx\r\n".encode(),
+                    now=clock.now(),
+                    deadline_at=clock.now() + timedelta(days=2),
+                ),
             )
     loop = asyncio.get_running_loop()
     all_sent = asyncio.Event()
