@@ -110,3 +110,39 @@ def test_count_is_capped(engines: dict[str, Desk], monkeypatch: pytest.MonkeyPat
         _, meta = _subjects(desk, [("status", "open")])
         assert meta["total"] == 5 and meta["total_exact"] is False, name
         monkeypatch.undo()
+
+
+def _page_sql(desk: Desk, items: list[tuple[str, str]]) -> str:
+    with read_scope(desk.engine) as session:
+        req = ticket_list.parse(items)
+        page, _ = ticket_query.statements(session, ListRequest(where=req.where, sort=req.sort))
+        return str(page.compile(desk.engine))
+
+
+@pytest.mark.parametrize("key", ticket_query.SORT_KEYS)
+def test_a_narrow_time_range_keeps_every_sort_order(engines: dict[str, Desk], key: str) -> None:
+    """On PostgreSQL a time range on another column than the sort key, holding few tickets,
+    sorts the range's matches instead of walking the key's index (`ticket_query._not_indexed`):
+    the same order as without the range, on both engines, in both directions (ties by number)."""
+    for name, desk in engines.items():
+        for sort in (key, "-" + key):
+            plain, _ = _subjects(desk, [("sort", sort)])
+            for bound in (("created_after", "2000-01-01"), ("updated_before", "2100-01-01")):
+                ranged, meta = _subjects(desk, [("sort", sort), bound])
+                assert ranged == plain and meta["total"] == len(MAILS), (name, sort, bound)
+
+
+def test_only_a_narrow_range_on_another_column_is_sorted_apart(
+    engines: dict[str, Desk], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice itself (PostgreSQL only): the sort key's index is kept for a range on the sort
+    key and for a range holding NARROW_RANGE tickets or more; SQLite never changes its order."""
+    apart = "interval '0'"
+    created = ("created_after", "2000-01-01")
+    assert apart in _page_sql(engines["postgresql"], [created])
+    assert apart not in _page_sql(engines["postgresql"], [created, ("sort", "-created_at")])
+    assert apart not in _page_sql(engines["sqlite"], [created])
+    monkeypatch.setattr(ticket_query, "NARROW_RANGE", len(MAILS))
+    assert apart not in _page_sql(engines["postgresql"], [created])
+    monkeypatch.setattr(ticket_query, "NARROW_RANGE", len(MAILS) + 1)
+    assert apart in _page_sql(engines["postgresql"], [created])
