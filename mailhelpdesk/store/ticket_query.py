@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     and_,
@@ -196,12 +196,27 @@ class ListRequest:
 TicketRow = Row[*tuple[Any, ...]]
 
 
-def list_tickets(session: Session, req: ListRequest) -> tuple[list[TicketRow], int | None]:
+class Listed(NamedTuple):
+    """One page of tickets and the count: `total` (None when not counted) is exact below the
+    cap unless `sampled`: then it counts the matches among the first `count_cap` hits of the
+    full-text index, and more may lie beyond them (a lower bound, like a count at the cap)."""
+
+    rows: list[TicketRow]
+    total: int | None
+    sampled: bool
+
+
+def list_tickets(session: Session, req: ListRequest) -> Listed:
     """The tickets of one page, in order, and how many match in all (None when not counted)."""
     rows_query, count_query = statements(session, req)
     connection = session.connection()
-    total = int(connection.execute(count_query).scalar_one()) if count_query is not None else None
-    return list(connection.execute(rows_query).all()), total
+    total, sampled = None, False
+    if count_query is not None:
+        counted = connection.execute(count_query).one()
+        total = int(counted[0])
+        # a full-text count: (matched, examined), examined stopping at the cap
+        sampled = len(counted) > 1 and int(counted[1]) >= (req.count_cap or 0)
+    return Listed(list(connection.execute(rows_query).all()), total, sampled)
 
 
 def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
@@ -283,16 +298,34 @@ def _count(conditions: list[ColumnElement[bool]], cap: int | None) -> Any:
 
 def _count_by_text(compiled: _Compiled, cap: int | None) -> Any:
     """The capped count driven by the full-text index when the filters require text terms:
-    the index's hits joined to the tickets, so the count stops after `cap` of them. As an
-    `id IN (hits)` condition, every hit was collected before the first was counted (15,000
-    for a common word: 0.2-0.6 s on PostgreSQL). None when there is no such term or no cap."""
+    `SELECT matched, examined` over at most `cap` of the index's hits (search_text.counted_hits),
+    each joined to its ticket and tested with the other filters and a phrase's positions.
+
+    A count of the matches up to the cap read hits until it found `cap` matches: every one of
+    them when the other filters are rare among the hits (`refund (tag:vip OR priority:urgent)
+    -status:closed`: 10,000 "refund" hits tested to find 1,000, 70 ms on PostgreSQL at 100,000
+    tickets). Reading `cap` hits bounds the work whatever the filters; when they run out first
+    the count is exact, otherwise it is the lower bound `Listed.sampled` says. As an
+    `id IN (hits)` condition, every hit was collected before the first was counted. None when
+    there is no such term or no cap."""
     if cap is None or not compiled.required:
         return None
-    hit = search_text.every_hit(compiled.dialect, compiled.required)
-    if hit is None:
+    counted = search_text.counted_hits(compiled.dialect, compiled.required)
+    if counted is None:
         return None
-    some: Any = _text_driven(hit, compiled.others(), literal_column("1"))
-    return sa_select(func.count()).select_from(some.limit(_n(cap)).subquery("capped"))
+    tickets = rows.table_of(Ticket)
+    tests = [col(Ticket.id) == counted.hits.c.ticket_id, *compiled.others()]
+    if counted.positions is not None:
+        tests.append(counted.positions)
+    # each hit joined to its ticket when it passes (the LEFT JOIN keeps the others, counted as
+    # examined), under the cap: the join under a LIMIT is a nested loop stopping after `cap`
+    read: Any = (
+        sa_select(tickets.c.id.label("matched"))
+        .select_from(counted.hits.outerjoin(tickets, and_(*tests)))
+        .limit(_n(cap))
+        .subquery("read")
+    )
+    return sa_select(func.count(read.c.matched), func.count())
 
 
 def _text_driven(tier: search_text.Tier, others: list[ColumnElement[bool]], *columns: Any) -> Any:
@@ -375,10 +408,10 @@ def query_tickets(
     `extra` filters are AND-ed (the HappyFox list's filters the Tickiti criteria lack)."""
     # "priority": most urgent first, then newest number (the order of sort=-priority)
     sort = Sort("priority", True) if flt.order == "priority" else Sort("number", True)
-    rows, total = list_tickets(
+    listed = list_tickets(
         session, ListRequest(where=(flt, *extra), sort=sort, limit=limit, offset=offset)
     )
-    return rows, int(total or 0)
+    return listed.rows, int(listed.total or 0)
 
 
 def sort_value(ticket: Ticket | TicketRow, key: str) -> Any:
