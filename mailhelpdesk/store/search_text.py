@@ -141,18 +141,21 @@ class CountedHits:
 
 
 def counted_hits(dialect: str, terms: list[TextTerm]) -> CountedHits | None:
-    """The hits a capped count reads: documents holding every word, in the engine's order.
+    """The hits a capped count reads, in the engine's order: on PostgreSQL the documents
+    holding every word, with a phrase's positions as the test to make for the hits read; on
+    SQLite the documents holding the terms.
 
-    The words alone, because a phrase's positions cost a decompressed document per candidate on
-    PostgreSQL (its GIN index knows words, not positions: `"invoice missing"` rechecked 2,000
+    The words alone on PostgreSQL, because a phrase's positions cost a decompressed document per
+    candidate (its GIN index knows words, not positions: `"invoice missing"` rechecked 2,000
     documents to count 1,000, 27 ms at 100,000 tickets); the count makes that test for the hits
-    it reads only."""
-    loose = _expression(dialect, terms, join="AND", loose=True)
+    it reads only. So where the count stops short of the matches (a lower bound) the two
+    engines may stop at different numbers; below the cap both are exact."""
     exact = _expression(dialect, terms, join="AND")
-    if loose is None or exact is None:
+    if exact is None:
         return None
-    positional = exact != loose
     if dialect == "postgresql":
+        loose = _expression(dialect, terms, join="AND", loose=True) or exact
+        positional = any(len(words(t.text)) > 1 for t in terms)
         # planned on its own (OFFSET 0, and no LIMIT of its own: the planner would then read the
         # table in order testing `doc` row by row, expecting the limit to come early), a bitmap
         # scan of the GIN index, exact for words
@@ -164,9 +167,9 @@ def counted_hits(dialect: str, terms: list[TextTerm]) -> CountedHits | None:
         )
         test = hits.c.doc.bool_op("@@")(_pg_query(exact)) if positional else None
         return CountedHits(hits, test)
-    hits = sa_select(SQLITE_TABLE.c.rowid.label("ticket_id")).where(_match(loose)).subquery("hits")
-    test = hits.c.ticket_id.in_(_hits(dialect, exact)) if positional else None
-    return CountedHits(hits, test)
+    # FTS5 keeps positions in its doclists: a phrase is as cheap to look up as its words
+    hits = sa_select(SQLITE_TABLE.c.rowid.label("ticket_id")).where(_match(exact)).subquery("hits")
+    return CountedHits(hits, None)
 
 
 def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
@@ -218,8 +221,8 @@ def _expression(
     dialect: str, terms: list[TextTerm], *, join: str, loose: bool = False
 ) -> str | None:
     """An FTS5 MATCH or a to_tsquery string of the terms' words: only letters and digits, each
-    term a phrase of its words (`loose`: its words in any order and place), the terms joined by
-    AND or OR."""
+    term a phrase of its words (`loose`, PostgreSQL: its words in any order and place), the
+    terms joined by AND or OR."""
     parts = []
     for term in terms:
         found = words(term.text)
@@ -228,8 +231,6 @@ def _expression(
         if dialect == "postgresql":
             glue = " & " if loose else " <-> "
             parts.append("(" + glue.join(f"'{w}'" for w in found) + ")")
-        elif loose:
-            parts.append("(" + " AND ".join(f'"{w}"' for w in found) + ")")
         else:
             parts.append('"' + " ".join(found) + '"')
     if not parts:

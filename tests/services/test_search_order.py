@@ -159,9 +159,9 @@ def test_a_text_count_reads_at_most_the_cap_of_hits(
 def test_a_phrase_is_counted_by_its_positions_among_the_hits_of_its_words(
     engines: dict[str, Desk],
 ) -> None:
-    """The count reads the hits of a phrase's words and tests the positions of those only
-    (search_text.counted_hits): a ticket holding the words apart is not counted, on either
-    engine, and the count stays exact below the cap."""
+    """On PostgreSQL the count reads the hits of a phrase's words and tests the positions of
+    those only (search_text.counted_hits; SQLite looks the phrase up): a ticket holding the
+    words apart is not counted, on either engine, and the count stays exact below the cap."""
     for name, desk in engines.items():
         desk.feed(make_mail(subject="Again and again", body="The printer hums.\n"))
         for q, subjects in (
