@@ -200,6 +200,28 @@ def test_a_narrow_time_range_keeps_every_sort_order(engines: dict[str, Desk], ke
                 assert ranged == plain and meta["total"] == len(MAILS), (name, sort, bound)
 
 
+def test_a_cursor_walks_a_narrow_range_in_order(engines: dict[str, Desk]) -> None:
+    """The keyset cursor over a range sorted apart: every ticket once, in the order of the
+    list without the range."""
+    for name, desk in engines.items():
+        for sort in ("-updated_at", "number", "subject"):
+            plain, _ = _subjects(desk, [("sort", sort)])
+            walked: list[str] = []
+            items = [("sort", sort), ("created_after", "2000-01-01"), ("per_page", "2")]
+            cursor: object = None
+            for _ in range(len(MAILS)):
+                with read_scope(desk.engine) as session:
+                    page = ticket_list.listing(
+                        session,
+                        ticket_list.parse(items + ([("cursor", str(cursor))] if cursor else [])),
+                    )
+                walked.extend(t["subject"] for t in page["tickets"])
+                cursor = page["meta"]["next_cursor"]
+                if cursor is None:
+                    break
+            assert walked == plain, (name, sort)
+
+
 def test_only_a_narrow_range_on_another_column_is_sorted_apart(
     engines: dict[str, Desk], monkeypatch: pytest.MonkeyPatch
 ) -> None:
