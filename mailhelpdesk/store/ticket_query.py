@@ -223,7 +223,9 @@ def statements(session: Session, req: ListRequest) -> tuple[Any, Any]:
     """The SELECT of the page's tickets and, when counting, the SELECT count(*) of all that
     match (of at most `count_cap` of them): what list_tickets runs (and the benchmark runs
     straight in the database). Each filter is compiled once per request, for whichever of the
-    two shapes below uses it: building SQLAlchemy expressions is a good part of a request."""
+    two shapes below uses it: building SQLAlchemy expressions is a good part of a request.
+    On PostgreSQL a time range apart from the sort key is counted here first, up to
+    NARROW_RANGE, to choose the page's ORDER BY (`_narrow_range_apart`)."""
     compiled = _Compiled(session, req.where)
     counted = None
     if req.count:
