@@ -1,9 +1,9 @@
 """Writing a notice to the outbox in the change's transaction, and the rules it must obey.
 
-Which notices a change causes is decided in services/reactions.py; this module writes one: a
-`NoticeSpec` rendered (mail/render.py) and composed (mail/compose.py) by `compose_notice`, now
-or by the sender just before sending, and an OutboxItem written with the session of the
-change, so a rolled-back change sends nothing. Its Message-ID is recorded on the ticket so
+Which notices a change causes is decided in services/reactions.py; this module decides each
+one (`plan_notice`) and writes them (`write_notices`): a `NoticeSpec` built into a message by
+mail/notice.py, now or by the sender just before sending, and an OutboxItem written with the
+session of the change, so a rolled-back change sends nothing. Its Message-ID is recorded on the ticket so
 replies to it thread. A notice that cannot be built (a broken template, a value no header can
 carry) is written `failed` with the reason on either path: it never undoes the change.
 
@@ -37,14 +37,14 @@ from mailhelpdesk.domain.links import status_url
 from mailhelpdesk.domain.models import OutboxItem, Ticket
 from mailhelpdesk.domain.sla import SlaPolicy
 from mailhelpdesk.errors import InvalidInputError
-from mailhelpdesk.mail import notice
 from mailhelpdesk.mail.compose import (
     OutgoingAttachment,
     domain_of,
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.notice import NoticeSpec
+from mailhelpdesk.mail.notice import NoticeSpec, try_compose
+from mailhelpdesk.mail.notice import compose_notice as compose_from_spec
 from mailhelpdesk.mail.render import NoticeRenderError
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.services import sla_policy
@@ -204,7 +204,7 @@ def compose_notice(
 ) -> bytes:
     """The message bytes of a notice (mail/notice.py); raises NoticeRenderError (a broken
     template) or InvalidInputError (a value that cannot go into a header)."""
-    return notice.compose_notice(
+    return compose_from_spec(
         spec,
         helpdesk_address=settings.helpdesk_address,
         template_dir=settings.template_dir,
@@ -214,7 +214,7 @@ def compose_notice(
 
 def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
     """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
-    return notice.try_compose(
+    return try_compose(
         spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
     )
 

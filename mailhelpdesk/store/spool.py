@@ -28,22 +28,30 @@ class Envelope:
 
 
 def add_inbound(
-    session: Session, *, raw: bytes, envelope: Envelope, now: datetime
+    session: Session, *, raw: bytes, envelope: Envelope, now: datetime, set_aside: str = ""
 ) -> InboundMessage:
-    """Keep one raw message; the caller commits before acknowledging it."""
-    row = InboundMessage(
-        received_at=now,
-        source=envelope.source,
-        source_ref=envelope.source_ref[:500],
-        envelope_from=envelope.mail_from,
-        envelope_to="\n".join(envelope.rcpt_tos),
-        queue_hint=envelope.queue_hint,
-        raw=raw,
-        size=len(raw),
+    """Keep one raw message; the caller commits before acknowledging it. With `set_aside`, it
+    is kept already failed for that reason (an IMAP message that could not be fetched).
+
+    One INSERT (store/rows.py), not an ORM unit of work: the SMTP listener keeps each message of
+    a burst this way, on the database thread the writer needs. The row handed back is not in
+    the session: a change to it is not written."""
+    failed = {"state": InboundState.failed.value, "reason": set_aside[:2000], "processed_at": now}
+    return rows.insert_one(
+        session,
+        InboundMessage,
+        {
+            "received_at": now,
+            "source": envelope.source,
+            "source_ref": envelope.source_ref[:500],
+            "envelope_from": envelope.mail_from,
+            "envelope_to": "\n".join(envelope.rcpt_tos),
+            "queue_hint": envelope.queue_hint,
+            "raw": raw,
+            "size": len(raw),
+            **(failed if set_aside else {}),
+        },
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def envelope_of(row: InboundMessage) -> Envelope:

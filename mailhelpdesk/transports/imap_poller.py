@@ -52,7 +52,6 @@ from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import ImapMailboxConfig
-from mailhelpdesk.domain.enums import InboundState
 from mailhelpdesk.store import cursors, leases, spool
 from mailhelpdesk.store.db import session_scope
 from mailhelpdesk.transports.imap_session import (
@@ -417,15 +416,13 @@ class IMAPPoller:
             for uid, raw in sorted(fetched.bodies.items()):
                 spool.add_inbound(db, raw=raw, envelope=self._envelope(uidvalidity, uid), now=now)
             for uid, reason in sorted(fetched.failed.items()):
-                row = spool.add_inbound(
-                    db, raw=b"", envelope=self._envelope(uidvalidity, uid), now=now
+                spool.add_inbound(
+                    db,
+                    raw=b"",
+                    envelope=self._envelope(uidvalidity, uid),
+                    now=now,
+                    set_aside=f"IMAP fetch failed: folder={self.box.folder} uid={uid}: {reason}",
                 )
-                row.state = InboundState.failed
-                row.reason = f"IMAP fetch failed: folder={self.box.folder} uid={uid}: {reason}"[
-                    :2000
-                ]
-                row.processed_at = now
-                db.add(row)
             cursors.advance_cursor(
                 db,
                 mailbox=self.name,

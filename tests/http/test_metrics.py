@@ -9,7 +9,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailhelpdesk.clock import SystemClock
-from mailhelpdesk.domain.enums import InboundState
 from mailhelpdesk.store import spool
 from mailhelpdesk.store.db import make_engine, session_scope
 from tests.helpers import make_mail
@@ -59,14 +58,13 @@ def test_metrics_parse_and_report_queues_suppressions_and_latency(tmp_path: Path
         engine = make_engine(api.daemon.db_url)
         try:
             with session_scope(engine) as session:
-                row = spool.add_inbound(
+                spool.add_inbound(
                     session,
                     raw=b"Subject: set aside\r\n\r\nx\r\n",
                     envelope=spool.Envelope(source="import"),
                     now=SystemClock().now(),
+                    set_aside="test: set aside on purpose",
                 )
-                row.state, row.reason = InboundState.failed, "test: set aside on purpose"
-                session.add(row)
         finally:
             engine.dispose()
         samples = _samples(api)
