@@ -4,9 +4,7 @@ the holder, takeover only after expiry, release, and no two winners when daemons
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -17,21 +15,6 @@ from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from tests.postgres import Postgres
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'leases.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.create_database()
-    made = make_engine(url)
-    schema.upgrade(made)
-    try:
-        yield made
-    finally:
-        made.dispose()
 
 
 def _take(engine: Engine, holder: str, at: datetime, resource: str = "imap:support") -> bool:

@@ -4,35 +4,16 @@ SQLite and on PostgreSQL, one at a time and as an executemany."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.domain.models import OutboxItem, as_utc
-from mailhelpdesk.store import rows, schema
-from mailhelpdesk.store.db import make_engine, session_scope
-from tests.postgres import Postgres
+from mailhelpdesk.store import rows
+from mailhelpdesk.store.db import session_scope
 
 NOW = datetime(2026, 12, 5, 10, 30, 15, 123456, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rows.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.create_database()
-    made = make_engine(url)
-    schema.upgrade(made)
-    try:
-        yield made
-    finally:
-        made.dispose()
 
 
 def _outbox(message_id: str, **over: Any) -> dict[str, Any]:
