@@ -18,7 +18,7 @@ from mailhelpdesk.clock import Clock
 from mailhelpdesk.http.errors import ApiError
 from mailhelpdesk.services import api_tokens
 from mailhelpdesk.services.api_tokens import AuthenticatedToken
-from mailhelpdesk.store.db import read_scope, session_scope
+from mailhelpdesk.store.db import reading, session_scope
 
 TOUCH_EVERY_S = 60.0  # last_used_at is written at most once a minute per token
 
@@ -42,11 +42,8 @@ class Authenticator:
                 "unauthenticated",
                 "A valid bearer token is required (Authorization: Bearer <token>).",
             )
-        if session is not None:
-            token = api_tokens.verify(session, presented, now=self.clock.now())
-        else:
-            with read_scope(self.engine) as own:
-                token = api_tokens.verify(own, presented, now=self.clock.now())
+        with reading(self.engine, session) as reader:
+            token = api_tokens.verify(reader, presented, now=self.clock.now())
         if token is None:
             raise ApiError(
                 401, "unauthenticated", "The bearer token is unknown, revoked or expired."

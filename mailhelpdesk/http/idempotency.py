@@ -29,7 +29,7 @@ from mailhelpdesk.domain.enums import KeyState
 from mailhelpdesk.domain.models import IdempotencyKey, as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
-from mailhelpdesk.store.db import Database, read_scope, session_scope
+from mailhelpdesk.store.db import Database, read_scope, reading, session_scope
 
 MAX_KEY_CHARS = 255
 
@@ -214,11 +214,9 @@ class KeyedRunner:
             parsed = validate()
             if writes:
                 body = self.database.write(lambda session: ok(handle(session, parsed)))
-            elif session is not None:
-                body = ok(handle(session, parsed))
             else:
-                with read_scope(self.engine) as session:
-                    body = ok(handle(session, parsed))
+                with reading(self.engine, session) as reader:
+                    body = ok(handle(reader, parsed))
             return Outcome(200, body)
         except BaseException as exc:
             error = from_exception(exc)

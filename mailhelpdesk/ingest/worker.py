@@ -247,7 +247,8 @@ def _process_one(
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
-        _keep_parsed(row, understood)
+        parsed = understood.parsed
+        spool.keep_parsed(row, message_id=parsed.message_id, fingerprint=parsed.fingerprint)
         return _set_aside(
             session,
             row,
@@ -287,14 +288,6 @@ def _process_one(
         row.reason,
     )
     return row.outcome
-
-
-def _keep_parsed(row: InboundMessage, understood: Understood) -> None:
-    """What the inbound row keeps of the parsed message, on a row set aside (an applied row
-    gets them in spool.mark_done's UPDATE)."""
-    parsed = understood.parsed
-    row.message_id = parsed.message_id[:998] if parsed.message_id else None
-    row.fingerprint = parsed.fingerprint
 
 
 def _set_aside(

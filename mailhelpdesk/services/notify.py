@@ -43,8 +43,7 @@ from mailhelpdesk.mail.compose import (
     is_message_id,
     make_message_id,
 )
-from mailhelpdesk.mail.notice import NoticeSpec, try_compose
-from mailhelpdesk.mail.notice import compose_notice as compose_from_spec
+from mailhelpdesk.mail.notice import NoticeSpec, compose_notice, try_compose
 from mailhelpdesk.mail.render import NoticeRenderError
 from mailhelpdesk.mail.tokens import ReplyToken, reply_address, split_plus
 from mailhelpdesk.services import sla_policy
@@ -199,26 +198,6 @@ def notice_context(
     }
 
 
-def compose_notice(
-    spec: NoticeSpec, settings: NotifySettings, attachments: Sequence[OutgoingAttachment] = ()
-) -> bytes:
-    """The message bytes of a notice (mail/notice.py); raises NoticeRenderError (a broken
-    template) or InvalidInputError (a value that cannot go into a header)."""
-    return compose_from_spec(
-        spec,
-        helpdesk_address=settings.helpdesk_address,
-        template_dir=settings.template_dir,
-        attachments=attachments,
-    )
-
-
-def try_compose_spec(spec: str, settings: NotifySettings) -> tuple[bytes | None, str]:
-    """(message bytes, "") or (None, why not): a broken template fails its notice, nothing more."""
-    return try_compose(
-        spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
-    )
-
-
 @dataclass
 class RefusalFacts:
     """What loop safety reads from the database for a batch of automatic notices (the notices
@@ -341,7 +320,12 @@ def plan_notice(
         state = OutboxState.suppressed
     elif deferred is None:
         try:
-            raw = compose_notice(spec, settings, attachments)
+            raw = compose_notice(
+                spec,
+                helpdesk_address=settings.helpdesk_address,
+                template_dir=settings.template_dir,
+                attachments=attachments,
+            )
         except (NoticeRenderError, InvalidInputError) as exc:
             state, error = OutboxState.failed, f"cannot compose: {exc}"
     rcpt = recipient.email.lower()[:320] or "-"
@@ -398,7 +382,9 @@ def compose_pending(
     same in two short transactions around the composing, see transports/smtp_sender.py)."""
     rows = outbox.to_compose(session, limit=limit)
     for item_id, spec in rows:
-        raw, error = try_compose_spec(spec, settings)
+        raw, error = try_compose(
+            spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
+        )
         outbox.store_composed(session, item_id, raw=raw, error=error, now=clock.now())
     session.flush()
     return len(rows)

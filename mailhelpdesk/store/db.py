@@ -161,6 +161,12 @@ def read_scope(engine: Engine) -> Iterator[Session]:
         session.close()  # ends the transaction without expiring what was read
 
 
+def reading(engine: Engine, session: Session | None) -> AbstractContextManager[Session]:
+    """`session` when the caller already reads in one (a GET reads its token and its answer in
+    one transaction), else a `read_scope` of its own."""
+    return nullcontext(session) if session is not None else read_scope(engine)
+
+
 def write_lock(engine: Engine) -> threading.RLock | None:
     """The in-process writer lock of a SQLite engine (None for PostgreSQL)."""
     lock = engine.get_execution_options().get(WRITE_LOCK_OPTION)

@@ -156,20 +156,13 @@ def counted_hits(dialect: str, terms: list[TextTerm]) -> CountedHits | None:
     if dialect == "postgresql":
         loose = _expression(dialect, terms, join="AND", loose=True) or exact
         positional = any(len(words(t.text)) > 1 for t in terms)
-        # planned on its own (OFFSET 0, and no LIMIT of its own: the planner would then read the
-        # table in order testing `doc` row by row, expecting the limit to come early), a bitmap
-        # scan of the GIN index, exact for words
-        hits = (
-            sa_select(PG_TABLE.c.ticket_id, PG_TABLE.c.doc)
-            .where(PG_TABLE.c.doc.bool_op("@@")(_pg_query(loose)))
-            .offset(literal_column("0"))
-            .subquery("hits")
-        )
+        # no LIMIT of its own: the planner would then read the table in order testing `doc`
+        # row by row, expecting the limit to come early
+        hits = _hits(dialect, loose, with_doc=True).subquery("hits")
         test = hits.c.doc.bool_op("@@")(_pg_query(exact)) if positional else None
         return CountedHits(hits, test)
     # FTS5 keeps positions in its doclists: a phrase is as cheap to look up as its words
-    hits = sa_select(SQLITE_TABLE.c.rowid.label("ticket_id")).where(_match(exact)).subquery("hits")
-    return CountedHits(hits, None)
+    return CountedHits(_hits(dialect, exact).subquery("hits"), None)
 
 
 def subject_hits(dialect: str, terms: list[TextTerm]) -> Any:
@@ -197,18 +190,21 @@ def _pg_subject() -> Any:
     )
 
 
-def _hits(dialect: str, expression: str) -> Any:
+def _hits(dialect: str, expression: str, *, with_doc: bool = False) -> Any:
+    """The ids (`ticket_id`) of the documents matching `expression`, and on PostgreSQL their
+    `doc` too when asked (a test still to make on them)."""
     if dialect == "postgresql":
         query = _pg_query(expression)
+        columns = (PG_TABLE.c.ticket_id, PG_TABLE.c.doc) if with_doc else (PG_TABLE.c.ticket_id,)
         # OFFSET 0 keeps the subquery planned on its own, a bitmap scan of the GIN index (exact
         # for words: no document is read); flattened into the ticket query, a count under a
         # LIMIT was planned as a scan testing `doc` row by row: 4.5 s at 100,000 tickets
         return (
-            sa_select(PG_TABLE.c.ticket_id)
+            sa_select(*columns)
             .where(PG_TABLE.c.doc.bool_op("@@")(query))
             .offset(literal_column("0"))
         )
-    return sa_select(SQLITE_TABLE.c.rowid).where(_match(expression))
+    return sa_select(SQLITE_TABLE.c.rowid.label("ticket_id")).where(_match(expression))
 
 
 def _match(expression: str) -> ColumnElement[bool]:

@@ -171,6 +171,19 @@ _MARK_DONE = (
 )
 
 
+def _stored_message_id(message_id: str | None) -> str | None:
+    """A Message-ID as the inbound row keeps it (the column holds 998 characters, a header
+    line's limit)."""
+    return message_id[:998] if message_id else None
+
+
+def keep_parsed(row: InboundMessage, *, message_id: str | None, fingerprint: str | None) -> None:
+    """What a row set aside keeps of the parsed message (an applied row gets the same in
+    `mark_done`'s UPDATE); written with the row's next flush."""
+    row.message_id = _stored_message_id(message_id)
+    row.fingerprint = fingerprint
+
+
 def mark_done(
     session: Session,
     row: InboundMessage,
@@ -193,7 +206,7 @@ def mark_done(
         "reason": reason[:2000],
         "ticket_id": ticket_id,
         "processed_at": now,
-        "message_id": message_id[:998] if message_id else None,
+        "message_id": _stored_message_id(message_id),
         "fingerprint": fingerprint,
     }
     session.connection().execute(
