@@ -5,8 +5,11 @@ A batch is claimed (`claim`), understood outside any transaction, in a pool of p
 lookups for the whole batch in a few queries (ingest/batch_lookups.py), then the steps per
 message. The daemon overlaps them: batch N+1 is understood while batch N is written.
 
-One write transaction per batch (so SQLite sees one writer and one fsync per batch) and a savepoint
-per message (so one bad message sets only itself aside, with its error, and the rest go on).
+One write transaction per batch, so SQLite sees one writer and one fsync per batch. The batch is
+first written optimistically, under one savepoint for all of it. If a message fails, that
+savepoint is rolled back and the batch is written again with a savepoint per message, so the bad
+message sets only itself aside, with its error, and the rest go on (issue 16: a savepoint's begin
+and release cost more than many messages' own statements, and almost every batch has no failure).
 After a crash nothing is half-done: a message is either applied with its batch or still `new`.
 """
 
@@ -154,40 +157,92 @@ def write(
     *,
     budget_s: float | None = None,
 ) -> BatchResult:
-    """Decide and write the understood messages of `batch`, in one transaction, a savepoint per
-    message. With `budget_s` (SQLite), commit once that much time is spent and leave the rest in
+    """Decide and write the understood messages of `batch`, in one transaction (module
+    docstring: optimistic, then a savepoint per message if one fails). With `budget_s` (SQLite), commit once that much time is spent and leave the rest in
     `batch.ids` for the next call, so the SMTP listener's commits (and their 250s) are not held
     up behind a long batch. On PostgreSQL the claiming transaction writes all of them."""
-    outcomes: Counter[str] = Counter()
     started = time.perf_counter()
-    done: list[int] = []
     own = batch.session
     if own is not None:
         budget_s = None
     scope = session_scope(engine) if own is None else _claimed_scope(batch)
     with scope as session:
         rows = spool.rows_to_write(session, batch.ids)
-        lookups = BatchLookups.load(
-            session,
-            [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
-        )
-        for inbound_id in batch.ids:
-            done.append(inbound_id)
-            row = rows.get(inbound_id)
-            if row is None:  # applied or set aside meanwhile (`inbound retry` ran, say)
-                continue
-            result = batch.results.get(inbound_id)
-            if result is None or isinstance(result, NotUnderstood):
-                outcomes[_not_understood(session, row, clock, result)] += 1
-            else:
-                outcomes[_process_one(session, row, settings, clock, result, lookups)] += 1
-            if budget_s is not None and time.perf_counter() - started > budget_s:
-                break
-    written = set(done)
-    batch.ids = [i for i in batch.ids if i not in written]
-    for inbound_id in written:
+        try:
+            done, outcomes = _write_rows(
+                session, batch, rows, settings, clock, started, budget_s, careful=False
+            )
+        except _PassFailed:  # a message failed: again, each message in a savepoint of its own
+            # mark_done set the pass's rows to "done" as committed state, which the rollback
+            # does not undo in memory: read everything again
+            session.expire_all()
+            rows = spool.rows_to_write(session, batch.ids)
+            done, outcomes = _write_rows(
+                session, batch, rows, settings, clock, started, budget_s, careful=True
+            )
+    finished = set(done)
+    batch.ids = [i for i in batch.ids if i not in finished]
+    for inbound_id in finished:
         batch.results.pop(inbound_id, None)
     return BatchResult(processed=len(done), outcomes=outcomes)
+
+
+def _write_rows(
+    session: Session,
+    batch: ClaimedBatch,
+    rows: dict[int, InboundMessage],
+    settings: IngestSettings,
+    clock: Clock,
+    started: float,
+    budget_s: float | None,
+    *,
+    careful: bool,
+) -> tuple[list[int], Counter[str]]:
+    """One pass over the batch: (the ids gone through, their outcomes). In an optimistic pass
+    (`careful` False) a failed message rolls back all of the pass's writes and raises _PassFailed.
+
+    The threading maps are read at the start of each pass: a rolled-back pass's tickets are gone.
+    The "applied" log lines are written once the pass has succeeded, so a message is logged once.
+    """
+    outcomes: Counter[str] = Counter()
+    done: list[int] = []
+    applied: list[Applied] = []
+    whole = None if careful else session.begin_nested()
+    lookups = BatchLookups.load(
+        session,
+        [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
+    )
+    for inbound_id in batch.ids:
+        done.append(inbound_id)
+        row = rows.get(inbound_id)
+        if row is None:  # applied or set aside meanwhile (`inbound retry` ran, say)
+            continue
+        result = batch.results.get(inbound_id)
+        if result is None or isinstance(result, NotUnderstood):
+            outcomes[_not_understood(session, row, clock, result)] += 1
+        elif careful:
+            outcomes[
+                _process_carefully(session, row, settings, clock, result, lookups, applied)
+            ] += 1
+        else:
+            try:
+                applied.append(_process_one(session, row, settings, clock, result, lookups))
+            except StepFailed:
+                assert whole is not None
+                whole.rollback()
+                raise _PassFailed from None
+            outcomes[applied[-1].outcome] += 1
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break
+    if whole is not None:
+        whole.commit()
+    for line in applied:
+        line.log()
+    return done, outcomes
+
+
+class _PassFailed(Exception):
+    """An optimistic pass met a failing message; its writes are rolled back."""
 
 
 def _claimed_scope(batch: ClaimedBatch) -> AbstractContextManager[Session]:
@@ -224,26 +279,40 @@ def process_batch(
 IN_PROCESS = Understander(0)
 
 
-def _process_one(
+@dataclass(frozen=True)
+class Applied:
+    """A message gone through the steps: what its log line says."""
+
+    inbound_id: int
+    outcome: str
+    ticket: str
+    step: str
+    reason: str
+
+    def log(self) -> None:
+        log.info(
+            "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
+            self.inbound_id,
+            self.outcome,
+            self.ticket,
+            self.step,
+            self.reason,
+        )
+
+
+def _process_carefully(
     session: Session,
     row: InboundMessage,
     settings: IngestSettings,
     clock: Clock,
     understood: Understood,
     lookups: BatchLookups,
+    applied: list[Applied],
 ) -> str:
-    ctx = IngestContext(
-        session=session,
-        clock=clock,
-        settings=settings,
-        inbound=row,
-        envelope=spool.envelope_of(row),
-        understood=understood,
-        lookups=lookups,
-    )
+    """`_process_one` in a savepoint of its own: a failed message is set aside, alone."""
     savepoint = session.begin_nested()
     try:
-        ended_at = run_pipeline(ctx)
+        done = _process_one(session, row, settings, clock, understood, lookups)
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
@@ -257,6 +326,30 @@ def _process_one(
             reason=str(exc),
             detail="".join(traceback.format_exception(exc.error)),
         )
+    applied.append(done)
+    return done.outcome
+
+
+def _process_one(
+    session: Session,
+    row: InboundMessage,
+    settings: IngestSettings,
+    clock: Clock,
+    understood: Understood,
+    lookups: BatchLookups,
+) -> Applied:
+    """Run the steps on one message and mark it done; raises StepFailed (with the writes made
+    so far still in the session, for the caller's savepoint to undo)."""
+    ctx = IngestContext(
+        session=session,
+        clock=clock,
+        settings=settings,
+        inbound=row,
+        envelope=spool.envelope_of(row),
+        understood=understood,
+        lookups=lookups,
+    )
+    ended_at = run_pipeline(ctx)
     if ctx.outcome != Outcome.duplicate:
         parsed = understood.parsed
         lookups.applied(
@@ -279,15 +372,13 @@ def _process_one(
         message_id=understood.parsed.message_id,
         fingerprint=understood.parsed.fingerprint,
     )
-    log.info(
-        "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
-        row.id,
-        row.outcome,
-        ctx.ticket.number if ctx.ticket else "-",
-        ended_at or "apply",
-        row.reason,
+    return Applied(
+        inbound_id=row.id or 0,
+        outcome=row.outcome,
+        ticket=str(ctx.ticket.number) if ctx.ticket else "-",
+        step=ended_at or "apply",
+        reason=row.reason,
     )
-    return row.outcome
 
 
 def _set_aside(

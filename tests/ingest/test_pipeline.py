@@ -305,6 +305,92 @@ def test_failing_message_is_set_aside_and_others_continue(
     assert len(desk.tickets()) == 3
 
 
+def test_a_failure_in_the_batch_rewrites_it_with_a_savepoint_per_message(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch is written optimistically; a failing message rolls that pass back and the
+    batch is written again, each message alone. Nothing of the first pass survives: one ticket,
+    each notice once, one event of each, one log line per message; the reply after the
+    failing message still lands on the ticket the same batch opened."""
+    import mailhelpdesk.ingest.facts as steps
+
+    real = steps.visible_text
+
+    def explode(text: str) -> str:
+        if "EXPLODE" in text:
+            raise RuntimeError("boom in reply text")
+        return real(text)
+
+    monkeypatch.setattr(steps, "visible_text", explode)
+    mails = (
+        make_mail(message_id="<opening@customer.test>", body="first\n"),
+        make_mail(message_id="<bad@customer.test>", subject="other", body="EXPLODE\n"),
+        make_mail(
+            message_id="<answer@customer.test>",
+            subject="Re: Printer on fire",
+            headers={"In-Reply-To": "<opening@customer.test>"},
+            body="the reply\n",
+        ),
+    )
+    with session_scope(desk.engine) as session:
+        for raw in mails:
+            spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=desk.clock.now()
+            )
+    with caplog.at_level("INFO", logger="mailhelpdesk.ingest.worker"):
+        result = worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
+    assert result.processed == 3
+    assert result.outcomes == {"ticket_created": 1, "failed": 1, "reply_added": 1}
+    with read_scope(desk.engine) as session:
+        rows = list(session.exec(select(InboundMessage).order_by(InboundMessage.id)))
+    assert [(r.state, r.outcome, r.attempts) for r in rows] == [
+        ("done", "ticket_created", 1),
+        ("failed", "", 1),
+        ("done", "reply_added", 1),
+    ]
+    (ticket,) = desk.tickets()
+    assert rows[0].ticket_id == rows[2].ticket_id == ticket.id
+    assert [e.type for e in desk.events()] == ["created", "customer_reply"]
+    # the acknowledgement, the agents' new-ticket notice and their reply notice, each once
+    assert sorted((o.kind, o.primary_rcpt) for o in desk.outbox()) == [
+        ("acknowledgement", "priya@customer.test"),
+        ("customer_reply", "alice@helpdesk.test"),
+        ("new_ticket", "alice@helpdesk.test"),
+    ]
+    applied = [r for r in caplog.records if r.getMessage().startswith("inbound applied")]
+    assert sorted(r.getMessage().split()[2] for r in applied) == [
+        f"inbound_id={rows[0].id}",
+        f"inbound_id={rows[2].id}",
+    ]
+
+
+def test_a_batch_without_failures_takes_one_savepoint(desk: Desk) -> None:
+    """The optimistic pass: one savepoint for the batch, not one per message (SQLite)."""
+    from sqlalchemy import event
+
+    with session_scope(desk.engine) as session:
+        for i in range(5):
+            spool.add_inbound(
+                session,
+                raw=make_mail(message_id=f"<m{i}@customer.test>", subject=f"case {i}"),
+                envelope=spool.Envelope(source="smtp"),
+                now=desk.clock.now(),
+            )
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(desk.engine, "before_cursor_execute", seen)
+    try:
+        result = worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
+    finally:
+        event.remove(desk.engine, "before_cursor_execute", seen)
+    assert result.outcomes == {"ticket_created": 5}
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1
+    assert len(desk.tickets()) == 5
+
+
 def test_attachments_are_stored_content_addressed(desk: Desk) -> None:
     import hashlib
     from email.message import EmailMessage

@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from mailhelpdesk.clock import FrozenClock
@@ -68,6 +69,49 @@ def test_pipeline_outcomes_match_on_postgresql(postgres: Postgres) -> None:
     assert outcomes == ["ticket_created", "reply_added", "duplicate", "classified"]
     assert [t.number for t in tickets] == [100001]
     assert len(responses) == 2
+
+
+def test_a_failing_message_rewrites_the_claimed_batch_on_postgresql(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the claiming transaction too, a failing message rolls the optimistic pass back and
+    the batch is written again with a savepoint per message: the others are applied once, the
+    reply after the failure still finds the ticket the batch opened."""
+    import mailhelpdesk.ingest.facts as facts
+
+    real = facts.visible_text
+
+    def explode(text: str) -> str:
+        if "EXPLODE" in text:
+            raise RuntimeError("boom")
+        return real(text)
+
+    monkeypatch.setattr(facts, "visible_text", explode)
+    _config, engine, settings = _setup(postgres.create_database())
+    clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=UTC))
+    mails = [
+        make_mail(message_id="<pgf1@c.test>", subject="first"),
+        make_mail(message_id="<pgf2@c.test>", subject="other", body="EXPLODE\n"),
+        make_mail(
+            message_id="<pgf3@c.test>",
+            subject="Re: first",
+            headers={"In-Reply-To": "<pgf1@c.test>"},
+        ),
+    ]
+    with session_scope(engine) as session:
+        for raw in mails:
+            spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=clock.now()
+            )
+    result = worker.process_batch(engine, settings, clock, limit=10)
+    assert result.outcomes == {"ticket_created": 1, "failed": 1, "reply_added": 1}
+    with read_scope(engine) as session:
+        rows = session.exec(select(InboundMessage).order_by(InboundMessage.id)).all()
+        tickets = session.exec(select(Ticket)).all()
+        responses = session.exec(select(Response)).all()
+    assert [(r.state, r.attempts) for r in rows] == [("done", 1), ("failed", 1), ("done", 1)]
+    assert len(tickets) == 1 and len(responses) == 2
+    assert rows[0].ticket_id == rows[2].ticket_id == tickets[0].id
 
 
 def test_two_workers_share_the_spool_without_doubles(postgres: Postgres) -> None:
