@@ -29,7 +29,7 @@ from mailhelpdesk.domain.enums import KeyState
 from mailhelpdesk.domain.models import IdempotencyKey, as_utc
 from mailhelpdesk.http.errors import ApiError, dumps, from_exception, ok
 from mailhelpdesk.store import idempotency as store
-from mailhelpdesk.store.db import Database, read_scope, reading, session_scope
+from mailhelpdesk.store.db import Database, read_scope, reading, session_scope, undoable
 
 MAX_KEY_CHARS = 255
 
@@ -174,7 +174,7 @@ class KeyedRunner:
                 raise _Discard(Outcome(invalid.status, dumps(invalid.body()), invalid.headers))
             status, headers = 200, {}
             try:
-                with session.begin_nested():
+                with undoable(session):
                     body = ok(handle(session, parsed))
             except Exception as exc:  # mapped below; a 5xx is re-raised
                 error = from_exception(exc)

@@ -198,3 +198,61 @@ def test_close_finishes_queued_jobs_and_ends_the_writer_thread(tmp_path: Path) -
     with read_scope(reopened.engine) as session:
         assert session.get(Setting, "before") is not None
     reopened.close()
+
+
+def test_a_group_without_failures_takes_one_savepoint(tmp_path: Path) -> None:
+    """The optimistic pass: the jobs of a group share one savepoint, not one each."""
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    schema.upgrade(db.engine)
+    statements: list[str] = []
+    event.listen(
+        db.engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: statements.append(sql)
+    )
+    groups: list[object] = []
+    event.listen(db.engine, "commit", groups.append)
+
+    def add(n: int):  # type: ignore[no-untyped-def]
+        return lambda session: session.add(Setting(key=f"s{n}", value="1")) or n
+
+    results = _burst(db, [add(n) for n in range(8)])
+    assert [results[n] for n in range(8)] == list(range(8))
+    savepoints = sum(s.startswith("SAVEPOINT") for s in statements)
+    # at most one a group (SQLAlchemy emits it once the group touches the database)
+    assert 1 <= savepoints <= len(groups) < 9, f"{savepoints} savepoints, {len(groups)} groups"
+    db.close()
+
+
+def test_undoable_work_is_undone_alone_when_the_group_reruns(tmp_path: Path) -> None:
+    """A job that undoes part of its work (`undoable`, as the API does for a 4xx answer) keeps
+    the rest of its work; the group is run again with savepoints, and every other job of it is
+    done once."""
+    from mailhelpdesk.store.db import undoable
+
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    schema.upgrade(db.engine)
+
+    def partial(session: Session) -> str:
+        session.add(Setting(key="kept", value="1"))
+        session.flush()
+        try:
+            with undoable(session):
+                session.add(Setting(key="undone", value="1"))
+                session.flush()
+                raise LookupError("the handler's 4xx")
+        except LookupError:
+            return "answered"
+
+    def add(n: int):  # type: ignore[no-untyped-def]
+        def run(session: Session) -> int:
+            session.add(Setting(key=f"o{n}", value=str(n)))
+            session.flush()
+            return n
+
+        return run
+
+    results = _burst(db, [add(0), partial, add(2)])
+    assert results == {-1: "slow", 0: 0, 1: "answered", 2: 2}
+    with read_scope(db.engine) as session:
+        keys = sorted(row.key for row in session.exec(select(Setting)).all())
+    assert keys == ["kept", "o0", "o2"]
+    db.close()
