@@ -266,7 +266,10 @@ class GroupWriter:
         session.info[_OPTIMISTIC] = True
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            outcomes = [(done, job(session), None) for job, done in batch]
+            for job, done in batch:
+                value = job(session)
+                session.flush()  # a job's pending rows fail as that job, as in its savepoint
+                outcomes.append((done, value, None))
         except (Exception, _RunCarefully):  # noqa: BLE001 - any failure: run it again, carefully
             whole.rollback()
             return []

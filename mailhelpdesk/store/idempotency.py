@@ -58,7 +58,7 @@ def insert_claim(
         # a claim held by another daemon's open transaction makes this INSERT wait for it; wait
         # a bounded time (then the caller answers 409 in progress), never as long as a stuck peer
         session.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'"))
-    inserted = session.execute(stmt, values).first()
+    inserted = session.connection().execute(stmt, values).first()
     if dialect == "postgresql":
         session.execute(text("SET LOCAL lock_timeout = 0"))
     return int(inserted[0]) if inserted is not None else None
@@ -68,22 +68,23 @@ def insert_claim(
 _GET = select(IdempotencyKey).where(
     IdempotencyKey.token_id == bindparam("token_id"), IdempotencyKey.key == bindparam("key")
 )
+# run on the connection (Core, from the table): no ORM bulk-statement work on every request
+_KEYS = rows.table_of(IdempotencyKey)
 _TAKE_MINTED = (
-    delete(IdempotencyKey)
+    delete(_KEYS)
     .where(
-        col(IdempotencyKey.token_id).is_(None),
-        col(IdempotencyKey.key) == bindparam("key"),
-        col(IdempotencyKey.state) == KeyState.minted,
+        _KEYS.c.token_id.is_(None),
+        _KEYS.c.key == bindparam("key"),
+        _KEYS.c.state == KeyState.minted,
     )
-    .returning(col(IdempotencyKey.action))
-    .execution_options(synchronize_session=False)
+    .returning(_KEYS.c.action)
 )
 _COMPLETE = (
-    update(IdempotencyKey)
+    update(_KEYS)
     .where(
-        col(IdempotencyKey.id) == bindparam("row_id"),
-        col(IdempotencyKey.lease) == bindparam("b_lease"),
-        col(IdempotencyKey.state) == KeyState.in_progress,
+        _KEYS.c.id == bindparam("row_id"),
+        _KEYS.c.lease == bindparam("b_lease"),
+        _KEYS.c.state == KeyState.in_progress,
     )
     .values(
         state=KeyState.completed,
@@ -93,7 +94,6 @@ _COMPLETE = (
         expires_at=bindparam("b_expires_at"),
         locked_until=None,
     )
-    .execution_options(synchronize_session=False)
 )
 
 
@@ -109,7 +109,7 @@ def get(session: Session, *, token_id: int, key: str) -> IdempotencyKey | None:
 def take_minted(session: Session, *, key: str) -> str | None:
     """The action a minted, never-used key with this value was bound to ('' = any), or None.
     The row is removed in the same statement, so of two daemons using it only one gets it."""
-    found = session.execute(_TAKE_MINTED, {"key": key}).first()
+    found = session.connection().execute(_TAKE_MINTED, {"key": key}).first()
     return None if found is None else str(found[0] or "")
 
 
@@ -141,7 +141,7 @@ def complete(
     expires_at: datetime,
 ) -> bool:
     """Store the outcome; False if the lease is no longer ours (then the caller must roll back)."""
-    result = session.execute(
+    result = session.connection().execute(
         _COMPLETE,
         {
             "row_id": row_id,
@@ -152,7 +152,7 @@ def complete(
             "b_expires_at": expires_at,
         },
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 def count_minted(session: Session, *, now: datetime) -> int:
