@@ -331,7 +331,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
         subject=subject,
         message_id=parsed.message_id[:998] if parsed.message_id else None,
         is_email_sourced=True,
-        inbound_id=ctx.inbound.id,
+        inbound_id=ctx.inbound_id,
         attachments=[
             NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id)
             for a in attachments
@@ -379,7 +379,7 @@ def open_forwarded(ctx: IngestContext, parsed: ParsedMail) -> None:
                 subject=parsed.subject,
                 is_email_sourced=True,
                 verified=ctx.verified,
-                inbound_id=ctx.inbound.id,
+                inbound_id=ctx.inbound_id,
             ),
             change=ctx.change,
             reopen=False,

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.domain.enums import Outcome
 from mailhelpdesk.domain.events import Actor, channel_of_source
-from mailhelpdesk.domain.models import InboundMessage, Ticket
+from mailhelpdesk.domain.models import Ticket
 from mailhelpdesk.mail.forwarded import ForwardedOriginal
 from mailhelpdesk.mail.parsed import Classification, ParsedMail, Verdict
 from mailhelpdesk.mail.understood import UnderstandSettings, Understood
@@ -105,7 +105,7 @@ class IngestContext:
     session: Session
     clock: Clock
     settings: IngestSettings
-    inbound: InboundMessage
+    inbound_id: int  # the kept message's row (store/spool.py)
     envelope: Envelope
     # the message understood ahead of the transaction (ingest/understanding.py); the steps
     # take its parse, classification and derived texts instead of computing them again

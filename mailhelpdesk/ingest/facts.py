@@ -107,7 +107,7 @@ def response_from(
         message_id=parsed.message_id[:998] if parsed.message_id else None,
         is_email_sourced=True,
         verified=ctx.verified,
-        inbound_id=ctx.inbound.id,
+        inbound_id=ctx.inbound_id,
         attachments=[
             NewAttachment(a.filename, a.content_type, a.data, a.is_inline, a.content_id)
             for a in parsed.attachments

@@ -51,7 +51,7 @@ def dedupe(ctx: IngestContext) -> None:
         raise Discard(Outcome.duplicate, f"same message as inbound #{earlier_id}")
     # the primary key on the fingerprint refuses a concurrent second apply (another daemon)
     if not spool.claim_applied(
-        ctx.session, fingerprint=parsed.fingerprint, inbound_id=ctx.inbound.id or 0
+        ctx.session, fingerprint=parsed.fingerprint, inbound_id=ctx.inbound_id
     ):
         raise Discard(Outcome.duplicate, "same message applied concurrently")
 
@@ -172,7 +172,7 @@ def identify_sender(ctx: IngestContext) -> None:
             ctx.sender_role = SenderRole.stranger
             ctx.notes.append(f"claims agent address {sender} without verification")
             log.warning(
-                "unverified mail from agent address sender=%s inbound_id=%s", sender, ctx.inbound.id
+                "unverified mail from agent address sender=%s inbound_id=%s", sender, ctx.inbound_id
             )
             return
     if ctx.ticket is None:

@@ -20,7 +20,7 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -157,10 +157,11 @@ def write(
     *,
     budget_s: float | None = None,
 ) -> BatchResult:
-    """Decide and write the understood messages of `batch`, in one transaction (module
-    docstring: optimistic, then a savepoint per message if one fails). With `budget_s` (SQLite), commit once that much time is spent and leave the rest in
-    `batch.ids` for the next call, so the SMTP listener's commits (and their 250s) are not held
-    up behind a long batch. On PostgreSQL the claiming transaction writes all of them."""
+    """Decide and write the understood messages of `batch`, in one transaction (the module
+    docstring: optimistic, then a savepoint per message if one fails). With `budget_s`
+    (SQLite), commit once that much time is spent and leave the rest in `batch.ids` for the
+    next call, so the SMTP listener's commits (and their 250s) are not held up behind a long
+    batch. On PostgreSQL the claiming transaction writes all of them."""
     started = time.perf_counter()
     own = batch.session
     if own is not None:
@@ -173,8 +174,7 @@ def write(
                 session, batch, rows, settings, clock, started, budget_s, careful=False
             )
         except _PassFailed:  # a message failed: again, each message in a savepoint of its own
-            # mark_done set the pass's rows to "done" as committed state, which the rollback
-            # does not undo in memory: read everything again
+            # objects the rolled-back pass loaded may hold what it wrote: read them again
             session.expire_all()
             rows = spool.rows_to_write(session, batch.ids)
             done, outcomes = _write_rows(
@@ -190,7 +190,7 @@ def write(
 def _write_rows(
     session: Session,
     batch: ClaimedBatch,
-    rows: dict[int, InboundMessage],
+    rows: dict[int, spool.PendingRow],
     settings: IngestSettings,
     clock: Clock,
     started: float,
@@ -202,11 +202,12 @@ def _write_rows(
     (`careful` False) a failed message rolls back all of the pass's writes and raises _PassFailed.
 
     The threading maps are read at the start of each pass: a rolled-back pass's tickets are gone.
-    The "applied" log lines are written once the pass has succeeded, so a message is logged once.
+    The log lines ("applied", "set aside") are written once the pass has succeeded, so a message
+    is logged once.
     """
     outcomes: Counter[str] = Counter()
     done: list[int] = []
-    applied: list[Applied] = []
+    logged: list[Callable[[], None]] = []
     whole = None if careful else session.begin_nested()
     lookups = BatchLookups.load(
         session,
@@ -219,25 +220,27 @@ def _write_rows(
             continue
         result = batch.results.get(inbound_id)
         if result is None or isinstance(result, NotUnderstood):
-            outcomes[_not_understood(session, row, clock, result)] += 1
+            logged.append(_not_understood(session, row.id, clock, result))
+            outcomes["failed"] += 1
         elif careful:
-            outcomes[
-                _process_carefully(session, row, settings, clock, result, lookups, applied)
-            ] += 1
+            outcome, line = _process_carefully(session, row, settings, clock, result, lookups)
+            logged.append(line)
+            outcomes[outcome] += 1
         else:
             try:
-                applied.append(_process_one(session, row, settings, clock, result, lookups))
+                applied = _process_one(session, row, settings, clock, result, lookups)
             except StepFailed:
                 assert whole is not None
                 whole.rollback()
                 raise _PassFailed from None
-            outcomes[applied[-1].outcome] += 1
+            logged.append(applied.log)
+            outcomes[applied.outcome] += 1
         if budget_s is not None and time.perf_counter() - started > budget_s:
             break
     if whole is not None:
         whole.commit()
-    for line in applied:
-        line.log()
+    for line in logged:
+        line()
     return done, outcomes
 
 
@@ -302,37 +305,36 @@ class Applied:
 
 def _process_carefully(
     session: Session,
-    row: InboundMessage,
+    row: spool.PendingRow,
     settings: IngestSettings,
     clock: Clock,
     understood: Understood,
     lookups: BatchLookups,
-    applied: list[Applied],
-) -> str:
-    """`_process_one` in a savepoint of its own: a failed message is set aside, alone."""
+) -> tuple[str, Callable[[], None]]:
+    """`_process_one` in a savepoint of its own: a failed message is set aside, alone.
+    Returns its outcome and its log line, to be written once the batch is."""
     savepoint = session.begin_nested()
     try:
-        done = _process_one(session, row, settings, clock, understood, lookups)
+        applied = _process_one(session, row, settings, clock, understood, lookups)
         savepoint.commit()
     except StepFailed as exc:  # the worker boundary: set aside, never crash
         savepoint.rollback()
         parsed = understood.parsed
-        spool.keep_parsed(row, message_id=parsed.message_id, fingerprint=parsed.fingerprint)
-        return _set_aside(
+        return "failed", _set_aside(
             session,
-            row,
+            row.id,
             clock,
             step=exc.step,
             reason=str(exc),
             detail="".join(traceback.format_exception(exc.error)),
+            parsed=(parsed.message_id, parsed.fingerprint),
         )
-    applied.append(done)
-    return done.outcome
+    return applied.outcome, applied.log
 
 
 def _process_one(
     session: Session,
-    row: InboundMessage,
+    row: spool.PendingRow,
     settings: IngestSettings,
     clock: Clock,
     understood: Understood,
@@ -344,17 +346,17 @@ def _process_one(
         session=session,
         clock=clock,
         settings=settings,
-        inbound=row,
-        envelope=spool.envelope_of(row),
+        inbound_id=row.id,
+        envelope=row.envelope,
         understood=understood,
         lookups=lookups,
     )
     ended_at = run_pipeline(ctx)
+    parsed = understood.parsed
     if ctx.outcome != Outcome.duplicate:
-        parsed = understood.parsed
         lookups.applied(
             fingerprint=parsed.fingerprint,
-            inbound_id=row.id or 0,
+            inbound_id=row.id,
             ticket=ctx.ticket,
             message_ids=(
                 parsed.message_id,
@@ -362,51 +364,52 @@ def _process_one(
             ),
             by_agent=ctx.sender_role == SenderRole.agent,
         )
+    outcome = (ctx.outcome or Outcome.classified).value
     spool.mark_done(
         session,
-        row,
-        outcome=(ctx.outcome or Outcome.classified).value,
+        row.id,
+        outcome=outcome,
         reason=ctx.reason,
         ticket_id=ctx.ticket.id if ctx.ticket else None,
         now=clock.now(),
-        message_id=understood.parsed.message_id,
-        fingerprint=understood.parsed.fingerprint,
+        message_id=parsed.message_id,
+        fingerprint=parsed.fingerprint,
     )
     return Applied(
-        inbound_id=row.id or 0,
-        outcome=row.outcome,
+        inbound_id=row.id,
+        outcome=outcome,
         ticket=str(ctx.ticket.number) if ctx.ticket else "-",
         step=ended_at or "apply",
-        reason=row.reason,
+        reason=ctx.reason[:2000],
     )
 
 
 def _set_aside(
-    session: Session, row: InboundMessage, clock: Clock, *, step: str, reason: str, detail: str
-) -> str:
+    session: Session,
+    row_id: int,
+    clock: Clock,
+    *,
+    step: str,
+    reason: str,
+    detail: str,
+    parsed: tuple[str | None, str | None] | None = None,
+) -> Callable[[], None]:
     """Keep the message as failed with the step that failed and its error (`inbound retry`),
-    its attempt counted."""
-    row.attempts += 1
-    row.state = InboundState.failed
-    row.outcome = ""
-    row.reason = reason[:2000]
-    row.processed_at = clock.now()
-    session.add(row)
-    session.flush()
-    log.error(
-        "inbound set aside inbound_id=%s step=%s error=%s\n%s", row.id, step, row.reason, detail
+    its attempt counted. Returns its log line, to be written once the batch is."""
+    spool.set_aside(session, row_id, reason=reason, now=clock.now(), parsed=parsed)
+    return lambda: log.error(
+        "inbound set aside inbound_id=%s step=%s error=%s\n%s", row_id, step, reason[:2000], detail
     )
-    return "failed"
 
 
 def _not_understood(
-    session: Session, row: InboundMessage, clock: Clock, result: NotUnderstood | None
-) -> str:
+    session: Session, row_id: int, clock: Clock, result: NotUnderstood | None
+) -> Callable[[], None]:
     """A message understanding gave up on (it raised, overran its time limit, or killed its
     worker process): set aside with that reason, like a failed step."""
     return _set_aside(
         session,
-        row,
+        row_id,
         clock,
         step="understand",
         reason=result.reason if result is not None else "step understand: no result",

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, update
-from sqlalchemy.orm import defer
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailhelpdesk.domain.enums import InboundState
@@ -25,6 +24,9 @@ class Envelope:
     rcpt_tos: tuple[str, ...] = ()
     source_ref: str = ""
     queue_hint: str = ""
+
+
+_INBOUND = rows.table_of(InboundMessage)
 
 
 def add_inbound(
@@ -51,16 +53,6 @@ def add_inbound(
             "size": len(raw),
             **(failed if set_aside else {}),
         },
-    )
-
-
-def envelope_of(row: InboundMessage) -> Envelope:
-    return Envelope(
-        source=row.source,
-        mail_from=row.envelope_from,
-        rcpt_tos=tuple(a for a in row.envelope_to.split("\n") if a),
-        source_ref=row.source_ref,
-        queue_hint=row.queue_hint,
     )
 
 
@@ -94,17 +86,45 @@ def pending_raw(
     return [(i or 0, raw, sender) for i, raw, sender in session.exec(query)]
 
 
-def rows_to_write(session: Session, ids: Collection[int]) -> dict[int, InboundMessage]:
-    """The rows of `ids` that are still to process, by id (without their raw bytes, which the
-    writer no longer needs)."""
+@dataclass(frozen=True)
+class PendingRow:
+    """A kept message the writer is to apply: its id and envelope. Not the ORM object: the
+    writer changes the row with one UPDATE (`mark_done`, `set_aside`), and loading 100 ORM
+    objects a batch cost the writer more than those UPDATEs (issue 16)."""
+
+    id: int
+    envelope: Envelope
+
+
+_PENDING = sa_select(
+    _INBOUND.c.id,
+    _INBOUND.c.source,
+    _INBOUND.c.source_ref,
+    _INBOUND.c.envelope_from,
+    _INBOUND.c.envelope_to,
+    _INBOUND.c.queue_hint,
+).where(_INBOUND.c.id.in_(bindparam("ids", expanding=True)), _INBOUND.c.state == InboundState.new)
+
+
+def rows_to_write(session: Session, ids: Collection[int]) -> dict[int, PendingRow]:
+    """The rows of `ids` that are still to process, by id (their envelopes; not the raw bytes,
+    which the writer no longer needs)."""
     if not ids:
         return {}
-    query = (
-        select(InboundMessage)
-        .where(col(InboundMessage.id).in_(list(ids)), InboundMessage.state == InboundState.new)
-        .options(defer(InboundMessage.raw))  # type: ignore[arg-type]
-    )
-    return {row.id or 0: row for row in session.exec(query)}
+    found = session.connection().execute(_PENDING, {"ids": list(ids)})
+    return {
+        row_id: PendingRow(
+            row_id,
+            Envelope(
+                source=source,
+                mail_from=mail_from,
+                rcpt_tos=tuple(a for a in (rcpt_tos or "").split("\n") if a),
+                source_ref=source_ref,
+                queue_hint=queue_hint,
+            ),
+        )
+        for row_id, source, source_ref, mail_from, rcpt_tos, queue_hint in found
+    }
 
 
 def count_pending(session: Session) -> int:
@@ -154,7 +174,6 @@ def claim_applied(session: Session, *, fingerprint: str, inbound_id: int) -> boo
     return found.first() is not None
 
 
-_INBOUND = rows.table_of(InboundMessage)
 _MARK_DONE = (
     update(_INBOUND)
     .where(_INBOUND.c.id == bindparam("row_id"))
@@ -177,16 +196,40 @@ def _stored_message_id(message_id: str | None) -> str | None:
     return message_id[:998] if message_id else None
 
 
-def keep_parsed(row: InboundMessage, *, message_id: str | None, fingerprint: str | None) -> None:
-    """What a row set aside keeps of the parsed message (an applied row gets the same in
-    `mark_done`'s UPDATE); written with the row's next flush."""
-    row.message_id = _stored_message_id(message_id)
-    row.fingerprint = fingerprint
+_SET_ASIDE = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("row_id"))
+    .values(
+        attempts=_INBOUND.c.attempts + 1,
+        state=InboundState.failed.value,
+        outcome="",
+        reason=bindparam("b_reason"),
+        processed_at=bindparam("b_processed_at"),
+    )
+)
+
+
+def set_aside(
+    session: Session,
+    row_id: int,
+    *,
+    reason: str,
+    now: datetime,
+    parsed: tuple[str | None, str | None] | None = None,
+) -> None:
+    """Keep the message as failed with `reason` (`inbound retry` puts it back), its attempt
+    counted; with `parsed` (Message-ID, fingerprint), what parsing found too. One UPDATE."""
+    stmt = _SET_ASIDE
+    values: dict[str, object] = {"row_id": row_id, "b_reason": reason[:2000], "b_processed_at": now}
+    if parsed is not None:
+        stmt = stmt.values(message_id=bindparam("b_message_id"), fingerprint=bindparam("b_fp"))
+        values |= {"b_message_id": _stored_message_id(parsed[0]), "b_fp": parsed[1]}
+    session.connection().execute(stmt, values)
 
 
 def mark_done(
     session: Session,
-    row: InboundMessage,
+    row_id: int,
     *,
     outcome: str,
     reason: str,
@@ -196,10 +239,7 @@ def mark_done(
     fingerprint: str | None,
 ) -> None:
     """The message is applied: one UPDATE (its attempt counted, what parsing found, its outcome
-    and ticket), and the loaded row set to the same values as committed state, so the session
-    never writes it again.
-    Why not the ORM: counting the attempt before the message's savepoint and marking it after
-    were two flushes of this row per message on the writer's path."""
+    and ticket)."""
     values = {
         "state": InboundState.done.value,
         "outcome": outcome,
@@ -210,8 +250,5 @@ def mark_done(
         "fingerprint": fingerprint,
     }
     session.connection().execute(
-        _MARK_DONE, {"row_id": row.id, **{f"b_{k}": v for k, v in values.items()}}
+        _MARK_DONE, {"row_id": row_id, **{f"b_{k}": v for k, v in values.items()}}
     )
-    values["attempts"] = row.attempts + 1
-    for name, value in values.items():
-        set_committed_value(row, name, value)
