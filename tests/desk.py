@@ -131,7 +131,7 @@ class Desk:
     def compose_notices(self) -> int:
         """What the daemon's sender does before sending: notices written as specs become mail."""
         with session_scope(self.engine) as session:
-            return notify.compose_pending(session, self.notify, clock=self.clock)
+            return notify.compose_pending(session, self.notify)
 
     def tickets(self) -> list[Ticket]:
         with read_scope(self.engine) as session:

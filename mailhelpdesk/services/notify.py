@@ -375,17 +375,20 @@ def write_notices(session: Session, planned: Sequence[PlannedNotice]) -> None:
     ticket_store.record_message_ids(session, [p.known for p in planned if p.known is not None])
 
 
-def compose_pending(
-    session: Session, settings: NotifySettings, *, clock: Clock, limit: int = 1000
-) -> int:
+def compose_pending(session: Session, settings: NotifySettings, *, limit: int = 1000) -> int:
     """Compose every queued notice still written as a spec, in this session (the sender does the
     same in two short transactions around the composing, see transports/smtp_sender.py)."""
     rows = outbox.to_compose(session, limit=limit)
-    for item_id, spec in rows:
-        raw, error = try_compose(
-            spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
+    built = [
+        (
+            item_id,
+            *try_compose(
+                spec, helpdesk_address=settings.helpdesk_address, template_dir=settings.template_dir
+            ),
         )
-        outbox.store_composed(session, item_id, raw=raw, error=error, now=clock.now())
+        for item_id, spec in rows
+    ]
+    outbox.store_composed(session, built)
     session.flush()
     return len(rows)
 

@@ -18,9 +18,10 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,12 +181,9 @@ class GroupWriter:
     """Group commit for the short write jobs of one process on SQLite (the HTTP API's requests).
 
     SQLite has one writer and every commit is an fsync. Jobs submitted while a transaction is
-    open wait for the next one and share it. They first run together under one savepoint (the
-    optimistic pass); if one of them raises, that pass is rolled back and the group runs again,
-    each job in a savepoint of its own, so a job that raises undoes only its own work. (A
-    savepoint's begin and release cost about as much as a small job's own statements, and a
-    job that raises is rare: issue 16.) All of them become durable with one commit before any
-    caller is answered. Callers block until their job's transaction has committed: an answer is
+    open wait for the next one and share it (`each_in_group`: one savepoint for all of them, a
+    savepoint each only when one raises), so a job that raises undoes only its own work, and
+    all of them become durable with one commit before any caller is answered. Callers block until their job's transaction has committed: an answer is
     never given for work that could still be lost. The transaction takes the engine's writer
     lock like any other, so this is batching on top of the one serialisation, not a second one.
     """
@@ -234,13 +232,12 @@ class GroupWriter:
                 return
 
     def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with session_scope(self.engine) as session:
                 # BEGIN IMMEDIATE once, before any job: a database that stays locked fails the
                 # batch once instead of costing every job its own busy timeout
                 session.connection()
-                outcomes = self._optimistic(session, batch) or self._careful(session, batch)
+                outcomes = each_in_group(session, [job for job, _done in batch], _run_job)
         except BaseException as exc:  # noqa: BLE001 - nothing of this batch is durable; the writer lives on
             log.error("group commit failed jobs=%d error=%s", len(batch), exc)
             failure = (
@@ -251,64 +248,78 @@ class GroupWriter:
             for _job, done in batch:
                 done.set_exception(failure)
             return
-        for done, value, error in outcomes:
-            if error is not None:
-                done.set_exception(error)
+        for (_job, done), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                done.set_exception(outcome.error)
             else:
-                done.set_result(value)
+                done.set_result(outcome)
 
-    @staticmethod
-    def _optimistic(
-        session: Session, batch: list[tuple[Callable[[Session], Any], Future[Any]]]
-    ) -> list[tuple[Future[Any], Any, BaseException | None]]:
-        """Every job under one savepoint; [] (and nothing written) when one of them raised."""
-        whole = session.begin_nested()
-        session.info[_OPTIMISTIC] = True
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
-        try:
-            for job, done in batch:
-                value = job(session)
-                session.flush()  # a job's pending rows fail as that job, as in its savepoint
-                outcomes.append((done, value, None))
-        except (Exception, _RunCarefully):  # noqa: BLE001 - any failure: run it again, carefully
-            whole.rollback()
-            return []
-        finally:
-            session.info.pop(_OPTIMISTIC, None)
+
+def _run_job(session: Session, job: Callable[[Session], T]) -> T:
+    return job(session)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What an item of `each_in_group` raised; its writes are undone."""
+
+    error: Exception
+
+
+Item = TypeVar("Item")
+
+
+def each_in_group(
+    session: Session, items: Sequence[Item], run: Callable[[Session, Item], T]
+) -> list[T | Failed]:
+    """`run(session, item)` for each item in one transaction, each item's result or Failed.
+
+    Optimistic first: every item under one savepoint. If one raises, that pass is rolled back
+    and the items run again, each in a savepoint of its own, so one that raises undoes only its
+    own work. Why: a savepoint's begin and release cost about as much as a small item's own
+    statements, and an item that raises is rare (issue 16). When the database ends the
+    transaction itself (SQLite on a full disk or an I/O error), the items before are lost too:
+    that raises, and the caller fails them all."""
+    whole = session.begin_nested()
+    session.info[_OPTIMISTIC] = True
+    try:
+        done: list[T | Failed] = []
+        for item in items:
+            done.append(run(session, item))
+            session.flush()  # an item's pending rows fail as that item, as in its savepoint
+    except (Exception, _RunCarefully):  # noqa: BLE001 - any failure: run them again, carefully
+        whole.rollback()
+    else:
         whole.commit()
-        return outcomes
-
-    @staticmethod
-    def _careful(
-        session: Session, batch: list[tuple[Callable[[Session], Any], Future[Any]]]
-    ) -> list[tuple[Future[Any], Any, BaseException | None]]:
-        """Each job in a savepoint of its own: one that raises undoes only its own work."""
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
-        for job, done in batch:
-            try:
-                with session.begin_nested():
-                    outcomes.append((done, job(session), None))
-            except Exception as exc:
-                if not in_transaction(session):
-                    # SQLite rolled the whole transaction back by itself (disk full, I/O
-                    # error): the jobs before this one are lost too, so none may succeed
-                    raise
-                outcomes.append((done, None, exc))
-        return outcomes
+        return done
+    finally:
+        session.info.pop(_OPTIMISTIC, None)
+    done = []
+    for item in items:
+        try:
+            with session.begin_nested():
+                done.append(run(session, item))
+        except Exception as exc:
+            if not in_transaction(session):
+                raise
+            done.append(Failed(exc))
+    return done
 
 
-_OPTIMISTIC = "mailhelpdesk.optimistic_pass"  # session.info: a GroupWriter pass without savepoints
+_OPTIMISTIC = (
+    "mailhelpdesk.optimistic_pass"  # session.info: an each_in_group pass without savepoints
+)
 
 
 class _RunCarefully(BaseException):
-    """Raised out of `undoable` in an optimistic pass: past the job's own `except Exception`,
-    so that the group runs again with a savepoint per job."""
+    """Raised out of `undoable` in an optimistic pass: past the item's own `except Exception`,
+    so that the group runs again with a savepoint per item."""
 
 
 @contextmanager
 def undoable(session: Session) -> Iterator[None]:
     """A savepoint for work a job may have to undo while keeping the rest of its own (the
-    stored answer of a request whose handler failed with a 4xx, say). In a GroupWriter's
+    stored answer of a request whose handler failed with a 4xx, say). In an `each_in_group`
     optimistic pass there are no savepoints: an exception here ends the pass instead, and the
     group runs again with savepoints, where this is a savepoint."""
     if not session.info.get(_OPTIMISTIC):

@@ -80,24 +80,18 @@ def new_row(
     }
 
 
-# built once (store/rows.py says why)
-_STILL_A_SPEC = (
-    col(OutboxItem.id) == bindparam("item_id"),
-    col(OutboxItem.compose_spec).is_not(None),
-)
+# built once, on the table, run on the connection as executemany (store/rows.py says why)
+_SPECS = rows.table_of(OutboxItem)
+_STILL_A_SPEC = (_SPECS.c.id == bindparam("item_id"), _SPECS.c.compose_spec.is_not(None))
 _SET_COMPOSED = (
-    update(OutboxItem)
-    .where(*_STILL_A_SPEC)
-    .values(raw=bindparam("b_raw"), compose_spec=None)
-    .execution_options(synchronize_session=False)
+    update(_SPECS).where(*_STILL_A_SPEC).values(raw=bindparam("b_raw"), compose_spec=None)
 )
 _SET_UNCOMPOSABLE = (
-    update(OutboxItem)
+    update(_SPECS)
     .where(*_STILL_A_SPEC)
     .values(
         state=OutboxState.failed, last_error=bindparam("error"), compose_spec=None, sent_at=None
     )
-    .execution_options(synchronize_session=False)
 )
 
 
@@ -112,25 +106,17 @@ def to_compose(session: Session, *, limit: int) -> list[tuple[int, str]]:
     return [(int(i or 0), str(spec)) for i, spec in rows]
 
 
-def store_composed(
-    session: Session, item_id: int, *, raw: bytes | None, error: str, now: datetime
-) -> None:
-    """What composing a spec gave: the message, or (raw None) the failure and its reason."""
-    if raw is not None:
-        set_composed(session, item_id, raw=raw)
-    else:
-        set_uncomposable(session, item_id, now=now, error=error)
-
-
-def set_composed(session: Session, item_id: int, *, raw: bytes) -> None:
-    """The composed message for a row that was written as a spec (a second composer's result
-    for the same row is ignored: both are the same message with the same Message-ID)."""
-    session.execute(_SET_COMPOSED, {"item_id": item_id, "b_raw": raw})
-
-
-def set_uncomposable(session: Session, item_id: int, *, now: datetime, error: str) -> None:
-    """A spec that cannot become a message (a broken template): failed, with the reason."""
-    session.execute(_SET_UNCOMPOSABLE, {"item_id": item_id, "error": error[:2000]})
+def store_composed(session: Session, built: Sequence[tuple[int, bytes | None, str]]) -> None:
+    """What composing specs gave, (id, message, error) each: the message, or (None) the failure
+    and its reason. One executemany for each kind. A second composer's result for the same row
+    is ignored: both are the same message with the same Message-ID."""
+    composed = [{"item_id": i, "b_raw": raw} for i, raw, _error in built if raw is not None]
+    failed = [{"item_id": i, "error": error[:2000]} for i, raw, error in built if raw is None]
+    connection = session.connection()
+    if composed:
+        connection.execute(_SET_COMPOSED, composed)
+    if failed:
+        connection.execute(_SET_UNCOMPOSABLE, failed)
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[OutboxItem]:

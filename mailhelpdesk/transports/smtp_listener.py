@@ -28,12 +28,13 @@ from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session as SMTPSession
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mailhelpdesk.clock import Clock
 from mailhelpdesk.config import SmtpListenerConfig
 from mailhelpdesk.mail.tokens import split_plus
 from mailhelpdesk.store import spool
-from mailhelpdesk.store.db import in_transaction, session_scope
+from mailhelpdesk.store.db import Failed, each_in_group, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -105,34 +106,32 @@ class SpoolWriter:
             for item, outcome in zip(group, outcomes, strict=True):
                 if item.done.done():
                     continue
-                if isinstance(outcome, Exception):
-                    item.done.set_exception(outcome)
+                if isinstance(outcome, Failed):
+                    item.done.set_exception(outcome.error)
                 else:
                     item.done.set_result(outcome)
             if self._on_commit is not None:
                 self._on_commit(len(group))
 
-    def _commit(self, group: list[_Pending]) -> list[int | Exception]:
-        """One transaction for the group, each message in its own savepoint: a row the database
-        refuses (on PostgreSQL, one bad value aborts the whole transaction unless it is inside a
+    def _commit(self, group: list[_Pending]) -> list[int | Failed]:
+        """One transaction for the group (store/db.each_in_group): a row the database refuses
+        (on PostgreSQL, one bad value aborts the whole transaction unless it is inside a
         savepoint) fails only its own session with 451; the others are committed and get 250.
         When the database ends the transaction itself (SQLite on disk full or an I/O error), the
         rows before are gone too, so the whole group fails."""
         now = self._clock.now()
-        outcomes: list[int | Exception] = []
+
+        def keep_one(session: Session, item: _Pending) -> int:
+            row = spool.add_inbound(session, raw=item.raw, envelope=item.envelope, now=now)
+            return row.id or 0
+
         with session_scope(self._engine) as session:
-            for item in group:
-                try:
-                    with session.begin_nested():
-                        row = spool.add_inbound(
-                            session, raw=item.raw, envelope=item.envelope, now=now
-                        )
-                    outcomes.append(row.id or 0)
-                except Exception as exc:
-                    if not in_transaction(session):
-                        raise
-                    log.error("spool row refused peer=%s error=%s", item.envelope.source_ref, exc)
-                    outcomes.append(exc)
+            outcomes = each_in_group(session, group, keep_one)
+        for item, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                log.error(
+                    "spool row refused peer=%s error=%s", item.envelope.source_ref, outcome.error
+                )
         return outcomes
 
 

@@ -337,12 +337,11 @@ class SMTPSender(OutboxSender[_Item, _Result]):
             return outbox.to_compose(session, limit=self.batch_size)
 
     def _store_composed(self, built: list[tuple[int, bytes | None, str]]) -> None:
-        now = self.clock.now()
         with session_scope(self.engine) as session:
-            for item_id, raw, error in built:
-                outbox.store_composed(session, item_id, raw=raw, error=error, now=now)
-                if raw is None:
-                    log.warning("outbox notice failed id=%s error=%s", item_id, error)
+            outbox.store_composed(session, built)
+        for item_id, raw, error in built:
+            if raw is None:
+                log.warning("outbox notice failed id=%s error=%s", item_id, error)
 
     # -- one batch -----------------------------------------------------------------------------
 

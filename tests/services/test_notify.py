@@ -351,7 +351,7 @@ def test_notices_written_as_specs_compose_like_inline_ones(desk: Desk, tmp_path:
         bad_inline = closed_notice(session, ticket, broken_inline, desk.clock)
         assert bad_inline.state == "failed" and bad_inline.last_error.startswith("cannot compose")
     with session_scope(desk.engine) as session:
-        assert notify.compose_pending(session, broken, clock=desk.clock) == 1
+        assert notify.compose_pending(session, broken) == 1
     row = {r.id: r for r in outbox_rows(desk)}[bad_id]
     assert (
         row.state == "failed"

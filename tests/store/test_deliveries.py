@@ -120,7 +120,7 @@ def test_a_mail_row_still_to_be_composed_is_not_claimable(engine: Engine) -> Non
     ready = queue_mail(engine, 1)
     with session_scope(engine) as session:
         assert claim_ids(session, limit=10) == ready
-        outbox.store_composed(session, spec_ids[1], raw=b"Subject: x\r\n\r\n", error="", now=NOW)
+        outbox.store_composed(session, [(spec_ids[1], b"Subject: x\r\n\r\n", "")])
     with session_scope(engine) as session:
         assert claim_ids(session, limit=10, now=NOW + timedelta(hours=1)) == [spec_ids[1], *ready]
 
