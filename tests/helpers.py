@@ -279,3 +279,18 @@ def store_change(clock: Any = None) -> Any:
         notices=notices,
         mail=MailPolicy.silent,
     )
+
+
+def fail_reply_text_on(monkeypatch: Any, marker: str, error: str = "boom in reply text") -> None:
+    """Make the reply-text step raise `error` for a message whose text holds `marker`: a
+    message that fails in the middle of an ingest batch."""
+    import mailhelpdesk.ingest.facts as facts
+
+    real = facts.visible_text
+
+    def explode(text: str) -> str:
+        if marker in text:
+            raise RuntimeError(error)
+        return real(text)
+
+    monkeypatch.setattr(facts, "visible_text", explode)

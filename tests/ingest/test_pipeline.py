@@ -14,7 +14,7 @@ from mailhelpdesk.mail.tokens import ReplyToken, reply_address
 from mailhelpdesk.store import spool
 from mailhelpdesk.store.db import read_scope, session_scope
 from tests.desk import Desk
-from tests.helpers import make_mail
+from tests.helpers import fail_reply_text_on, make_mail
 
 
 @pytest.fixture
@@ -275,16 +275,7 @@ def test_customer_cc_becomes_ticket_cc_and_reply_all_threads(desk: Desk) -> None
 def test_failing_message_is_set_aside_and_others_continue(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mailhelpdesk.ingest.facts as steps  # where the response text is made
-
-    real = steps.visible_text
-
-    def explode(text: str) -> str:
-        if "EXPLODE" in text:
-            raise RuntimeError("boom in reply text")
-        return real(text)
-
-    monkeypatch.setattr(steps, "visible_text", explode)
+    fail_reply_text_on(monkeypatch, "EXPLODE")
     with session_scope(desk.engine) as session:
         for body in ("fine one\n", "EXPLODE\n", "fine two\n"):
             spool.add_inbound(
@@ -299,7 +290,7 @@ def test_failing_message_is_set_aside_and_others_continue(
     assert [r.state for r in rows] == ["done", "failed", "done"]
     assert "boom in reply text" in rows[1].reason
     assert len(desk.tickets()) == 2
-    monkeypatch.setattr(steps, "visible_text", real)
+    monkeypatch.undo()
     assert worker.retry(desk.engine, rows[1].id or 0)
     worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
     assert len(desk.tickets()) == 3
@@ -312,16 +303,7 @@ def test_a_failure_in_the_batch_rewrites_it_with_a_savepoint_per_message(
     batch is written again, each message alone. Nothing of the first pass survives: one ticket,
     each notice once, one event of each, one log line per message; the reply after the
     failing message still lands on the ticket the same batch opened."""
-    import mailhelpdesk.ingest.facts as steps
-
-    real = steps.visible_text
-
-    def explode(text: str) -> str:
-        if "EXPLODE" in text:
-            raise RuntimeError("boom in reply text")
-        return real(text)
-
-    monkeypatch.setattr(steps, "visible_text", explode)
+    fail_reply_text_on(monkeypatch, "EXPLODE")
     mails = (
         make_mail(message_id="<opening@customer.test>", body="first\n"),
         make_mail(message_id="<bad@customer.test>", subject="other", body="EXPLODE\n"),

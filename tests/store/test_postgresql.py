@@ -19,7 +19,7 @@ from mailhelpdesk.ingest import worker
 from mailhelpdesk.store import schema, spool
 from mailhelpdesk.store.db import make_engine, read_scope, session_scope
 from mailhelpdesk.store.setup import sync_config
-from tests.helpers import Daemon, make_mail, require
+from tests.helpers import Daemon, fail_reply_text_on, make_mail, require
 from tests.postgres import Postgres, pg_bin
 
 
@@ -77,16 +77,7 @@ def test_a_failing_message_rewrites_the_claimed_batch_on_postgresql(
     """On the claiming transaction too, a failing message rolls the optimistic pass back and
     the batch is written again with a savepoint per message: the others are applied once, the
     reply after the failure still finds the ticket the batch opened."""
-    import mailhelpdesk.ingest.facts as facts
-
-    real = facts.visible_text
-
-    def explode(text: str) -> str:
-        if "EXPLODE" in text:
-            raise RuntimeError("boom")
-        return real(text)
-
-    monkeypatch.setattr(facts, "visible_text", explode)
+    fail_reply_text_on(monkeypatch, "EXPLODE")
     _config, engine, settings = _setup(postgres.create_database())
     clock = FrozenClock(datetime(2026, 11, 23, 10, tzinfo=UTC))
     mails = [
