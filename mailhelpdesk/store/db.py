@@ -183,8 +183,9 @@ class GroupWriter:
     SQLite has one writer and every commit is an fsync. Jobs submitted while a transaction is
     open wait for the next one and share it (`each_in_group`: one savepoint for all of them, a
     savepoint each only when one raises), so a job that raises undoes only its own work, and
-    all of them become durable with one commit before any caller is answered. Callers block until their job's transaction has committed: an answer is
-    never given for work that could still be lost. The transaction takes the engine's writer
+    all of them become durable with one commit before any caller is answered. Callers block
+    until their job's transaction has committed: an answer is never given for work that could
+    still be lost. The transaction takes the engine's writer
     lock like any other, so this is batching on top of the one serialisation, not a second one.
     """
 
@@ -306,9 +307,8 @@ def each_in_group(
     return done
 
 
-_OPTIMISTIC = (
-    "mailhelpdesk.optimistic_pass"  # session.info: an each_in_group pass without savepoints
-)
+# session.info: an each_in_group pass without savepoints is running
+_OPTIMISTIC = "mailhelpdesk.optimistic_pass"
 
 
 class _RunCarefully(BaseException):
