@@ -37,21 +37,27 @@ class BatchLookups:
     first_ticket_of: dict[str, int] = field(default_factory=dict)
     forward_ids: set[str] = field(default_factory=set)
     numbers: dict[int, Ticket | None] = field(default_factory=dict)
+    _fingerprints: set[str] = field(default_factory=set)
     _message_ids: set[str] = field(default_factory=set)
     _tags: set[int] = field(default_factory=set)
 
     @classmethod
     def load(cls, session: Session, batch: Sequence[Understood]) -> BatchLookups:
         found = cls(session)
-        found.applied_fingerprints = thread_lookup.applied_fingerprints(
-            session, {u.parsed.fingerprint for u in batch}
-        )
+        found._fingerprints = {u.parsed.fingerprint for u in batch}
         found._message_ids = {m for u in batch for m in thread_candidates(u.parsed)}
         found._tags = {
             int(m.group(1)) for u in batch for m in SUBJECT_TAG.finditer(u.parsed.subject)
         }
-        found.reload_tickets()
+        found.reload()
         return found
+
+    def reload(self) -> None:
+        """Read every map again (the batch's writes were rolled back, say)."""
+        self.applied_fingerprints = thread_lookup.applied_fingerprints(
+            self.session, self._fingerprints
+        )
+        self.reload_tickets()
 
     def reload_tickets(self) -> None:
         """Read the Message-ID and ticket-number maps (again)."""

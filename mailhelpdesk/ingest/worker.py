@@ -5,11 +5,10 @@ A batch is claimed (`claim`), understood outside any transaction, in a pool of p
 lookups for the whole batch in a few queries (ingest/batch_lookups.py), then the steps per
 message. The daemon overlaps them: batch N+1 is understood while batch N is written.
 
-One write transaction per batch, so SQLite sees one writer and one fsync per batch. The batch is
-first written optimistically, under one savepoint for all of it. If a message fails, that
-savepoint is rolled back and the batch is written again with a savepoint per message, so the bad
-message sets only itself aside, with its error, and the rest go on (issue 16: a savepoint's begin
-and release cost more than many messages' own statements, and almost every batch has no failure).
+One write transaction per batch, so SQLite sees one writer and one fsync per batch, written as
+every group commit is (store/db.each_in_group): first under one savepoint for the whole batch;
+if a message fails, again with a savepoint per message, so the bad message sets only itself
+aside, with its error, and the rest go on.
 After a crash nothing is half-done: a message is either applied with its batch or still `new`.
 """
 
@@ -20,7 +19,7 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -40,7 +39,14 @@ from mailhelpdesk.services.cc_policy import CcLimits
 from mailhelpdesk.services.notify import NotifySettings
 from mailhelpdesk.store import spool
 from mailhelpdesk.store import tickets as store
-from mailhelpdesk.store.db import committed, is_sqlite, read_scope, session_scope
+from mailhelpdesk.store.db import (
+    Failed,
+    committed,
+    each_in_group,
+    is_sqlite,
+    read_scope,
+    session_scope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,91 +167,55 @@ def write(
     docstring: optimistic, then a savepoint per message if one fails). With `budget_s`
     (SQLite), commit once that much time is spent and leave the rest in `batch.ids` for the
     next call, so the SMTP listener's commits (and their 250s) are not held up behind a long
-    batch. On PostgreSQL the claiming transaction writes all of them."""
+    batch. On PostgreSQL the claiming transaction writes all of them.
+
+    Each message's log line is written once its pass is the one kept, so a message is logged
+    once."""
     started = time.perf_counter()
     own = batch.session
     if own is not None:
         budget_s = None
     scope = session_scope(engine) if own is None else _claimed_scope(batch)
+    outcomes: Counter[str] = Counter()
     with scope as session:
         rows = spool.rows_to_write(session, batch.ids)
-        try:
-            done, outcomes = _write_rows(
-                session, batch, rows, settings, clock, started, budget_s, careful=False
+        lookups = BatchLookups.load(
+            session,
+            [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
+        )
+
+        def write_one(session: Session, inbound_id: int) -> Handled | None:
+            row = rows.get(inbound_id)
+            if row is None:  # applied or set aside meanwhile (`inbound retry` ran, say)
+                return None
+            result = batch.results.get(inbound_id)
+            if result is None or isinstance(result, NotUnderstood):
+                return _not_understood(session, inbound_id, clock, result)
+            return _process_one(session, row, settings, clock, result, lookups)
+
+        written = each_in_group(
+            session,
+            batch.ids,
+            write_one,
+            until=None if budget_s is None else lambda: time.perf_counter() - started > budget_s,
+            # the threading maps hold what the rolled-back pass applied
+            on_retry=lookups.reload,
+        )
+        done = batch.ids[: len(written)]
+        for inbound_id, result in zip(done, written, strict=True):
+            handled = (
+                _failed_step(session, inbound_id, clock, result.error, batch)
+                if isinstance(result, Failed)
+                else result
             )
-        except _PassFailed:  # a message failed: again, each message in a savepoint of its own
-            # objects the rolled-back pass loaded may hold what it wrote: read them again
-            session.expire_all()
-            rows = spool.rows_to_write(session, batch.ids)
-            done, outcomes = _write_rows(
-                session, batch, rows, settings, clock, started, budget_s, careful=True
-            )
+            if handled is not None:
+                handled.log()
+                outcomes[handled.outcome] += 1
     finished = set(done)
     batch.ids = [i for i in batch.ids if i not in finished]
     for inbound_id in finished:
         batch.results.pop(inbound_id, None)
     return BatchResult(processed=len(done), outcomes=outcomes)
-
-
-def _write_rows(
-    session: Session,
-    batch: ClaimedBatch,
-    rows: dict[int, spool.PendingRow],
-    settings: IngestSettings,
-    clock: Clock,
-    started: float,
-    budget_s: float | None,
-    *,
-    careful: bool,
-) -> tuple[list[int], Counter[str]]:
-    """One pass over the batch: (the ids gone through, their outcomes). In an optimistic pass
-    (`careful` False) a failed message rolls back all of the pass's writes and raises _PassFailed.
-
-    The threading maps are read at the start of each pass: a rolled-back pass's tickets are gone.
-    The log lines ("applied", "set aside") are written once the pass has succeeded, so a message
-    is logged once.
-    """
-    outcomes: Counter[str] = Counter()
-    done: list[int] = []
-    logged: list[Callable[[], None]] = []
-    whole = None if careful else session.begin_nested()
-    lookups = BatchLookups.load(
-        session,
-        [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
-    )
-    for inbound_id in batch.ids:
-        done.append(inbound_id)
-        row = rows.get(inbound_id)
-        if row is None:  # applied or set aside meanwhile (`inbound retry` ran, say)
-            continue
-        result = batch.results.get(inbound_id)
-        if result is None or isinstance(result, NotUnderstood):
-            logged.append(_not_understood(session, row.id, clock, result))
-            outcomes["failed"] += 1
-        elif careful:
-            outcome, line = _process_carefully(session, row, settings, clock, result, lookups)
-            logged.append(line)
-            outcomes[outcome] += 1
-        else:
-            try:
-                applied = _process_one(session, row, settings, clock, result, lookups)
-            except StepFailed:
-                assert whole is not None
-                whole.rollback()
-                raise _PassFailed from None
-            logged.append(applied.log)
-            outcomes[applied.outcome] += 1
-        if budget_s is not None and time.perf_counter() - started > budget_s:
-            break
-    if whole is not None:
-        whole.commit()
-    for line in logged:
-        line()
-    return done, outcomes
-
-
-class _PassFailed(Exception):
-    """An optimistic pass met a failing message; its writes are rolled back."""
 
 
 def _claimed_scope(batch: ClaimedBatch) -> AbstractContextManager[Session]:
@@ -283,53 +253,16 @@ IN_PROCESS = Understander(0)
 
 
 @dataclass(frozen=True)
-class Applied:
-    """A message gone through the steps: what its log line says."""
+class Handled:
+    """What became of one message: its outcome and its log line."""
 
-    inbound_id: int
     outcome: str
-    ticket: str
-    step: str
-    reason: str
+    level: int
+    line: str
+    args: tuple[object, ...]
 
     def log(self) -> None:
-        log.info(
-            "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
-            self.inbound_id,
-            self.outcome,
-            self.ticket,
-            self.step,
-            self.reason,
-        )
-
-
-def _process_carefully(
-    session: Session,
-    row: spool.PendingRow,
-    settings: IngestSettings,
-    clock: Clock,
-    understood: Understood,
-    lookups: BatchLookups,
-) -> tuple[str, Callable[[], None]]:
-    """`_process_one` in a savepoint of its own: a failed message is set aside, alone.
-    Returns its outcome and its log line, to be written once the batch is."""
-    savepoint = session.begin_nested()
-    try:
-        applied = _process_one(session, row, settings, clock, understood, lookups)
-        savepoint.commit()
-    except StepFailed as exc:  # the worker boundary: set aside, never crash
-        savepoint.rollback()
-        parsed = understood.parsed
-        return "failed", _set_aside(
-            session,
-            row.id,
-            clock,
-            step=exc.step,
-            reason=str(exc),
-            detail="".join(traceback.format_exception(exc.error)),
-            parsed=(parsed.message_id, parsed.fingerprint),
-        )
-    return applied.outcome, applied.log
+        log.log(self.level, self.line, *self.args)
 
 
 def _process_one(
@@ -339,9 +272,9 @@ def _process_one(
     clock: Clock,
     understood: Understood,
     lookups: BatchLookups,
-) -> Applied:
+) -> Handled:
     """Run the steps on one message and mark it done; raises StepFailed (with the writes made
-    so far still in the session, for the caller's savepoint to undo)."""
+    so far still in the session, for the savepoint around it to undo)."""
     ctx = IngestContext(
         session=session,
         clock=clock,
@@ -375,12 +308,39 @@ def _process_one(
         message_id=parsed.message_id,
         fingerprint=parsed.fingerprint,
     )
-    return Applied(
-        inbound_id=row.id,
-        outcome=outcome,
-        ticket=str(ctx.ticket.number) if ctx.ticket else "-",
-        step=ended_at or "apply",
-        reason=ctx.reason[:2000],
+    return Handled(
+        outcome,
+        logging.INFO,
+        "inbound applied inbound_id=%s outcome=%s ticket=%s step=%s reason=%s",
+        (
+            row.id,
+            outcome,
+            ctx.ticket.number if ctx.ticket else "-",
+            ended_at or "apply",
+            ctx.reason[:2000],
+        ),
+    )
+
+
+def _failed_step(
+    session: Session, inbound_id: int, clock: Clock, error: Exception, batch: ClaimedBatch
+) -> Handled:
+    """A message whose steps raised (its writes undone by its savepoint): set aside with the
+    step and the error, and what parsing found. Anything but a failed step (the database
+    refusing a write, say) fails the whole batch, which stays pending."""
+    if not isinstance(error, StepFailed):
+        raise error
+    understood = batch.results[inbound_id]
+    assert isinstance(understood, Understood)  # only an understood message runs the steps
+    parsed = understood.parsed
+    return _set_aside(
+        session,
+        inbound_id,
+        clock,
+        step=error.step,
+        reason=str(error),
+        detail="".join(traceback.format_exception(error.error)),
+        parsed=(parsed.message_id, parsed.fingerprint),
     )
 
 
@@ -393,18 +353,21 @@ def _set_aside(
     reason: str,
     detail: str,
     parsed: tuple[str | None, str | None] | None = None,
-) -> Callable[[], None]:
+) -> Handled:
     """Keep the message as failed with the step that failed and its error (`inbound retry`),
-    its attempt counted. Returns its log line, to be written once the batch is."""
+    its attempt counted."""
     spool.set_aside(session, row_id, reason=reason, now=clock.now(), parsed=parsed)
-    return lambda: log.error(
-        "inbound set aside inbound_id=%s step=%s error=%s\n%s", row_id, step, reason[:2000], detail
+    return Handled(
+        "failed",
+        logging.ERROR,
+        "inbound set aside inbound_id=%s step=%s error=%s\n%s",
+        (row_id, step, reason[:2000], detail),
     )
 
 
 def _not_understood(
     session: Session, row_id: int, clock: Clock, result: NotUnderstood | None
-) -> Callable[[], None]:
+) -> Handled:
     """A message understanding gave up on (it raised, overran its time limit, or killed its
     worker process): set aside with that reason, like a failed step."""
     return _set_aside(

@@ -196,7 +196,8 @@ class GroupWriter:
         self._thread.start()
 
     def run(self, job: Callable[[Session], T]) -> T:
-        """Run `job(session)` in a savepoint of the next group transaction; its result once committed."""
+        """Run `job(session)` in the next group transaction (`each_in_group`); its result once
+        committed."""
         if threading.current_thread() is self._thread:
             raise RuntimeError(
                 "a group-commit job must use the session it is given, not write() again"
@@ -271,16 +272,25 @@ Item = TypeVar("Item")
 
 
 def each_in_group(
-    session: Session, items: Sequence[Item], run: Callable[[Session, Item], T]
+    session: Session,
+    items: Sequence[Item],
+    run: Callable[[Session, Item], T],
+    *,
+    until: Callable[[], bool] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> list[T | Failed]:
     """`run(session, item)` for each item in one transaction, each item's result or Failed.
 
     Optimistic first: every item under one savepoint. If one raises, that pass is rolled back
     and the items run again, each in a savepoint of its own, so one that raises undoes only its
     own work. Why: a savepoint's begin and release cost about as much as a small item's own
-    statements, and an item that raises is rare (issue 16). When the database ends the
-    transaction itself (SQLite on a full disk or an I/O error), the items before are lost too:
-    that raises, and the caller fails them all."""
+    statements, and an item that raises is rare (issue 16). Before they run again, the
+    session's objects are expired (those the rolled-back pass loaded may hold what it wrote)
+    and `on_retry` lets the caller read again what it keeps of the pass. With `until`, a pass
+    stops after the item for which it is true, the result shorter than `items` (the second pass
+    not before the item that failed the first, so the next call starts past it). When the
+    database ends the transaction itself (SQLite on a full disk or an I/O error), the items
+    before are lost too: that raises, and the caller fails them all."""
     whole = session.begin_nested()
     session.info[_OPTIMISTIC] = True
     try:
@@ -288,13 +298,19 @@ def each_in_group(
         for item in items:
             done.append(run(session, item))
             session.flush()  # an item's pending rows fail as that item, as in its savepoint
+            if until is not None and until():
+                break
     except (Exception, _RunCarefully):  # noqa: BLE001 - any failure: run them again, carefully
         whole.rollback()
+        failed_at = len(done)
     else:
         whole.commit()
         return done
     finally:
         session.info.pop(_OPTIMISTIC, None)
+    session.expire_all()
+    if on_retry is not None:
+        on_retry()
     done = []
     for item in items:
         try:
@@ -304,6 +320,8 @@ def each_in_group(
             if not in_transaction(session):
                 raise
             done.append(Failed(exc))
+        if until is not None and len(done) > failed_at and until():
+            break
     return done
 
 

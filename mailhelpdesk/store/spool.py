@@ -207,6 +207,9 @@ _SET_ASIDE = (
         processed_at=bindparam("b_processed_at"),
     )
 )
+_SET_ASIDE_PARSED = _SET_ASIDE.values(
+    message_id=bindparam("b_message_id"), fingerprint=bindparam("b_fingerprint")
+)
 
 
 def set_aside(
@@ -219,12 +222,13 @@ def set_aside(
 ) -> None:
     """Keep the message as failed with `reason` (`inbound retry` puts it back), its attempt
     counted; with `parsed` (Message-ID, fingerprint), what parsing found too. One UPDATE."""
-    stmt = _SET_ASIDE
     values: dict[str, object] = {"row_id": row_id, "b_reason": reason[:2000], "b_processed_at": now}
-    if parsed is not None:
-        stmt = stmt.values(message_id=bindparam("b_message_id"), fingerprint=bindparam("b_fp"))
-        values |= {"b_message_id": _stored_message_id(parsed[0]), "b_fp": parsed[1]}
-    session.connection().execute(stmt, values)
+    if parsed is None:
+        session.connection().execute(_SET_ASIDE, values)
+        return
+    message_id, fingerprint = parsed
+    values |= {"b_message_id": _stored_message_id(message_id), "b_fingerprint": fingerprint}
+    session.connection().execute(_SET_ASIDE_PARSED, values)
 
 
 def mark_done(

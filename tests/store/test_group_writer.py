@@ -256,3 +256,39 @@ def test_undoable_work_is_undone_alone_when_the_group_reruns(tmp_path: Path) -> 
         keys = sorted(row.key for row in session.exec(select(Setting)).all())
     assert keys == ["kept", "o0", "o2"]
     db.close()
+
+
+def test_a_pass_cut_short_still_goes_past_the_item_that_failed(tmp_path: Path) -> None:
+    """`until` (a time budget, say) cuts a pass short. Once the budget is spent, the second
+    pass, run after a failure, still goes up to the failing item, so the caller's next group
+    starts past it instead of failing on it again."""
+    from mailhelpdesk.store.db import Failed, each_in_group, session_scope
+
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    schema.upgrade(db.engine)
+
+    def add(session: Session, n: int) -> int:
+        session.add(Setting(key=f"u{n}", value=str(n)))
+        if n == 2:
+            raise ValueError("item 2 fails")
+        return n
+
+    with session_scope(db.engine) as session:
+        assert each_in_group(session, [0, 1], add, until=lambda: True) == [0]
+    asked: list[bool] = []
+
+    def spent_after_two() -> bool:  # the budget runs out after the first pass's second item
+        asked.append(True)
+        return len(asked) > 2
+
+    retried: list[bool] = []
+    with session_scope(db.engine) as session:
+        done = each_in_group(
+            session, [5, 6, 2, 7], add, until=spent_after_two, on_retry=lambda: retried.append(True)
+        )
+    assert [r if not isinstance(r, Failed) else "failed" for r in done] == [5, 6, "failed"]
+    assert retried == [True]
+    with read_scope(db.engine) as session:
+        keys = sorted(row.key for row in session.exec(select(Setting)).all())
+    assert keys == ["u0", "u5", "u6"]
+    db.close()
