@@ -445,18 +445,26 @@ def _starts_signature(lines: list[str], index: int) -> bool:
     line = lines[index]
     if len(line) > MAX_LINE:
         return False
+    # the line's own shape first: most lines start nothing, and reading the tail for each of
+    # them made the trimmer quadratic in the message's last lines (docs/performance.md)
+    stripped = line.strip()
+    delimiter = _SIGNATURE_DELIMITER.match(stripped) is not None
+    sent_from = _SENT_FROM.match(stripped) is not None
+    dash_name = _DASH_NAME.match(stripped) is not None
+    rule = _RULE.match(stripped) is not None
+    if not (delimiter or sent_from or dash_name or rule):
+        return False
     tail = _nonblank_tail(lines, index + 1, SIGNATURE_MAX_LINES + 1)
     if any(_QUOTE.match(n) for n in tail) or len(tail) > SIGNATURE_MAX_LINES:
         return False
-    stripped = line.strip()
     after_blank = index == 0 or not lines[index - 1].strip()
-    if _SIGNATURE_DELIMITER.match(stripped):
+    if delimiter:
         return True
-    if _SENT_FROM.match(stripped) and len(tail) <= 3:
+    if sent_from and len(tail) <= 3:
         return True
-    if _DASH_NAME.match(stripped) and len(tail) <= 6 and index > 0:
+    if dash_name and len(tail) <= 6 and index > 0:
         return after_blank or len(stripped) < 30  # "-Abhishek Kona", not "-webkit-box-shadow…"
-    return bool(_RULE.match(stripped)) and after_blank  # a rule under a heading is not one
+    return rule and after_blank  # a rule under a heading is not one
 
 
 def _nonblank_tail(lines: list[str], start: int, limit: int) -> list[str]:

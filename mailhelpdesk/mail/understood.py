@@ -56,12 +56,14 @@ def understand(
     verdict = classify(parsed, envelope_from=envelope_from, own_addresses=settings.own_addresses)
     if not derive:
         return Understood(parsed=parsed, classification=verdict)
+    visible = visible_text(parsed.text)
+    forwarded = find_forwarded(parsed)
     return Understood(
         parsed=parsed,
         classification=verdict,
         derived=True,
-        visible_text=visible_text(parsed.text),
-        request_text=request_text(parsed),
-        forwarded=find_forwarded(parsed),
+        visible_text=visible,
+        request_text=request_text(parsed, own=visible, forwarded=forwarded),
+        forwarded=forwarded,
         bounce=bounce_details(parsed) if verdict.verdict == Verdict.bounce else None,
     )
