@@ -97,6 +97,11 @@ def load_settings(engine: Engine, config: Config) -> IngestSettings:
     )
 
 
+# the least a write within a time budget reads ahead: a few messages more than the least one
+# budget holds on a slow machine
+MIN_REACH = 8
+
+
 @dataclass
 class ClaimedBatch:
     """Pending messages taken for one batch, with their understanding once it is done.
@@ -114,6 +119,9 @@ class ClaimedBatch:
     jobs: list[Job]
     session: Session | None = None  # PostgreSQL: the open claiming transaction
     results: dict[int, Result] = field(default_factory=dict)
+    # SQLite: how many of `ids` the next write reads ahead (its rows and threading maps), set
+    # from the pace of the last one (`write`)
+    reach: int = MIN_REACH
 
     def close(self) -> None:
         """Let go of the claim without writing (PostgreSQL: rolled back, rows unlocked)."""
@@ -165,9 +173,10 @@ def write(
 ) -> BatchResult:
     """Decide and write the understood messages of `batch`, in one transaction (the module
     docstring: optimistic, then a savepoint per message if one fails). With `budget_s`
-    (SQLite), commit once that much time is spent and leave the rest in `batch.ids` for the
-    next call, so the SMTP listener's commits (and their 250s) are not held up behind a long
-    batch. On PostgreSQL the claiming transaction writes all of them.
+    (SQLite), commit once that much time is spent, or once `batch.reach` messages are written,
+    and leave the rest in `batch.ids` for the next call, so the SMTP listener's commits (and
+    their 250s) are not held up behind a long batch. On PostgreSQL the claiming transaction
+    writes all of them.
 
     Each message's log line is written once its pass is the one kept, so a message is logged
     once."""
@@ -175,13 +184,17 @@ def write(
     own = batch.session
     if own is not None:
         budget_s = None
+    # Within a budget, read ahead only about as far as this write will get: a batch of 64
+    # written a few messages a call read every remaining message's row and threading keys each
+    # time, a quarter of the writer's time (docs/performance.md, issue 16 part 6)
+    ids = batch.ids if budget_s is None else batch.ids[: batch.reach]
     scope = session_scope(engine) if own is None else _claimed_scope(batch)
     outcomes: Counter[str] = Counter()
     with scope as session:
-        rows = spool.rows_to_write(session, batch.ids)
+        rows = spool.rows_to_write(session, ids)
         lookups = BatchLookups.load(
             session,
-            [r for r in (batch.results.get(i) for i in batch.ids) if isinstance(r, Understood)],
+            [r for r in (batch.results.get(i) for i in ids) if isinstance(r, Understood)],
         )
 
         def write_one(session: Session, inbound_id: int) -> Handled | None:
@@ -195,13 +208,13 @@ def write(
 
         written = each_in_group(
             session,
-            batch.ids,
+            ids,
             write_one,
             until=None if budget_s is None else lambda: time.perf_counter() - started > budget_s,
             # the threading maps hold what the rolled-back pass applied
             on_retry=lookups.reload,
         )
-        done = batch.ids[: len(written)]
+        done = ids[: len(written)]
         for inbound_id, result in zip(done, written, strict=True):
             handled = (
                 _failed_step(session, inbound_id, clock, result.error, batch)
@@ -211,6 +224,8 @@ def write(
             if handled is not None:
                 handled.log()
                 outcomes[handled.outcome] += 1
+    # twice this write's pace: room to speed up, and a slow one reads less next time
+    batch.reach = max(MIN_REACH, 2 * len(done))
     finished = set(done)
     batch.ids = [i for i in batch.ids if i not in finished]
     for inbound_id in finished:

@@ -418,3 +418,45 @@ def test_a_failing_step_is_named_in_the_set_aside_reason_and_the_log(
     assert worker.retry(desk.engine, row.id or 0)
     desk.drain()
     assert len(desk.tickets()) == 1 and [e.type for e in desk.events()] == ["created"]
+
+
+def test_a_budgeted_write_reads_ahead_only_as_far_as_its_pace(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within a time budget (SQLite), a write reads the rows and threading keys of only the
+    next `reach` messages, commits after them, and reads twice as far next time; a reply
+    written in a later call than its ticket's first message still lands on that ticket."""
+    mails = [make_mail(message_id=f"<m{i}@customer.test>", subject=f"case {i}") for i in range(19)]
+    mails.insert(
+        10,
+        make_mail(
+            message_id="<answer@customer.test>",
+            subject="Re: case 0",
+            headers={"In-Reply-To": "<m0@customer.test>"},
+            body="the reply\n",
+        ),
+    )
+    with session_scope(desk.engine) as session:
+        for raw in mails:
+            spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=desk.clock.now()
+            )
+    asked: list[int] = []
+    rows_to_write = spool.rows_to_write
+
+    def counted(session: Any, ids: Any) -> Any:
+        asked.append(len(ids))
+        return rows_to_write(session, ids)
+
+    monkeypatch.setattr(spool, "rows_to_write", counted)
+    batch = worker.claim(desk.engine, limit=64)
+    worker.understand(worker.IN_PROCESS, batch, desk.settings)
+    written = []
+    while batch.ids:  # a budget no write reaches: only `reach` ends a call
+        written.append(worker.write(desk.engine, batch, desk.settings, desk.clock, budget_s=60))
+    # 20 messages: 8 read and written, then the other 12 (16 would have been read)
+    assert asked == [worker.MIN_REACH, len(mails) - worker.MIN_REACH]
+    assert [w.processed for w in written] == asked
+    assert sum(w.outcomes["reply_added"] for w in written) == 1
+    first = next(t for t in desk.tickets() if t.subject == "case 0")
+    assert len(desk.responses(first)) == 2
