@@ -184,9 +184,9 @@ def write(
     own = batch.session
     if own is not None:
         budget_s = None
-    # Within a budget, read ahead only about as far as this write will get: a batch of 64
-    # written a few messages a call read every remaining message's row and threading keys each
-    # time, a quarter of the writer's time (docs/performance.md, issue 16 part 6)
+    # Within a budget, read ahead only about as far as this write will get: a batch of 64 is
+    # written a few messages a call, and each call read every remaining message's row and
+    # threading keys (docs/performance.md, issue 16 part 6)
     ids = batch.ids if budget_s is None else batch.ids[: batch.reach]
     scope = session_scope(engine) if own is None else _claimed_scope(batch)
     outcomes: Counter[str] = Counter()

@@ -18,14 +18,14 @@ from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import readable_placeholders, visible_text
 
 
-# a forward the forward finder cannot attribute (e.g. Outlook's `From: Name` with no address):
-# its marker alone says the text below it belongs to the request
 class Unset:
     """No value given (None is a value here: "forwards nothing")."""
 
 
 UNSET = Unset()
 
+# a forward the forward finder cannot attribute (e.g. Outlook's `From: Name` with no address):
+# its marker alone says the text below it belongs to the request
 _FORWARD_MARK = re.compile(
     r"^\s*(?:-{3,}\s*(?:forwarded message|original message)\s*-{3,}|begin forwarded message\s*:)"
     r"\s*$|^\s*\*?from\s*\*?:.*\n\s*\*?sent\s*\*?:",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -276,14 +277,7 @@ def test_failing_message_is_set_aside_and_others_continue(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fail_reply_text_on(monkeypatch, "EXPLODE")
-    with session_scope(desk.engine) as session:
-        for body in ("fine one\n", "EXPLODE\n", "fine two\n"):
-            spool.add_inbound(
-                session,
-                raw=make_mail(body=body),
-                envelope=spool.Envelope(source="smtp"),
-                now=desk.clock.now(),
-            )
+    _keep(desk, [make_mail(body=body) for body in ("fine one\n", "EXPLODE\n", "fine two\n")])
     worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
     with read_scope(desk.engine) as session:
         rows = list(session.exec(select(InboundMessage).order_by(InboundMessage.id)))
@@ -307,18 +301,9 @@ def test_a_failure_in_the_batch_rewrites_it_with_a_savepoint_per_message(
     mails = (
         make_mail(message_id="<opening@customer.test>", body="first\n"),
         make_mail(message_id="<bad@customer.test>", subject="other", body="EXPLODE\n"),
-        make_mail(
-            message_id="<answer@customer.test>",
-            subject="Re: Printer on fire",
-            headers={"In-Reply-To": "<opening@customer.test>"},
-            body="the reply\n",
-        ),
+        _answer(to="<opening@customer.test>", subject="Re: Printer on fire"),
     )
-    with session_scope(desk.engine) as session:
-        for raw in mails:
-            spool.add_inbound(
-                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=desk.clock.now()
-            )
+    _keep(desk, mails)
     with caplog.at_level("INFO", logger="mailhelpdesk.ingest.worker"):
         result = worker.process_batch(desk.engine, desk.settings, desk.clock, limit=10)
     assert result.processed == 3
@@ -350,14 +335,10 @@ def test_a_batch_without_failures_takes_one_savepoint(desk: Desk) -> None:
     """The optimistic pass: one savepoint for the batch, not one per message (SQLite)."""
     from sqlalchemy import event
 
-    with session_scope(desk.engine) as session:
-        for i in range(5):
-            spool.add_inbound(
-                session,
-                raw=make_mail(message_id=f"<m{i}@customer.test>", subject=f"case {i}"),
-                envelope=spool.Envelope(source="smtp"),
-                now=desk.clock.now(),
-            )
+    _keep(
+        desk,
+        [make_mail(message_id=f"<m{i}@customer.test>", subject=f"case {i}") for i in range(5)],
+    )
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -427,20 +408,8 @@ def test_a_budgeted_write_reads_ahead_only_as_far_as_its_pace(
     next `reach` messages, commits after them, and reads twice as far next time; a reply
     written in a later call than its ticket's first message still lands on that ticket."""
     mails = [make_mail(message_id=f"<m{i}@customer.test>", subject=f"case {i}") for i in range(19)]
-    mails.insert(
-        10,
-        make_mail(
-            message_id="<answer@customer.test>",
-            subject="Re: case 0",
-            headers={"In-Reply-To": "<m0@customer.test>"},
-            body="the reply\n",
-        ),
-    )
-    with session_scope(desk.engine) as session:
-        for raw in mails:
-            spool.add_inbound(
-                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=desk.clock.now()
-            )
+    mails.insert(10, _answer(to="<m0@customer.test>", subject="Re: case 0"))
+    _keep(desk, mails)
     asked: list[int] = []
     rows_to_write = spool.rows_to_write
 
@@ -460,3 +429,22 @@ def test_a_budgeted_write_reads_ahead_only_as_far_as_its_pace(
     assert sum(w.outcomes["reply_added"] for w in written) == 1
     first = next(t for t in desk.tickets() if t.subject == "case 0")
     assert len(desk.responses(first)) == 2
+
+
+def _keep(desk: Desk, mails: Iterable[bytes]) -> None:
+    """Keep `mails` in the spool, in order, as the SMTP listener would."""
+    with session_scope(desk.engine) as session:
+        for raw in mails:
+            spool.add_inbound(
+                session, raw=raw, envelope=spool.Envelope(source="smtp"), now=desk.clock.now()
+            )
+
+
+def _answer(*, to: str, subject: str) -> bytes:
+    """The customer's reply to the message `to` (by In-Reply-To)."""
+    return make_mail(
+        message_id="<answer@customer.test>",
+        subject=subject,
+        headers={"In-Reply-To": to},
+        body="the reply\n",
+    )
