@@ -185,18 +185,24 @@ def _past_deadline(row: OutboxItem, next_try_at: datetime) -> str | None:
 
 _OUTBOX = rows.table_of(OutboxItem)
 _SUPPRESSED = rows.table_of(SuppressedAddress)
-_SUPPRESSED_AMONG = sa_select(
-    _SUPPRESSED.c.email, _SUPPRESSED.c.reason, _SUPPRESSED.c.until_at
-).where(_SUPPRESSED.c.email.in_(bindparam("emails", expanding=True)))
-_RECENT_AUTOMATIC_AMONG = (
-    sa_select(_OUTBOX.c.primary_rcpt, func.count())
-    .where(
-        _OUTBOX.c.primary_rcpt.in_(bindparam("rcpts", expanding=True)),
-        _OUTBOX.c.is_automatic == true(),
-        _OUTBOX.c.state != OutboxState.suppressed.value,
-        _OUTBOX.c.created_at >= bindparam("since"),
-    )
-    .group_by(_OUTBOX.c.primary_rcpt)
+_SUPPRESSED_AMONG = rows.Among(
+    "emails",
+    lambda among: sa_select(
+        _SUPPRESSED.c.email, _SUPPRESSED.c.reason, _SUPPRESSED.c.until_at
+    ).where(_SUPPRESSED.c.email.in_(among)),
+)
+_RECENT_AUTOMATIC_AMONG = rows.Among(
+    "rcpts",
+    lambda among: (
+        sa_select(_OUTBOX.c.primary_rcpt, func.count())
+        .where(
+            _OUTBOX.c.primary_rcpt.in_(among),
+            _OUTBOX.c.is_automatic == true(),
+            _OUTBOX.c.state != OutboxState.suppressed.value,
+            _OUTBOX.c.created_at >= bindparam("since"),
+        )
+        .group_by(_OUTBOX.c.primary_rcpt)
+    ),
 )
 
 
@@ -206,7 +212,7 @@ def suppressed_among(session: Session, emails: Collection[str], *, now: datetime
     query."""
     if not emails:
         return {}
-    found = rows.flushed_connection(session).execute(_SUPPRESSED_AMONG, {"emails": sorted(emails)})
+    found = rows.flushed_connection(session).execute(*_SUPPRESSED_AMONG.bind(sorted(emails)))
     held: dict[str, str] = {}
     for email, reason, until_at in found:
         until = as_utc(until_at)
@@ -223,7 +229,7 @@ def recent_automatic_among(
     if not rcpts:
         return {}
     found = rows.flushed_connection(session).execute(
-        _RECENT_AUTOMATIC_AMONG, {"rcpts": sorted(rcpts), "since": since}
+        *_RECENT_AUTOMATIC_AMONG.bind(sorted(rcpts), since=since)
     )
     return {str(rcpt): int(count) for rcpt, count in found}
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from mailhelpdesk.domain.models import OutboxItem, as_utc
-from mailhelpdesk.store import rows
+from mailhelpdesk.store import outbox, rows
 from mailhelpdesk.store.db import session_scope
 
 NOW = datetime(2026, 12, 5, 10, 30, 15, 123456, tzinfo=UTC)
@@ -78,3 +78,39 @@ def test_a_column_left_to_its_default_takes_sqlalchemy_s_insert(engine: Engine) 
         rows.insert_many(session, OutboxItem, [row])
     stored = _stored(engine, "outbox", "message_id", "<nodefault@h>")
     assert "" in stored and None in stored  # last_error filled in; sent_at NULL
+
+
+def test_among_asks_for_a_few_values_with_one_bind_each_and_finds_the_same_rows(
+    engine: Engine,
+) -> None:
+    """Loop safety's reads (`suppressed_among`, `recent_automatic_among`) give the same answers
+    at every number of addresses, with a statement of fixed binds up to `Among.FEW` values and
+    the expanding one past it."""
+    emails = [f"a{i}@customer.test" for i in range(rows.Among.FEW + 4)]
+    with session_scope(engine) as session:
+        for i, email in enumerate(emails):
+            # every third one's suppression is over already
+            until = NOW + timedelta(days=-1 if i % 3 == 0 else 1)
+            outbox.suppress(session, email=email, reason=f"bounced {i}", until=until)
+        rows.insert_many(
+            session,
+            OutboxItem,
+            [
+                _outbox(f"<n{i}-{k}@h>", primary_rcpt=e)
+                for i, e in enumerate(emails)
+                for k in range(i % 3)
+            ],
+        )
+    for count in (1, 2, rows.Among.FEW, rows.Among.FEW + 1, len(emails)):
+        asked = emails[:count]
+        statement, params = outbox._SUPPRESSED_AMONG.bind(asked)
+        expanding = statement.compile(dialect=engine.dialect).post_compile_params
+        assert bool(expanding) is (count > rows.Among.FEW)
+        assert len(params) == (1 if count > rows.Among.FEW else count)
+        with session_scope(engine) as session:
+            held = outbox.suppressed_among(session, set(asked), now=NOW)
+            recent = outbox.recent_automatic_among(
+                session, set(asked), since=NOW - timedelta(minutes=1)
+            )
+        assert held == {e: f"bounced {i}" for i, e in enumerate(asked) if i % 3}
+        assert recent == {e: i % 3 for i, e in enumerate(asked) if i % 3}
