@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import email
+import random
 from datetime import UTC, datetime
+from email.header import Header
+from email.policy import compat32
 from email.policy import default as default_policy
 
 import pytest
 
 from mailhelpdesk.errors import InvalidInputError
 from mailhelpdesk.mail.compose import (
+    _WIRE,
     AUTO_GENERATED,
     AUTO_REPLIED,
     Outgoing,
@@ -170,3 +174,28 @@ def test_attachments_ride_along_in_multipart_mixed() -> None:
     assert files[0].get_content() == b"%PDF-1.4 fake"
     assert parsed["Bcc"] is None
     assert parsed.get_body(("html",)) is not None
+
+
+def test_a_short_plain_header_is_written_as_compat32_folds_it() -> None:
+    """The wire policy writes a short value of printable ASCII and tabs without folding it;
+    compat32's folding gives the very same bytes for every such value (random ones, with
+    runs of spaces and tabs, encoded-word look-alikes and colons), and anything else still
+    goes through compat32: a control character, a value too long for its line, a Header."""
+    reference = compat32.clone(linesep="\r\n")
+    rnd = random.Random(16)
+    pieces = [chr(c) for c in range(32, 127)] + [" "] * 30 + ["\t"] * 8 + ["=?", "?=", ": "]
+    names = ("Subject", "To", "Thread-Topic", "In-Reply-To", "X-Mailhelpdesk-Loop")
+    written = 0
+    for _ in range(5000):
+        name = rnd.choice(names)
+        value = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 80)))
+        assert _WIRE.fold_binary(name, value) == reference.fold_binary(name, value)
+        written += len(name) + 2 + len(value) <= 78
+    assert written > 1000  # values short enough for the direct path, not only long ones
+    for value in (
+        "a\x0cb",  # str.splitlines breaks here, so compat32 folds it
+        "word " * 30,
+        "Grüße aus Köln",
+        Header("Grüße", "utf-8"),
+    ):
+        assert _WIRE.fold_binary("Subject", value) == reference.fold_binary("Subject", value)
