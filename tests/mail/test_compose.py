@@ -199,3 +199,23 @@ def test_a_short_plain_header_is_written_as_compat32_folds_it() -> None:
         Header("Grüße", "utf-8"),
     ):
         assert _WIRE.fold_binary("Subject", value) == reference.fold_binary("Subject", value)
+
+
+def test_a_boundary_that_occurs_as_a_line_of_the_text_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first random boundary drawn is a line of the text: the message gets another one,
+    and its parts come back whole."""
+    import email.generator
+
+    tokens = iter([1111, 2222, 3333])
+    monkeypatch.setattr(email.generator.random, "randrange", lambda _n: next(tokens))
+    first = "=" * 15 + email.generator._fmt % 1111 + "=="  # type: ignore[attr-defined]
+    text = f"before\n--{first}\nafter\n"
+    raw = as_bytes(compose(make(text=text)))
+    parsed = email.message_from_bytes(raw, policy=default_policy)
+    boundary = parsed.get_boundary()
+    assert boundary is not None and boundary != first
+    plain, html = (part.get_content() for part in parsed.iter_parts())  # type: ignore[attr-defined]
+    assert plain.replace("\r\n", "\n") == text
+    assert "<p>Hello</p>" in html
