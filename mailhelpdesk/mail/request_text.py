@@ -17,13 +17,6 @@ from mailhelpdesk.mail.forwarded import ForwardedOriginal, find_forwarded
 from mailhelpdesk.mail.parsed import ParsedMail
 from mailhelpdesk.mail.reply_text import readable_placeholders, visible_text
 
-
-class Unset:
-    """No value given (None is a value here: "forwards nothing")."""
-
-
-UNSET = Unset()
-
 # a forward the forward finder cannot attribute (e.g. Outlook's `From: Name` with no address):
 # its marker alone says the text below it belongs to the request
 _FORWARD_MARK = re.compile(
@@ -33,19 +26,14 @@ _FORWARD_MARK = re.compile(
 )
 
 
-def request_text(
-    parsed: ParsedMail,
-    *,
-    own: str | None = None,
-    forwarded: ForwardedOriginal | Unset | None = UNSET,
-) -> str:
-    """What a new ticket's first message shows: its own text plus what it forwards. `own`
-    (visible_text(parsed.text)) and `forwarded` (find_forwarded(parsed)) are taken when the
-    caller has them already (understanding derives both anyway), else found here."""
-    if own is None:
-        own = visible_text(parsed.text)
-    if isinstance(forwarded, Unset):
-        forwarded = find_forwarded(parsed)
+def request_text(parsed: ParsedMail) -> str:
+    """What a new ticket's first message shows: its own text plus what it forwards."""
+    return request_text_from(parsed, visible_text(parsed.text), find_forwarded(parsed))
+
+
+def request_text_from(parsed: ParsedMail, own: str, forwarded: ForwardedOriginal | None) -> str:
+    """`request_text`, from the message's visible text (`own`) and its forwarded original, for
+    a caller that has both already (understanding derives both anyway)."""
     if forwarded is not None and forwarded.shape == "rfc822":
         sender = forwarded.sender
         who = f"{sender.name} <{sender.email}>" if sender.name else sender.email

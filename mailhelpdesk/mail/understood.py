@@ -18,7 +18,7 @@ from mailhelpdesk.mail.forwarded import ForwardedOriginal, find_forwarded
 from mailhelpdesk.mail.parse import parse_message
 from mailhelpdesk.mail.parsed import Classification, ParsedMail, Verdict
 from mailhelpdesk.mail.reply_text import visible_text
-from mailhelpdesk.mail.request_text import request_text
+from mailhelpdesk.mail.request_text import request_text_from
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def understand(
         classification=verdict,
         derived=True,
         visible_text=visible,
-        request_text=request_text(parsed, own=visible, forwarded=forwarded),
+        request_text=request_text_from(parsed, visible, forwarded),
         forwarded=forwarded,
         bounce=bounce_details(parsed) if verdict.verdict == Verdict.bounce else None,
     )

@@ -4,8 +4,8 @@ Which notices a change causes is decided in services/reactions.py; this module d
 one (`plan_notice`) and writes them (`write_notices`): a `NoticeSpec` built into a message by
 mail/notice.py, now or by the sender just before sending, and an OutboxItem written with the
 session of the change, so a rolled-back change sends nothing. Its Message-ID is recorded on the
-ticket so replies to it thread. A notice that cannot be built (a broken template, a value no header can
-carry) is written `failed` with the reason on either path: it never undoes the change.
+ticket so replies to it thread. A notice that cannot be built (a broken template, a value no
+header can carry) is written `failed` with the reason on either path: it never undoes the change.
 
 Loop safety lives in one pure function, `auto_reply_refusal`: no automatic notice to our own
 addresses, to `noreply`/`mailer-daemon`/`postmaster`-style addresses, to a suppressed (bouncing)
