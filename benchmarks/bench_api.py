@@ -8,13 +8,18 @@ load generator, so neither shares its interpreter with the clients.
         [--profile DIR]   # py-spy collapsed stacks of the daemon, first round
 
 Each client count alternates the daemon and the bare endpoint `--rounds` times and prints
-the medians of the rate ratio and of the p99 ratio.
+the medians of the rate ratio and of the p99 ratio, then the CPU each request cost while the
+clients ran (from /proc and getrusage: each server's process tree, the daemon's main process
+alone, and the load generator) and the ceiling that work sets: the most a daemon doing as much
+could answer with its CPU spread perfectly over every core beside the clients.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import signal
 import sqlite3
 import statistics
@@ -32,7 +37,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tests.helpers import Daemon, free_port
+from tests.helpers import Daemon, free_port, tree_cpu_s
 
 
 def bare_app(db: Path) -> FastAPI:
@@ -89,16 +94,62 @@ async def drive(
     return time.perf_counter() - started, latencies, errors
 
 
+class CpuWindow:
+    """CPU per request spent between `start` and `stop`: by a server (its whole process tree,
+    and its own process alone) and by this process (the load generator)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.server = self.main = self.client = 0.0
+
+    def start(self) -> None:
+        self._server, self._client = tree_cpu_s(self.pid), _own_cpu_s()
+
+    def stop(self, requests: int) -> None:
+        (tree, main), client = tree_cpu_s(self.pid), _own_cpu_s()
+        self.server = (tree - self._server[0]) / requests * 1000
+        self.main = (main - self._server[1]) / requests * 1000
+        self.client = (client - self._client) / requests * 1000
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _ceiling(
+    clients: int, ours: list[CpuWindow], base: list[CpuWindow], base_rates: list[float]
+) -> str:
+    """The medians of the CPU figures, and the most a daemon doing this much work a request
+    could answer here with its CPU spread perfectly over every core beside the clients (the
+    notices it sends after the window are left out, so this bounds it from above)."""
+    server = statistics.median(c.server for c in ours)
+    main = statistics.median(c.main for c in ours)
+    client = statistics.median(c.client for c in ours)
+    cpus = os.cpu_count() or 1
+    ceiling = cpus * 1000 / (server + client)
+    return (
+        f"clients={clients:<3} median CPU per request: daemon {server:.2f} ms (its main process "
+        f"{main:.2f}), bare endpoint {statistics.median(c.server for c in base):.2f} ms, "
+        f"clients {client:.2f} / {statistics.median(c.client for c in base):.2f} ms; on "
+        f"{cpus} CPUs the daemon's work allows at most {ceiling:.0f} req/s, a ratio of "
+        f"{ceiling / statistics.median(base_rates):.2f}"
+    )
+
+
 def summarise(elapsed: float, lat: list[float], n: int) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) of one run."""
     lat = sorted(lat)
     return n / elapsed, statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
 
 
-def report(name: str, clients: int, rate: float, p50: float, p99: float, errors: int) -> None:
+def report(
+    name: str, clients: int, rate: float, p50: float, p99: float, errors: int, cpu: CpuWindow
+) -> None:
     print(
         f"{name:<22} clients={clients:<3} {rate:8.1f} req/s  p50={p50:6.1f} ms  "
-        f"p99={p99:7.1f} ms  errors={errors}",
+        f"p99={p99:7.1f} ms  errors={errors}  CPU ms/req: server {cpu.server:.2f} "
+        f"(main {cpu.main:.2f}), client {cpu.client:.2f}",
         flush=True,
     )
 
@@ -179,7 +230,9 @@ def main() -> None:
                     }
                     for i in range(n)
                 ]
-                rate_ratios, p99_ratios = [], []
+                rate_ratios, p99_ratios, base_rates = [], [], []
+                cpu_ours: list[CpuWindow] = []
+                cpu_base: list[CpuWindow] = []
                 for round_ in range(args.rounds):
                     keys = [str(uuid.uuid4()) for _ in range(n)]
                     spy = None
@@ -188,6 +241,9 @@ def main() -> None:
                         assert daemon.proc is not None
                         spy = profile(daemon.proc.pid, args.profile / f"create-{clients}.txt")
                         time.sleep(1)  # py-spy attaches
+                    assert daemon.proc is not None
+                    cpu = CpuWindow(daemon.proc.pid)
+                    cpu.start()
                     elapsed, lat, errors = asyncio.run(
                         drive(
                             f"http://127.0.0.1:{daemon.http_port}/api/create_ticket",
@@ -199,16 +255,23 @@ def main() -> None:
                             clients,
                         )
                     )
+                    cpu.stop(n)
+                    cpu_ours.append(cpu)
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(60)
                     ours = summarise(elapsed, lat, n)
-                    report("mailhelpdesk create", clients, *ours, errors)
+                    report("mailhelpdesk create", clients, *ours, errors, cpu)
+                    cpu = CpuWindow(bare.pid)
+                    cpu.start()
                     elapsed, lat, errors = asyncio.run(
                         drive(f"http://127.0.0.1:{port}/insert", bodies, lambda i: {}, clients)
                     )
+                    cpu.stop(n)
+                    cpu_base.append(cpu)
                     base = summarise(elapsed, lat, n)
-                    report("bare fastapi insert", clients, *base, errors)
+                    report("bare fastapi insert", clients, *base, errors, cpu)
+                    base_rates.append(base[0])
                     rate_ratios.append(ours[0] / base[0])
                     p99_ratios.append(ours[2] / base[2])
                 summary.append(
@@ -217,6 +280,7 @@ def main() -> None:
                     f"{statistics.median(p99_ratios):.2f} "
                     f"(rounds {', '.join(f'{r:.2f}' for r in p99_ratios)})"
                 )
+                summary.append(_ceiling(clients, cpu_ours, cpu_base, base_rates))
             print("\n".join(summary))
         finally:
             bare.terminate()

@@ -14,6 +14,14 @@ Figures: messages/s, p50/p99 from the end of DATA to "ticket committed" (process
 store minus the client's clock just before it sent DATA; same machine, same clock), and peak
 RSS: VmHWM of the daemon plus every process under it (the understanding pool and its fork
 server), summed (shared pages counted in each, so an upper bound).
+
+CPU per message, from /proc and getrusage: the sink with its clients (one process), the daemon
+(every process under it, from the first DATA until every message is filed), its main process
+alone, and the clients. The main process answers SMTP and runs the writer on one interpreter:
+when it is busy all the time, its figure sets the rate. Each case ends with a ceiling: the most
+a daemon doing that much work could file, its CPU spread perfectly over every core beside the
+clients, and the ratio that would be. A goal above that ceiling needs less work, not a better
+spread.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import smtplib
 import sqlite3
 import statistics
@@ -36,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiosmtpd.controller import Controller
 
-from tests.helpers import Daemon, crlf, free_port, make_mail, tree_memory_kb
+from tests.helpers import Daemon, crlf, free_port, make_mail, tree_cpu_s, tree_memory_kb
 
 
 class _Sink:
@@ -95,15 +104,24 @@ def _send_all(
     return time.perf_counter() - t_begin, started
 
 
-def bench_sink(messages: list[tuple[str, bytes]], connections: int) -> float:
+def _own_cpu_s() -> float:
+    """CPU seconds of this process, every thread (the clients, and the sink when it runs)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_sink(messages: list[tuple[str, bytes]], connections: int) -> tuple[float, float]:
+    """(messages/s, CPU ms per message of this process: the sink and its clients together)."""
     port = free_port()
     controller = Controller(_Sink(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
+        cpu = _own_cpu_s()
         elapsed, _ = _send_all(port, messages, connections)
+        cpu = _own_cpu_s() - cpu
     finally:
         controller.stop()
-    return len(messages) / elapsed
+    return len(messages) / elapsed, cpu / len(messages) * 1000
 
 
 def _wait_idle(daemon: Daemon, timeout: float) -> None:
@@ -126,11 +144,17 @@ def bench_daemon(
         daemon = Daemon(Path(tmp), extra_config=extra_config)
         daemon.start()
         try:
+            assert daemon.proc is not None
+            cpu_before, own_cpu = tree_cpu_s(daemon.proc.pid), _own_cpu_s()
             t_begin = time.perf_counter()
             acked, started = _send_all(daemon.smtp_port, messages, connections)
             _wait_idle(daemon, timeout=1800)
             filed = time.perf_counter() - t_begin
-            assert daemon.proc is not None
+            tree_cpu, main_cpu = (
+                after - before
+                for after, before in zip(tree_cpu_s(daemon.proc.pid), cpu_before, strict=True)
+            )
+            own_cpu = _own_cpu_s() - own_cpu
             rss_kb = tree_memory_kb(daemon.proc.pid, "VmHWM")
         finally:
             daemon.stop()
@@ -157,6 +181,10 @@ def bench_daemon(
         "rss_mb": rss_kb / 1024,
         "tickets": outcomes.get("done:ticket_created", 0),
         "replies": outcomes.get("done:reply_added", 0),
+        # CPU per message until every message is filed (notices sent meanwhile included)
+        "daemon_cpu_ms": tree_cpu / len(messages) * 1000,
+        "main_cpu_ms": main_cpu / len(messages) * 1000,  # its own process: SMTP, the writer
+        "client_cpu_ms": own_cpu / len(messages) * 1000,
     }
 
 
@@ -204,29 +232,48 @@ def main() -> None:
     print(
         f"{'case':>16} {'round':>5} {'n':>5} {'sink msg/s':>11} {'acked msg/s':>12} "
         f"{'filed msg/s':>12} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} "
-        f"{'tickets':>7} {'replies':>7}"
+        f"{'tickets':>7} {'replies':>7} {'CPU ms/msg: sink':>16} {'daemon':>6} {'main':>5} {'client':>6}"
     )
     for name, messages in cases:
         ratios, filed, sinks, rss = [], [], [], []
+        cpu: dict[str, list[float]] = {"sink": [], "daemon": [], "main": [], "client": []}
         for round_ in range(1, args.rounds + 1):
-            sink = bench_sink(messages, args.connections)
+            sink, sink_cpu_ms = bench_sink(messages, args.connections)
             daemon = bench_daemon(messages, args.connections, args.config)
             ratio = daemon["filed_per_s"] / sink
             ratios.append(ratio)
             filed.append(daemon["filed_per_s"])
             sinks.append(sink)
             rss.append(daemon["rss_mb"])
+            cpu["sink"].append(sink_cpu_ms)
+            cpu["daemon"].append(daemon["daemon_cpu_ms"])
+            cpu["main"].append(daemon["main_cpu_ms"])
+            cpu["client"].append(daemon["client_cpu_ms"])
             print(
                 f"{name:>16} {round_:>5} {len(messages):>5} {sink:>11.0f} "
                 f"{daemon['acked_per_s']:>12.0f} {daemon['filed_per_s']:>12.0f} {ratio:>6.3f} "
                 f"{daemon['p50_ms']:>8.1f} {daemon['p99_ms']:>8.1f} {daemon['rss_mb']:>7.1f} "
-                f"{daemon['tickets']:>7.0f} {daemon['replies']:>7.0f}",
+                f"{daemon['tickets']:>7.0f} {daemon['replies']:>7.0f} {sink_cpu_ms:>16.2f} "
+                f"{daemon['daemon_cpu_ms']:>6.2f} {daemon['main_cpu_ms']:>5.2f} "
+                f"{daemon['client_cpu_ms']:>6.2f}",
                 flush=True,
             )
         print(
             f"{name:>16} median: sink {statistics.median(sinks):.0f} msg/s, filed "
             f"{statistics.median(filed):.0f} msg/s, ratio {statistics.median(ratios):.3f}, "
             f"peak RSS max {max(rss):.0f} MB",
+            flush=True,
+        )
+        # the most any daemon doing this much work could file here, its CPU spread perfectly
+        # over every core beside its clients: what the ratio could reach without less work
+        each = {k: statistics.median(v) for k, v in cpu.items()}
+        ceiling = (os.cpu_count() or 1) * 1000 / (each["daemon"] + each["client"])
+        print(
+            f"{name:>16} median CPU per message: sink with its clients {each['sink']:.2f} ms, "
+            f"daemon (every process) {each['daemon']:.2f} ms, of it its main process "
+            f"{each['main']:.2f} ms, its clients {each['client']:.2f} ms; on "
+            f"{os.cpu_count()} CPUs that work allows at most {ceiling:.0f} msg/s, a ratio of "
+            f"{ceiling / statistics.median(sinks):.3f}",
             flush=True,
         )
     print(
