@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import signal
 import sqlite3
 import statistics
@@ -37,7 +36,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tests.helpers import Daemon, free_port, tree_cpu_s
+from tests.helpers import Daemon, cpu_ceiling, free_port, own_cpu_s, tree_cpu_s
 
 
 def bare_app(db: Path) -> FastAPI:
@@ -101,20 +100,17 @@ class CpuWindow:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.server = self.main = self.client = 0.0
+        self._at_start = ((0.0, 0.0), 0.0)
 
     def start(self) -> None:
-        self._server, self._client = tree_cpu_s(self.pid), _own_cpu_s()
+        self._at_start = tree_cpu_s(self.pid), own_cpu_s()
 
     def stop(self, requests: int) -> None:
-        (tree, main), client = tree_cpu_s(self.pid), _own_cpu_s()
-        self.server = (tree - self._server[0]) / requests * 1000
-        self.main = (main - self._server[1]) / requests * 1000
-        self.client = (client - self._client) / requests * 1000
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+        (tree, main), client = tree_cpu_s(self.pid), own_cpu_s()
+        (tree_0, main_0), client_0 = self._at_start
+        self.server = (tree - tree_0) / requests * 1000
+        self.main = (main - main_0) / requests * 1000
+        self.client = (client - client_0) / requests * 1000
 
 
 def _ceiling(
@@ -126,13 +122,12 @@ def _ceiling(
     server = statistics.median(c.server for c in ours)
     main = statistics.median(c.main for c in ours)
     client = statistics.median(c.client for c in ours)
-    cpus = os.cpu_count() or 1
-    ceiling = cpus * 1000 / (server + client)
+    ceiling = cpu_ceiling(server + client)
     return (
         f"clients={clients:<3} median CPU per request: daemon {server:.2f} ms (its main process "
         f"{main:.2f}), bare endpoint {statistics.median(c.server for c in base):.2f} ms, "
         f"clients {client:.2f} / {statistics.median(c.client for c in base):.2f} ms; on "
-        f"{cpus} CPUs the daemon's work allows at most {ceiling:.0f} req/s, a ratio of "
+        f"{os.cpu_count()} CPUs the daemon's work allows at most {ceiling:.0f} req/s, a ratio of "
         f"{ceiling / statistics.median(base_rates):.2f}"
     )
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import smtplib
 import sqlite3
 import statistics
@@ -45,7 +44,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiosmtpd.controller import Controller
 
-from tests.helpers import Daemon, crlf, free_port, make_mail, tree_cpu_s, tree_memory_kb
+from tests.helpers import (
+    Daemon,
+    cpu_ceiling,
+    crlf,
+    free_port,
+    make_mail,
+    own_cpu_s,
+    tree_cpu_s,
+    tree_memory_kb,
+)
 
 
 class _Sink:
@@ -104,21 +112,15 @@ def _send_all(
     return time.perf_counter() - t_begin, started
 
 
-def _own_cpu_s() -> float:
-    """CPU seconds of this process, every thread (the clients, and the sink when it runs)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def bench_sink(messages: list[tuple[str, bytes]], connections: int) -> tuple[float, float]:
     """(messages/s, CPU ms per message of this process: the sink and its clients together)."""
     port = free_port()
     controller = Controller(_Sink(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        cpu = _own_cpu_s()
+        cpu = own_cpu_s()  # the clients' threads and the sink's
         elapsed, _ = _send_all(port, messages, connections)
-        cpu = _own_cpu_s() - cpu
+        cpu = own_cpu_s() - cpu
     finally:
         controller.stop()
     return len(messages) / elapsed, cpu / len(messages) * 1000
@@ -145,7 +147,7 @@ def bench_daemon(
         daemon.start()
         try:
             assert daemon.proc is not None
-            cpu_before, own_cpu = tree_cpu_s(daemon.proc.pid), _own_cpu_s()
+            cpu_before, own_cpu = tree_cpu_s(daemon.proc.pid), own_cpu_s()
             t_begin = time.perf_counter()
             acked, started = _send_all(daemon.smtp_port, messages, connections)
             _wait_idle(daemon, timeout=1800)
@@ -154,7 +156,7 @@ def bench_daemon(
                 after - before
                 for after, before in zip(tree_cpu_s(daemon.proc.pid), cpu_before, strict=True)
             )
-            own_cpu = _own_cpu_s() - own_cpu
+            own_cpu = own_cpu_s() - own_cpu
             rss_kb = tree_memory_kb(daemon.proc.pid, "VmHWM")
         finally:
             daemon.stop()
@@ -232,7 +234,8 @@ def main() -> None:
     print(
         f"{'case':>16} {'round':>5} {'n':>5} {'sink msg/s':>11} {'acked msg/s':>12} "
         f"{'filed msg/s':>12} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} "
-        f"{'tickets':>7} {'replies':>7} {'CPU ms/msg: sink':>16} {'daemon':>6} {'main':>5} {'client':>6}"
+        f"{'tickets':>7} {'replies':>7} {'CPU ms/msg: sink':>16} {'daemon':>6} {'main':>5} "
+        f"{'client':>6}"
     )
     for name, messages in cases:
         ratios, filed, sinks, rss = [], [], [], []
@@ -267,7 +270,7 @@ def main() -> None:
         # the most any daemon doing this much work could file here, its CPU spread perfectly
         # over every core beside its clients: what the ratio could reach without less work
         each = {k: statistics.median(v) for k, v in cpu.items()}
-        ceiling = (os.cpu_count() or 1) * 1000 / (each["daemon"] + each["client"])
+        ceiling = cpu_ceiling(each["daemon"] + each["client"])
         print(
             f"{name:>16} median CPU per message: sink with its clients {each['sink']:.2f} ms, "
             f"daemon (every process) {each['daemon']:.2f} ms, of it its main process "

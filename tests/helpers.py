@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import smtplib
 import socket
@@ -93,6 +94,18 @@ def tree_cpu_s(pid: int) -> tuple[float, float]:
             own = int(fields[11]) + int(fields[12])
     per_s = os.sysconf("SC_CLK_TCK")
     return ticks / per_s, own / per_s
+
+
+def own_cpu_s() -> float:
+    """CPU seconds (user and system) of this process so far, every thread of it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_ceiling(ms_each: float) -> float:
+    """How many a second work of `ms_each` ms of CPU each allows on this machine, with every
+    core busy all the time: what no spreading of that work over processes can beat."""
+    return (os.cpu_count() or 1) * 1000 / ms_each
 
 
 def make_mail(
