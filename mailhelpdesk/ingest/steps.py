@@ -200,9 +200,9 @@ def _is_party(ctx: IngestContext, sender: str | None) -> bool:
     if not sender or ctx.ticket is None:
         return False
     email = sender.lower()
-    return email in ctx.settings.agent_addresses or email in store.participant_emails(
-        ctx.session, ctx.ticket
-    )
+    if email in ctx.settings.agent_addresses or email == ctx.ticket.originator_email.lower():
+        return True  # most replies: the one party known without reading the ticket's others
+    return email in store.participant_emails(ctx.session, ctx.ticket)
 
 
 def record_bounce(ctx: IngestContext) -> None:
