@@ -36,7 +36,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tests.helpers import Daemon, cpu_ceiling, free_port, own_cpu_s, tree_cpu_s
+from tests.helpers import CpuWindow, Daemon, cpu_ceiling, free_port
 
 
 def bare_app(db: Path) -> FastAPI:
@@ -93,40 +93,20 @@ async def drive(
     return time.perf_counter() - started, latencies, errors
 
 
-class CpuWindow:
-    """CPU per request spent between `start` and `stop`: by a server (its whole process tree,
-    and its own process alone) and by this process (the load generator)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.server = self.main = self.client = 0.0
-        self._at_start = ((0.0, 0.0), 0.0)
-
-    def start(self) -> None:
-        self._at_start = tree_cpu_s(self.pid), own_cpu_s()
-
-    def stop(self, requests: int) -> None:
-        (tree, main), client = tree_cpu_s(self.pid), own_cpu_s()
-        (tree_0, main_0), client_0 = self._at_start
-        self.server = (tree - tree_0) / requests * 1000
-        self.main = (main - main_0) / requests * 1000
-        self.client = (client - client_0) / requests * 1000
-
-
 def _ceiling(
     clients: int, ours: list[CpuWindow], base: list[CpuWindow], base_rates: list[float]
 ) -> str:
     """The medians of the CPU figures, and the most a daemon doing this much work a request
     could answer here with its CPU spread perfectly over every core beside the clients (the
     notices it sends after the window are left out, so this bounds it from above)."""
-    server = statistics.median(c.server for c in ours)
+    server = statistics.median(c.tree for c in ours)
     main = statistics.median(c.main for c in ours)
-    client = statistics.median(c.client for c in ours)
+    client = statistics.median(c.own for c in ours)
     ceiling = cpu_ceiling(server + client)
     return (
         f"clients={clients:<3} median CPU per request: daemon {server:.2f} ms (its main process "
-        f"{main:.2f}), bare endpoint {statistics.median(c.server for c in base):.2f} ms, "
-        f"clients {client:.2f} / {statistics.median(c.client for c in base):.2f} ms; on "
+        f"{main:.2f}), bare endpoint {statistics.median(c.tree for c in base):.2f} ms, "
+        f"clients {client:.2f} / {statistics.median(c.own for c in base):.2f} ms; on "
         f"{os.cpu_count()} CPUs the daemon's work allows at most {ceiling:.0f} req/s, a ratio of "
         f"{ceiling / statistics.median(base_rates):.2f}"
     )
@@ -143,8 +123,8 @@ def report(
 ) -> None:
     print(
         f"{name:<22} clients={clients:<3} {rate:8.1f} req/s  p50={p50:6.1f} ms  "
-        f"p99={p99:7.1f} ms  errors={errors}  CPU ms/req: server {cpu.server:.2f} "
-        f"(main {cpu.main:.2f}), client {cpu.client:.2f}",
+        f"p99={p99:7.1f} ms  errors={errors}  CPU ms/req: server {cpu.tree:.2f} "
+        f"(main {cpu.main:.2f}), client {cpu.own:.2f}",
         flush=True,
     )
 

@@ -45,13 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiosmtpd.controller import Controller
 
 from tests.helpers import (
+    CpuWindow,
     Daemon,
     cpu_ceiling,
     crlf,
     free_port,
     make_mail,
     own_cpu_s,
-    tree_cpu_s,
     tree_memory_kb,
 )
 
@@ -147,16 +147,13 @@ def bench_daemon(
         daemon.start()
         try:
             assert daemon.proc is not None
-            cpu_before, own_cpu = tree_cpu_s(daemon.proc.pid), own_cpu_s()
+            cpu = CpuWindow(daemon.proc.pid)
+            cpu.start()
             t_begin = time.perf_counter()
             acked, started = _send_all(daemon.smtp_port, messages, connections)
             _wait_idle(daemon, timeout=1800)
             filed = time.perf_counter() - t_begin
-            tree_cpu, main_cpu = (
-                after - before
-                for after, before in zip(tree_cpu_s(daemon.proc.pid), cpu_before, strict=True)
-            )
-            own_cpu = own_cpu_s() - own_cpu
+            cpu.stop(len(messages))
             rss_kb = tree_memory_kb(daemon.proc.pid, "VmHWM")
         finally:
             daemon.stop()
@@ -184,9 +181,9 @@ def bench_daemon(
         "tickets": outcomes.get("done:ticket_created", 0),
         "replies": outcomes.get("done:reply_added", 0),
         # CPU per message until every message is filed (notices sent meanwhile included)
-        "daemon_cpu_ms": tree_cpu / len(messages) * 1000,
-        "main_cpu_ms": main_cpu / len(messages) * 1000,  # its own process: SMTP, the writer
-        "client_cpu_ms": own_cpu / len(messages) * 1000,
+        "daemon_cpu_ms": cpu.tree,
+        "main_cpu_ms": cpu.main,  # its own process: SMTP, the writer
+        "client_cpu_ms": cpu.own,
     }
 
 

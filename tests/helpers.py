@@ -102,6 +102,27 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class CpuWindow:
+    """CPU per item (message, request) spent between `start` and `stop`, in ms: by the process
+    tree under `pid` (`tree`), by `pid` alone (`main`), and by this process (`own`: the
+    clients that drove it)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tree = self.main = self.own = 0.0
+        self._at_start = ((0.0, 0.0), 0.0)
+
+    def start(self) -> None:
+        self._at_start = tree_cpu_s(self.pid), own_cpu_s()
+
+    def stop(self, items: int) -> None:
+        (tree, main), own = tree_cpu_s(self.pid), own_cpu_s()
+        (tree_0, main_0), own_0 = self._at_start
+        self.tree = (tree - tree_0) / items * 1000
+        self.main = (main - main_0) / items * 1000
+        self.own = (own - own_0) / items * 1000
+
+
 def cpu_ceiling(ms_each: float) -> float:
     """How many a second work of `ms_each` ms of CPU each allows on this machine, with every
     core busy all the time: what no spreading of that work over processes can beat."""

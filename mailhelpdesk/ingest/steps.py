@@ -200,9 +200,9 @@ def _is_party(ctx: IngestContext, sender: str | None) -> bool:
     if not sender or ctx.ticket is None:
         return False
     email = sender.lower()
-    if email in ctx.settings.agent_addresses or email == ctx.ticket.originator_email.lower():
-        return True  # most replies: the one party known without reading the ticket's others
-    return email in store.participant_emails(ctx.session, ctx.ticket)
+    return email in ctx.settings.agent_addresses or store.is_participant(
+        ctx.session, ctx.ticket, email
+    )
 
 
 def record_bounce(ctx: IngestContext) -> None:

@@ -4,7 +4,7 @@ A contact is made by the first ticket opened for an address it does not know (ma
 forward alike: `contact_for`, called by `tickets.create_ticket`), or by the API. Mail from
 any of a contact's addresses (main or alternate) belongs to that contact: its new tickets get
 the contact, and the address is a party to the contact's tickets (store/tickets.py
-`participant_emails`, the party rule of DESIGN.md §2). An address belongs to at most one
+`is_participant`, the party rule of DESIGN.md §2). An address belongs to at most one
 contact; the database holds that (UNIQUE contact_addresses.email), not only this module.
 
 Contacts are not tickets: changing one records no ticket event and causes no notice.

@@ -257,18 +257,22 @@ class Among:
         self._name = name
         self._build = build
         self._expanding = build(bindparam(name, expanding=True))
-        self._by_count: dict[int, Executable] = {}
+        # count -> the statement with that many binds, and their names in order
+        self._by_count: dict[int, tuple[Executable, tuple[str, ...]]] = {}
 
     def bind(self, values: Sequence[Any], **params: Any) -> tuple[Executable, dict[str, Any]]:
         """The statement for `values` and its parameters (with `params`, the other binds)."""
         if len(values) > self.FEW:
             return self._expanding, {self._name: list(values), **params}
-        statement = self._by_count.get(len(values))
-        if statement is None:
-            names = [f"{self._name}_{i}" for i in range(len(values))]
-            statement = self._by_count[len(values)] = self._build([bindparam(n) for n in names])
-        bound = {f"{self._name}_{i}": v for i, v in enumerate(values)}
-        return statement, {**bound, **params}
+        found = self._by_count.get(len(values))
+        if found is None:
+            names = tuple(f"{self._name}_{i}" for i in range(len(values)))
+            found = self._by_count[len(values)] = (
+                self._build([bindparam(n) for n in names]),
+                names,
+            )
+        statement, names = found
+        return statement, {**dict(zip(names, values, strict=True)), **params}
 
 
 def flushed_connection(session: Session) -> Connection:
